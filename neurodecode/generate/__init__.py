@@ -1,0 +1,3 @@
+"""neurodecode.generate (being built)."""
+
+__all__: list[str] = []

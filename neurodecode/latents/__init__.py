@@ -1,0 +1,3 @@
+"""neurodecode.latents (being built)."""
+
+__all__: list[str] = []

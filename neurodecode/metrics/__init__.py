@@ -1,0 +1,3 @@
+"""neurodecode.metrics (being built)."""
+
+__all__: list[str] = []

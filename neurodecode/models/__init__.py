@@ -1,0 +1,3 @@
+"""neurodecode.models (being built)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""neurodecode.simulate (being built)."""
+
+__all__: list[str] = []

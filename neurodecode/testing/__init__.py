@@ -1,0 +1,3 @@
+"""neurodecode.testing (being built)."""
+
+__all__: list[str] = []

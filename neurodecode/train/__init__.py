@@ -1,0 +1,3 @@
+"""neurodecode.train (being built)."""
+
+__all__: list[str] = []

@@ -1,3 +1,3 @@
-"""neurodecode.models (being built)."""
+"""Torch modules: subject adapters, the published decoders, shared losses and solvers."""
 
 __all__: list[str] = []

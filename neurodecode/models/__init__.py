@@ -1,3 +1,64 @@
-"""Torch modules: subject adapters, the published decoders, shared losses and solvers."""
+"""Torch modules: subject adapters, the published decoders, shared losses and solvers.
 
-__all__: list[str] = []
+Decoders are found by name without importing them all (each lives in its own file):
+
+>>> from neurodecode.models import load_decoder          # doctest: +SKIP
+>>> decoder = load_decoder("runs/mindbridge/checkpoint")   # doctest: +SKIP
+
+Every decoder class exposes ``predict_latents(X, subject=...) -> dict[str, ndarray]``
+with keys from :data:`LATENT_KEYS`, which the generators consume.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DECODERS", "LATENT_KEYS", "decoder_class", "load_decoder"]
+
+#: Decoder name -> "module:Class" (imported only when asked for).
+DECODERS: dict[str, str] = {
+    "brain_diffuser": "neurodecode.models.brain_diffuser:BrainDiffuser",
+    "mindbridge": "neurodecode.models.mindbridge:MindBridge",
+    "mindeye2": "neurodecode.models.mindeye2:MindEye2",
+    "atm": "neurodecode.models.atm:ATM",
+    "glim": "neurodecode.models.glim:GLIM",
+}
+
+#: Keys of the dict returned by ``predict_latents`` and their shapes (real tier).
+LATENT_KEYS: dict[str, str] = {
+    "clip_image_tokens": "(n, 257, 768) CLIP ViT-L/14 image tokens (VD-normalised when the decoder says so)",
+    "clip_text_tokens": "(n, 77, 768) CLIP ViT-L/14 text tokens",
+    "clip_image_embeds": "(n, d) pooled CLIP image embedding (ViT-H-14: 1024; ViT-L-14: 768)",
+    "clip_bigg_tokens": "(n, 256, 1664) OpenCLIP ViT-bigG-14 patch tokens",
+    "vae_latents": "(n, c, h, w) image-autoencoder latents for the low-level path",
+    "text_embeds": "(n, d) sentence embedding",
+}
+
+
+def decoder_class(name: str) -> type:
+    """The decoder class registered under ``name`` (or its class name, e.g. ``"MindBridge"``)."""
+    from .._core.validation import check_option
+
+    by_class = {v.split(":")[1]: v for v in DECODERS.values()}
+    target = DECODERS.get(name) or by_class.get(name)
+    if target is None:
+        check_option(name, "decoder", list(DECODERS))
+    module, cls = str(target).split(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+def load_decoder(path: str | os.PathLike[str], **kwargs: Any) -> Any:
+    """Load any decoder saved with ``save_pretrained`` (the class is read from ``config.json``)."""
+    from .._core.errors import MissingFileError
+    from .._core.validation import format_error
+
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        raise MissingFileError(format_error("checkpoint", "a folder written by save_pretrained (with config.json)",
+                                            str(path), "Pass the folder that `neurodecode train` wrote"))
+    name = json.loads(cfg.read_text())["model_class"]
+    return decoder_class(name).from_pretrained(path, **kwargs)

@@ -1,3 +1,13 @@
-"""neurodecode.testing (being built)."""
+"""Fixture writers: small trees in the exact published layouts of each dataset.
 
-__all__: list[str] = []
+The loaders in :mod:`neurodecode.data` read these through the same code a lab uses on
+the real download. Writers take data arrays (so simulations can write known answers);
+``make_*_fixture`` fill them with random but structurally faithful values.
+"""
+
+from ._nsd import make_nsd_fixture, nsd_path, write_nsd_tree
+from ._things_eeg2 import make_things_eeg2_fixture, write_things_eeg2_subject
+from ._zuco import make_zuco_fixture, write_zuco_subject, zuco_path
+
+__all__ = ["write_nsd_tree", "make_nsd_fixture", "nsd_path", "write_things_eeg2_subject", "make_things_eeg2_fixture",
+           "write_zuco_subject", "make_zuco_fixture", "zuco_path"]

@@ -1,0 +1,162 @@
+"""ZuCo 1.0 (MATLAB v5) and 2.0 (MATLAB v7.3): sentence-level EEG with the sentence read.
+
+Sentences without usable EEG (empty or all-NaN ``rawData``, as in the release) are
+dropped and counted in the provenance. The split is by unique sentence: a sentence
+goes to train/val/test according to the SHA-256 of its text, so the same sentence
+lands in the same split for every subject and task (no text leakage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._core.errors import DataIntegrityError, MetadataMismatchError, MissingFileError, ValidationError
+from .._core.specs import load_spec
+from .._core.validation import check_option, format_error
+from ._trials import Trials
+
+__all__ = ["load_zuco", "sentence_split"]
+
+
+def _spec() -> dict[str, Any]:
+    return load_spec("zuco")
+
+
+def sentence_split(text: str, fractions: dict[str, float] | None = None) -> str:
+    """Deterministic split of a sentence from the SHA-256 of its stripped text."""
+    fr = fractions or _spec()["split"]["fractions"]
+    u = int.from_bytes(hashlib.sha256(text.strip().encode("utf-8")).digest()[:8], "big") / 2.0**64
+    edge = 0.0
+    for name in ("train", "val", "test"):
+        edge += float(fr.get(name, 0.0))
+        if u < edge:
+            return name
+    return "test"
+
+
+def _find(root: Path, subject: str, task: str, version: int) -> Path:
+    spec = _spec()
+    v = spec["versions"][str(version)]
+    rel = spec["paths"]["results"].format(task_dir=v["task_dirs"][task], subject=subject, task=task)
+    p = root / rel
+    if p.is_file():
+        return p
+    hits = sorted(root.rglob(f"results{subject}_{task}.mat")) if root.is_dir() else []
+    if hits:
+        return hits[0]
+    raise MissingFileError(format_error("root", f"results{subject}_{task}.mat", f"nothing under {root}",
+                                        f"Expected {rel} under the ZuCo {version}.0 root"))
+
+
+def load_zuco(
+    root: str | os.PathLike[str],
+    subject: str,
+    *,
+    version: int,
+    task: str,
+    sfreq: float | None = None,
+    ch_names: list[str] | None = None,
+    verbose: Any = None,
+) -> Trials:
+    """Load one ZuCo subject's sentence-level EEG for one task as :class:`Trials`.
+
+    Parameters
+    ----------
+    root : path-like
+        Root of the ZuCo version (holding the task folders); the results file is also
+        searched for recursively.
+    subject : str
+        Subject code (``"ZAB"``, ``"YAC"``) or ``"zuco/ZAB"``.
+    version : {1, 2}
+        ZuCo 1.0 (MATLAB v5, tasks SR/NR/TSR) or 2.0 (MATLAB v7.3, tasks NR/TSR).
+    task : str
+        ``"SR"``, ``"NR"`` or ``"TSR"``.
+    sfreq : float or None
+        Expected sampling rate; defaults to the spec's 500 Hz and is checked against the
+        file's ``sfreq`` variable when present.
+    ch_names : list of str or None
+        Expected channel set (checked when the file carries channel labels).
+    verbose : bool | str | int | None
+        Unused (kept for a uniform signature).
+
+    Returns
+    -------
+    trials : Trials
+        ``X`` float32 of shape (n_sentences, n_channels, max_times), zero-padded, with
+        ``lengths``; ``texts`` the sentences; ``stimulus_ids`` the sentence's index in the
+        file; ``split`` by unique sentence; ``metadata`` with ``task``.
+    """
+    from ..io.matlab import load_mat, mat_version
+
+    spec = _spec()
+    check_option(version, "version", (1, 2))
+    v = spec["versions"][str(version)]
+    check_option(task, "task", list(v["tasks"]))
+    subject = str(subject).split("/", 1)[-1] if str(subject).startswith("zuco/") else str(subject)
+    expected_sfreq = float(spec["dataset"]["sfreq"] if sfreq is None else sfreq)
+    path = _find(Path(root), subject, task, version)
+    found_version = mat_version(path)
+    if found_version != int(v["mat_version"]):
+        raise MetadataMismatchError(format_error(
+            "version", f"a MATLAB v{v['mat_version']} file for ZuCo {version}.0",
+            f"a v{found_version} file at {path}", "Pass the ZuCo version this file belongs to"))
+    keys = spec["keys"]
+    content = load_mat(path)
+    if keys["sentences"] not in content:
+        raise DataIntegrityError(format_error("key", f"{keys['sentences']!r} in {path}",
+                                              f"variables: {', '.join(sorted(content))}"))
+    if "sfreq" in content:
+        file_sfreq = float(np.asarray(content["sfreq"]).ravel()[0])
+        if not np.isclose(file_sfreq, expected_sfreq):
+            raise MetadataMismatchError(format_error("sfreq", f"{expected_sfreq:g} Hz", f"{file_sfreq:g} Hz in {path}",
+                                                     "Resample, or pass the sfreq you expect"))
+    names = None
+    if "chanlocs" in content and isinstance(content["chanlocs"], dict) and "labels" in content["chanlocs"]:
+        labels = content["chanlocs"]["labels"]
+        names = labels.split() if isinstance(labels, str) else [str(x) for x in labels]
+        if ch_names is not None and set(ch_names) != set(names):
+            raise MetadataMismatchError(format_error("ch_names", "the expected channel set",
+                                                     f"{len(names)} other channels in {path}"))
+    records = content[keys["sentences"]]
+    records = [records] if isinstance(records, dict) else list(records)
+    texts, eegs, idx, dropped = [], [], [], 0
+    n_ch = None
+    for i, rec in enumerate(records):
+        if keys["text"] not in rec or keys["eeg"] not in rec:
+            raise DataIntegrityError(format_error(f"{keys['sentences']}[{i}]", f"fields {keys['text']!r} and "
+                                                  f"{keys['eeg']!r}", f"fields {sorted(rec)}"))
+        eeg = np.asarray(rec[keys["eeg"]], dtype=np.float64)
+        if eeg.size == 0 or eeg.ndim != 2 or not np.isfinite(eeg).any():
+            dropped += 1
+            continue
+        if n_ch is None:
+            n_ch = eeg.shape[0]
+        elif eeg.shape[0] != n_ch:
+            raise MetadataMismatchError(format_error(f"{keys['sentences']}[{i}].rawData", f"{n_ch} channels",
+                                                     f"{eeg.shape[0]} in {path}"))
+        texts.append(str(rec[keys["text"]]))
+        eegs.append(np.nan_to_num(eeg))
+        idx.append(i)
+    if not eegs:
+        raise ValidationError(format_error("sentences", "at least one sentence with EEG", f"none in {path}"))
+    lengths = np.array([e.shape[1] for e in eegs])
+    X = np.zeros((len(eegs), n_ch or 0, int(lengths.max())), dtype=np.float32)
+    for j, e in enumerate(eegs):
+        X[j, :, : e.shape[1]] = e
+    split = np.array([sentence_split(t) for t in texts])
+    if names is None or len(names) != X.shape[1]:
+        names = [f"E{c + 1}" for c in range(X.shape[1])]
+    provenance = {
+        "dataset": "zuco", "loader": "neurodecode.data.load_zuco", "file": str(path), "version": version,
+        "task": task, "subject": f"zuco/{subject}", "sfreq": expected_sfreq, "n_sentences_in_file": len(records),
+        "n_dropped_no_eeg": dropped, "padding": "zeros after each sentence's length",
+        "split": f"by unique sentence ({spec['split']['method']}), fractions {dict(spec['split']['fractions'])}",
+    }
+    return Trials(X=X, stimulus_ids=np.array(idx), subject=f"zuco/{subject}", split=split, sfreq=expected_sfreq,
+                  ch_names=names, times=np.arange(X.shape[2]) / expected_sfreq, texts=texts, lengths=lengths,
+                  metadata={"task": np.full(len(idx), task)}, provenance=provenance)

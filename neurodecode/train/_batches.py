@@ -1,0 +1,289 @@
+"""Batch sources: arrays kept on the device and indexed there, in an order seeded by (seed, epoch).
+
+A batch source exposes ``steps_per_epoch`` and ``epoch(epoch, seed=..., start=0, rank=0,
+world_size=1)``, an iterator over the batches of one epoch from step ``start`` on. The
+order depends only on ``(seed, epoch)``, so a resumed run sees the very batches an
+uninterrupted run would. With several processes each rank gets its slice of every
+global batch (``batch_size`` is global).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from .._core.errors import ShapeMismatchError, ValidationError
+from .._core.logging import logger
+from .._core.validation import format_error
+
+__all__ = ["BatchSource", "ArrayBatches", "MultiSubjectBatches"]
+
+def _generator(seed: int, *keys: int) -> Any:
+    """A CPU torch generator seeded by a hash of ``(seed, *keys)``."""
+    import torch
+
+    entropy = [int(v) & 0xFFFFFFFF for v in (seed, *keys)]
+    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int(state) & 0x7FFFFFFFFFFFFFFF)
+    return g
+
+
+class BatchSource(Protocol):
+    """What :meth:`Trainer.fit` needs from its data."""
+
+    steps_per_epoch: int
+
+    def epoch(self, epoch: int, *, seed: int = 0, start: int = 0, rank: int = 0,
+              world_size: int = 1) -> Iterator[dict[str, Any]]: ...
+
+    def to(self, device: Any) -> BatchSource: ...
+
+
+def _as_tensors(arrays: Mapping[str, Any], param: str) -> dict[str, Any]:
+    import torch
+
+    if not isinstance(arrays, Mapping) or not arrays:
+        raise ValidationError(format_error(param, "a non-empty dict of arrays", arrays))
+    out: dict[str, Any] = {}
+    n = None
+    for key, value in arrays.items():
+        t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+        if t.dtype == torch.float64:
+            t = t.float()
+        if t.ndim == 0:
+            raise ShapeMismatchError(format_error(f"{param}[{key!r}]", "an array with a leading sample axis", t))
+        if n is None:
+            n = len(t)
+        elif len(t) != n:
+            sizes = {k: len(v) for k, v in arrays.items()}
+            raise ShapeMismatchError(format_error(param, "arrays with the same number of samples", str(sizes),
+                                                  "Pass one row per trial in every array"))
+        out[str(key)] = t
+    return out
+
+
+def _fits_on(tensors: Mapping[str, Any], device: Any) -> bool:
+    import torch
+
+    if device.type != "cuda":
+        return True
+    need = sum(t.numel() * t.element_size() for t in tensors.values())
+    free, _ = torch.cuda.mem_get_info(device)
+    return bool(need < 0.5 * free)
+
+
+def _rank_slice(idx: Any, rank: int, world_size: int) -> Any:
+    if world_size == 1:
+        return idx
+    n = len(idx)
+    lo, hi = (n * rank) // world_size, (n * (rank + 1)) // world_size
+    return idx[lo:hi]
+
+
+def _gather(tensors: Mapping[str, Any], idx: Any, device: Any) -> dict[str, Any]:
+    out = {}
+    for key, t in tensors.items():
+        i = idx.to(t.device) if idx.device != t.device else idx
+        part = t.index_select(0, i) if t.ndim else t
+        if device is not None and part.device != device:
+            part = part.to(device, non_blocking=True)
+        out[key] = part
+    return out
+
+
+class ArrayBatches:
+    """Batches from a dict of equally long arrays (one subject, or homogeneous data).
+
+    Parameters
+    ----------
+    arrays : dict of str to ndarray or Tensor
+        Each of shape (n_samples, ...); float64 is stored as float32.
+    batch_size : int
+        Global batch size.
+    shuffle : bool
+        Shuffle every epoch (order seeded by ``(seed, epoch)``).
+    drop_last : bool or None
+        Drop the last incomplete batch; defaults to ``shuffle`` (training drops it,
+        evaluation keeps every sample).
+    extra : dict or None
+        Constant entries added to every batch (e.g. ``{"subject": "nsd/subj01"}``).
+    """
+
+    def __init__(self, arrays: Mapping[str, Any], batch_size: int, shuffle: bool = True,
+                 drop_last: bool | None = None, extra: Mapping[str, Any] | None = None) -> None:
+        self.tensors = _as_tensors(arrays, "arrays")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValidationError(format_error("batch_size", "a positive integer", batch_size))
+        self.n_samples = len(next(iter(self.tensors.values())))
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = shuffle if drop_last is None else drop_last
+        self.extra = dict(extra or {})
+        self.device: Any = None
+        if self.drop_last and self.n_samples < batch_size:
+            raise ValidationError(format_error("batch_size", f"at most the {self.n_samples} samples", batch_size,
+                                               "Lower the batch size or pass drop_last=False"))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Number of batches in one epoch."""
+        if self.drop_last:
+            return self.n_samples // self.batch_size
+        return -(-self.n_samples // self.batch_size)
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def to(self, device: Any, *, keep_on_device: bool = True) -> ArrayBatches:
+        """Move the arrays to ``device`` once (if they fit), else keep them on the host and move each batch."""
+        import torch
+
+        device = torch.device(device)
+        self.device = device
+        if keep_on_device and _fits_on(self.tensors, device):
+            self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
+        else:
+            if device.type == "cuda":
+                logger.info("training arrays do not fit on %s; batches are copied from pinned host memory", device)
+                self.tensors = {k: v.pin_memory() for k, v in self.tensors.items()}
+        return self
+
+    def order(self, epoch: int, seed: int = 0) -> Any:
+        """The sample order of ``epoch`` (a CPU LongTensor)."""
+        import torch
+
+        if self.shuffle:
+            return torch.randperm(self.n_samples, generator=_generator(seed, epoch))
+        return torch.arange(self.n_samples)
+
+    def epoch(self, epoch: int, *, seed: int = 0, start: int = 0, rank: int = 0,
+              world_size: int = 1) -> Iterator[dict[str, Any]]:
+        """Iterate the batches of ``epoch`` from step ``start``; each rank gets its slice."""
+        order = self.order(epoch, seed)
+        dev = next(iter(self.tensors.values())).device
+        order = order.to(dev)
+        for step in range(start, self.steps_per_epoch):
+            idx = _rank_slice(order[step * self.batch_size:(step + 1) * self.batch_size], rank, world_size)
+            batch = _gather(self.tensors, idx, self.device)
+            batch.update(self.extra)
+            yield batch
+
+
+class MultiSubjectBatches:
+    """Batches from several subjects with different input sizes.
+
+    Each step draws ``subjects_per_step`` distinct subjects (with probability
+    proportional to their number of samples) and ``batch_size`` samples from each
+    subject's own shuffled order (reshuffled when used up).
+
+    Parameters
+    ----------
+    data : dict of str to dict of str to ndarray
+        ``{subject_id: {"x": (n_s, n_voxels_s), "image_tokens": (n_s, ...), ...}}``.
+    batch_size : int
+        Samples per subject per step (global).
+    subjects_per_step : int
+        1 yields flat batches ``{"subject": id, **arrays}``; 2 or more yields
+        ``{"parts": [batch_subject_a, batch_subject_b, ...]}`` (MindBridge's cycle loss needs 2).
+    shuffle : bool
+        ``False`` walks each subject in order, once (evaluation); subjects follow one another.
+    steps_per_epoch : int or None
+        Defaults to the number of full batches over all subjects divided by ``subjects_per_step``
+        (with an ``anchor``: the anchor subject's number of batches).
+    anchor : str or None
+        A subject present in every step (first part), the others drawn from the rest: MindBridge's
+        reset-tuning mixes a source-subject batch into each batch of the new subject.
+    """
+
+    def __init__(self, data: Mapping[str, Mapping[str, Any]], batch_size: int, subjects_per_step: int = 1,
+                 shuffle: bool = True, steps_per_epoch: int | None = None, anchor: str | None = None) -> None:
+        if not isinstance(data, Mapping) or not data:
+            raise ValidationError(format_error("data", "a non-empty dict {subject_id: {name: array}}", data))
+        self.subjects = [str(s) for s in data]
+        self.sources = {str(s): ArrayBatches(arrays, batch_size, shuffle=shuffle,
+                                             drop_last=shuffle, extra={"subject": str(s)})
+                        for s, arrays in data.items()}
+        if not 1 <= subjects_per_step <= len(self.subjects):
+            raise ValidationError(format_error("subjects_per_step", f"an integer in [1, {len(self.subjects)}]",
+                                               subjects_per_step, "Add subjects or lower subjects_per_step"))
+        self.batch_size = batch_size
+        self.subjects_per_step = subjects_per_step
+        self.shuffle = shuffle
+        if anchor is not None and str(anchor) not in self.sources:
+            raise ValidationError(format_error("anchor", "one of " + ", ".join(map(repr, self.subjects)), repr(anchor)))
+        if anchor is not None and not shuffle:
+            raise ValidationError(format_error("anchor", "None when shuffle=False", repr(anchor)))
+        self.anchor = None if anchor is None else str(anchor)
+        per_subject = [len(src) for src in self.sources.values()]
+        default = max(1, sum(per_subject) // subjects_per_step) if shuffle else sum(per_subject)
+        if self.anchor is not None:
+            default = len(self.sources[self.anchor])
+        self._steps = int(steps_per_epoch or default)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Number of steps in one epoch."""
+        return self._steps
+
+    def __len__(self) -> int:
+        return self._steps
+
+    def to(self, device: Any, *, keep_on_device: bool = True) -> MultiSubjectBatches:
+        """Move every subject's arrays to ``device`` (see :meth:`ArrayBatches.to`)."""
+        for src in self.sources.values():
+            src.to(device, keep_on_device=keep_on_device)
+        return self
+
+    def _plan(self, epoch: int, seed: int) -> Iterator[list[tuple[str, Any]]]:
+        """Yield, per step, the (subject, global index tensor) pairs, without touching the data."""
+        import torch
+
+        if not self.shuffle:
+            for s in self.subjects:
+                src = self.sources[s]
+                order = src.order(epoch, seed)
+                for step in range(src.steps_per_epoch):
+                    yield [(s, order[step * src.batch_size:(step + 1) * src.batch_size])]
+            return
+        g = _generator(seed, epoch, 7)
+        weights = torch.tensor([float(self.sources[s].n_samples) for s in self.subjects])
+        n_draw = self.subjects_per_step
+        if self.anchor is not None:
+            weights[self.subjects.index(self.anchor)] = 0.0
+            n_draw -= 1
+        pos = dict.fromkeys(self.subjects, 0)
+        cycle = dict.fromkeys(self.subjects, 0)
+        orders = {s: self.sources[s].order(epoch * 1000, seed + 17 * (i + 1)) for i, s in enumerate(self.subjects)}
+        for _ in range(self._steps):
+            chosen = torch.multinomial(weights, n_draw, replacement=False, generator=g).tolist() if n_draw else []
+            if self.anchor is not None:
+                chosen = [self.subjects.index(self.anchor), *chosen]
+            parts = []
+            for j in chosen:
+                s = self.subjects[j]
+                src = self.sources[s]
+                if pos[s] + self.batch_size > src.n_samples:
+                    cycle[s] += 1
+                    pos[s] = 0
+                    orders[s] = src.order(epoch * 1000 + cycle[s], seed + 17 * (j + 1))
+                parts.append((s, orders[s][pos[s]:pos[s] + self.batch_size]))
+                pos[s] += self.batch_size
+            yield parts
+
+    def epoch(self, epoch: int, *, seed: int = 0, start: int = 0, rank: int = 0,
+              world_size: int = 1) -> Iterator[dict[str, Any]]:
+        """Iterate the batches of ``epoch`` from step ``start``; each rank gets its slice of each sub-batch."""
+        for step, parts in enumerate(self._plan(epoch, seed)):
+            if step < start:
+                continue
+            built = []
+            for s, idx in parts:
+                src = self.sources[s]
+                dev = next(iter(src.tensors.values())).device
+                batch = _gather(src.tensors, _rank_slice(idx.to(dev), rank, world_size), src.device)
+                batch["subject"] = s
+                built.append(batch)
+            yield built[0] if self.subjects_per_step == 1 else {"parts": built}

@@ -1,0 +1,216 @@
+"""The trainer: configs, batch sources, fitting, metrics log, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neurodecode._core.errors import ShapeMismatchError, ValidationError
+from neurodecode.train import ArrayBatches, MultiSubjectBatches, TrainConfig, Trainer, latest_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+MODEL_SRC = textwrap.dedent('''
+    import os, time, torch
+
+    class Regressor(torch.nn.Module):
+        """Linear map with dropout and a random input jitter (both use the global RNG)."""
+
+        def __init__(self, n_in=9, n_out=7):
+            super().__init__()
+            self.lin = torch.nn.Linear(n_in, n_out)
+            self.drop = torch.nn.Dropout(0.2)
+            self.pause_at = None
+
+        def training_step(self, batch, step):
+            if self.pause_at is not None and step == self.pause_at:
+                open(os.environ["ND_MARKER"], "w").close()
+                time.sleep(120)
+            x = batch["x"] + 0.01 * torch.randn_like(batch["x"])
+            pred = self.lin(self.drop(x))
+            err = pred - batch["y"]
+            return {"loss": (err ** 2).mean(), "mae": err.abs().mean()}
+''')
+
+
+def _model_module(tmp_path):
+    (tmp_path / "nd_test_model.py").write_text(MODEL_SRC)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import importlib
+
+        import nd_test_model
+
+        return importlib.reload(nd_test_model)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def _data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 9)).astype(np.float32)
+    w = rng.standard_normal((9, 7)).astype(np.float32)
+    return x, x @ w
+
+
+def _config(**kw):
+    base = dict(epochs=4, batch_size=8, lr=3e-2, device="cpu", log_every=3, checkpoint_every=5, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_config_checks_and_round_trip():
+    with pytest.raises(ValidationError, match="scheduler"):
+        TrainConfig(scheduler="linear")
+    with pytest.raises(ValidationError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValidationError, match="lerning_rate"):
+        TrainConfig.from_dict({"lerning_rate": 1.0})
+    cfg = TrainConfig(lr=1e-3, betas=[0.9, 0.95])
+    assert TrainConfig.from_dict({**cfg.to_dict(), "betas": tuple(cfg.betas)}) == cfg
+
+
+def test_array_batches_order_resume_and_rank_slices():
+    x = np.arange(20, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    src = ArrayBatches({"x": x, "i": np.arange(20)}, batch_size=6)
+    assert src.steps_per_epoch == 3
+    e0 = [b["i"].tolist() for b in src.epoch(0, seed=1)]
+    assert e0 == [b["i"].tolist() for b in src.epoch(0, seed=1)]  # seeded by (seed, epoch)
+    assert e0 != [b["i"].tolist() for b in src.epoch(1, seed=1)]
+    assert len(set(sum(e0, []))) == 18  # drop_last, no repeats
+    assert [b["i"].tolist() for b in src.epoch(0, seed=1, start=2)] == e0[2:]
+    halves = [[b["i"].tolist() for b in src.epoch(0, seed=1, rank=r, world_size=2)] for r in (0, 1)]
+    assert [a + b for a, b in zip(*halves)] == e0
+    val = ArrayBatches({"i": np.arange(20)}, batch_size=6, shuffle=False)
+    assert [b["i"].tolist() for b in val.epoch(0)][-1] == [18, 19]
+    with pytest.raises(ShapeMismatchError, match="same number of samples"):
+        ArrayBatches({"x": np.zeros((5, 2)), "y": np.zeros(4)}, 2)
+
+
+def test_multi_subject_batches_two_distinct_subjects_per_step():
+    data = {"nsd/subj01": {"x": np.zeros((30, 7), np.float32), "i": np.arange(30)},
+            "nsd/subj02": {"x": np.ones((20, 8), np.float32), "i": np.arange(20)},
+            "nsd/subj05": {"x": np.ones((25, 9), np.float32), "i": np.arange(25)}}
+    src = MultiSubjectBatches(data, batch_size=4, subjects_per_step=2)
+    assert src.steps_per_epoch == (7 + 5 + 6) // 2
+    batches = list(src.epoch(0, seed=2))
+    sizes = {"nsd/subj01": 7, "nsd/subj02": 8, "nsd/subj05": 9}
+    for b in batches:
+        subs = [p["subject"] for p in b["parts"]]
+        assert len(set(subs)) == 2
+        for p in b["parts"]:
+            assert p["x"].shape == (4, sizes[p["subject"]])
+    again = list(src.epoch(0, seed=2, start=3))
+    assert [[p["i"].tolist() for p in b["parts"]] for b in again] == \
+        [[p["i"].tolist() for p in b["parts"]] for b in batches[3:]]
+    single = MultiSubjectBatches(data, batch_size=4)
+    assert isinstance(next(iter(single.epoch(0)))["subject"], str)
+
+
+def test_fit_learns_logs_and_writes_safe_checkpoints(tmp_path):
+    mod = _model_module(tmp_path)
+    x, y = _data()
+    torch.manual_seed(0)
+    model = mod.Regressor()
+    model.drop.p = 0.0
+    with torch.no_grad():
+        before = float(((model.lin(torch.from_numpy(x)) - torch.from_numpy(y)) ** 2).mean())
+    out = tmp_path / "run"
+    result = Trainer(model, _config(epochs=6, lr=0.3), out_dir=out).fit(
+        ArrayBatches({"x": x, "y": y}, 8), ArrayBatches({"x": x, "y": y}, 16, shuffle=False))
+    assert result.steps == 36 and result.resumed_from == 0
+    assert result.metrics["val/loss"] < 0.2 * before
+    lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [e["step"] for e in lines if "loss" in e]
+    assert train_steps == [3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36]
+    assert sum("val/loss" in e for e in lines) == 6  # one validation per epoch
+    ckpt = latest_checkpoint(out / "checkpoints")
+    assert ckpt == result.checkpoint and ckpt.name == "step_00000036"
+    assert len(list((out / "checkpoints").glob("step_*"))) == 2  # keep_checkpoints
+    for f in ckpt.iterdir():
+        assert f.read_bytes()[:1] != b"\x80" and f.read_bytes()[:2] != b"PK"  # no pickles
+    # a second fit with resume=True finds the run finished and changes nothing
+    w = model.lin.weight.detach().clone()
+    again = Trainer(model, _config(epochs=6, lr=0.3), out_dir=out).fit(ArrayBatches({"x": x, "y": y}, 8))
+    assert again.resumed_from == 36 and torch.equal(model.lin.weight, w)
+
+
+def test_sigkill_and_resume_gives_bit_identical_weights(tmp_path):
+    mod = _model_module(tmp_path)
+    x, y = _data()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    cfg = _config()  # 4 epochs x 6 steps, checkpoint every 5
+
+    torch.manual_seed(0)
+    reference = mod.Regressor()
+    Trainer(reference, cfg).fit(ArrayBatches({"x": x, "y": y}, 8))
+
+    out = tmp_path / "killed"
+    marker = tmp_path / "marker"
+    script = textwrap.dedent(f'''
+        import sys, numpy as np, torch
+        torch.set_num_threads(1)
+        sys.path.insert(0, {str(tmp_path)!r})
+        import nd_test_model
+        from neurodecode.train import ArrayBatches, TrainConfig, Trainer
+        cfg = TrainConfig(**{cfg.to_dict()!r})
+        torch.manual_seed(0)
+        model = nd_test_model.Regressor()
+        model.pause_at = 13
+        x, y = np.load({str(tmp_path / "x.npy")!r}), np.load({str(tmp_path / "y.npy")!r})
+        Trainer(model, cfg, out_dir={str(out)!r}).fit(ArrayBatches({{"x": x, "y": y}}, 8))
+    ''')
+    env = {**os.environ, "ND_MARKER": str(marker), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert latest_checkpoint(out / "checkpoints").name == "step_00000010"
+
+    torch.manual_seed(123)  # a different init: everything must come from the checkpoint
+    resumed = mod.Regressor()
+    result = Trainer(resumed, cfg, out_dir=out).fit(ArrayBatches({"x": x, "y": y}, 8))
+    assert result.resumed_from == 10 and result.steps == 24
+    assert torch.equal(resumed.lin.weight, reference.lin.weight)
+    assert torch.equal(resumed.lin.bias, reference.lin.bias)
+    steps = [json.loads(s)["step"] for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # lines after the checkpoint dropped
+
+
+def test_max_steps_and_schedules(tmp_path):
+    mod = _model_module(tmp_path)
+    x, y = _data()
+    for sched in ("onecycle", "cosine", "constant"):
+        torch.manual_seed(0)
+        model = mod.Regressor()
+        res = Trainer(model, _config(scheduler=sched, max_steps=4, optimizer="adam")).fit(ArrayBatches({"x": x, "y": y}, 8))
+        assert res.steps == 4
+        lr = res.history[-1]["lr"]
+        if sched == "constant":
+            assert lr == pytest.approx(3e-2)
+        else:
+            assert lr < 3e-2 * 0.5
+
+
+def test_frozen_model_is_refused(tmp_path):
+    mod = _model_module(tmp_path)
+    model = mod.Regressor().requires_grad_(False)
+    x, y = _data()
+    with pytest.raises(ValidationError, match="trainable"):
+        Trainer(model, _config()).fit(ArrayBatches({"x": x, "y": y}, 8))

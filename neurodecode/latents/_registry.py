@@ -1,0 +1,48 @@
+"""The built-in latent spaces: real names and their ``-tiny`` twins (see :func:`get_space`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import SpaceSpec, register_space
+
+__all__ = ["register_builtin", "BUILTIN"]
+
+_CLIP = ".clip:build_clip_space"
+_TEXT = ".text:build_text_space"
+
+#: name -> (builder, options, description); every name also gets a ``-tiny`` twin.
+BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
+    "clip-vit-l-14-tokens": (_CLIP, {"arch": "ViT-L-14", "tag": "openai", "output": "image_tokens"},
+                             "CLIP ViT-L/14 image tokens 257 x 768 (final LN + projection); tiny 17 x 16"),
+    "clip-vit-l-14": (_CLIP, {"arch": "ViT-L-14", "tag": "openai", "output": "image_pooled"},
+                      "CLIP ViT-L/14 image embedding 768; tiny 16"),
+    "clip-vit-h-14": (_CLIP, {"arch": "ViT-H-14", "tag": "laion2b_s32b_b79k", "output": "image_pooled"},
+                      "OpenCLIP ViT-H/14 image embedding 1024 (ATM); tiny 24"),
+    "clip-bigg-14-tokens": (_CLIP, {"arch": "ViT-bigG-14", "tag": "laion2b_s39b_b160k",
+                                    "output": "image_patch_tokens"},
+                            "OpenCLIP ViT-bigG/14 patch tokens 256 x 1664, no CLS (MindEye2); tiny 16 x 48"),
+    "clip-vit-l-14-text-tokens": (_CLIP, {"arch": "ViT-L-14", "tag": "openai", "output": "text_tokens"},
+                                  "CLIP ViT-L/14 text tokens 77 x 768; tiny 77 x 16"),
+    "clip-vit-l-14-text": (_CLIP, {"arch": "ViT-L-14", "tag": "openai", "output": "text_pooled"},
+                           "CLIP ViT-L/14 text embedding 768; tiny 16"),
+    "clip-vit-h-14-text": (_CLIP, {"arch": "ViT-H-14", "tag": "laion2b_s32b_b79k", "output": "text_pooled"},
+                           "OpenCLIP ViT-H/14 text embedding 1024 (ATM text target); tiny 24"),
+    "minilm-l6": (_TEXT, {"family": "bert", "pooling": "mean"},
+                  "all-MiniLM-L6-v2 sentence embedding 384, unit norm (offline); tiny 32"),
+    "flan-t5-large-encoder": (_TEXT, {"family": "t5", "pooling": "mean"},
+                              "Flan-T5-large encoder, mean-pooled 1024; tiny 32"),
+    "flan-t5-large-encoder-tokens": (_TEXT, {"family": "t5", "pooling": "tokens", "max_length": 64},
+                                     "Flan-T5-large encoder hidden states 64 x 1024 (padding zeroed); tiny 64 x 32"),
+}
+
+
+def register_builtin() -> None:
+    """Fill the registry (called lazily on first use)."""
+    for name, (builder, options, description) in BUILTIN.items():
+        register_space(SpaceSpec(name, builder, dict(options), description), overwrite=True)
+        register_space(SpaceSpec(f"{name}-tiny", builder, {**options, "tiny": True}, f"tiny twin of {name}"),
+                       overwrite=True)
+    register_space(SpaceSpec("clip-custom", _CLIP, {"output": "image_pooled"},
+                             "any open_clip config: get_space('clip-custom', model_cfg=..., output=...)"),
+                   overwrite=True)

@@ -1,0 +1,142 @@
+"""Controls: a decoder must beat itself trained on shuffled brain-stimulus pairs.
+
+Two controls, from strongest to cheapest:
+
+- :func:`shuffled_control` refits the same decoder with the training targets
+  permuted across trials (the brain no longer tells anything about the stimulus) and
+  scores its test predictions. A decoder that does not beat this has learned nothing
+  from the brain.
+- :func:`shuffled_pairing` keeps the predictions and scores them against the truth of
+  *other* items (a random derangement): the floor of a metric for these stimuli.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._core.errors import ShapeMismatchError, ValidationError
+from .._core.validation import format_error
+from ._stats import as_rng
+
+__all__ = ["shuffled_control", "shuffled_pairing", "derangement"]
+
+
+def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation of ``range(n)`` with no fixed point (n >= 2)."""
+    if n < 2:
+        raise ValidationError(format_error("n", "at least 2 items to shuffle pairs", n))
+    while True:  # expected e ~ 2.7 tries
+        perm = rng.permutation(n)
+        if not np.any(perm == np.arange(n)):
+            return perm
+
+
+def shuffled_control(
+    fit_predict: Callable[[Any, Any, Any], Any],
+    X_train: Any,
+    Y_train: Any,
+    X_test: Any,
+    score: Callable[[Any], float],
+    n_permutations: int = 5,
+    random_state: Any = 0,
+) -> dict[str, Any]:
+    """Score the same decoder refitted on trial-permuted training targets.
+
+    Parameters
+    ----------
+    fit_predict : callable
+        ``fit_predict(X_train, Y_train_permuted, X_test) -> Y_pred``: fits a fresh
+        decoder (same hyper-parameters as the real one) and predicts the test set.
+    X_train : array-like of shape (n_train, ...)
+        Training brain data.
+    Y_train : array-like of shape (n_train, ...)
+        Training targets; their rows are permuted (whole trials move together).
+    X_test : array-like of shape (n_test, ...)
+        Test brain data.
+    score : callable
+        ``score(Y_pred) -> float``, the metric of interest against the true test targets.
+    n_permutations : int
+        Number of refits with independent permutations.
+    random_state : int | numpy.random.Generator | None
+        Seed of the permutations.
+
+    Returns
+    -------
+    result : dict
+        ``"values"``: ndarray of shape (n_permutations,); ``"mean"``, ``"std"``;
+        ``"n_permutations"``, ``"random_state"``.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import Ridge  # doctest: +SKIP
+    >>> fp = lambda X, Y, Xt: Ridge().fit(X, Y).predict(Xt)  # doctest: +SKIP
+    >>> shuffled_control(fp, X, Y, Xt, lambda P: r2(P, Yt))["mean"]  # doctest: +SKIP
+    """
+    Y = np.asarray(Y_train)
+    n = len(Y)
+    if len(np.asarray(X_train)) != n:
+        raise ShapeMismatchError(format_error("Y_train", f"{len(np.asarray(X_train))} rows like X_train", Y))
+    if int(n_permutations) < 1:
+        raise ValidationError(format_error("n_permutations", "at least 1", n_permutations))
+    rng = as_rng(random_state)
+    values = np.empty(int(n_permutations))
+    for p in range(int(n_permutations)):
+        perm = derangement(n, rng)
+        values[p] = float(score(fit_predict(X_train, Y[perm], X_test)))
+    return {
+        "values": values,
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "n_permutations": int(n_permutations),
+        "random_state": random_state if not isinstance(random_state, np.random.Generator) else None,
+    }
+
+
+def shuffled_pairing(
+    score: Callable[[Any, Any], Any],
+    pred: Any,
+    truth: Any,
+    n_permutations: int = 5,
+    random_state: Any = 0,
+) -> dict[str, Any]:
+    """Score predictions against the truth of other items (random derangements).
+
+    Parameters
+    ----------
+    score : callable
+        ``score(pred, truth) -> float or per-item array`` (arrays are averaged).
+    pred : array-like of shape (n_items, ...)
+        Predictions (reconstructions, latents...).
+    truth : array-like of shape (n_items, ...)
+        Their ground truth, same order; it is re-paired by a derangement.
+    n_permutations : int
+        Number of derangements.
+    random_state : int | numpy.random.Generator | None
+        Seed.
+
+    Returns
+    -------
+    result : dict
+        ``"values"`` (ndarray of shape (n_permutations,)), ``"mean"``, ``"std"``,
+        ``"n_permutations"``, ``"random_state"``.
+    """
+    truth_arr = np.asarray(truth)
+    if len(np.asarray(pred)) != len(truth_arr):
+        raise ShapeMismatchError(format_error("pred", f"{len(truth_arr)} items like truth", np.asarray(pred)))
+    if int(n_permutations) < 1:
+        raise ValidationError(format_error("n_permutations", "at least 1", n_permutations))
+    rng = as_rng(random_state)
+    values = np.empty(int(n_permutations))
+    for p in range(int(n_permutations)):
+        perm = derangement(len(truth_arr), rng)
+        values[p] = float(np.nanmean(np.asarray(score(pred, truth_arr[perm]), dtype=float)))
+    return {
+        "values": values,
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "n_permutations": int(n_permutations),
+        "random_state": random_state if not isinstance(random_state, np.random.Generator) else None,
+    }

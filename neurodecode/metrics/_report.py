@@ -1,0 +1,263 @@
+"""A self-contained HTML report: pictures first, then numbers with CIs and controls, then provenance.
+
+Every image is embedded as a base64 PNG, so the file can be mailed or attached to a
+lab notebook on its own. Published numbers sit beside ours in bar charts; a run that
+used random feature-network weights says so in a banner at the top.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._core.files import _json_default, atomic_write
+from ._image import as_float_images, resize_images
+
+__all__ = ["PUBLISHED", "PUBLISHED_EEG", "render_report", "write_report"]
+
+#: Published image-reconstruction numbers on NSD (two-way identification as fractions).
+#: MindEye2: specs/decoders.md. Brain-Diffuser (Ozcelik & VanRullen, Sci Rep 2023) and
+#: MindBridge (Wang et al., CVPR 2024, multi-subject): their papers' main tables.
+PUBLISHED: dict[str, dict[str, float]] = {
+    "MindEye2 (40 sessions)": {"pixcorr": 0.322, "ssim": 0.431, "alex2": 0.961, "alex5": 0.986, "incep": 0.954,
+                               "clip": 0.930, "effnet": 0.619, "swav": 0.344},
+    "MindEye2 (1 hour)": {"pixcorr": 0.195, "ssim": 0.419, "alex2": 0.842, "alex5": 0.906, "incep": 0.812,
+                          "clip": 0.792, "effnet": 0.810, "swav": 0.468},
+    "Brain-Diffuser": {"pixcorr": 0.254, "ssim": 0.356, "alex2": 0.942, "alex5": 0.962, "incep": 0.872,
+                       "clip": 0.915, "effnet": 0.775, "swav": 0.423},
+    "MindBridge": {"pixcorr": 0.151, "ssim": 0.263, "alex2": 0.877, "alex5": 0.955, "incep": 0.924,
+                   "clip": 0.947, "effnet": 0.712, "swav": 0.418},
+}
+
+#: ATM zero-shot 200-way identification on THINGS-EEG2 (specs/decoders.md).
+PUBLISHED_EEG: dict[str, dict[str, float]] = {
+    "ATM (within subject)": {"top1@200": 0.285, "top5@200": 0.604},
+    "ATM (across subjects)": {"top1@200": 0.118, "top5@200": 0.336},
+}
+
+_LABELS = {"pixcorr": "PixCorr", "ssim": "SSIM", "alex2": "Alex(2)", "alex5": "Alex(5)", "incep": "Incep",
+           "clip": "CLIP", "effnet": "EffNet-B (dist.)", "swav": "SwAV (dist.)"}
+_THUMB = 112
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ccc;padding:.3em .7em;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.banner{background:#fff3cd;border:1px solid #e0c36c;padding:.7em 1em;border-radius:4px}
+.bad{color:#a40000;font-weight:600}img{max-width:100%}pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:.85em}
+figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
+"""
+
+
+def _png_data_uri(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(*args: Any, **kwargs: Any) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def _pairs_grid(truth: np.ndarray, recons: np.ndarray, idx: list[int], labels: list[str]) -> str:
+    n = len(idx)
+    fig, axes = _figure(2, n, figsize=(1.25 * n + 0.6, 2.9), squeeze=False)
+    for col, i in enumerate(idx):
+        for row, (imgs, name) in enumerate(((truth, "truth"), (recons, "recon"))):
+            ax = axes[row][col]
+            ax.imshow(imgs[i])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(name)
+        axes[0][col].set_title(labels[col], fontsize=7)
+    return _png_data_uri(fig)
+
+
+def _metric_rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(k, v) for k, v in result.items() if isinstance(v, dict) and "value" in v]
+
+
+def _fmt(x: Any, pct: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_fmt(v, pct) for v in x) + "]"
+    return f"{100 * float(x):.1f} %" if pct else f"{float(x):.3f}"
+
+
+def _table(result: dict[str, Any], weights: dict[str, Any]) -> str:
+    head = ("<table><thead><tr><th>metric</th><th>value</th><th>95 % CI</th><th>chance</th><th>shuffled control</th>"
+            "<th>beats control</th><th>size (px)</th><th>weights</th></tr></thead><tbody>")
+    rows = []
+    for name, e in _metric_rows(result):
+        pct = name in ("alex2", "alex5", "incep", "clip") or name.startswith("top")
+        if e.get("value") is None:
+            rows.append(f"<tr><td>{html.escape(name)}</td><td colspan='7'>unavailable: "
+                        f"{html.escape(str(e.get('reason', '')))}</td></tr>")
+            continue
+        better = None
+        if e.get("shuffled") is not None:
+            better = e["value"] > e["shuffled"] if e.get("higher_is_better", True) else e["value"] < e["shuffled"]
+        beats = "n/a" if better is None else ("yes" if better else "<span class='bad'>NO</span>")
+        tier = weights.get(name, {}).get("tier", "") if isinstance(weights.get(name), dict) else ""
+        tier_html = f"<span class='bad'>{tier}</span>" if tier == "random" else html.escape(str(tier))
+        rows.append(
+            f"<tr><td>{html.escape(_LABELS.get(name, name))}</td><td>{_fmt(e['value'], pct)}</td>"
+            f"<td>{_fmt(e.get('ci'), pct)}</td><td>{_fmt(e.get('chance'), pct)}</td>"
+            f"<td>{_fmt(e.get('shuffled'), pct)}</td><td>{beats}</td><td>{html.escape(str(e.get('size', '')))}</td>"
+            f"<td>{tier_html}</td></tr>"
+        )
+    return head + "".join(rows) + "</tbody></table>"
+
+
+def _bar_chart(result: dict[str, Any], published: dict[str, dict[str, float]]) -> str | None:
+    metrics = [m for m, e in _metric_rows(result) if e.get("value") is not None
+               and any(m in p for p in published.values())]
+    if not metrics:
+        return None
+    ncols = min(4, len(metrics))
+    nrows = int(np.ceil(len(metrics) / ncols))
+    fig, axes = _figure(nrows, ncols, figsize=(3.1 * ncols, 2.6 * nrows), squeeze=False)
+    names = ["ours", *published]
+    colors = ["#d62728", *["#7f7f7f", "#9a9a9a", "#b5b5b5", "#cfcfcf", "#e0e0e0"][: len(published)]]
+    for ax, m in zip(axes.ravel(), metrics):
+        e = result[m]
+        vals = [e["value"], *[published[p].get(m, np.nan) for p in published]]
+        ax.bar(range(len(names)), vals, color=colors)
+        if e.get("ci"):
+            lo, hi = e["ci"]
+            ax.errorbar([0], [e["value"]], yerr=[[e["value"] - lo], [hi - e["value"]]], color="k", capsize=3)
+        if e.get("chance") is not None:
+            ax.axhline(e["chance"], color="k", ls=":", lw=1, label="chance")
+        if e.get("shuffled") is not None:
+            ax.axhline(e["shuffled"], color="#1f77b4", ls="--", lw=1, label="shuffled")
+        ax.set_title(_LABELS.get(m, m) + ("  (lower is better)" if not e.get("higher_is_better", True) else ""),
+                     fontsize=9)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=35, ha="right", fontsize=7)
+    for ax in axes.ravel()[len(metrics):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return _png_data_uri(fig)
+
+
+def render_report(
+    result: dict[str, Any],
+    recons: Any = None,
+    truth: Any = None,
+    *,
+    item_ids: list[str] | None = None,
+    provenance: dict[str, Any] | None = None,
+    title: str = "neurodecode evaluation",
+    rank_metric: str | None = None,
+    n_grid: int = 10,
+    n_examples: int = 5,
+) -> str:
+    """Build the HTML report as a string.
+
+    Parameters
+    ----------
+    result : dict
+        Output of :func:`~neurodecode.metrics.evaluate_reconstructions` (or
+        :func:`~neurodecode.metrics.evaluate_text`, without images).
+    recons, truth : array-like of shape (n_items, H, W, 3) or None
+        The images, for the grid and the best / worst examples.
+    item_ids : list of str or None
+        Names of the items (stimulus ids), shown above the pictures.
+    provenance : dict or None
+        Anything describing the run (recipe, checkpoint, seeds, versions).
+    title : str
+        Page title.
+    rank_metric : str or None
+        Per-item metric ranking the best / worst examples (default: the first of
+        alex2, clip, incep, pixcorr, ssim present).
+    n_grid : int
+        Items in the ground truth vs reconstruction grid.
+    n_examples : int
+        Items among the best and among the worst.
+
+    Returns
+    -------
+    html : str
+    """
+    weights = result.get("weights", {}) or {}
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    random_metrics = [m for m, w in weights.items() if isinstance(w, dict) and w.get("tier") == "random"]
+    if random_metrics:
+        parts.append("<p class='banner'><b>Random feature-network weights</b> were used for "
+                     f"{html.escape(', '.join(random_metrics))}: these numbers are a smoke test and do not compare "
+                     "with the literature.</p>")
+    parts.append(f"<p>{int(result.get('n_items', 0))} items &middot; metrics version "
+                 f"{html.escape(str(result.get('metrics_version', '?')))}</p>")
+    rows = _metric_rows(result)
+    if recons is not None and truth is not None:
+        r = resize_images(as_float_images(recons, "recons"), _THUMB, antialias=True)
+        t = resize_images(as_float_images(truth, "truth"), _THUMB, antialias=True)
+        ids = item_ids or [str(i) for i in range(len(r))]
+        grid_idx = list(range(min(n_grid, len(r))))
+        parts.append("<h2>Ground truth and reconstructions</h2><figure>"
+                     f"<img alt='grid' src='{_pairs_grid(t, r, grid_idx, [ids[i] for i in grid_idx])}'>"
+                     f"<figcaption>First {len(grid_idx)} test items: ground truth (top), reconstruction (bottom)."
+                     "</figcaption></figure>")
+        per_item = {m: e["per_item"] for m, e in rows if e.get("per_item") is not None
+                    and len(np.asarray(e["per_item"])) == len(r)}
+        key = rank_metric or next((m for m in ("alex2", "clip", "incep", "pixcorr", "ssim") if m in per_item), None)
+        if key is not None:
+            scores = np.asarray(per_item[key], dtype=float)
+            sign = 1.0 if result[key].get("higher_is_better", True) else -1.0
+            order = np.argsort(-sign * np.nan_to_num(scores, nan=-np.inf * sign), kind="stable")
+            k = min(n_examples, len(order))
+            for label, sel in (("Best", list(order[:k])), ("Worst", list(order[::-1][:k]))):
+                labels = [f"{ids[i]}: {scores[i]:.2f}" for i in sel]
+                parts.append(f"<h2>{label} {k} by {html.escape(_LABELS.get(key, key))}</h2><figure>"
+                             f"<img alt='{label.lower()}' src='{_pairs_grid(t, r, sel, labels)}'></figure>")
+    parts.append("<h2>Scores</h2>" + _table(result, weights))
+    parts.append("<p>Values are means over items; 95 % CIs from a percentile bootstrap over items; the shuffled "
+                 "control scores the same outputs against other items' ground truth. A decoder that does not beat "
+                 "its shuffled control has learned nothing from the brain.</p>")
+    if isinstance(result.get("blended"), dict):
+        parts.append("<h2>Blended with the low-level output (0.75 / 0.25, MindEye2)</h2>"
+                     + _table(result["blended"], weights))
+    is_eeg = any(k.startswith("top") for k, _ in rows)
+    chart = _bar_chart(result, PUBLISHED_EEG if is_eeg else PUBLISHED)
+    if chart is not None:
+        parts.append("<h2>Beside the published numbers</h2><figure>"
+                     f"<img alt='published comparison' src='{chart}'><figcaption>Ours (red, with 95 % CI) beside "
+                     "published results (grey); dotted: chance; dashed: shuffled control. Published numbers: "
+                     "MindEye2 and ATM from specs/decoders.md, Brain-Diffuser and MindBridge from their papers."
+                     "</figcaption></figure>")
+    prov = {k: result[k] for k in ("protocol", "weights", "metrics_version", "n_items") if k in result}
+    if provenance:
+        prov["run"] = provenance
+    parts.append("<h2>Provenance</h2><pre>"
+                 + html.escape(json.dumps(prov, indent=2, sort_keys=True, default=_json_default)) + "</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(path: str | os.PathLike[str], result: dict[str, Any], recons: Any = None, truth: Any = None,
+                 **kwargs: Any) -> Path:
+    """Render the report (see :func:`render_report`) and write it atomically to ``path``."""
+    text = render_report(result, recons, truth, **kwargs)
+    with atomic_write(path) as fh:
+        fh.write(text)
+    return Path(path)

@@ -120,8 +120,10 @@ def register(app: typer.Typer) -> None:
 
             nums = [int(re.sub(r"\D", "", str(s)) or 0) for s in subject] if subject else None
             if dataset == "things-meg":
-                fail("check-data things-meg is not available yet (the THINGS-MEG loader is pending, issue #3).", 1)
-            if dataset == "nsd":
+                from ..data._things_meg import check_things_meg
+
+                report, problems = check_things_meg(root, nums)
+            elif dataset == "nsd":
                 report, problems = check_nsd(root, nums)
             else:
                 report, problems = _check_generic(dataset, root, nums)

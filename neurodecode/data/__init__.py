@@ -3,8 +3,9 @@
 from ._nsd import load_nsd, load_nsd_stimuli, nsd_trial_table
 from ._nsd_cache import prepare_nsd
 from ._things_eeg2 import convert_things_eeg2, load_things_eeg2
+from ._things_meg import load_things_meg
 from ._trials import Trials
 from ._zuco import load_zuco
 
 __all__ = ["Trials", "load_nsd", "load_nsd_stimuli", "nsd_trial_table", "load_things_eeg2", "convert_things_eeg2",
-           "load_zuco", "prepare_nsd"]
+           "load_things_meg", "load_zuco", "prepare_nsd"]

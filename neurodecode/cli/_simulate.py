@@ -1,11 +1,84 @@
-"""`neurodecode simulate`: placeholder until its issue lands."""
+"""``neurodecode simulate``: write a known-answer dataset (tree + ``truth/`` + ``ceiling.json``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
-from ._placeholder import register_placeholder
+from ._common import fail, handle_errors, print_json
+
+DATASETS = ("nsd", "things-eeg2", "things-meg", "zuco")
+
+
+def _parse_subjects(values: list[str] | None, dataset: str) -> list[Any] | None:
+    if not values:
+        return None
+    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    if dataset == "zuco":
+        return items
+    try:
+        return [int(v) for v in items]
+    except ValueError:
+        from .._core.errors import ValidationError
+        from .._core.validation import format_error
+
+        raise ValidationError(format_error("--subjects", "subject numbers such as 1,2", ",".join(items),
+                                           f"{dataset} subjects are numbers; ZuCo takes codes like YAC")) from None
+
+
+def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None, snr: float = 1.0,
+                   seed: int = 0) -> Any:
+    """Call the simulator of ``dataset`` with the CLI's options (library defaults for everything else)."""
+    from .._core.validation import check_option
+
+    check_option(dataset, "dataset", DATASETS)
+    kwargs: dict[str, Any] = {"snr": snr, "seed": seed}
+    if subjects is not None:
+        kwargs["subjects"] = subjects
+    if dataset == "nsd":
+        from ..simulate import simulate_nsd
+
+        return simulate_nsd(out, **kwargs)
+    if dataset == "things-eeg2":
+        from ..simulate import simulate_things_eeg2
+
+        return simulate_things_eeg2(out, **kwargs)
+    if dataset == "things-meg":
+        from ..simulate import simulate_things_meg
+
+        return simulate_things_meg(out, **kwargs)
+    from ..simulate import simulate_zuco
+
+    return simulate_zuco(out, **kwargs)
 
 
 def register(app: typer.Typer) -> None:
-    register_placeholder(app, "simulate", "Write known-answer data in a published layout", 5)
+    @app.command("simulate")
+    @handle_errors
+    def simulate(
+        dataset: str = typer.Argument(..., help="One of: " + ", ".join(DATASETS) + "."),
+        out: Path = typer.Argument(..., help="Output folder: gets the dataset tree, truth/ and ceiling.json."),
+        subjects: list[str] = typer.Option(None, "--subjects", "-s",
+                                           help="Subjects, repeated or comma-separated (numbers; ZuCo: codes)."),
+        snr: float = typer.Option(1.0, "--snr", help="Signal-to-noise multiplier (1 = the documented default)."),
+        seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes identical data."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    ) -> None:
+        """Write a known-answer dataset: real stimuli -> simulated brain responses in the published layout,
+        with the ground truth (truth/) and the ideal observer's ceiling (ceiling.json)."""
+        if dataset not in DATASETS:
+            from .._core.validation import format_error
+
+            fail(format_error("DATASET", "one of " + ", ".join(DATASETS), repr(dataset),
+                              "Run `neurodecode simulate --help`"), 2)
+        result = run_simulation(dataset, out, subjects=_parse_subjects(subjects, dataset), snr=snr, seed=seed)
+        if json_out:
+            print_json({"dataset": result.dataset, "out": result.out, "root": result.root, "truth": result.truth,
+                        "subjects": result.subjects, "ceiling": result.ceiling})
+            return
+        c = result.ceiling
+        typer.echo(f"{result.dataset}: wrote {result.root} (truth: {result.truth})")
+        typer.echo(f"ideal observer on {c['n_test']} test items: two-way {c['two_way_identification']:.3f}, "
+                   f"top-1 {c['top1_retrieval']:.3f} (chance {c['chance']['top1_retrieval']:.3f})")

@@ -1,3 +1,22 @@
-"""neurodecode.simulate (being built)."""
+"""Known-answer datasets: simulated brain responses to real stimuli, in the published layouts.
 
-__all__: list[str] = []
+Each simulator turns real images (or sentences) into brain responses through a documented encoding model,
+writes them through the :mod:`neurodecode.testing` writers in the dataset's exact layout, saves the ground
+truth beside the tree (``OUT/truth/``) and the ideal observer's scores on the test split
+(``OUT/ceiling.json``): the best any decoder could do on these data.
+
+- :func:`simulate_nsd` (fMRI, NSD), :func:`simulate_things_eeg2`, :func:`simulate_things_meg` (M/EEG, MNE
+  forward models), :func:`simulate_zuco` (sentence-level EEG driven by all-MiniLM-L6-v2);
+- :func:`load_stimuli` (shipped Fashion-MNIST subset and scikit-image photographs), :func:`load_truth`;
+- :func:`ideal_observer` and :func:`identification_scores` (the ceiling's scoring).
+"""
+
+from ._common import SimulationResult, load_truth
+from ._ideal import ideal_observer, identification_scores
+from .fmri import simulate_nsd
+from .meeg import simulate_things_eeg2, simulate_things_meg
+from .stimuli import load_stimuli
+from .text import make_sentences, simulate_zuco
+
+__all__ = ["SimulationResult", "load_stimuli", "load_truth", "simulate_nsd", "simulate_things_eeg2",
+           "simulate_things_meg", "simulate_zuco", "make_sentences", "ideal_observer", "identification_scores"]

@@ -12,7 +12,8 @@ from __future__ import annotations
 from ._batches import ArrayBatches, BatchSource, MultiSubjectBatches
 from ._checkpoint import latest_checkpoint
 from ._config import TrainConfig
+from ._recipes import build_decoder, train_from_recipe
 from ._trainer import Trainer, TrainResult, make_accelerator
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "ArrayBatches", "MultiSubjectBatches", "BatchSource",
-           "latest_checkpoint", "make_accelerator"]
+           "latest_checkpoint", "make_accelerator", "train_from_recipe", "build_decoder"]

@@ -1,0 +1,211 @@
+"""Training targets of the neural decoders: which latent feeds which batch key, and the cached features.
+
+Every target is computed once per stimulus, into a :class:`~neurodecode.latents.FeatureCache`
+(never inside a training step), and read back per trial by stimulus id.
+
+- Image spaces embed NSD images straight from ``nsd_stimuli.hdf5`` (streamed, never all in memory).
+- Text spaces embed captions: NSD's COCO annotation files (``captions_*.json``, mapped to NSD ids
+  through ``nsd_stim_info_merged.csv``'s ``cocoId``) or a JSON ``{"nsd id": [captions]}``; each
+  caption is embedded once and the features of one image's captions are averaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._core.errors import MissingFileError, ValidationError
+from .._core.logging import logger
+from .._core.validation import format_error
+
+__all__ = ["DECODER_TARGETS", "decoder_targets", "target_cache_dir", "compute_targets", "read_nsd_captions"]
+
+#: decoder name -> {batch key: (config field holding its shape, predict_latents key, required)}
+DECODER_TARGETS: dict[str, dict[str, tuple[str, str | None, bool]]] = {
+    "mindbridge": {"image_tokens": ("image_tokens", "clip_image_tokens", True),
+                   "text_tokens": ("text_tokens", "clip_text_tokens", False)},
+    "mindeye2": {"tokens": ("target_tokens", None, True),
+                 "vae_latents": ("lowlevel_shape", "vae_latents", False)},
+}
+
+
+def decoder_targets(name: str) -> dict[str, tuple[str, str | None, bool]]:
+    """The batch keys decoder ``name`` trains on: ``{key: (config field, latent key, required)}``."""
+    if name not in DECODER_TARGETS:
+        raise ValidationError(format_error("decoder.name", "a neural decoder trained by the trainer: "
+                                           + ", ".join(map(repr, DECODER_TARGETS)), repr(name),
+                                           "Ridge decoders (brain_diffuser) fit in closed form; use their own recipe"))
+    return DECODER_TARGETS[name]
+
+
+def _short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def target_cache_dir(cache_root: str | os.PathLike[str], space: str, options: Mapping[str, Any],
+                     ids: np.ndarray) -> Path:
+    """Folder of one (space, options, stimulus set) cache: ``ROOT/features/<space>/<hash>``."""
+    ident = {"space": space, "options": {k: options[k] for k in sorted(options)},
+             "ids": hashlib.sha256("\n".join(map(str, np.asarray(ids).tolist())).encode()).hexdigest()}
+    return Path(cache_root) / "features" / space / _short_hash(ident)
+
+
+# ----------------------------------------------------------------------------------------------- captions
+def read_nsd_captions(root: str | os.PathLike[str], files: str | Sequence[str]) -> dict[int, list[str]]:
+    """Captions of NSD images, keyed by 0-based NSD id.
+
+    Parameters
+    ----------
+    root : path-like
+        The NSD root (relative ``files`` are read from it).
+    files : str or list of str
+        COCO caption annotation files (``{"annotations": [{"image_id", "caption"}, ...]}``, mapped
+        through ``nsd_stim_info_merged.csv``) or JSON files ``{"<nsd id>": ["caption", ...]}``.
+
+    Returns
+    -------
+    captions : dict of int to list of str
+    """
+    paths = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+    out: dict[int, list[str]] = {}
+    coco: dict[int, list[str]] = {}
+    for f in paths:
+        p = Path(f) if Path(f).is_absolute() else Path(root) / f
+        if not p.is_file():
+            raise MissingFileError(format_error(
+                "data.captions", "a caption file", str(p),
+                "NSD ships COCO captions in nsddata_stimuli/stimuli/nsd/annotations/captions_{train,val}2017.json; "
+                "or turn text targets off with --set latents.text_tokens.space=''"))
+        doc = json.loads(p.read_text(encoding="utf-8"))
+        if isinstance(doc, dict) and "annotations" in doc:
+            for ann in doc["annotations"]:
+                coco.setdefault(int(ann["image_id"]), []).append(str(ann["caption"]).strip())
+        elif isinstance(doc, dict):
+            for key, caps in doc.items():
+                out.setdefault(int(key), []).extend([caps] if isinstance(caps, str) else [str(c) for c in caps])
+        else:
+            raise ValidationError(format_error("data.captions", "a COCO annotation file or {nsd id: [captions]}",
+                                               f"a JSON {type(doc).__name__} in {p}"))
+    if coco:
+        import csv
+
+        from .._core.specs import load_spec
+
+        info = Path(root) / load_spec("nsd")["paths"]["stim_info"]
+        if not info.is_file():
+            raise MissingFileError(format_error("stim_info", "nsd_stim_info_merged.csv (nsdId -> cocoId)",
+                                                str(info), "It maps COCO captions to NSD ids; restore it"))
+        with open(info, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                caps = coco.get(int(row["cocoId"]))
+                if caps:
+                    out.setdefault(int(row["nsdId"]), []).extend(caps)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- compute
+def _load_or_embed(space_name: str, options: dict[str, Any], weights: Any, stimuli: Any, ids: np.ndarray,
+                   cache_root: Path, device: Any, batch_size: int, verbose: Any) -> Any:
+    from ..latents import FeatureCache, embed_to_cache, get_space
+
+    folder = target_cache_dir(cache_root, space_name, {**options, "weights": weights}, ids)
+    cache = FeatureCache(folder)
+    if (folder / "manifest.json").is_file() and cache.complete:
+        logger.info("targets %s: cache hit at %s", space_name, folder)
+        return cache
+    space = get_space(space_name, weights=weights, device=device, batch_size=batch_size, verbose=verbose,
+                      **options)
+    logger.info("targets %s: embedding %d stimuli into %s", space_name, len(ids), folder)
+    return embed_to_cache(space, stimuli, folder, ids=ids, verbose=verbose)
+
+
+def compute_targets(root: str | os.PathLike[str], latents: Mapping[str, Any], stimulus_ids: np.ndarray, *,
+                    cache_root: str | os.PathLike[str], captions: Any = None, device: Any = "cpu",
+                    dtype: str = "float32", verbose: Any = None) -> dict[str, Any]:
+    """Embed (once) and read the targets of ``stimulus_ids`` for each batch key.
+
+    Parameters
+    ----------
+    root : path-like
+        The NSD root.
+    latents : dict
+        ``{batch key: {"space": name, "weights": ..., "batch_size": ..., **space options}}``;
+        an empty ``space`` turns the target off.
+    stimulus_ids : ndarray of int, shape (n_stimuli,)
+        Unique 0-based NSD ids needed by the run.
+    cache_root : path-like
+        Root of the feature caches.
+    captions : str, list of str or None
+        Caption files for text spaces (see :func:`read_nsd_captions`).
+    device : str or torch.device
+        Where the latent models run.
+    dtype : {"float32", "float16"}
+        Returned dtype of the features.
+
+    Returns
+    -------
+    targets : dict of str to (ids, features)
+        ``ids`` of shape (n_stimuli,) and ``features`` of shape (n_stimuli, *target_shape), per batch key.
+    """
+    from .._core.specs import load_spec
+    from ..latents import describe_space
+
+    ids = np.unique(np.asarray(stimulus_ids, dtype=np.int64))
+    out: dict[str, Any] = {}
+    for key, table in latents.items():
+        if not isinstance(table, Mapping):
+            continue
+        table = dict(table)
+        name = str(table.pop("space", "") or "")
+        if not name:
+            continue
+        weights = table.pop("weights", None) or None
+        batch_size = int(table.pop("batch_size", 32))
+        spec = describe_space(name)
+        if str(spec.options.get("output", "")).startswith("text") or spec.builder.endswith(":build_text_space"):
+            if not captions:
+                raise ValidationError(format_error(
+                    f"latents.{key}", "caption files in data.captions for a text space", "none",
+                    "Set data.captions (NSD: nsddata_stimuli/stimuli/nsd/annotations/captions_train2017.json and "
+                    "captions_val2017.json), or turn text targets off with --set latents." + key + ".space=''"))
+            caps = read_nsd_captions(root, captions)
+            missing = [int(i) for i in ids if not caps.get(int(i))]
+            if missing:
+                raise ValidationError(format_error("data.captions", "at least one caption per training image",
+                                                   f"{len(missing)} images without one (e.g. NSD ids {missing[:3]})",
+                                                   "Check the caption files cover every COCO image of the run"))
+            texts, text_ids, owner = [], [], []
+            for i in ids:
+                for k, c in enumerate(caps[int(i)]):
+                    texts.append(c)
+                    text_ids.append(f"{int(i)}:{k}")
+                    owner.append(int(i))
+            cache = _load_or_embed(name, table, weights, texts, np.asarray(text_ids), Path(cache_root), device,
+                                   batch_size, verbose)
+            per_caption = cache.load(np.asarray(text_ids), dtype="float32")
+            owner_arr = np.asarray(owner)
+            pos = np.searchsorted(ids, owner_arr)
+            sums = np.zeros((len(ids), *per_caption.shape[1:]), dtype=np.float64)
+            np.add.at(sums, pos, per_caption)
+            feats = (sums / np.bincount(pos, minlength=len(ids)).reshape(-1, *[1] * (per_caption.ndim - 1)))
+            out[key] = (ids, feats.astype(dtype))
+        else:
+            hdf5 = Path(root) / load_spec("nsd")["paths"]["stimuli"]
+            cache = _load_or_embed(name, table, weights, str(hdf5), ids, Path(cache_root), device, batch_size,
+                                   verbose)
+            out[key] = (ids, cache.load(ids, dtype=dtype))
+    return out
+
+
+def gather_targets(targets: Mapping[str, Any], stimulus_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-trial targets: row ``i`` is the target of ``stimulus_ids[i]``."""
+    out = {}
+    for key, (ids, feats) in targets.items():
+        out[key] = feats[np.searchsorted(ids, np.asarray(stimulus_ids, dtype=np.int64))]
+    return out

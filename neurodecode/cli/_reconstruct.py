@@ -1,11 +1,77 @@
-"""`neurodecode reconstruct / demo`: placeholder until its issue lands."""
+"""`neurodecode reconstruct`: brain data + decoder + recipe -> images (and captions) on disk.
+
+With no data arguments it runs the embedded demo (``neurodecode.demo.run_demo``).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from ._placeholder import register_placeholder
+from ._common import fail, handle_errors, print_json
+
+_DATA_ARGS = ("--pipeline", "--data", "--subject", "--checkpoint")
 
 
 def register(app: typer.Typer) -> None:
-    register_placeholder(app, "reconstruct", "Reconstruct images and captions from brain data", 9)
+    @app.command("reconstruct", help="Reconstruct images (and captions) of a subject's test stimuli; "
+                                     "with no data arguments, run the embedded demo.")
+    @handle_errors
+    def reconstruct(
+        pipeline: Path | None = typer.Option(None, "--pipeline", help="Recipe TOML (pipelines/<recipe>.toml)."),
+        data: Path | None = typer.Option(None, "--data", help="Dataset root (NSD)."),
+        subject: str | None = typer.Option(None, "--subject", help="Subject: 1, subj01 or nsd/subj01."),
+        checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Decoder folder (save_pretrained)."),
+        out: Path | None = typer.Option(None, "--out", help="Output folder (BIDS-style derivative)."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        dtype: str | None = typer.Option(None, "--dtype", help="float32, bfloat16 or float16 (default: recipe's)."),
+        batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Images per forward pass."),
+        steps: int | None = typer.Option(None, "--steps", min=1, help="Denoising steps (default: recipe's)."),
+        seed: int | None = typer.Option(None, "--seed", help="Base seed (item i gets seed + i)."),
+        preset: str | None = typer.Option(None, "--preset", help="Recipe preset, e.g. tiny."),
+        set_: list[str] = typer.Option([], "--set", help="Recipe override section.key=value (repeatable)."),
+        generator_weights: str | None = typer.Option(None, "--generator-weights",
+                                                     help="Generator weights: tiny, a hub id or a folder."),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N test stimuli."),
+        json_: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    ) -> None:
+        given = {"--pipeline": pipeline, "--data": data, "--subject": subject, "--checkpoint": checkpoint}
+        if all(v is None for v in given.values()):
+            _run_demo(out, device, json_)
+            return
+        missing = [k for k, v in given.items() if v is None] + (["--out"] if out is None else [])
+        if missing:
+            fail(f"reconstruct needs {', '.join(_DATA_ARGS)} and --out together (missing: {', '.join(missing)}); "
+                 "run it with none of them for the embedded demo.", 2)
+        from .._core.logging import logger
+        from .._core.recipes import load_recipe
+        from ..generate import reconstruct as run
+
+        recipe = load_recipe(pipeline, preset=preset, overrides=set_)  # type: ignore[arg-type]
+        summary = run(recipe, data, subject, checkpoint, out, device=device, dtype=dtype,  # type: ignore[arg-type]
+                      batch_size=batch_size, steps=steps, seed=seed, generator_weights=generator_weights, limit=limit,
+                      verbose=logger.level < 40)  # bars unless --quiet
+        if json_:
+            print_json(summary)
+        else:
+            typer.echo(f"{summary['n_done']} reconstructed, {summary['n_skipped']} already done "
+                       f"({summary['n_assigned']} of {summary['n_items']} items on rank {summary['rank']}) -> {out}")
+
+
+def _run_demo(out: Path | None, device: str, json_: bool) -> None:
+    import importlib
+
+    try:
+        demo = importlib.import_module("neurodecode.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("neurodecode.demo",):
+            raise
+        fail("the embedded demo is not available in this installation (neurodecode.demo is missing). "
+             "Pass --pipeline, --data, --subject, --checkpoint and --out to reconstruct your own data.", 1)
+        return
+    result = demo.run_demo(out_dir=out, device=device)
+    if json_:
+        print_json(result if isinstance(result, dict) else {"result": str(result)})
+    else:
+        typer.echo(f"demo written to {result}")

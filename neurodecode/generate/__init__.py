@@ -1,3 +1,88 @@
-"""neurodecode.generate (being built)."""
+"""Generators: predicted latents -> images (diffusers) and captions (transformers).
 
-__all__: list[str] = []
+Every generator consumes the dict returned by a decoder's ``predict_latents(X, subject=...)``
+(keys from :data:`neurodecode.models.LATENT_KEYS`), declares the keys and shapes it needs in
+``expects``, and has two tiers of weights running one code path: the published ones (hub id
+or local folder, offline-aware) and ``"tiny"`` (same architecture, toy width, random init).
+
+>>> from neurodecode.generate import get_generator                    # doctest: +SKIP
+>>> gen = get_generator("versatile", weights="tiny")                  # doctest: +SKIP
+>>> images = gen.generate(latents, seeds=0, steps=2)                  # (n, 32, 32, 3) uint8  # doctest: +SKIP
+
+Registered names: ``"versatile"`` (VD dual guidance, image + text tokens), ``"unclip"``
+(Stable unCLIP from a pooled embedding), ``"sdxl-turbo"`` (SDXL-Turbo + IP-Adapter, ViT-H),
+``"lowlevel"`` (VAE latent decode / img2img), ``"git"`` (captions from CLIP tokens),
+``"retrieval"`` (nearest caption in a text space). Nothing heavy is imported until a generator
+is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from ._download import download_weights, recipe_weights
+from ._run import output_paths, reconstruct
+
+__all__ = ["GENERATORS", "get_generator", "generator_class", "generator_weights", "reconstruct", "output_paths",
+           "recipe_weights", "download_weights"]
+
+#: Generator name -> "module:Class" (imported only when asked for).
+GENERATORS: dict[str, str] = {
+    "versatile": "neurodecode.generate._versatile:VersatileGenerator",
+    "unclip": "neurodecode.generate._unclip:UnCLIPGenerator",
+    "sdxl-turbo": "neurodecode.generate._sdxl_turbo:SDXLTurboGenerator",
+    "lowlevel": "neurodecode.generate._lowlevel:LowLevelGenerator",
+    "git": "neurodecode.generate._captions:GitCaptioner",
+    "retrieval": "neurodecode.generate._captions:CaptionRetriever",
+}
+
+
+def generator_class(name: str) -> type:
+    """The generator class registered under ``name``."""
+    from .._core.validation import check_option
+
+    check_option(name, "generator", list(GENERATORS))
+    module, cls = GENERATORS[name].split(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+def generator_weights(name: str) -> dict[str, dict[str, Any]]:
+    """The published weights a generator uses: ``{hub id: {"licence": ..., "purpose": ...}}``."""
+    module = importlib.import_module(GENERATORS[name].split(":")[0])
+    return dict(module.WEIGHTS)
+
+
+def get_generator(name: str, *, weights: str | os.PathLike[str] | None = None, device: Any = "cpu",
+                  dtype: Any = "float32", preset: str | None = None, compile: bool = False,
+                  **kwargs: Any) -> Any:
+    """Build a generator by name (its components load lazily, at the first ``generate`` or ``load()``).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`GENERATORS`.
+    weights : None, "tiny", str or path-like
+        ``None``: the published weights (hub id, from the local cache when offline);
+        ``"tiny"``: small random-init architecture (offline); or a hub id / local folder.
+    device : str
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+    dtype : str
+        ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
+    preset : None or "24gb"
+        Memory preset (VAE tiling/slicing, model CPU offload).
+    compile : bool
+        ``torch.compile`` the UNet (regional compilation of its repeated blocks).
+    **kwargs
+        Generator-specific arguments (``preview_vae``, ``config`` for the tiny tier,
+        ``corpus`` for ``"retrieval"``, ``ip_adapter`` for ``"sdxl-turbo"``...).
+
+    Returns
+    -------
+    generator : Generator
+    """
+    cls = generator_class(name)
+    if weights is not None and not isinstance(weights, str):
+        weights = os.fspath(weights)
+    return cls(weights=weights, device=device, dtype=dtype, preset=preset, compile=compile, **kwargs)

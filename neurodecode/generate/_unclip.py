@@ -1,0 +1,164 @@
+"""Stable unCLIP image variation from a pooled CLIP image embedding (``image_embeds``), plain and img2img.
+
+Stable unCLIP (``stabilityai/stable-diffusion-2-1-unclip``, OpenCLIP ViT-H/14, 1024-d) feeds
+the pooled image embedding to the UNet as a class embedding, after *noise augmentation*: the
+embedding is standardised (``StableUnCLIPImageNormalizer``), noised to ``noise_level`` with a
+DDPM schedule, un-standardised, and concatenated with the timestep embedding of the noise
+level. Classifier-free guidance uses an all-zero class embedding and the empty prompt.
+
+We run the same computation as diffusers' ``StableUnCLIPImg2ImgPipeline`` with
+``image_embeds=`` (whose "img2img" only means the CLIP image is given as pixels; it always
+starts from noise), through the shared batched loop with per-item seeds, and add a real
+img2img path: give ``vae_latents`` (raw VAE latents of a low-level image) and ``strength``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ._base import Generator, denoise, empty_prompt_ids, fresh_scheduler, prepare_latents, randn_items
+
+__all__ = ["UnCLIPGenerator"]
+
+#: Weights used by this generator (id, licence); read by ``neurodecode download``.
+WEIGHTS = {
+    "stabilityai/stable-diffusion-2-1-unclip": {
+        "licence": "CreativeML OpenRAIL++-M",
+        "purpose": "Stable unCLIP (ViT-H) UNet, VAE, text encoder, image normaliser",
+    },
+}
+
+
+class UnCLIPGenerator(Generator):
+    """Image variation from a pooled CLIP image embedding.
+
+    Expects ``latents["clip_image_embeds"]`` of shape (n, 1024) (OpenCLIP ViT-H/14 for the
+    real tier), and optionally ``latents["vae_latents"]`` of shape (n, 4, h, w) for img2img.
+
+    Options of :meth:`generate`: ``noise_level`` (0-1000, default 0), ``strength`` (img2img,
+    default 0.75), ``scheduler`` (``"ddim"`` default, ``"unipc"``), ``height``/``width``.
+    """
+
+    name = "unclip"
+    default_weights = "stabilityai/stable-diffusion-2-1-unclip"
+    default_steps = 20
+    default_guidance = 10.0
+    optional_keys = ("vae_latents",)
+    #: Tiny tier: ``clip-vit-h-14-tiny`` embeddings (24); 32 px images.
+    TINY: ClassVar[dict[str, Any]] = {"embed_dim": 24, "text_width": 32, "text_tokens": 9, "sample_size": 16}
+
+    def _build_tiny(self) -> dict[str, Any]:
+        from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+        from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        cfg = self.tiny_config
+        embed, width = int(cfg["embed_dim"]), int(cfg["text_width"])
+        unet = UNet2DConditionModel(sample_size=cfg["sample_size"], in_channels=4, out_channels=4,
+                                    block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=width,
+                                    attention_head_dim=8, norm_num_groups=32,
+                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                                    class_embed_type="projection", projection_class_embeddings_input_dim=2 * embed)
+        vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                            norm_num_groups=32, sample_size=2 * cfg["sample_size"])
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=1000, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=cfg["text_tokens"],
+            bos_token_id=998, eos_token_id=999, pad_token_id=999))
+        return {
+            "unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": None,
+            "image_normalizer": StableUnCLIPImageNormalizer(embedding_dim=embed),
+            "image_noising_scheduler": DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+            "scheduler": DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                       prediction_type="v_prediction", clip_sample=False, set_alpha_to_one=False),
+        }
+
+    def _build_real(self, name_or_path: str) -> dict[str, Any]:
+        from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+        from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        from ..io.hub import resolve_model_dir
+
+        folder = resolve_model_dir(name_or_path, allow_patterns=[
+            "model_index.json", "unet/*.json", "unet/*.safetensors", "vae/*.json", "vae/*.safetensors",
+            "text_encoder/*.json", "text_encoder/*.safetensors", "tokenizer/*", "scheduler/*",
+            "image_normalizer/*", "image_noising_scheduler/*"])
+        return {
+            "unet": UNet2DConditionModel.from_pretrained(folder, subfolder="unet"),
+            "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae"),
+            "text_encoder": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder"),
+            "tokenizer": CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+            "image_normalizer": StableUnCLIPImageNormalizer.from_pretrained(folder, subfolder="image_normalizer"),
+            "image_noising_scheduler": DDPMScheduler.from_pretrained(folder, subfolder="image_noising_scheduler"),
+            "scheduler": DDIMScheduler.from_pretrained(folder, subfolder="scheduler"),
+        }
+
+    def _expects(self) -> dict[str, tuple[int | None, ...]]:
+        return {"clip_image_embeds": (None, int(self.components_["image_normalizer"].mean.shape[-1]))}
+
+    def _optional_expects(self) -> dict[str, tuple[int | None, ...]]:
+        return {"vae_latents": (None, int(self.components_["vae"].config.latent_channels), None, None)}
+
+    def _prompt(self) -> Any:
+        if getattr(self, "prompt_", None) is None:
+            c = self.components_
+            ids = empty_prompt_ids(c["text_encoder"], c.get("tokenizer")).to(self.execution_device)
+            self.prompt_ = c["text_encoder"](input_ids=ids).last_hidden_state
+        return self.prompt_
+
+    def _class_labels(self, embeds: Any, generators: list[Any], noise_level: int) -> Any:
+        """Noise-augmented image embedding + noise-level embedding (as the unCLIP UNet was trained)."""
+        import torch
+        from diffusers.models.embeddings import get_timestep_embedding
+
+        from .._core.errors import ValidationError
+        from .._core.validation import format_error
+
+        c = self.components_
+        n_train = int(c["image_noising_scheduler"].config.num_train_timesteps)
+        if not 0 <= int(noise_level) < n_train:
+            raise ValidationError(format_error("noise_level", f"an int in [0, {n_train - 1}]", noise_level,
+                                               "0 keeps the embedding as it is (the usual choice for decoding)"))
+        noise = randn_items(embeds.shape[1:], generators, device=embeds.device, dtype=embeds.dtype)
+        level = torch.full((embeds.shape[0],), int(noise_level), device=embeds.device, dtype=torch.long)
+        norm = c["image_normalizer"]
+        x = norm.scale(embeds)
+        x = c["image_noising_scheduler"].add_noise(x, timesteps=level, noise=noise)
+        x = norm.unscale(x)
+        level_emb = get_timestep_embedding(level, embedding_dim=x.shape[-1], flip_sin_to_cos=True,
+                                           downscale_freq_shift=0).to(x.dtype)
+        return torch.cat([x, level_emb], dim=1)
+
+    def _generate_batch(self, latents: dict[str, np.ndarray], generators: list[Any], *, steps: int, guidance: float,
+                        noise_level: int = 0, strength: float = 0.75, scheduler: str | None = None,
+                        height: int | None = None, width: int | None = None) -> Any:
+        import torch
+
+        c = self.components_
+        unet, vae = c["unet"], c["vae"]
+        sched = fresh_scheduler(c["scheduler"], scheduler)
+        embeds = self._tensor(latents["clip_image_embeds"])
+        b = embeds.shape[0]
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        init = None
+        if "vae_latents" in latents:
+            init = self._tensor(latents["vae_latents"]) * float(vae.config.scaling_factor)
+            shape = tuple(init.shape[1:])
+        else:
+            h = int(height or unet.config.sample_size * factor) // factor
+            w = int(width or unet.config.sample_size * factor) // factor
+            shape = (int(unet.config.in_channels), h, w)
+            strength = 1.0
+        lat, timesteps = prepare_latents(sched, generators, shape=shape, steps=steps, device=self.execution_device,
+                                         dtype=self.torch_dtype_, init_latents=init, strength=strength)
+        labels = self._class_labels(embeds, generators, noise_level)
+        prompt = self._prompt().expand(b, -1, -1)
+        lat = denoise(unet, sched, lat, timesteps, cond=prompt, uncond=prompt, guidance=guidance,
+                      unet_kwargs={"class_labels": labels},
+                      uncond_kwargs={"class_labels": torch.zeros_like(labels)}, generators=generators)
+        return self._decode(lat)

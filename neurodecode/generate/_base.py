@@ -96,6 +96,49 @@ def to_uint8(images: Any) -> np.ndarray:
     return np.round(arr * 255.0).astype(np.uint8)
 
 
+#: Noise schedule of Stable-Diffusion-class UNets (the tiny tier's schedulers use it too).
+SD_BETAS: dict[str, Any] = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+
+#: Files read from a Stable-Diffusion-layout repository (UNet, VAE, CLIP text encoder, tokenizer, scheduler).
+SD_FILES = ("model_index.json", "unet/*.json", "unet/*.safetensors", "vae/*.json", "vae/*.safetensors",
+            "text_encoder/*.json", "text_encoder/*.safetensors", "tokenizer/*", "scheduler/*")
+
+
+def load_subfolders(folder: Any, classes: Mapping[str, Any]) -> dict[str, Any]:
+    """``{name: cls.from_pretrained(folder, subfolder=name)}`` for each entry of ``classes`` (a diffusers layout)."""
+    return {name: cls.from_pretrained(folder, subfolder=name) for name, cls in classes.items()}
+
+
+def tiny_unet_config(sample_size: int, cross_attention_dim: int, *, flat: bool = False) -> dict[str, Any]:
+    """Architecture of the tiny tier's SD-class UNet: two levels (32, 64), cross-attention on the outer one.
+
+    ``flat=True`` names the blocks of Versatile Diffusion's text UNet (``UNetFlatConditionModel``).
+    """
+    kind = "Flat" if flat else "2D"
+    return {"sample_size": sample_size, "in_channels": 4, "out_channels": 4, "block_out_channels": (32, 64),
+            "layers_per_block": 1, "cross_attention_dim": cross_attention_dim, "attention_head_dim": 8,
+            "norm_num_groups": 32, "down_block_types": (f"CrossAttnDownBlock{kind}", f"DownBlock{kind}"),
+            "up_block_types": (f"UpBlock{kind}", f"CrossAttnUpBlock{kind}")}
+
+
+def tiny_vae(sample_size: int, **overrides: Any) -> Any:
+    """The tiny tier's ``AutoencoderKL``: 4 latent channels, one x2 downsampling, ``sample_size`` px images."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                         norm_num_groups=32, sample_size=sample_size, **overrides)
+
+
+def tiny_text_config(width: int, n_tokens: int, **overrides: Any) -> Any:
+    """The tiny tier's ``CLIPTextConfig``: 1000 tokens whose last two are start/end (see :func:`empty_prompt_ids`)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=1000, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=n_tokens, bos_token_id=998,
+                          eos_token_id=999, pad_token_id=999, **overrides)
+
+
 class Generator:
     """Base class of neurodecode generators (see the module docstring).
 
@@ -411,6 +454,36 @@ class Generator:
         scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
         images = vae.decode(latents.to(dtype=next(vae.parameters()).dtype) / scale).sample
         return (images.float() / 2 + 0.5).clamp(0, 1)
+
+    def _vae_init(self, vae_latents: np.ndarray) -> Any:
+        """Raw VAE latents (NumPy) -> scaled diffusion latents on the execution device (img2img start)."""
+        return self._tensor(vae_latents) * float(self.components_["vae"].config.scaling_factor)
+
+    def _start_latents(self, scheduler: Any, latents: Mapping[str, np.ndarray], generators: Sequence[Any], *,
+                       steps: int, strength: float, height: int | None, width: int | None) -> tuple[Any, Any]:
+        """Starting latents and timesteps: img2img from ``latents["vae_latents"]`` at ``strength`` when given,
+        else pure noise at ``height`` x ``width`` pixels (default: the UNet's sample size)."""
+        unet, vae = self.components_["unet"], self.components_["vae"]
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        init = None
+        if "vae_latents" in latents:
+            init = self._vae_init(latents["vae_latents"])
+            shape = tuple(init.shape[1:])
+        else:
+            h = int(height or unet.config.sample_size * factor) // factor
+            w = int(width or unet.config.sample_size * factor) // factor
+            shape = (int(unet.config.in_channels), h, w)
+            strength = 1.0
+        return prepare_latents(scheduler, generators, shape=shape, steps=steps, device=self.execution_device,
+                               dtype=self.torch_dtype_, init_latents=init, strength=strength)
+
+    def _empty_prompt(self) -> Any:
+        """Hidden states (1, tokens, width) of the empty prompt through ``text_encoder`` (computed once)."""
+        if getattr(self, "prompt_", None) is None:
+            c = self.components_
+            ids = empty_prompt_ids(c["text_encoder"], c.get("tokenizer")).to(self.execution_device)
+            self.prompt_ = c["text_encoder"](input_ids=ids).last_hidden_state
+        return self.prompt_
 
     def provenance(self) -> dict[str, Any]:
         """Weights id, tier, device, dtype and settings (for ``provenance.json``)."""

@@ -22,7 +22,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._base import Generator, denoise, empty_prompt_ids, fresh_scheduler, prepare_latents
+from ._base import (
+    SD_BETAS,
+    Generator,
+    denoise,
+    empty_prompt_ids,
+    fresh_scheduler,
+    prepare_latents,
+    tiny_text_config,
+    tiny_vae,
+)
 
 __all__ = ["SDXLTurboGenerator"]
 
@@ -71,13 +80,8 @@ class SDXLTurboGenerator(Generator):
 
     def _build_tiny(self) -> dict[str, Any]:
         import torch
-        from diffusers import (
-            AutoencoderKL,
-            EulerAncestralDiscreteScheduler,
-            StableDiffusionXLPipeline,
-            UNet2DConditionModel,
-        )
-        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+        from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
         cfg = self.tiny_config
         embed, width = int(cfg["embed_dim"]), int(cfg["text_width"])
@@ -88,16 +92,10 @@ class SDXLTurboGenerator(Generator):
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=2 * width, addition_embed_type="text_time", addition_time_embed_dim=time_dim,
             projection_class_embeddings_input_dim=6 * time_dim + width)
-        vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
-                            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                            norm_num_groups=32, sample_size=2 * cfg["sample_size"], scaling_factor=0.13025)
-        text_kw = dict(vocab_size=1000, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-                       num_attention_heads=4, max_position_embeddings=cfg["text_tokens"], bos_token_id=998,
-                       eos_token_id=999, pad_token_id=999)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**text_kw))
-        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(projection_dim=width, **text_kw))
-        scheduler = EulerAncestralDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
-                                                    beta_end=0.012, timestep_spacing="trailing")
+        vae = tiny_vae(2 * cfg["sample_size"], scaling_factor=0.13025)
+        text_encoder = CLIPTextModel(tiny_text_config(width, cfg["text_tokens"]))
+        text_encoder_2 = CLIPTextModelWithProjection(tiny_text_config(width, cfg["text_tokens"], projection_dim=width))
+        scheduler = EulerAncestralDiscreteScheduler(**SD_BETAS, timestep_spacing="trailing")
         pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
                                          tokenizer=None, tokenizer_2=None, unet=unet, scheduler=scheduler,
                                          force_zeros_for_empty_prompt=False)

@@ -18,7 +18,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._base import Generator, denoise, empty_prompt_ids, fresh_scheduler, prepare_latents, randn_items
+from ._base import (
+    SD_BETAS,
+    SD_FILES,
+    Generator,
+    denoise,
+    fresh_scheduler,
+    load_subfolders,
+    randn_items,
+    tiny_text_config,
+    tiny_unet_config,
+    tiny_vae,
+)
 
 __all__ = ["UnCLIPGenerator"]
 
@@ -50,31 +61,22 @@ class UnCLIPGenerator(Generator):
     TINY: ClassVar[dict[str, Any]] = {"embed_dim": 24, "text_width": 32, "text_tokens": 9, "sample_size": 16}
 
     def _build_tiny(self) -> dict[str, Any]:
-        from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+        from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
         from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
-        from transformers import CLIPTextConfig, CLIPTextModel
+        from transformers import CLIPTextModel
 
         cfg = self.tiny_config
         embed, width = int(cfg["embed_dim"]), int(cfg["text_width"])
-        unet = UNet2DConditionModel(sample_size=cfg["sample_size"], in_channels=4, out_channels=4,
-                                    block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=width,
-                                    attention_head_dim=8, norm_num_groups=32,
-                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-                                    class_embed_type="projection", projection_class_embeddings_input_dim=2 * embed)
-        vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
-                            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                            norm_num_groups=32, sample_size=2 * cfg["sample_size"])
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=1000, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=cfg["text_tokens"],
-            bos_token_id=998, eos_token_id=999, pad_token_id=999))
+        unet = UNet2DConditionModel(**tiny_unet_config(cfg["sample_size"], width), class_embed_type="projection",
+                                    projection_class_embeddings_input_dim=2 * embed)
+        vae = tiny_vae(2 * cfg["sample_size"])
+        text_encoder = CLIPTextModel(tiny_text_config(width, cfg["text_tokens"]))
         return {
             "unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": None,
             "image_normalizer": StableUnCLIPImageNormalizer(embedding_dim=embed),
             "image_noising_scheduler": DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
-            "scheduler": DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                       prediction_type="v_prediction", clip_sample=False, set_alpha_to_one=False),
+            "scheduler": DDIMScheduler(**SD_BETAS, prediction_type="v_prediction", clip_sample=False,
+                                       set_alpha_to_one=False),
         }
 
     def _build_real(self, name_or_path: str) -> dict[str, Any]:
@@ -85,31 +87,17 @@ class UnCLIPGenerator(Generator):
         from ..io.hub import resolve_model_dir
 
         folder = resolve_model_dir(name_or_path, allow_patterns=[
-            "model_index.json", "unet/*.json", "unet/*.safetensors", "vae/*.json", "vae/*.safetensors",
-            "text_encoder/*.json", "text_encoder/*.safetensors", "tokenizer/*", "scheduler/*",
-            "image_normalizer/*", "image_noising_scheduler/*"])
-        return {
-            "unet": UNet2DConditionModel.from_pretrained(folder, subfolder="unet"),
-            "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae"),
-            "text_encoder": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder"),
-            "tokenizer": CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
-            "image_normalizer": StableUnCLIPImageNormalizer.from_pretrained(folder, subfolder="image_normalizer"),
-            "image_noising_scheduler": DDPMScheduler.from_pretrained(folder, subfolder="image_noising_scheduler"),
-            "scheduler": DDIMScheduler.from_pretrained(folder, subfolder="scheduler"),
-        }
+            *SD_FILES, "image_normalizer/*", "image_noising_scheduler/*"])
+        return load_subfolders(folder, {
+            "unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
+            "tokenizer": CLIPTokenizer, "image_normalizer": StableUnCLIPImageNormalizer,
+            "image_noising_scheduler": DDPMScheduler, "scheduler": DDIMScheduler})
 
     def _expects(self) -> dict[str, tuple[int | None, ...]]:
         return {"clip_image_embeds": (None, int(self.components_["image_normalizer"].mean.shape[-1]))}
 
     def _optional_expects(self) -> dict[str, tuple[int | None, ...]]:
         return {"vae_latents": (None, int(self.components_["vae"].config.latent_channels), None, None)}
-
-    def _prompt(self) -> Any:
-        if getattr(self, "prompt_", None) is None:
-            c = self.components_
-            ids = empty_prompt_ids(c["text_encoder"], c.get("tokenizer")).to(self.execution_device)
-            self.prompt_ = c["text_encoder"](input_ids=ids).last_hidden_state
-        return self.prompt_
 
     def _class_labels(self, embeds: Any, generators: list[Any], noise_level: int) -> Any:
         """Noise-augmented image embedding + noise-level embedding (as the unCLIP UNet was trained)."""
@@ -140,25 +128,14 @@ class UnCLIPGenerator(Generator):
         import torch
 
         c = self.components_
-        unet, vae = c["unet"], c["vae"]
         sched = fresh_scheduler(c["scheduler"], scheduler)
         embeds = self._tensor(latents["clip_image_embeds"])
         b = embeds.shape[0]
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        init = None
-        if "vae_latents" in latents:
-            init = self._tensor(latents["vae_latents"]) * float(vae.config.scaling_factor)
-            shape = tuple(init.shape[1:])
-        else:
-            h = int(height or unet.config.sample_size * factor) // factor
-            w = int(width or unet.config.sample_size * factor) // factor
-            shape = (int(unet.config.in_channels), h, w)
-            strength = 1.0
-        lat, timesteps = prepare_latents(sched, generators, shape=shape, steps=steps, device=self.execution_device,
-                                         dtype=self.torch_dtype_, init_latents=init, strength=strength)
+        lat, timesteps = self._start_latents(sched, latents, generators, steps=steps, strength=strength,
+                                             height=height, width=width)
         labels = self._class_labels(embeds, generators, noise_level)
-        prompt = self._prompt().expand(b, -1, -1)
-        lat = denoise(unet, sched, lat, timesteps, cond=prompt, uncond=prompt, guidance=guidance,
+        prompt = self._empty_prompt().expand(b, -1, -1)
+        lat = denoise(c["unet"], sched, lat, timesteps, cond=prompt, uncond=prompt, guidance=guidance,
                       unet_kwargs={"class_labels": labels},
                       uncond_kwargs={"class_labels": torch.zeros_like(labels)}, generators=generators)
         return self._decode(lat)

@@ -33,7 +33,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._core.validation import format_error
-from ._base import Generator, denoise, empty_prompt_ids, fresh_scheduler, prepare_latents
+from ._base import (
+    SD_BETAS,
+    Generator,
+    denoise,
+    empty_prompt_ids,
+    fresh_scheduler,
+    load_subfolders,
+    tiny_text_config,
+    tiny_unet_config,
+    tiny_vae,
+)
 
 __all__ = ["VersatileGenerator"]
 
@@ -79,36 +89,20 @@ class VersatileGenerator(Generator):
 
     # ------------------------------------------------------------------ building
     def _build_tiny(self) -> dict[str, Any]:
-        from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
+        from diffusers import UNet2DConditionModel, UniPCMultistepScheduler
         from diffusers.pipelines.deprecated.versatile_diffusion.modeling_text_unet import UNetFlatConditionModel
-        from transformers import (
-            CLIPTextConfig,
-            CLIPTextModelWithProjection,
-            CLIPVisionConfig,
-            CLIPVisionModelWithProjection,
-        )
+        from transformers import CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
 
         cfg = self.tiny_config
         width = int(cfg["width"])
-        unet_kw = dict(sample_size=cfg["sample_size"], block_out_channels=(32, 64), layers_per_block=1,
-                       cross_attention_dim=width, attention_head_dim=8, norm_num_groups=32)
-        image_unet = UNet2DConditionModel(in_channels=4, out_channels=4, **unet_kw,
-                                          down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                          up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-        text_unet = UNetFlatConditionModel(in_channels=4, out_channels=4, **unet_kw,
-                                           down_block_types=("CrossAttnDownBlockFlat", "DownBlockFlat"),
-                                           up_block_types=("UpBlockFlat", "CrossAttnUpBlockFlat"))
-        vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
-                            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                            norm_num_groups=32, sample_size=2 * cfg["sample_size"])
-        text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(
-            vocab_size=1000, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=cfg["text_tokens"], projection_dim=width,
-            bos_token_id=998, eos_token_id=999, pad_token_id=999))
+        image_unet = UNet2DConditionModel(**tiny_unet_config(cfg["sample_size"], width))
+        text_unet = UNetFlatConditionModel(**tiny_unet_config(cfg["sample_size"], width, flat=True))
+        vae = tiny_vae(2 * cfg["sample_size"])
+        text_encoder = CLIPTextModelWithProjection(tiny_text_config(width, cfg["text_tokens"], projection_dim=width))
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
             hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=4,
             image_size=cfg["image_size"], patch_size=cfg["patch_size"], projection_dim=width))
-        scheduler = UniPCMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+        scheduler = UniPCMultistepScheduler(**SD_BETAS)
         return {"unet": _make_dual(image_unet, text_unet), "vae": vae, "text_encoder": text_encoder,
                 "image_encoder": image_encoder, "scheduler": scheduler, "tokenizer": None}
 
@@ -124,14 +118,10 @@ class VersatileGenerator(Generator):
             "image_encoder/*", "tokenizer/*"])
         image_unet = UNet2DConditionModel.from_pretrained(folder, subfolder="image_unet")
         text_unet = UNetFlatConditionModel.from_pretrained(folder, subfolder="text_unet")
-        return {
-            "unet": _make_dual(image_unet, text_unet),
-            "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae"),
-            "text_encoder": CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder"),
-            "image_encoder": CLIPVisionModelWithProjection.from_pretrained(folder, subfolder="image_encoder"),
-            "scheduler": UniPCMultistepScheduler.from_pretrained(folder, subfolder="scheduler"),
-            "tokenizer": CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
-        }
+        return {"unet": _make_dual(image_unet, text_unet), **load_subfolders(folder, {
+            "vae": AutoencoderKL, "text_encoder": CLIPTextModelWithProjection,
+            "image_encoder": CLIPVisionModelWithProjection, "scheduler": UniPCMultistepScheduler,
+            "tokenizer": CLIPTokenizer})}
 
     # ------------------------------------------------------------------ inputs
     def _expects(self) -> dict[str, tuple[int | None, ...]]:
@@ -179,7 +169,7 @@ class VersatileGenerator(Generator):
             raise ValidationError(format_error("text_weight", "a number in [0, 1]", text_weight,
                                                "0 = image tokens only, 1 = text tokens only; MindBridge uses 0.5"))
         c = self.components_
-        unet, vae = c["unet"], c["vae"]
+        unet = c["unet"]
         sched = fresh_scheduler(c["scheduler"], scheduler)
         img = self._tensor(latents["clip_image_tokens"])
         txt = self._tensor(latents["clip_text_tokens"])
@@ -188,18 +178,8 @@ class VersatileGenerator(Generator):
         cond = torch.cat([txt, img], dim=1)
         uncond = torch.cat([u_txt, u_img], dim=1).expand(b, -1, -1)
         _set_dual(unet, float(text_weight), txt.shape[1], img.shape[1])
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        init = None
-        if "vae_latents" in latents:
-            init = self._tensor(latents["vae_latents"]) * float(vae.config.scaling_factor)
-            shape = tuple(init.shape[1:])
-        else:
-            h = int(height or unet.config.sample_size * factor) // factor
-            w = int(width or unet.config.sample_size * factor) // factor
-            shape = (int(unet.config.in_channels), h, w)
-            strength = 1.0
-        lat, timesteps = prepare_latents(sched, generators, shape=shape, steps=steps, device=self.execution_device,
-                                         dtype=self.torch_dtype_, init_latents=init, strength=strength)
+        lat, timesteps = self._start_latents(sched, latents, generators, steps=steps, strength=strength,
+                                             height=height, width=width)
         lat = denoise(unet, sched, lat, timesteps, cond=cond, uncond=uncond, guidance=guidance, generators=generators)
         return self._decode(lat)
 

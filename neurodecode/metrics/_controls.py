@@ -79,20 +79,8 @@ def shuffled_control(
     n = len(Y)
     if len(np.asarray(X_train)) != n:
         raise ShapeMismatchError(format_error("Y_train", f"{len(np.asarray(X_train))} rows like X_train", Y))
-    if int(n_permutations) < 1:
-        raise ValidationError(format_error("n_permutations", "at least 1", n_permutations))
-    rng = as_rng(random_state)
-    values = np.empty(int(n_permutations))
-    for p in range(int(n_permutations)):
-        perm = derangement(n, rng)
-        values[p] = float(score(fit_predict(X_train, Y[perm], X_test)))
-    return {
-        "values": values,
-        "mean": float(values.mean()),
-        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-        "n_permutations": int(n_permutations),
-        "random_state": random_state if not isinstance(random_state, np.random.Generator) else None,
-    }
+    return _permutation_scores(lambda perm: float(score(fit_predict(X_train, Y[perm], X_test))), n,
+                               n_permutations, random_state)
 
 
 def shuffled_pairing(
@@ -126,13 +114,20 @@ def shuffled_pairing(
     truth_arr = np.asarray(truth)
     if len(np.asarray(pred)) != len(truth_arr):
         raise ShapeMismatchError(format_error("pred", f"{len(truth_arr)} items like truth", np.asarray(pred)))
+    return _permutation_scores(
+        lambda perm: float(np.nanmean(np.asarray(score(pred, truth_arr[perm]), dtype=float))), len(truth_arr),
+        n_permutations, random_state)
+
+
+def _permutation_scores(score_perm: Callable[[np.ndarray], float], n: int, n_permutations: int,
+                        random_state: Any) -> dict[str, Any]:
+    """``score_perm(perm)`` for ``n_permutations`` random derangements of ``range(n)``, and their summary."""
     if int(n_permutations) < 1:
         raise ValidationError(format_error("n_permutations", "at least 1", n_permutations))
     rng = as_rng(random_state)
     values = np.empty(int(n_permutations))
     for p in range(int(n_permutations)):
-        perm = derangement(len(truth_arr), rng)
-        values[p] = float(np.nanmean(np.asarray(score(pred, truth_arr[perm]), dtype=float)))
+        values[p] = score_perm(derangement(n, rng))
     return {
         "values": values,
         "mean": float(values.mean()),

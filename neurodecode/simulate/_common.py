@@ -16,7 +16,10 @@ from .._core.errors import ValidationError
 from .._core.files import atomic_path
 from .._core.validation import format_error
 
-__all__ = ["SimulationResult", "save_truth_npz", "load_truth", "check_subjects", "check_snr"]
+__all__ = ["SimulationResult", "save_truth_npz", "load_truth", "check_subjects", "check_snr", "summarise_ceiling"]
+
+#: Ideal-observer scores averaged over subjects in ``ceiling.json``.
+CEILING_KEYS = ("two_way_identification", "top1_retrieval", "top5_retrieval", "mean_rank")
 
 
 @dataclass
@@ -108,3 +111,22 @@ def check_snr(snr: Any) -> float:
         raise ValidationError(format_error("snr", "a positive finite number", snr,
                                            "Use e.g. snr=1.0 (higher means cleaner responses)"))
     return value
+
+
+def summarise_ceiling(per_subject: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """The content of ``ceiling.json``: subject-averaged ideal-observer scores, then ``fields``.
+
+    Parameters
+    ----------
+    per_subject : dict of str to dict
+        Each subject's :func:`~neurodecode.simulate._ideal.ideal_observer` scores (a score missing from the
+        first subject is left out; ``n_test`` and ``chance`` are read from the first subject).
+    **fields
+        Further entries (dataset, snr, seed, method...), added last.
+    """
+    first = next(iter(per_subject.values()))
+    out: dict[str, Any] = {k: float(np.mean([v[k] for v in per_subject.values()])) for k in CEILING_KEYS
+                           if k in first}
+    out.update(n_test=int(first.get("n_test", 0)), chance=first.get("chance"), per_subject=per_subject)
+    out.update(fields)
+    return out

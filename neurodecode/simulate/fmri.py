@@ -44,7 +44,7 @@ from .._core.errors import ValidationError
 from .._core.files import write_json
 from .._core.logging import logger
 from .._core.validation import check_array, format_error
-from ._common import SimulationResult, check_snr, check_subjects, save_truth_npz
+from ._common import SimulationResult, check_snr, check_subjects, save_truth_npz, summarise_ceiling
 from ._features import gabor_energy, semantic_features
 from ._ideal import ideal_observer
 
@@ -372,9 +372,9 @@ def simulate_nsd(
                                "semantic": "16-d category embedding + 16-d tanh random projection"},
                   "model": __doc__}
         write_json(truth / "model.json", params)
-        ceiling = _summarise(per_subject, n_shared) | {"dataset": "nsd", "snr": snr, "seed": seed,
-                                                       "method": "Gaussian likelihood under the true model; known "
-                                                                 "offsets/drifts removed; test repeats averaged"}
+        ceiling = summarise_ceiling(per_subject, dataset="nsd", snr=snr, seed=seed,
+                                    method="Gaussian likelihood under the true model; known offsets/drifts "
+                                           "removed; test repeats averaged")
         write_json(out / "ceiling.json", ceiling)
     return SimulationResult("nsd", out, Path(root), truth, ceiling, list(subjects), data)
 
@@ -388,16 +388,6 @@ def _nsd_ideal(betas: np.ndarray, nuisance: np.ndarray, stim: np.ndarray, is_tes
     # unequal repeat counts (truncated designs) -> per-row noise; use the common count when equal
     sd = model["noise_sd"] / np.sqrt(reps.min())
     return ideal_observer(avg, model["clean"][ids], sd)
-
-
-def _summarise(per_subject: dict[str, Any], n_test: int) -> dict[str, Any]:
-    keys = ("two_way_identification", "top1_retrieval", "top5_retrieval", "mean_rank")
-    out: dict[str, Any] = {k: float(np.mean([v[k] for v in per_subject.values()])) for k in keys}
-    first = next(iter(per_subject.values()))
-    out["n_test"] = int(first["n_test"])
-    out["chance"] = first["chance"]
-    out["per_subject"] = per_subject
-    return out
 
 
 def _check_int(value: Any, param: str, lo: int) -> int:

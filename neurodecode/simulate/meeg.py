@@ -33,7 +33,7 @@ from .._core.files import write_json
 from .._core.logging import logger, use_log_level
 from .._core.validation import check_array, format_error
 from . import _forward as fw
-from ._common import SimulationResult, check_snr, check_subjects, save_truth_npz
+from ._common import SimulationResult, check_snr, check_subjects, save_truth_npz, summarise_ceiling
 from ._features import gabor_energy, semantic_features
 from ._ideal import ideal_observer
 
@@ -179,6 +179,48 @@ def _concept_name(k: int, name: str, suffix: str) -> str:
     return f"{k:05d}_{name.replace(' ', '-')}-{suffix}"
 
 
+def _image_set(stimuli: np.ndarray | None, labels: np.ndarray | None,
+               class_names: Sequence[str] | np.ndarray | None,
+               image_size: int) -> tuple[np.ndarray, np.ndarray, Sequence[str] | np.ndarray]:
+    """The images resized to ``image_size`` (default: the shipped Fashion-MNIST subset), their classes and names."""
+    from .stimuli import load_stimuli, resize_images
+
+    if stimuli is None:
+        stimuli, labels, class_names, _ = load_stimuli("fashion-mnist", size=image_size)
+    else:
+        stimuli = resize_images(check_array(stimuli, "stimuli", ndim=4).astype(np.uint8), image_size)
+        if labels is None:
+            raise ValidationError(format_error("labels", "one class per image (concepts are classes)", None))
+    labels = check_array(labels, "labels", shape=(len(stimuli),)).astype(np.int64)
+    if class_names is None:
+        class_names = [f"class{c}" for c in range(int(labels.max()) + 1)]
+    return stimuli, labels, class_names
+
+
+def _draw_images(stimuli: np.ndarray, labels: np.ndarray, n_train_concepts: int, images_per_concept: int,
+                 n_test: int, n_test_classes: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pick the training and test images (see :func:`_pick_images`) and compute their features.
+
+    Returns ``train_idx``, ``test_idx``, ``concept_class`` and the Gabor energy and semantic features of the
+    training then test images.
+    """
+    train_idx, test_idx, concept_class = _pick_images(labels, n_train_concepts, images_per_concept, n_test,
+                                                      n_test_classes, np.random.default_rng(seed))
+    used = np.concatenate([train_idx, test_idx])
+    energy = gabor_energy(stimuli[used])
+    semantic = semantic_features(energy, labels[used], n_classes=int(labels.max()) + 1, seed=seed)
+    return train_idx, test_idx, concept_class, energy, semantic
+
+
+def _subject_model(dataset: str, subject: int, energy: np.ndarray, semantic: np.ndarray, info: Any,
+                   times: np.ndarray, *, seed: int, snr: float) -> tuple[dict[str, np.ndarray], float]:
+    """One subject's :func:`image_meeg_model` and the RMS of its single-trial noise."""
+    logger.info("simulate %s: subject %d", dataset, subject)
+    model = image_meeg_model(energy, semantic, info, times, seed=seed * 1000 + subject)
+    return model, _NOISE_RMS * float(model["signal_rms"]) / snr
+
+
 @fill_doc
 def simulate_things_eeg2(
     out: str | os.PathLike[str],
@@ -241,27 +283,14 @@ def simulate_things_eeg2(
         factors.
     """
     from ..testing import write_things_eeg2_subject
-    from .stimuli import load_stimuli, resize_images
 
     subjects = check_subjects(subjects, range(1, 11))
     snr = check_snr(snr)
-    if stimuli is None:
-        stimuli, labels, class_names, _ = load_stimuli("fashion-mnist", size=image_size)
-    else:
-        stimuli = resize_images(check_array(stimuli, "stimuli", ndim=4).astype(np.uint8), image_size)
-        if labels is None:
-            raise ValidationError(format_error("labels", "one class per image (concepts are classes)", None))
-    labels = check_array(labels, "labels", shape=(len(stimuli),)).astype(np.int64)
-    if class_names is None:
-        class_names = [f"class{c}" for c in range(int(labels.max()) + 1)]
+    stimuli, labels, class_names = _image_set(stimuli, labels, class_names, image_size)
     out = Path(out)
-    rng = np.random.default_rng(seed)
     with use_log_level(verbose):
-        train_idx, test_idx, concept_class = _pick_images(labels, n_train_concepts, images_per_concept, n_test,
-                                                          n_test_classes, rng)
-        used = np.concatenate([train_idx, test_idx])
-        energy = gabor_energy(stimuli[used])
-        semantic = semantic_features(energy, labels[used], n_classes=int(labels.max()) + 1, seed=seed)
+        train_idx, test_idx, concept_class, energy, semantic = _draw_images(
+            stimuli, labels, n_train_concepts, images_per_concept, n_test, n_test_classes, seed)
         n_tr = len(train_idx)
         train_concepts = [_concept_name(k + 1, str(class_names[c]), str(k + 1)) for k, c in enumerate(concept_class)]
         test_concepts = [_concept_name(n_train_concepts + i + 1, str(class_names[labels[j]]), f"test{i + 1}")
@@ -273,9 +302,7 @@ def simulate_things_eeg2(
         data: dict[Any, dict[str, Any]] = {}
         per_subject: dict[str, Any] = {}
         for s in subjects:
-            logger.info("simulate things-eeg2: subject %d", s)
-            model = image_meeg_model(energy, semantic, info, times, seed=seed * 1000 + s)
-            scale = _NOISE_RMS * float(model["signal_rms"]) / snr
+            model, scale = _subject_model("things-eeg2", s, energy, semantic, info, times, seed=seed, snr=snr)
             srng = np.random.default_rng([seed, s, 505])
             clean = model["clean"]
             train = (clean[:n_tr, None] + fw.draw_noise(srng, n_tr * train_repetitions, model["l_space"],
@@ -303,10 +330,10 @@ def simulate_things_eeg2(
             "train_repetitions": train_repetitions, "test_repetitions": test_repetitions, "sfreq": sfreq,
             "units": "microvolts", "image_size": image_size, "noise_rms_over_signal_rms_at_snr1": _NOISE_RMS,
             "model": __doc__})
-        ceiling = _summarise(per_subject) | {
-            "dataset": "things-eeg2", "snr": snr, "seed": seed, "test_repetitions": test_repetitions,
-            "method": "Gaussian likelihood under the true model (whitened by the true noise covariance), "
-                      "test repetitions averaged"}
+        ceiling = summarise_ceiling(
+            per_subject, dataset="things-eeg2", snr=snr, seed=seed, test_repetitions=test_repetitions,
+            method="Gaussian likelihood under the true model (whitened by the true noise covariance), "
+                   "test repetitions averaged")
         write_json(out / "ceiling.json", ceiling)
     return SimulationResult("things-eeg2", out, root, out / "truth", ceiling, list(subjects), data)
 
@@ -377,27 +404,14 @@ def simulate_things_meg(
 
     from ..testing import write_things_meg_subject
     from ..testing._things_meg import ctf_channel_names
-    from .stimuli import load_stimuli, resize_images
 
     subjects = check_subjects(subjects, range(1, 5))
     snr = check_snr(snr)
-    if stimuli is None:
-        stimuli, labels, class_names, _ = load_stimuli("fashion-mnist", size=image_size)
-    else:
-        stimuli = resize_images(check_array(stimuli, "stimuli", ndim=4).astype(np.uint8), image_size)
-        if labels is None:
-            raise ValidationError(format_error("labels", "one class per image (concepts are classes)", None))
-    labels = check_array(labels, "labels", shape=(len(stimuli),)).astype(np.int64)
-    if class_names is None:
-        class_names = [f"class{c}" for c in range(int(labels.max()) + 1)]
+    stimuli, labels, class_names = _image_set(stimuli, labels, class_names, image_size)
     out = Path(out)
-    rng = np.random.default_rng(seed)
     with use_log_level(verbose):
-        train_idx, test_idx, concept_class = _pick_images(labels, n_train_concepts, n_sessions, n_test,
-                                                          n_test_classes, rng)
-        used = np.concatenate([train_idx, test_idx])
-        energy = gabor_energy(stimuli[used])
-        semantic = semantic_features(energy, labels[used], n_classes=int(labels.max()) + 1, seed=seed)
+        train_idx, test_idx, concept_class, energy, semantic = _draw_images(
+            stimuli, labels, n_train_concepts, n_sessions, n_test, n_test_classes, seed)
         n_tr = len(train_idx)
         train_concepts = [f"{str(class_names[c]).replace(' ', '_')}{k + 1}" for k, c in enumerate(concept_class)]
         test_concepts = [f"{str(class_names[labels[j]]).replace(' ', '_')}test{i + 1}" for i, j in enumerate(test_idx)]
@@ -414,9 +428,7 @@ def simulate_things_meg(
         data: dict[Any, dict[str, Any]] = {}
         per_subject: dict[str, Any] = {}
         for s in subjects:
-            logger.info("simulate things-meg: subject %d", s)
-            model = image_meeg_model(energy, semantic, info, times, seed=seed * 1000 + s)
-            scale = _NOISE_RMS * float(model["signal_rms"]) / snr
+            model, scale = _subject_model("things-meg", s, energy, semantic, info, times, seed=seed, snr=snr)
             rho = float(0.8 ** (250.0 / sfreq))
             srng = np.random.default_rng([seed, s, 606])
             clean = model["clean"].astype(np.float64)
@@ -469,10 +481,10 @@ def simulate_things_meg(
             "n_train_concepts": n_train_concepts, "n_test": n_test, "sfreq": sfreq, "soa": soa, "units": "tesla",
             "channels": "CTF-275 layout names, 272 recorded, MRO11-1609 bad (271 good)", "image_size": image_size,
             "noise_rms_over_signal_rms_at_snr1": _NOISE_RMS, "model": __doc__})
-        ceiling = _summarise(per_subject) | {
-            "dataset": "things-meg", "snr": snr, "seed": seed, "test_repetitions": n_sessions,
-            "method": "Gaussian likelihood under the true model (whitened by the true noise covariance), "
-                      "0-0.995 s epochs of the 271 good channels, test repetitions (sessions) averaged"}
+        ceiling = summarise_ceiling(
+            per_subject, dataset="things-meg", snr=snr, seed=seed, test_repetitions=n_sessions,
+            method="Gaussian likelihood under the true model (whitened by the true noise covariance), "
+                   "0-0.995 s epochs of the 271 good channels, test repetitions (sessions) averaged")
         write_json(out / "ceiling.json", ceiling)
     return SimulationResult("things-meg", out, root, out / "truth", ceiling, list(subjects), data)
 
@@ -491,11 +503,3 @@ def _save_stimuli(out: Path, stimuli: np.ndarray, train_idx: np.ndarray, test_id
                    train_captions=np.array([f"a photo of a {names[k]}" for k in labels[train_idx]]),
                    test_captions=np.array([f"a photo of a {names[k]}" for k in labels[test_idx]]),
                    source_index_train=train_idx, source_index_test=test_idx)
-
-
-def _summarise(per_subject: dict[str, Any]) -> dict[str, Any]:
-    keys = ("two_way_identification", "top1_retrieval", "top5_retrieval", "mean_rank")
-    out: dict[str, Any] = {k: float(np.mean([v[k] for v in per_subject.values()])) for k in keys}
-    first = next(iter(per_subject.values()))
-    out.update(n_test=int(first["n_test"]), chance=first["chance"], per_subject=per_subject)
-    return out

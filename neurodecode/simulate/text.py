@@ -35,7 +35,7 @@ from .._core.files import write_json
 from .._core.logging import logger, use_log_level
 from .._core.validation import format_error
 from . import _forward as fw
-from ._common import SimulationResult, check_snr, save_truth_npz
+from ._common import SimulationResult, check_snr, save_truth_npz, summarise_ceiling
 from ._ideal import chance_scores, identification_scores
 
 __all__ = ["simulate_zuco", "make_sentences"]
@@ -219,13 +219,10 @@ def simulate_zuco(
                                                   "subjects": list(subjects), "space": space, "snr": snr,
                                                   "seed": seed, "sfreq": sfreq, "units": "microvolts",
                                                   "model": __doc__})
-        keys = ("two_way_identification", "top1_retrieval", "top5_retrieval", "mean_rank")
-        first = next(iter(per_subject.values()))
-        ceiling: dict[str, Any] = {k: float(np.mean([v[k] for v in per_subject.values()])) for k in keys if k in first}
-        ceiling |= {"n_test": int(first.get("n_test", 0)), "chance": first.get("chance"), "per_subject": per_subject,
-                    "dataset": "zuco", "snr": snr, "seed": seed, "space": space,
-                    "method": "Gaussian likelihood of the time-averaged response (known word-locked part removed) "
-                              "under each candidate sentence's semantic topography, spatially whitened"}
+        ceiling = summarise_ceiling(
+            per_subject, dataset="zuco", snr=snr, seed=seed, space=space,
+            method="Gaussian likelihood of the time-averaged response (known word-locked part removed) "
+                   "under each candidate sentence's semantic topography, spatially whitened")
         write_json(out / "ceiling.json", ceiling)
     return SimulationResult("zuco", out, root, out / "truth", ceiling, list(subjects), data)
 

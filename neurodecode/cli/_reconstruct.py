@@ -70,8 +70,14 @@ def _run_demo(out: Path | None, device: str, json_: bool) -> None:
         fail("the embedded demo is not available in this installation (neurodecode.demo is missing). "
              "Pass --pipeline, --data, --subject, --checkpoint and --out to reconstruct your own data.", 1)
         return
-    result = demo.run_demo(out_dir=out, device=device)
+    from .._core.logging import logger
+
+    result = demo.run_demo(out_dir=out or Path("neurodecode-demo"), device=device, verbose=logger.level < 40)
     if json_:
         print_json(result if isinstance(result, dict) else {"result": str(result)})
-    else:
+        return
+    if not isinstance(result, dict):
         typer.echo(f"demo written to {result}")
+        return
+    for line in demo.summary_lines(result):
+        typer.echo(line)

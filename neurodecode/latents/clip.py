@@ -227,9 +227,14 @@ def _find_weights(folder: Path, allow_pickle: bool) -> Path:
 
 
 def _load_weights(model: Any, path: Path, *, allow_pickle: bool, device: Any) -> None:
+    import torch
+
     from ..io.checkpoints import load_state_dict
 
     state = load_state_dict(path, allow_pickle=allow_pickle)
+    # weights stored in reduced precision (e.g. the shipped demo CLIP, float16) compute in float32;
+    # ``assign=True`` would otherwise keep their storage dtype
+    state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float64 else v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     unexpected = [k for k in unexpected if k not in ("attn_mask",)]
     if missing or unexpected:

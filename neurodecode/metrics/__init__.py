@@ -6,7 +6,7 @@ number is their mean), so every score gets a bootstrap CI and a shuffled control
 :func:`write_report` turns a result into a self-contained HTML page.
 """
 
-from ._controls import shuffled_control, shuffled_pairing
+from ._controls import noise_input_control, noise_inputs, shuffled_control, shuffled_pairing
 from ._evaluate import METRICS_VERSION, evaluate_reconstructions, summarize
 from ._identification import correlation_distance, two_way_identification
 from ._image import pixcorr, ssim
@@ -28,6 +28,8 @@ __all__ = [
     "summarize",
     "shuffled_control",
     "shuffled_pairing",
+    "noise_inputs",
+    "noise_input_control",
     "evaluate_reconstructions",
     "bleu_scores",
     "rouge_scores",

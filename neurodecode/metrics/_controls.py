@@ -21,7 +21,7 @@ from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.validation import format_error
 from ._stats import as_rng
 
-__all__ = ["shuffled_control", "shuffled_pairing", "derangement"]
+__all__ = ["shuffled_control", "shuffled_pairing", "derangement", "noise_inputs", "noise_input_control"]
 
 
 def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -135,3 +135,83 @@ def _permutation_scores(score_perm: Callable[[np.ndarray], float], n: int, n_per
         "n_permutations": int(n_permutations),
         "random_state": random_state if not isinstance(random_state, np.random.Generator) else None,
     }
+
+
+def noise_inputs(X: Any, *, lengths: Any = None, random_state: Any = 0) -> np.ndarray:
+    """Gaussian noise shaped like ``X``, with each channel's mean and standard deviation.
+
+    The input of the noise-input control of text decoders (GLIM's protocol): a decoder
+    that writes equally good sentences from noise has learned a language prior, not
+    anything from the brain.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_trials, n_channels, n_times)
+        Brain inputs (zero-padded past ``lengths`` when given).
+    lengths : ndarray of int, shape (n_trials,) or None
+        Valid samples per trial; padding stays zero and is excluded from the statistics.
+    random_state : int or numpy.random.Generator
+        Seed (recorded by the caller).
+
+    Returns
+    -------
+    noise : ndarray, same shape and dtype as ``X``
+    """
+    X = np.asarray(X)
+    if X.ndim != 3:
+        raise ShapeMismatchError(format_error("X", "an array of shape (n_trials, n_channels, n_times)", X))
+    rng = as_rng(random_state)
+    valid = np.ones(X.shape[0:1] + X.shape[2:], bool)
+    if lengths is not None:
+        valid = np.arange(X.shape[2])[None, :] < np.asarray(lengths)[:, None]
+    mask = np.broadcast_to(valid[:, None, :], X.shape)
+    count = mask.sum(axis=(0, 2))
+    mean = np.where(mask, X, 0).sum(axis=(0, 2)) / np.maximum(count, 1)
+    var = (np.where(mask, X - mean[None, :, None], 0) ** 2).sum(axis=(0, 2)) / np.maximum(count, 1)
+    noise = rng.normal(size=X.shape) * np.sqrt(var)[None, :, None] + mean[None, :, None]
+    return np.where(mask, noise, 0).astype(X.dtype, copy=False)
+
+
+def noise_input_control(generate: Callable[[np.ndarray], Any], X: Any, references: Any, *, lengths: Any = None,
+                        metrics: Any = ("bleu1", "rouge1_f", "wer"), random_state: Any = 0,
+                        **evaluate_kwargs: Any) -> dict[str, Any]:
+    """Score a text decoder on real inputs and on channel-matched noise, side by side.
+
+    Parameters
+    ----------
+    generate : callable
+        ``generate(X) -> list of str``, the decoder without teacher forcing (for GLIM:
+        ``lambda x: model.generate(x, lengths)``).
+    X : ndarray of shape (n_trials, n_channels, n_times)
+        Test inputs.
+    references : list of str or list of list of str
+        Target sentences (or paraphrases) per trial.
+    lengths : ndarray of int or None
+        Valid samples per trial (padding is kept at zero in the noise).
+    metrics : sequence of str
+        Text metrics (see :func:`~neurodecode.metrics.evaluate_text`).
+    random_state : int
+        Seed of the noise and of the bootstrap.
+    **evaluate_kwargs
+        Passed to :func:`~neurodecode.metrics.evaluate_text` (``weights``, ``n_boot``...).
+
+    Returns
+    -------
+    result : dict
+        ``"brain"`` and ``"noise"``: the two evaluations; ``"hypotheses"`` and
+        ``"noise_hypotheses"``: the generated sentences; ``"beats_noise"``: per metric,
+        whether the brain score is better than the noise score.
+    """
+    from ._text import evaluate_text
+
+    hyps = list(generate(np.asarray(X)))
+    noise_hyps = list(generate(noise_inputs(X, lengths=lengths, random_state=random_state)))
+    brain = evaluate_text(hyps, references, metrics=metrics, random_state=random_state, **evaluate_kwargs)
+    noise = evaluate_text(noise_hyps, references, metrics=metrics, random_state=random_state, **evaluate_kwargs)
+    beats = {}
+    for name in brain:
+        b, n = brain[name], noise.get(name)
+        if isinstance(b, dict) and isinstance(n, dict) and b.get("value") is not None and n.get("value") is not None:
+            hib = b.get("higher_is_better", True)
+            beats[name] = bool(b["value"] > n["value"]) if hib else bool(b["value"] < n["value"])
+    return {"brain": brain, "noise": noise, "hypotheses": hyps, "noise_hypotheses": noise_hyps, "beats_noise": beats}

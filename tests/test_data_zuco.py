@@ -63,3 +63,30 @@ def test_bad_inputs(tmp_path, rng):
     p.write_bytes(b"<html>not found</html>")
     with pytest.raises(DataIntegrityError, match="HTML page"):
         load_zuco(tmp_path, "YAC", version=2, task="NR")
+
+
+def test_resample_500_to_128_known_answer_sine(tmp_path):
+    """A 10 Hz sine at 500 Hz, resampled to 128 Hz: same frequency, lengths ceil(n * 32 / 125), padding after."""
+    t = np.arange(500) / 500.0
+    sine = np.sin(2 * np.pi * 10 * t)
+    eeg = [np.stack([sine, 2 * sine, -sine]), np.stack([sine[:251]] * 3)]
+    write_zuco_subject(tmp_path, "YAC", task="NR", sentences=SENTS[:2], eeg=eeg, version=2)
+    t128 = load_zuco(tmp_path, "YAC", version=2, task="NR", resample=128)
+    assert t128.sfreq == 128.0 and t128.lengths.tolist() == [128, 65]  # ceil(251 * 32 / 125) = 65
+    assert t128.X.shape == (2, 3, 128) and np.all(t128.X[1, :, 65:] == 0)
+    np.testing.assert_allclose(t128.times, np.arange(128) / 128.0)
+    spec = np.abs(np.fft.rfft(t128.X[0, 0]))
+    assert np.argmax(spec) == 10  # 1 Hz bins over 1 s: the peak stays at 10 Hz
+    mid = slice(10, 118)  # away from the filter's edge effects
+    np.testing.assert_allclose(t128.X[0, 0, mid], np.sin(2 * np.pi * 10 * t128.times[mid]), atol=0.05)
+    np.testing.assert_allclose(t128.X[0, 1, mid], 2 * t128.X[0, 0, mid], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(t128.X[1, 0, 10:60], t128.X[0, 0, 10:60], atol=0.05)
+    prov = t128.provenance
+    assert prov["sfreq"] == 128.0 and prov["sfreq_recorded"] == 500.0
+    assert (prov["resample"]["up"], prov["resample"]["down"]) == (32, 125)
+    plain = load_zuco(tmp_path, "YAC", version=2, task="NR")  # no resample: recorded rate, untouched
+    assert plain.sfreq == 500.0 and plain.lengths.tolist() == [500, 251] and plain.provenance["resample"] is None
+    with pytest.raises(MetadataMismatchError, match="250 Hz"):  # sfreq= still checks the recording
+        load_zuco(tmp_path, "YAC", version=2, task="NR", sfreq=250, resample=128)
+    with pytest.raises(ValidationError, match="resample"):
+        load_zuco(tmp_path, "YAC", version=2, task="NR", resample=0)

@@ -50,11 +50,16 @@ def test_training_step_losses_and_frozen_text_model(model):
                                                rel=1e-5)
     model.zero_grad()
     out["loss"].backward()
-    assert all(p.grad is None for p in model.text_model.parameters())  # frozen
+    # the tiny T5's random weights are trained (a frozen random T5 cannot learn to write)
+    assert not model.config.text_frozen and model.text_model.decoder.block[0].layer[1].EncDecAttention.q.weight.grad.abs().sum() > 0
     assert model.prefix_queries.grad.abs().sum() > 0 and model.latent_queries.grad.abs().sum() > 0
-    assert not model.text_model.training  # stays in eval mode
     model.zero_grad()
     model.eval()
+    # frozen on request (the default for pretrained weights): no gradient, always in eval mode
+    frozen = GLIM(GLIMConfig.tiny(n_channels=7, max_times=40, subjects=["zuco/ZDM"], freeze_text_model=True)).train()
+    frozen.training_step(batch, 0)["loss"].backward()
+    assert all(p.grad is None and not p.requires_grad for p in frozen.text_model.parameters())
+    assert frozen.training and not frozen.text_model.training
 
 
 def test_generate_does_not_use_targets(model):
@@ -85,6 +90,32 @@ def test_generate_does_not_use_targets(model):
     assert decoder_ids[0].flatten().tolist() == [0, 0, 0]  # the decoder start token
     assert again[:1] == model.generate(X[:1], [33], max_new_tokens=6, min_new_tokens=6)
     assert first == model.generate(X, [33, 20, 9], max_new_tokens=6)
+
+
+def test_generate_reproduces_overfit_sentences_from_their_own_eeg():
+    """Regression: the tiny tier used to return only "" after training (frozen random T5, LM loss at chance)."""
+    torch.manual_seed(0)
+    sents = ["the cat sat.", "a dog ran!", "birds fly high", "red sun"]
+    m = GLIM(GLIMConfig.tiny(n_channels=7, max_times=40))
+    X = np.random.default_rng(3).standard_normal((4, 7, 40)).astype(np.float32)
+    lengths = [40, 33, 25, 38]
+    Xp, lens = m.check_input(X, lengths)
+    batch = {"x": torch.from_numpy(Xp), "lengths": torch.from_numpy(lens),
+             **{k: torch.from_numpy(v) for k, v in m.tokenize(sents).items()}}
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=3e-3)
+    m.train()
+    for step in range(80):
+        loss = m.training_step(batch, step)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out = m.generate(X, lengths, max_new_tokens=16)  # EEG alone: no targets given
+    assert all(len(t) > 0 for t in out), out
+    assert sum(o == s for o, s in zip(out, sents)) >= 3, out  # known answer: its own sentence
+    assert all(o[:4] == s[:4] for o, s in zip(out, sents)), out
+    # the sentence comes from the EEG: permuting the EEG permutes the output
+    perm = [2, 0, 3, 1]
+    assert m.generate(X[perm], [lengths[i] for i in perm], max_new_tokens=16) == [out[i] for i in perm]
 
 
 def test_retrieve_and_classify_shapes(model):

@@ -55,3 +55,18 @@ def test_retrieval_block_of_24_above_chance():
     pos = np.argmax(ranks == np.arange(24)[:, None], axis=1)
     top1, top5 = np.mean(pos < 1), np.mean(pos < 5)
     assert top5 > 2 * 5 / 24 and top1 > 1 / 24, (top1, top5)  # chance: 5/24 and 1/24
+
+
+def test_retrieval_known_answer_on_trained_sentences():
+    """Six sentences with distinct EEG: after a short fit each EEG retrieves its own sentence first."""
+    torch.manual_seed(0)
+    sents = ["the cat sat.", "a dog ran!", "birds fly high", "red sun", "old king sleeps", "blue river"]
+    model = GLIM(GLIMConfig.tiny(n_channels=7, max_times=40))
+    X = np.random.default_rng(4).standard_normal((6, 7, 40)).astype(np.float32)
+    lengths = np.array([40, 33, 25, 38, 21, 30])
+    Trainer(model, TrainConfig(epochs=40, batch_size=6, lr=3e-3, device="cpu", checkpoint_every=None)).fit(
+        ArrayBatches({"x": X, "lengths": lengths, **model.tokenize(sents)}, batch_size=6))
+    perm = np.array([3, 0, 5, 1, 4, 2])  # candidates in another order
+    ranks = model.retrieve(X, [sents[i] for i in perm], lengths)
+    assert perm[ranks[:, 0]].tolist() == list(range(6))
+    assert model.classify(X[:2], [sents[1], sents[0]], lengths[:2]).tolist() == [1, 0]

@@ -60,6 +60,7 @@ def load_zuco(
     version: int,
     task: str,
     sfreq: float | None = None,
+    resample: float | None = None,
     ch_names: list[str] | None = None,
     verbose: Any = None,
 ) -> Trials:
@@ -78,7 +79,13 @@ def load_zuco(
         ``"SR"``, ``"NR"`` or ``"TSR"``.
     sfreq : float or None
         Expected sampling rate; defaults to the spec's 500 Hz and is checked against the
-        file's ``sfreq`` variable when present.
+        file's ``sfreq`` variable when present (a check of the recording, not a conversion).
+    resample : float or None
+        Target rate in Hz (GLIM: ``resample=128``). Each sentence is resampled on its own
+        with :func:`scipy.signal.resample_poly` at ``up/down``, the rational approximation
+        of ``resample / sfreq`` (500 -> 128 Hz: 32/125); its length becomes
+        ``ceil(n * up / down)`` and the padding follows. ``sfreq``, ``times``, ``lengths``
+        and the provenance describe the resampled data. ``None`` keeps the recorded rate.
     ch_names : list of str or None
         Expected channel set (checked when the file carries channel labels).
     verbose : bool | str | int | None
@@ -99,6 +106,9 @@ def load_zuco(
     check_option(task, "task", list(v["tasks"]))
     subject = str(subject).split("/", 1)[-1] if str(subject).startswith("zuco/") else str(subject)
     expected_sfreq = float(spec["dataset"]["sfreq"] if sfreq is None else sfreq)
+    if resample is not None and not (np.isfinite(float(resample)) and float(resample) > 0):
+        raise ValidationError(format_error("resample", "a positive target rate in Hz, or None", resample,
+                                           "GLIM uses resample=128"))
     path = _find(Path(root), subject, task, version)
     found_version = mat_version(path)
     if found_version != int(v["mat_version"]):
@@ -114,7 +124,8 @@ def load_zuco(
         file_sfreq = float(np.asarray(content["sfreq"]).ravel()[0])
         if not np.isclose(file_sfreq, expected_sfreq):
             raise MetadataMismatchError(format_error("sfreq", f"{expected_sfreq:g} Hz", f"{file_sfreq:g} Hz in {path}",
-                                                     "Resample, or pass the sfreq you expect"))
+                                                     f"Pass sfreq={file_sfreq:g} (the recording's rate); "
+                                                     "convert with resample=<target Hz>"))
     names = None
     if "chanlocs" in content and isinstance(content["chanlocs"], dict) and "labels" in content["chanlocs"]:
         labels = content["chanlocs"]["labels"]
@@ -144,6 +155,20 @@ def load_zuco(
         idx.append(i)
     if not eegs:
         raise ValidationError(format_error("sentences", "at least one sentence with EEG", f"none in {path}"))
+    out_sfreq, resampling = expected_sfreq, None
+    if resample is not None:
+        from fractions import Fraction
+
+        from scipy.signal import resample_poly
+
+        ratio = (Fraction(float(resample)) / Fraction(expected_sfreq)).limit_denominator(1000)
+        up, down = ratio.numerator, ratio.denominator
+        out_sfreq = expected_sfreq * up / down
+        if (up, down) != (1, 1):
+            eegs = [resample_poly(e, up, down, axis=1) for e in eegs]  # length ceil(n * up / down)
+        resampling = {"from_hz": expected_sfreq, "to_hz": out_sfreq, "up": up, "down": down,
+                      "method": "scipy.signal.resample_poly per sentence (before padding); "
+                                "lengths = ceil(n * up / down)"}
     lengths = np.array([e.shape[1] for e in eegs])
     X = np.zeros((len(eegs), n_ch or 0, int(lengths.max())), dtype=np.float32)
     for j, e in enumerate(eegs):
@@ -153,10 +178,11 @@ def load_zuco(
         names = [f"E{c + 1}" for c in range(X.shape[1])]
     provenance = {
         "dataset": "zuco", "loader": "neurodecode.data.load_zuco", "file": str(path), "version": version,
-        "task": task, "subject": f"zuco/{subject}", "sfreq": expected_sfreq, "n_sentences_in_file": len(records),
+        "task": task, "subject": f"zuco/{subject}", "sfreq": out_sfreq, "sfreq_recorded": expected_sfreq,
+        "resample": resampling, "n_sentences_in_file": len(records),
         "n_dropped_no_eeg": dropped, "padding": "zeros after each sentence's length",
         "split": f"by unique sentence ({spec['split']['method']}), fractions {dict(spec['split']['fractions'])}",
     }
-    return Trials(X=X, stimulus_ids=np.array(idx), subject=f"zuco/{subject}", split=split, sfreq=expected_sfreq,
-                  ch_names=names, times=np.arange(X.shape[2]) / expected_sfreq, texts=texts, lengths=lengths,
+    return Trials(X=X, stimulus_ids=np.array(idx), subject=f"zuco/{subject}", split=split, sfreq=out_sfreq,
+                  ch_names=names, times=np.arange(X.shape[2]) / out_sfreq, texts=texts, lengths=lengths,
                   metadata={"task": np.full(len(idx), task)}, provenance=provenance)

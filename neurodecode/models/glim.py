@@ -30,6 +30,13 @@ honoured); its frozen weights are not written by ``save_pretrained`` (they are
 reloaded from the hub id). Tiny: a ByT5-style :class:`transformers.T5Config` at toy width
 with :class:`transformers.ByT5Tokenizer` (byte-level, needs no vocabulary files, so it
 works offline); its random weights are saved with the model.
+
+Freezing (``GLIMConfig.freeze_text_model``; ``None`` = automatic): pretrained weights are
+frozen, as in GLIM; the tiny T5's *random* decoder (blocks and final norm) is trained with
+the rest, its embeddings and encoder (the text side of the contrastive loss) stay fixed.
+A frozen random T5 knows no language: steered only through its cross-attention, its LM loss stays
+near chance (ln 384), greedy decoding emits near-arbitrary ids, and two thirds of the byte
+vocabulary (sentinels, lone non-ASCII bytes) decode to ``""``.
 """
 
 from __future__ import annotations
@@ -88,6 +95,12 @@ class GLIMConfig:
         recipe) builds the tiny ByT5-style T5 from ``text_config``.
     text_config : dict
         ``transformers.T5Config`` fields of the tiny text model.
+    freeze_text_model : bool or None
+        Freeze the T5 (its weights then stay out of ``save_pretrained`` in the real tier);
+        ``False`` trains its decoder blocks and final norm (embeddings, LM head and encoder,
+        the text side of the contrastive loss, stay fixed). ``None``: freeze pretrained
+        weights (``text_model`` set), train the random tiny T5's decoder (frozen random
+        weights carry no language to condition on).
     text_dtype : str
         Precision of the frozen T5 (``"bfloat16"`` at real size on GPU).
     max_text_len : int
@@ -116,6 +129,7 @@ class GLIMConfig:
     subjects: list[str] = field(default_factory=list)
     text_model: str | None = "google/flan-t5-large"
     text_config: dict[str, Any] = field(default_factory=lambda: dict(_TINY_T5))
+    freeze_text_model: bool | None = None
     text_dtype: str = "float32"
     max_text_len: int = 64
     contrastive_weight: float = 0.5
@@ -136,6 +150,11 @@ class GLIMConfig:
     def n_tokens(self) -> int:
         """Time tokens per sentence (``ceil(max_times / patch_size)``)."""
         return -(-self.max_times // self.patch_size)
+
+    @property
+    def text_frozen(self) -> bool:
+        """Whether the T5 is frozen (``freeze_text_model``, or by default: pretrained weights are)."""
+        return bool(self.freeze_text_model) if self.freeze_text_model is not None else self.text_model is not None
 
     @classmethod
     def tiny(cls, **overrides: Any) -> GLIMConfig:
@@ -215,7 +234,7 @@ def _load_text_model(config: GLIMConfig) -> tuple[Any, Any]:
 
     if config.text_model is None:
         model = T5ForConditionalGeneration(T5Config(**config.text_config))
-        tokenizer = ByT5Tokenizer()
+        tokenizer: Any = ByT5Tokenizer()
     else:
         from transformers import AutoTokenizer
 
@@ -228,6 +247,9 @@ def _load_text_model(config: GLIMConfig) -> tuple[Any, Any]:
         model = T5ForConditionalGeneration.from_pretrained(folder, dtype=dtype, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model.requires_grad_(False)
+    if not config.text_frozen:  # train the decoder; embeddings and encoder (the contrastive text side) stay fixed
+        model.decoder.block.requires_grad_(True)
+        model.decoder.final_layer_norm.requires_grad_(True)
     model.eval()
     return model, tokenizer
 
@@ -285,14 +307,14 @@ class GLIM(PretrainedMixin, nn.Module):
         self.eeg_proj = nn.Linear(d_text, c.embed_dim)
         self.text_proj = nn.Linear(d_text, c.embed_dim)
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(c.logit_scale_init)))
-        if c.text_model is not None:  # frozen hub weights are reloaded from the hub id, not saved
+        if c.text_model is not None and c.text_frozen:  # frozen hub weights are reloaded from the hub id
             self.register_state_dict_post_hook(_drop_text_keys)
             self.register_load_state_dict_post_hook(_ignore_missing_text_keys)
 
     def train(self, mode: bool = True) -> GLIM:
-        """Set training mode; the frozen text model always stays in eval mode."""
+        """Set training mode; a frozen text model always stays in eval mode."""
         super().train(mode)
-        self.text_model.eval()
+        self.text_model.train(mode and not self.config.text_frozen)
         return self
 
     # ---- tensors

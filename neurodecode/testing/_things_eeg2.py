@@ -16,6 +16,11 @@ __all__ = ["write_things_eeg2_subject", "make_things_eeg2_fixture"]
 
 
 def _save_pickled(path: Path, obj: dict[str, Any]) -> None:
+    """Write ``obj`` exactly as THINGS-EEG2 publishes it: a pickled dict inside a ``.npy`` file.
+
+    This *writes* the published (pickle-based) format so the loaders can be tested on it; reading it
+    back always needs the user's explicit ``allow_pickle=True``.
+    """
     from .._core.files import atomic_path
 
     with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:

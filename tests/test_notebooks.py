@@ -31,7 +31,6 @@ def test_notebooks_are_saved_without_outputs():
         assert "DATA = None" in code[0].source, path.name  # the one path a user changes for real data
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes_without_errors(path, tmp_path, monkeypatch):
     import nbformat

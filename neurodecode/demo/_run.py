@@ -243,7 +243,9 @@ def run_demo(out_dir: str | Path = "neurodecode-demo", settings: DemoSettings | 
         metrics["protocol"] = {
             "note": "Simulated brains (known-answer NSD simulator) and miniature models; numbers do not compare with "
                     "the literature. 'shuffled' is the same decoder trained with permuted trial labels.",
-            "seed": s.seed, "images": "32 x 32 Fashion-MNIST test-split images", "subjects": list(trials)}
+            "seed": s.seed, "images": "32 x 32 Fashion-MNIST test-split images", "subjects": list(trials),
+            "control": "the shuffled control is the same decoder trained with the trial labels permuted, its "
+                       "predictions re-standardised and drawn by the same diffusion model with the same seeds"}
         lap("evaluate")
         provenance = {"settings": s.__dict__, "checksums": checksums, "timings": timings,
                       "postprocessing": "predicted tokens re-standardised per test batch to the training targets' "

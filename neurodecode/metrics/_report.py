@@ -231,9 +231,11 @@ def render_report(
                 parts.append(f"<h2>{label} {k} by {html.escape(_LABELS.get(key, key))}</h2><figure>"
                              f"<img alt='{label.lower()}' src='{_pairs_grid(t, r, sel, labels)}'></figure>")
     parts.append("<h2>Scores</h2>" + _table(result, weights))
-    parts.append("<p>Values are means over items; 95 % CIs from a percentile bootstrap over items; the shuffled "
-                 "control scores the same outputs against other items' ground truth. A decoder that does not beat "
-                 "its shuffled control has learned nothing from the brain.</p>")
+    control = (result.get("protocol") or {}).get("control") or (
+        "the shuffled control scores the same outputs against other items' ground truth")
+    parts.append("<p>Values are means over items; 95 % CIs from a percentile bootstrap over items; "
+                 f"{html.escape(control)}. A decoder that does not beat its shuffled control has learned nothing "
+                 "from the brain.</p>")
     if isinstance(result.get("blended"), dict):
         parts.append("<h2>Blended with the low-level output (0.75 / 0.25, MindEye2)</h2>"
                      + _table(result["blended"], weights))

@@ -60,6 +60,6 @@ def load_demo_clip(*, output: str = "image_tokens", normalize: str | None = "vd"
 
 def load_demo_diffusion(*, device: Any = "cpu") -> Any:
     """The demo's pixel unCLIP diffusion model (:class:`neurodecode.generate.PixelUnCLIP`)."""
-    from ..generate._pixel_unclip import PixelUnCLIP
+    from ..generate import PixelUnCLIP
 
     return PixelUnCLIP.from_pretrained(demo_models_dir() / "diffusion", device=str(device))

@@ -12,7 +12,9 @@ or local folder, offline-aware) and ``"tiny"`` (same architecture, toy width, ra
 Registered names: ``"versatile"`` (VD dual guidance, image + text tokens), ``"unclip"``
 (Stable unCLIP from a pooled embedding), ``"sdxl-turbo"`` (SDXL-Turbo + IP-Adapter, ViT-H),
 ``"lowlevel"`` (VAE latent decode / img2img), ``"git"`` (captions from CLIP tokens),
-``"retrieval"`` (nearest caption in a text space). Nothing heavy is imported until a generator
+``"retrieval"`` (nearest caption in a text space). :class:`PixelUnCLIP` (``config.json`` +
+``model.safetensors``, a small conditional pixel diffusion model from CLIP image tokens) is the
+generator of the embedded demo's miniature model set. Nothing heavy is imported until a generator
 is built.
 """
 
@@ -26,7 +28,16 @@ from ._download import download_weights, recipe_weights
 from ._run import output_paths, reconstruct
 
 __all__ = ["GENERATORS", "get_generator", "generator_class", "generator_weights", "reconstruct", "output_paths",
-           "recipe_weights", "download_weights"]
+           "recipe_weights", "download_weights", "PixelUnCLIP", "PixelUnCLIPConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    # the pixel unCLIP imports torch/diffusers: load it only when asked for
+    if name in ("PixelUnCLIP", "PixelUnCLIPConfig"):
+        from . import _pixel_unclip
+
+        return getattr(_pixel_unclip, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: Generator name -> "module:Class" (imported only when asked for).
 GENERATORS: dict[str, str] = {

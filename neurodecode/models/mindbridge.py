@@ -184,6 +184,7 @@ class MindBridge(PretrainedMixin, nn.Module):
         """Prepare reset-tuning: add ``subject`` if needed, then freeze everything but its embedder and builder.
 
         Train with ``MultiSubjectBatches({new: ..., source: ...}, subjects_per_step=2, anchor=new)``.
+        With shared images, :meth:`align_embedder` first gives the new embedder a closed-form start.
 
         Returns
         -------
@@ -200,6 +201,60 @@ class MindBridge(PretrainedMixin, nn.Module):
         self.builders[subject].requires_grad_(True)
         self.tuning_subject = subject
         return [n for n, p in self.named_parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def align_embedder(self, subject: str, X: Any, X_source: Any, source: str, *, alpha: float = 1.0) -> MindBridge:
+        """Initialise ``subject``'s embedder by ridge alignment to ``source`` on shared stimuli.
+
+        An addition to the paper's reset-tuning (call it after :meth:`reset_tune`, before training).
+        From a random start, reset-tuning must find the new subject's map into the shared embedding
+        by gradient descent through the frozen translator, which with few trials often stalls in a
+        poor optimum. When the new subject saw some images the source subject also saw (NSD's
+        shared images), the map has a closed-form starting point, as in functional alignment: the
+        new embedder's ``proj`` is set to the ridge regression from its (pooled, adapted) voxels onto
+        the source embedder's pre-normalisation activations for the same images. The bottleneck
+        adapter, LayerNorm and builder are left as they are; reset-tuning then refines everything.
+
+        Parameters
+        ----------
+        subject : str
+            The new subject (already added, e.g. by :meth:`reset_tune`).
+        X : ndarray of shape (n_shared, n_voxels)
+            ``subject``'s betas for the shared stimuli.
+        X_source : ndarray of shape (n_shared, n_voxels_source)
+            ``source``'s betas for the same stimuli, row by row.
+        source : str
+            A trained subject of the model.
+        alpha : float
+            Ridge penalty (on the weights, not the bias).
+
+        Returns
+        -------
+        self : MindBridge
+        """
+        X = check_array(X, "X", ndim=2, dtype=np.float32)
+        X_source = check_array(X_source, "X_source", ndim=2, dtype=np.float32)
+        if len(X) != len(X_source):
+            raise ShapeMismatchError(format_error("X_source", f"{len(X)} rows (the stimuli of X, same order)",
+                                                  f"{len(X_source)} rows", "Pass both subjects' betas of the shared images"))
+        if not np.isfinite(alpha) or alpha < 0:
+            raise ValidationError(format_error("alpha", "a finite number >= 0", alpha))
+        new: MindBridgeEmbedder = self.embedders[subject]  # type: ignore[assignment]
+        src: MindBridgeEmbedder = self.embedders[source]  # type: ignore[assignment]
+        device = new.proj.weight.device
+        target = src.proj(src.adapter(src.pool(torch.from_numpy(X_source).to(device)))).double()
+        inputs = new.adapter(new.pool(torch.from_numpy(X).to(device))).double()
+        # ridge with an unpenalised bias, via the SVD of the centred inputs (minimum-norm when alpha=0)
+        mean_in, mean_out = inputs.mean(0), target.mean(0)
+        u, sv, vh = torch.linalg.svd(inputs - mean_in, full_matrices=False)
+        # the inputs were computed in the model's precision: directions below its rounding are noise
+        keep = sv > sv.max() * max(inputs.shape) * torch.finfo(new.proj.weight.dtype).eps
+        scale = torch.where(keep, sv / (sv**2 + float(alpha)).clamp_min(torch.finfo(sv.dtype).tiny),
+                            torch.zeros_like(sv))
+        weight = vh.T @ (scale[:, None] * (u.T @ (target - mean_out)))  # (pooled, width)
+        new.proj.weight.copy_(weight.T.to(new.proj.weight.dtype))
+        new.proj.bias.copy_((mean_out - mean_in @ weight).to(new.proj.bias.dtype))
+        return self
 
     # -- forward -------------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor, subject: str) -> torch.Tensor:

@@ -138,7 +138,7 @@ def all_tokens(model, images, device) -> torch.Tensor:
 
 def train_diffusion(images: np.ndarray, tokens: torch.Tensor, steps: int, batch: int, seed: int, device: str,
                     save_dir: Path | None = None, save_every: int = 500):
-    from neurodecode.generate._pixel_unclip import PixelUnCLIP, PixelUnCLIPConfig
+    from neurodecode.generate import PixelUnCLIP, PixelUnCLIPConfig
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

@@ -92,3 +92,20 @@ def test_check_indices_zero_vs_one_based():
 def test_check_same_length():
     with pytest.raises(ShapeMismatchError, match="X/Y: expected the same number of samples, got 7 and 8"):
         check_same_length("X", np.ones(7), "Y", np.ones(8))
+
+
+def test_dataclass_from_dict_refuses_misspelt_fields_and_skips_ignored():
+    import dataclasses
+
+    from neurodecode._core.validation import dataclass_from_dict
+
+    @dataclasses.dataclass
+    class Cfg:
+        width: int = 8
+        depth: int = 2
+
+    assert dataclass_from_dict(Cfg, {"name": "mindbridge", "width": 7}, "decoder") == Cfg(width=7)
+    with pytest.raises(ValidationError, match=r"decoder: expected Cfg fields among depth, width, got dpeth, wdth"):
+        dataclass_from_dict(Cfg, {"wdth": 7, "dpeth": 9}, "decoder")
+    with pytest.raises(ValidationError, match="got name"):
+        dataclass_from_dict(Cfg, {"name": "x"}, "train", ignore=())

@@ -8,6 +8,7 @@ whose message follows the pattern::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = [
     "check_path",
     "check_indices",
     "check_same_length",
+    "dataclass_from_dict",
 ]
 
 
@@ -271,3 +273,32 @@ def check_same_length(param_a: str, a: Any, param_b: str, b: Any) -> int:
                          f"{na} and {nb}", "Pass one row per trial in both")
         )
     return na
+
+
+def dataclass_from_dict(cls: Any, values: Any, section: str, *, ignore: Iterable[str] = ("name",)) -> Any:
+    """Build the dataclass ``cls`` from a mapping (a recipe table or a saved config).
+
+    Unknown keys are refused, all listed at once, so a misspelt recipe field never
+    silently falls back to its default; keys in ``ignore`` (e.g. the recipe's ``name``
+    of the decoder, or a nested table read separately) are skipped.
+
+    Parameters
+    ----------
+    cls : dataclass type
+        The config class.
+    values : mapping
+        Field values.
+    section : str
+        Where the values come from, for the message (e.g. ``"decoder"`` or ``"train"``).
+    ignore : iterable of str
+        Keys to skip.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    skipped = set(ignore)
+    unknown = sorted(set(values) - names - skipped)
+    if unknown:
+        raise ValidationError(
+            format_error(section, f"{cls.__name__} fields among " + ", ".join(sorted(names)), ", ".join(unknown),
+                         f"Fix the spelling in the recipe's [{section}] table")
+        )
+    return cls(**{k: v for k, v in values.items() if k in names})

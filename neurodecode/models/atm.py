@@ -42,7 +42,6 @@ implements ``training_step(batch, step)`` with batches ``{"x", "image_embeds",
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._core.errors import MetadataMismatchError, ShapeMismatchError, ValidationError
-from .._core.validation import check_array, check_option, format_error
+from .._core.validation import check_array, check_option, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
 from .losses import clip_loss
 
@@ -157,9 +156,8 @@ class ATMConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ATMConfig:
-        """Build from a (JSON) dict, ignoring unknown keys."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """Build from a (JSON) dict or a recipe's ``[decoder]`` table (its ``name`` and ``prior`` are skipped)."""
+        return dataclass_from_dict(cls, d, "decoder", ignore=("name", "prior"))
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -621,9 +619,9 @@ class ATMPriorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ATMPriorConfig:
-        """Build from a (JSON) dict, ignoring unknown keys."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """Build from a (JSON) dict or a recipe's ``[decoder.prior]`` table (its training settings ``epochs``,
+        ``lr`` and ``batch_size`` are skipped); other unknown keys are refused."""
+        return dataclass_from_dict(cls, d, "decoder.prior", ignore=("epochs", "lr", "batch_size"))
 
 
 def _timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

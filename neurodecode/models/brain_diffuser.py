@@ -33,7 +33,6 @@ Example
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 
 from .._core.errors import MetadataMismatchError, NotFittedError, ShapeMismatchError, ValidationError
-from .._core.validation import check_array, check_option, format_error
+from .._core.validation import check_array, check_option, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
 from . import LATENT_KEYS
 
@@ -131,11 +130,7 @@ class BrainDiffuserConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BrainDiffuserConfig:
         """Build from a JSON-style dict (lists become tuples); unknown keys are refused."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValidationError(format_error("config", "fields of BrainDiffuserConfig", unknown))
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "decoder")
 
 
 class BrainDiffuser(PretrainedMixin, torch.nn.Module):

@@ -41,7 +41,6 @@ vocabulary (sentinels, lone non-ASCII bytes) decode to ``""``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._core.errors import ShapeMismatchError, ValidationError
-from .._core.validation import check_array, format_error
+from .._core.validation import check_array, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
 from .losses import clip_loss
 
@@ -168,9 +167,8 @@ class GLIMConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GLIMConfig:
-        """Build from a (JSON) dict, ignoring unknown keys."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """Build from a (JSON) dict or a recipe's ``[decoder]`` table (its ``name`` is skipped)."""
+        return dataclass_from_dict(cls, d, "decoder")
 
 
 # --------------------------------------------------------------------------- blocks

@@ -23,7 +23,6 @@ Targets are expected already VD-normalised (see :func:`vd_normalize`).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._core.errors import ShapeMismatchError, ValidationError
-from .._core.validation import check_array, format_error
+from .._core.validation import check_array, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
 from .adapters import AdapterBank, MindBridgeBuilder, MindBridgeEmbedder
 from .losses import soft_clip_loss
@@ -113,12 +112,7 @@ class MindBridgeConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MindBridgeConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValidationError(format_error("decoder", "MindBridgeConfig fields " + ", ".join(sorted(names)),
-                                               ", ".join(unknown), "Fix the spelling in the recipe's [decoder] table"))
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "decoder")
 
 
 class _ResBlock(nn.Module):

@@ -16,7 +16,6 @@ and optionally ``"vae_latents"``; several subjects per step come as ``{"parts": 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._core.errors import ShapeMismatchError, ValidationError
-from .._core.validation import check_array, format_error
+from .._core.validation import check_array, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
 from .adapters import AdapterBank, LinearAdapter
 from .losses import mixco_batch, mixco_loss, soft_clip_loss
@@ -105,12 +104,7 @@ class MindEye2Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MindEye2Config:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValidationError(format_error("decoder", "MindEye2Config fields " + ", ".join(sorted(names)),
-                                               ", ".join(unknown), "Fix the spelling in the recipe's [decoder] table"))
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "decoder")
 
 
 class _ResBlock(nn.Module):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._core.errors import ValidationError
-from .._core.validation import check_option, format_error
+from .._core.validation import check_option, dataclass_from_dict, format_error
 
 __all__ = ["TrainConfig"]
 
@@ -114,12 +114,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict (e.g. a recipe's ``[train]`` table), refusing unknown keys with their list."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValidationError(format_error("train", "keys among " + ", ".join(sorted(names)),
-                                               ", ".join(unknown), "Fix the spelling in the recipe's [train] table"))
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "train", ignore=())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of the fields."""

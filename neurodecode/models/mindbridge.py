@@ -203,11 +203,16 @@ class MindBridge(PretrainedMixin, nn.Module):
         An addition to the paper's reset-tuning (call it after :meth:`reset_tune`, before training).
         From a random start, reset-tuning must find the new subject's map into the shared embedding
         by gradient descent through the frozen translator, which with few trials often stalls in a
-        poor optimum. When the new subject saw some images the source subject also saw (NSD's
-        shared images), the map has a closed-form starting point, as in functional alignment: the
-        new embedder's ``proj`` is set to the ridge regression from its (pooled, adapted) voxels onto
-        the source embedder's pre-normalisation activations for the same images. The bottleneck
-        adapter, LayerNorm and builder are left as they are; reset-tuning then refines everything.
+        poor optimum. When the new subject saw some images the source subject also saw, the map has
+        a closed-form starting point, as in functional alignment: the new embedder's ``proj`` is set
+        to the ridge regression from its (pooled, adapted) voxels onto the source embedder's
+        pre-normalisation activations for the same images. The bottleneck adapter, LayerNorm and
+        builder are left as they are; reset-tuning then refines everything.
+
+        .. warning:: On NSD the only images every subject saw are the shared 1,000, which are the
+           standard **test** set. Aligning on them uses test-trial brain responses (not their
+           targets, but still the test trials): hold those images out of the evaluation (e.g. split
+           the shared images into an alignment part and a test part) and report it.
 
         Parameters
         ----------

@@ -214,3 +214,24 @@ def test_frozen_model_is_refused(tmp_path):
     x, y = _data()
     with pytest.raises(ValidationError, match="trainable"):
         Trainer(model, _config()).fit(ArrayBatches({"x": x, "y": y}, 8))
+
+
+def test_indexed_rows_give_the_same_batches_without_copying_repeats():
+    import numpy as np
+    import torch
+
+    from neurodecode.train import ArrayBatches, IndexedRows, MultiSubjectBatches
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(7, 3, 8)).astype(np.float32)
+    rows = np.array([4, 0, 4, 6, 1, 1, 2, 5, 3])
+    x = rng.normal(size=(9, 5)).astype(np.float32)
+    dense = ArrayBatches({"x": x, "y": table[rows]}, batch_size=4)
+    lazy = ArrayBatches({"x": x, "y": IndexedRows(table, rows)}, batch_size=4)
+    for a, b in zip(dense.epoch(1, seed=3), lazy.epoch(1, seed=3), strict=True):
+        assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"])
+    multi = MultiSubjectBatches({"s1": {"x": x, "y": IndexedRows(table, rows)}}, batch_size=3)
+    batch = next(iter(multi.epoch(0)))
+    assert batch["y"].shape == (3, 3, 8)
+    with pytest.raises(ValidationError, match="index"):
+        IndexedRows(table, np.array([0, 7]))

@@ -9,11 +9,11 @@ See :mod:`neurodecode.train._trainer` for what a trainable model provides.
 
 from __future__ import annotations
 
-from ._batches import ArrayBatches, BatchSource, MultiSubjectBatches
+from ._batches import ArrayBatches, BatchSource, IndexedRows, MultiSubjectBatches
 from ._checkpoint import latest_checkpoint
 from ._config import TrainConfig
 from ._recipes import build_decoder, train_from_recipe
 from ._trainer import Trainer, TrainResult, make_accelerator
 
-__all__ = ["TrainConfig", "Trainer", "TrainResult", "ArrayBatches", "MultiSubjectBatches", "BatchSource",
+__all__ = ["TrainConfig", "Trainer", "TrainResult", "ArrayBatches", "MultiSubjectBatches", "BatchSource", "IndexedRows",
            "latest_checkpoint", "make_accelerator", "train_from_recipe", "build_decoder"]

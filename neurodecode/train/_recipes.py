@@ -282,7 +282,7 @@ def train_from_recipe(recipe: Mapping[str, Any], data_root: str | os.PathLike[st
 
     # 4. batches and training
     def arrays(t: Trials) -> dict[str, np.ndarray]:
-        return {"x": t.X, **gather_targets(targets, t.stimulus_ids)}
+        return {"x": t.X, **gather_targets(targets, t.stimulus_ids, lazy=True)}  # no copies of repeats
 
     fit_subjects = [new_subject] if method == "full" else ([anchor, new_subject] if method else subjects)
     train_data = {s: arrays(train_sets[s]) for s in fit_subjects if s is not None}

@@ -203,9 +203,16 @@ def compute_targets(root: str | os.PathLike[str], latents: Mapping[str, Any], st
     return out
 
 
-def gather_targets(targets: Mapping[str, Any], stimulus_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-trial targets: row ``i`` is the target of ``stimulus_ids[i]``."""
-    out = {}
+def gather_targets(targets: Mapping[str, Any], stimulus_ids: np.ndarray, *, lazy: bool = False) -> dict[str, Any]:
+    """Per-trial targets: row ``i`` is the target of ``stimulus_ids[i]``.
+
+    With ``lazy=True`` each entry is an :class:`~neurodecode.train.IndexedRows` over the
+    per-stimulus table, so repeated stimuli are not copied (batches gather their rows).
+    """
+    from ._batches import IndexedRows
+
+    out: dict[str, Any] = {}
     for key, (ids, feats) in targets.items():
-        out[key] = feats[np.searchsorted(ids, np.asarray(stimulus_ids, dtype=np.int64))]
+        rows = np.searchsorted(ids, np.asarray(stimulus_ids, dtype=np.int64))
+        out[key] = IndexedRows(feats, rows) if lazy else feats[rows]
     return out

@@ -125,14 +125,14 @@ def bench_things_eeg2(tmp: Path) -> dict:
     from neurodecode.simulate._features import gabor_energy, semantic_features
 
     t0 = time.perf_counter()
-    sim = simulate_things_eeg2(tmp / "eeg2", subjects=(1,))
+    sim = simulate_things_eeg2(tmp / "eeg2", subjects=(1,), safe_copy=True)  # pickle-free twins
     t_sim = time.perf_counter() - t0
     stim = load_truth(sim.out, "stimuli")
     images = np.concatenate([stim["train_images"], stim["test_images"]])
     labels = np.concatenate([stim["train_labels"], stim["test_labels"]])
     energy = gabor_energy(images)
     target = _feature_targets(energy, semantic_features(energy, labels, n_classes=10, seed=0))
-    trials = load_things_eeg2(sim.root, 1, allow_pickle=True, average_repeats=True)
+    trials = load_things_eeg2(sim.root, 1, average_repeats=True)
     x = trials.X.reshape(len(trials.X), 63, 25, 10).mean(-1).reshape(len(trials.X), -1)  # 25 time bins
     tr, te = trials.split == "train", trials.split == "test"
     n_tr = int(tr.sum())

@@ -16,13 +16,13 @@ from neurodecode.testing import make_things_eeg2_fixture, write_things_eeg2_subj
 CH7 = [f"E{i}" for i in range(7)]
 
 
-def _write(root, rng, *, variant="atm", sfreq=250.0, n_ch=63, ch=None, n_t=9):
+def _write(root, rng, *, variant="atm", sfreq=250.0, n_ch=63, ch=None, n_t=9, safe_copy=False):
     times = -0.2 + np.arange(n_t) / sfreq
     train = rng.normal(size=(20, 4, n_ch, n_t)).astype(np.float32)
     test = rng.normal(size=(3, 5, n_ch, n_t)).astype(np.float32)
     ch = ch or [f"EEG{i}" for i in range(n_ch)]
     write_things_eeg2_subject(root, 2, train=train, test=test, ch_names=ch, times=times, variant=variant,
-                              train_concepts=["00001_aardvark", "00002_abacus"],
+                              safe_copy=safe_copy, train_concepts=["00001_aardvark", "00002_abacus"],
                               test_concepts=["00003_x", "00004_y", "00005_z"])
     return train, test, times
 
@@ -104,3 +104,17 @@ def test_missing_file_wrong_dims_empty_split(tmp_path, rng):
         load_things_eeg2(tmp_path, 2, allow_pickle=True, split=())
     with pytest.raises(ValidationError, match="subject"):
         load_things_eeg2(tmp_path, 11, allow_pickle=True)
+
+
+def test_writer_safe_copy_loads_without_unpickling(tmp_path):
+    from neurodecode._core.errors import UnsafeCheckpointError
+
+    _write(tmp_path / "safe", np.random.default_rng(0), safe_copy=True)
+    _write(tmp_path / "pickled", np.random.default_rng(0))
+    safe = load_things_eeg2(tmp_path / "safe", 2)  # the pickle-free twins need no opt-in
+    with pytest.raises(UnsafeCheckpointError, match="allow_pickle"):
+        load_things_eeg2(tmp_path / "pickled", 2)
+    ref = load_things_eeg2(tmp_path / "pickled", 2, allow_pickle=True)
+    np.testing.assert_array_equal(safe.X, ref.X)
+    assert safe.stimulus_ids.tolist() == ref.stimulus_ids.tolist() and safe.sfreq == ref.sfreq
+    assert safe.metadata["concept"].tolist() == ref.metadata["concept"].tolist()

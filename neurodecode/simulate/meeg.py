@@ -238,6 +238,7 @@ def simulate_things_eeg2(
     stimuli: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     class_names: Sequence[str] | np.ndarray | None = None,
+    safe_copy: bool = False,
     verbose: Any = None,
 ) -> SimulationResult:
     """Simulate THINGS-EEG2 (ATM release: 63 channels, 250 Hz, -0.2 to 0.8 s) for real images.
@@ -274,6 +275,9 @@ def simulate_things_eeg2(
     stimuli, labels, class_names
         Images (n, H, W, 3) uint8, their class (0-based) and the class names; default the shipped
         Fashion-MNIST subset.
+    safe_copy : bool
+        Also write the pickle-free ``.npz`` twins of the published pickled ``.npy`` files (what
+        :func:`neurodecode.data.convert_things_eeg2` makes), so the tree loads without ``allow_pickle``.
     %(verbose)s
 
     Returns
@@ -312,6 +316,7 @@ def simulate_things_eeg2(
                                                         model["l_time"], scale).reshape(
                 n_test, test_repetitions, *clean.shape[1:])).astype(np.float32)
             write_things_eeg2_subject(root, s, train=train, test=test, ch_names=list(fw.EEG63), times=times,
+                                      safe_copy=safe_copy,
                                       train_concepts=train_concepts, test_concepts=test_concepts,
                                       images_per_concept=images_per_concept, variant="atm")
             avg = test.mean(axis=1, dtype=np.float64)

@@ -15,16 +15,21 @@ from .._core.validation import check_array, check_option
 __all__ = ["write_things_eeg2_subject", "make_things_eeg2_fixture"]
 
 
-def _save_pickled(path: Path, obj: dict[str, Any]) -> None:
+def _save_published(path: Path, obj: dict[str, Any], *, safe_copy: bool) -> None:
     """Write ``obj`` exactly as THINGS-EEG2 publishes it: a pickled dict inside a ``.npy`` file.
 
-    This *writes* the published (pickle-based) format so the loaders can be tested on it; reading it
-    back always needs the user's explicit ``allow_pickle=True``.
+    This *writes* the published (pickle-based) format so the loaders can be tested on it (``np.save``
+    pickles an object array); reading it back needs the user's explicit ``allow_pickle=True``. With
+    ``safe_copy`` the pickle-free ``.npz`` that :func:`neurodecode.data.convert_things_eeg2` would
+    produce is written beside it, so a trusted writer's own tree reads without unpickling.
     """
     from .._core.files import atomic_path
+    from ..io.npy import save_npz
 
     with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.array(obj, dtype=object), allow_pickle=True)
+        np.save(fh, np.array(obj, dtype=object))
+    if safe_copy:
+        save_npz(path.with_suffix(".npz"), obj)  # lists of names become string arrays
 
 
 def write_things_eeg2_subject(
@@ -39,6 +44,7 @@ def write_things_eeg2_subject(
     test_concepts: Sequence[str] | None = None,
     images_per_concept: int = 10,
     variant: str = "atm",
+    safe_copy: bool = False,
 ) -> Path:
     """Write one subject's ``preprocessed_eeg_{training,test}.npy`` (and ``image_set/image_metadata.npy``).
 
@@ -63,6 +69,9 @@ def write_things_eeg2_subject(
         Training images per concept (10 in THINGS-EEG2).
     variant : {"atm", "official"}
         Which published variant's folder to write into.
+    safe_copy : bool
+        Also write the pickle-free ``.npz`` twins (what ``convert_things_eeg2`` makes), which the
+        loader prefers; the published pickled ``.npy`` files are written either way.
 
     Returns
     -------
@@ -78,7 +87,8 @@ def write_things_eeg2_subject(
     root = Path(root)
     for key, data in (("training", train), ("test", test)):
         path = root / spec["paths"][key].format(variant_dir=vdir, subject=subject)
-        _save_pickled(path, {"preprocessed_eeg_data": data, "ch_names": list(ch_names), "times": times})
+        _save_published(path, {"preprocessed_eeg_data": data, "ch_names": list(ch_names), "times": times},
+                        safe_copy=safe_copy)
     n_concepts = len(train) // images_per_concept
     if train_concepts is None:
         train_concepts = [f"{i + 1:05d}_concept{i + 1}" for i in range(n_concepts)]
@@ -89,7 +99,7 @@ def write_things_eeg2_subject(
     te_files = [f"{c.split('_', 1)[-1]}_01s.jpg" for c in test_concepts]
     meta = {"train_img_concepts": tr_con, "train_img_files": tr_files[: len(train)],
             "test_img_concepts": list(test_concepts), "test_img_files": te_files}
-    _save_pickled(root / spec["paths"]["image_metadata"], meta)
+    _save_published(root / spec["paths"]["image_metadata"], meta, safe_copy=safe_copy)
     return root / spec["paths"]["training"].format(variant_dir=vdir, subject=subject).rsplit("/", 1)[0]
 
 

@@ -1,11 +1,13 @@
 """Ridge at scale: neurodecode's torch solver vs sklearn Ridge / RidgeCV and himalaya, in one process.
 
 Default size is the issue's: n = 3000 trials, p = 15000 voxels, t = 2000 targets, float32 on CPU
-(a few minutes on 2 cores). ``--quick`` runs a smaller problem in seconds.
+(a few minutes on 2 cores). ``--quick`` runs a smaller problem in seconds. Every library gets the
+same float32 arrays.
 
 Compared (each timed on the same data, in this process):
 - one alpha:  sklearn ``Ridge(alpha)``                          vs ``RidgeDecoder(alphas=[alpha], cv=None)``
 - LOO grid:   sklearn ``RidgeCV(alphas, alpha_per_target=True)`` vs ``RidgeDecoder(alphas, cv="loo")``
+- per token:  sklearn ``Ridge(alpha)`` in float64 refitted per block of targets (Brain-Diffuser's pattern)
 - 5-fold:     himalaya ``KernelRidgeCV`` / ``RidgeCV`` (torch backend, cv=5) vs ``RidgeDecoder(alphas, cv=5)``
 
 Reported: wall-time ratios (theirs / ours), fraction of targets with the same chosen alpha, and the
@@ -42,6 +44,9 @@ def make_problem(n: int, p: int, t: int, n_test: int, seed: int = 0) -> tuple[np
     W = rng.standard_normal((k, t)).astype(np.float32) / np.sqrt(k)
     snr = np.logspace(-1.5, 0.5, t).astype(np.float32)  # from almost noise to well predicted
     Y = (S @ W) * snr + rng.standard_normal((n + n_test, t), dtype=np.float32)
+    # float32 throughout: a float64 scalar (np.sqrt) silently promoted X and Y before, and sklearn then
+    # ran in float64 (2x the time) while ours cast to float32: the first recorded ratios were inflated.
+    X, Y = X.astype(np.float32, copy=False), Y.astype(np.float32, copy=False)
     return X[:n], Y[:n], X[n:], Y[n:]
 
 
@@ -89,6 +94,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--n-alphas", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--token-width", type=int, default=256,
+                        help="targets per sklearn refit in the Brain-Diffuser-pattern comparison")
     parser.add_argument("--quick", action="store_true", help="n=600, p=3000, t=400")
     parser.add_argument("--no-himalaya", action="store_true")
     parser.add_argument("--himalaya-primal", action="store_true",
@@ -126,10 +133,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_sk, sk = timed(lambda: Ridge(alpha=a0).fit(X, Y))
     t_us, us = timed(lambda: RidgeDecoder(alphas=[a0], cv=None).fit(X, Y))
     r2_sk, r2_us = r2_per_target(sk, Xte, Yte), r2_per_target(us, Xte, Yte)
+    n, p, t = args.n, args.p, args.t
+    flops = n * n * p + 2 * n * n * t + 2 * p * n * t if n < p else p * p * n + 2 * n * p * t + 2 * p * p * t
     results["one_alpha"] = {"alpha": a0, "sklearn_ridge_s": t_sk, "ours_s": t_us, "speedup": t_sk / t_us,
-                            "max_r2_diff": float(np.abs(r2_sk - r2_us).max())}
+                            "max_r2_diff": float(np.abs(r2_sk - r2_us).max()),
+                            "min_flops": flops, "ours_gflop_per_s": flops / t_us / 1e9,
+                            "note": "sklearn's Ridge with one alpha and n < p already solves the kernel system by "
+                                    "Cholesky, the same algorithm; both run at the BLAS FLOP rate (syrk Gram + "
+                                    "triangular solves + X^T dual), so no exact method can be 3x faster on the same "
+                                    "CPU. The per-token refit section measures the pattern Brain-Diffuser uses."}
     print("one alpha:", results["one_alpha"], file=sys.stderr)
     write_json(args.out, results)  # written after every section: an interrupted run keeps what it measured
+
+    # ---- the original Brain-Diffuser pattern: one float64 sklearn Ridge per token (here per block of
+    # --token-width targets), each refit rebuilding the same kernel; ours fits all targets at once
+    width = max(1, min(args.token_width, args.t))
+    X64 = X.astype(np.float64)
+    t_tok, toks = timed(lambda X64=X64: [Ridge(alpha=a0).fit(X64, Y[:, s:s + width].astype(np.float64))
+                                 for s in range(0, args.t, width)])
+    t_us, us = timed(lambda: RidgeDecoder(alphas=[a0], cv=None).fit(X, Y))
+    pred_tok = np.concatenate([m.predict(Xte.astype(np.float64)) for m in toks], 1)
+    r2_tok = 1.0 - ((Yte - pred_tok) ** 2).sum(0) / ((Yte - Yte.mean(0)) ** 2).sum(0)
+    results["per_token_refit"] = {
+        "what": "sklearn Ridge(alpha) in float64 refitted once per block of targets (Brain-Diffuser refits "
+                "once per CLIP token), vs ours once for all targets in float32; informative, not the issue's bar",
+        "token_width": width, "n_fits": -(-args.t // width), "sklearn_s": t_tok, "ours_s": t_us,
+        "speedup": t_tok / t_us, "max_r2_diff": float(np.abs(r2_tok - r2_per_target(us, Xte, Yte)).max())}
+    print("per-token refit:", results["per_token_refit"], file=sys.stderr)
+    del X64, toks
+    write_json(args.out, results)
 
     # ---- LOO grid, alpha per target
     t_us, us = timed(lambda: RidgeDecoder(alphas=alphas, cv="loo").fit(X, Y))

@@ -82,6 +82,27 @@ def test_per_target_alphas_without_cv_match_sklearn():
 
 
 @pytest.mark.parametrize("form", ["kernel", "primal"])
+def test_cholesky_per_alpha_and_eigendecomposition_agree(form, monkeypatch):
+    import neurodecode.models.ridge as ridge_mod
+
+    X, Y = _problem(*SHAPES[form], seed=8)
+    alphas = np.array([0.5, 3.0, 0.5, 40.0, 3.0, 3.0, 0.5, 40.0, 7.0][: Y.shape[1]])
+    by_cholesky = ridge_fit(X, Y, alphas, cv=None, dtype="float64")  # 4 distinct alphas: 4 factors
+    monkeypatch.setattr(ridge_mod, "_MAX_CHOLESKY_ALPHAS", 1)  # force the eigendecomposition path
+    by_eigh = ridge_fit(X, Y, alphas, cv=None, dtype="float64")
+    sk = Ridge(alpha=alphas).fit(X, Y)
+    np.testing.assert_allclose(by_cholesky.coef.numpy(), sk.coef_.T, atol=1e-10)
+    np.testing.assert_allclose(by_eigh.coef.numpy(), by_cholesky.coef.numpy(), atol=1e-10)
+    np.testing.assert_array_equal(by_cholesky.best_alphas.numpy(), alphas)
+
+
+def test_overflowing_column_sums_are_reported():
+    X = np.full((7, 9), 3e38, dtype=np.float32)
+    with pytest.raises(ValidationError, match="overflows"):
+        ridge_fit(X, np.ones((7, 8)), 1.0, cv=None)
+
+
+@pytest.mark.parametrize("form", ["kernel", "primal"])
 def test_joint_alpha_matches_ridgecv(form):
     X, Y = _problem(*SHAPES[form], seed=5)
     sk = RidgeCV(alphas=ALPHAS, alpha_per_target=False).fit(X, Y)

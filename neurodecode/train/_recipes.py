@@ -1,6 +1,9 @@
 """Train a neural decoder from a recipe (``pipelines/*.toml``): what ``neurodecode train`` runs.
 
-The steps, each resumable:
+Datasets: NSD (MindBridge, MindEye2; this module) and THINGS-EEG2, THINGS-MEG (ATM) and ZuCo (GLIM),
+whose recipes are handed to :mod:`neurodecode.train._recipes_meeg` (see its docstring).
+
+The NSD steps, each resumable:
 
 1. load every subject of ``[data]`` with :func:`neurodecode.data.load_nsd`;
 2. compute the targets of ``[latents]`` once per stimulus into the feature cache
@@ -166,7 +169,7 @@ def train_from_recipe(recipe: Mapping[str, Any], data_root: str | os.PathLike[st
     recipe : dict
         A resolved recipe (:func:`neurodecode._core.recipes.load_recipe`).
     data_root : path-like
-        The NSD root.
+        The dataset root (NSD; for the M/EEG recipes see :func:`~neurodecode.train._recipes_meeg.train_meeg_from_recipe`).
     out_dir : path-like
         Run folder: the model (``config.json`` + ``model.safetensors``), ``checkpoints/``,
         ``metrics.jsonl``, ``metrics.json``, ``recipe.json``, ``provenance.json``.
@@ -185,6 +188,11 @@ def train_from_recipe(recipe: Mapping[str, Any], data_root: str | os.PathLike[st
         ``metrics`` also holds ``test/<subject>/top1`` (identification of the test images among
         themselves from the predicted main target) and ``test/<subject>/chance``.
     """
+    if str(dict(recipe.get("data", {})).get("dataset", "nsd")).lower() != "nsd":  # ATM / GLIM recipes
+        from ._recipes_meeg import train_meeg_from_recipe
+
+        return train_meeg_from_recipe(recipe, data_root, out_dir, max_steps=max_steps, resume=resume, device=device,
+                                      verbose=verbose)
     from .._core.device import resolve_device
     from .._core.recipes import save_resolved_recipe
     from .._core.versions import package_versions

@@ -139,3 +139,20 @@ def test_shared_weights_saved(tmp_path):
     save_state_dict(sd, tmp_path / "t.safetensors")
     back = load_state_dict(tmp_path / "t.safetensors")
     assert torch.equal(back["a"], back["b"])
+
+
+@pytest.mark.parametrize("header_len", [0x80 + 3 * 256, 0x4B50])  # starts with 0x80 (pickle) / "PK" (zip)
+def test_safetensors_whose_header_length_starts_like_a_pickle_or_zip(tmp_path, header_len):
+    """A safetensors file starts with its header length, so some begin with a pickle's or a zip's bytes."""
+    import struct
+
+    from neurodecode.io.checkpoints import load_state_dict, sniff_checkpoint
+
+    values = torch.arange(7, dtype=torch.float32)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [7], "data_offsets": [0, 28]}}).encode()
+    header += b" " * (header_len - len(header))  # the format allows space padding
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(struct.pack("<Q", header_len) + header + values.numpy().tobytes())
+    assert path.read_bytes()[:1] == b"\x80" or path.read_bytes()[:2] == b"PK"
+    assert sniff_checkpoint(path) == "safetensors"
+    torch.testing.assert_close(load_state_dict(path)["w"], values)

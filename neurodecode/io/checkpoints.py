@@ -42,6 +42,18 @@ _PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt")
 _LFS_PREFIX = b"version https://git-lfs"
 
 
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file: an 8-byte little-endian header length that fits the file, then ``{``.
+
+    Its first byte is the low byte of that length, so about 1 file in 256 starts with ``0x80``, a
+    pickle's first byte: the length and the ``{`` tell them apart.
+    """
+    if size < 9 or len(head) < 9 or head[8:9] != b"{":
+        return False
+    (header_len,) = struct.unpack("<Q", head[:8])
+    return 8 + header_len <= size
+
+
 def sniff_checkpoint(path: str | os.PathLike[str]) -> str:
     """Identify a checkpoint file by its bytes.
 
@@ -60,7 +72,7 @@ def sniff_checkpoint(path: str | os.PathLike[str]) -> str:
         head = fh.read(64)
     if head.startswith(_LFS_PREFIX):
         return "lfs-pointer"
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    if (head[:2] == b"PK" or head[:1] == b"\x80") and not _looks_like_safetensors(head, size):
         return "pickle"  # torch zip archive or raw pickle protocol >= 2
     if size < 8:
         raise DataIntegrityError(

@@ -208,6 +208,29 @@ def test_max_steps_and_schedules(tmp_path):
             assert lr < 3e-2 * 0.5
 
 
+@pytest.mark.parametrize("sched", ["onecycle", "constant"])
+def test_resuming_with_a_longer_plan(tmp_path, sched):
+    """A constant schedule extends; a schedule planned for N steps refuses another length, naming the fix."""
+    mod = _model_module(tmp_path)
+    x, y = _data()
+    out = tmp_path / "run"
+
+    def run(max_steps):
+        torch.manual_seed(0)
+        return Trainer(mod.Regressor(), _config(scheduler=sched, max_steps=max_steps, checkpoint_every=1),
+                       out_dir=out).fit(ArrayBatches({"x": x, "y": y}, 8))
+
+    assert run(3).steps == 3
+    if sched == "constant":
+        res = run(7)
+        assert (res.resumed_from, res.steps) == (3, 7)
+        assert [e["step"] for e in res.history if "loss" in e][-1] == 7
+    else:
+        with pytest.raises(ValidationError, match=r"max_steps.*3 steps.*7 steps.*no-resume"):
+            run(7)
+        assert run(3).resumed_from == 3  # the same plan still resumes
+
+
 def test_frozen_model_is_refused(tmp_path):
     mod = _model_module(tmp_path)
     model = mod.Regressor().requires_grad_(False)

@@ -256,6 +256,14 @@ class Trainer:
             from ..io.checkpoints import load_into
 
             load_into(model, {k: v.to(device) for k, v in files["model"].items()}, source=str(path))
+            planned = files["trainer"].get("total_steps")
+            if planned is not None and int(planned) != total and config.scheduler in ("onecycle", "cosine"):
+                raise ValidationError(format_error(
+                    "max_steps", f"the {planned} steps the checkpointed run planned its {config.scheduler!r} "
+                    "learning-rate schedule for", f"a schedule of {total} steps (from epochs/max_steps)",
+                    f"Finish that run with the same settings (max_steps={planned}), or start a new one without "
+                    f"resuming (--no-resume / resume=False), or use scheduler='constant', which can be extended; "
+                    f"checkpoint: {path}"))
             if "optimizer" in files:
                 optimizer.load_state_dict(files["optimizer"])
             scheduler.load_state_dict(files["scheduler"])

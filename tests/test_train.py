@@ -231,6 +231,47 @@ def test_resuming_with_a_longer_plan(tmp_path, sched):
         assert run(3).resumed_from == 3  # the same plan still resumes
 
 
+class _AutocastProbe(torch.nn.Module):
+    """Linear regressor that records whether CPU autocast was on, and in which dtype it computed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(9, 7)
+        self.probe: list[tuple[bool, torch.dtype]] = []
+
+    def training_step(self, batch, step):
+        pred = self.lin(batch["x"])
+        if not torch.compiler.is_compiling():
+            self.probe.append((torch.is_autocast_enabled("cpu"), pred.dtype))
+        return {"loss": ((pred.float() - batch["y"]) ** 2).mean()}
+
+
+def _fit_probe(**kw):
+    x, y = _data()
+    torch.manual_seed(0)
+    model = _AutocastProbe()
+    res = Trainer(model, _config(checkpoint_every=None, epochs=12, **kw)).fit(ArrayBatches({"x": x, "y": y}, 8))
+    return model, res
+
+
+def test_bf16_autocast_trains_with_float32_master_weights():
+    ref, ref_res = _fit_probe(precision="fp32")
+    model, res = _fit_probe(precision="bf16")
+    assert ref.probe[0] == (False, torch.float32)
+    assert model.probe[0] == (True, torch.bfloat16)  # the step ran under autocast
+    assert model.lin.weight.dtype == torch.float32  # optimizer state and weights stay float32
+    first = res.history[0]["loss"]
+    assert res.metrics["loss"] < 0.5 * first
+    assert res.metrics["loss"] == pytest.approx(ref_res.metrics["loss"], rel=0.05)
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager():
+    ref, ref_res = _fit_probe(precision="fp32")
+    model, res = _fit_probe(precision="fp32", compile=True)
+    torch.testing.assert_close(model.lin.weight, ref.lin.weight, rtol=1e-4, atol=1e-5)
+
+
 def test_frozen_model_is_refused(tmp_path):
     mod = _model_module(tmp_path)
     model = mod.Regressor().requires_grad_(False)

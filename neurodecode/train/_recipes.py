@@ -186,7 +186,9 @@ def train_from_recipe(recipe: Mapping[str, Any], data_root: str | os.PathLike[st
     -------
     result : TrainResult
         ``metrics`` also holds ``test/<subject>/top1`` (identification of the test images among
-        themselves from the predicted main target) and ``test/<subject>/chance``.
+        themselves from the predicted main target), ``test/<subject>/chance`` and
+        ``test/<subject>/shuffled_top1`` (the same score with the test trials paired to other
+        trials' targets: the shuffled-brain control).
     """
     if str(dict(recipe.get("data", {})).get("dataset", "nsd")).lower() != "nsd":  # ATM / GLIM recipes
         from ._recipes_meeg import train_meeg_from_recipe
@@ -327,6 +329,12 @@ def train_from_recipe(recipe: Mapping[str, Any], data_root: str | os.PathLike[st
         truth = gather_targets(targets, test.stimulus_ids)[main_key]
         test_metrics[f"test/{s}/top1"] = identification_top1(pred[key], truth)
         test_metrics[f"test/{s}/chance"] = 1.0 / len(test)
+        # shuffled-brain control: each test trial scored against another trial's target (a fixed
+        # cyclic shift of a seeded permutation, so no trial keeps its own target)
+        order = np.random.default_rng(0).permutation(len(test))
+        wrong = np.empty_like(order)
+        wrong[order] = np.roll(order, 1)
+        test_metrics[f"test/{s}/shuffled_top1"] = identification_top1(pred[key], truth[wrong])
     result.metrics.update(test_metrics)
     write_json(out / "metrics.json", {"steps": result.steps, "resumed_from": result.resumed_from,
                                       "metrics": result.metrics})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -157,6 +158,108 @@ def test_save_and_load_roundtrip(tmp_path):
     loaded = ATM.from_pretrained(tmp_path / "atm")
     assert loaded.config.ch_names == model.config.ch_names
     np.testing.assert_allclose(loaded.encode(X), model.encode(X), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- input scaling
+
+
+def _twins(**kw):
+    """Two models with the same weights: one to be given input statistics, one left unscaled."""
+    torch.manual_seed(5)
+    cfg = ATMConfig.tiny(n_channels=7, n_times=9, **kw)
+    plain, scaled = ATM(cfg), ATM(cfg)
+    scaled.load_state_dict(plain.state_dict())
+    return cfg, plain, scaled
+
+
+def _zscore(X, mean, std):
+    """The known answer, in float32 as the model computes it: ``(X - mean) / std`` per channel."""
+    return (X - np.float32(mean)[:, None]) / np.float32(std)[:, None]
+
+
+def test_input_scaling_on_raw_data_equals_the_unscaled_model_on_scaled_data(tmp_path):
+    cfg, plain, scaled = _twins()
+    rng = np.random.default_rng(4)
+    mean, std = rng.normal(0.0, 3e-13, 7), rng.uniform(1e-13, 5e-13, 7)  # MEG-like, in tesla
+    raw = (mean[:, None] + std[:, None] * rng.standard_normal((5, 7, 9))).astype(np.float32)
+    assert scaled.set_input_scaling(mean, std) is scaled
+    ref = plain.encode(_zscore(raw, mean, std))
+    np.testing.assert_array_equal(scaled.encode(raw), ref)
+    np.testing.assert_array_equal(scaled.predict_latents(raw)["clip_image_embeds"], ref)
+    assert not np.allclose(plain.encode(raw), ref)  # raw tesla into an unscaled model: another answer
+    # part of the checkpoint: a loaded model takes raw data too; the caller's config is left alone
+    assert scaled.config.input_scaling and not cfg.input_scaling
+    scaled.save_pretrained(tmp_path / "atm")
+    loaded = ATM.from_pretrained(tmp_path / "atm")
+    assert loaded.config.input_scaling
+    np.testing.assert_array_equal(loaded.encode(raw), ref)
+    # the training step sees the same scaled trials (same dropout draws under the same seed)
+    targets = torch.randn(5, 24)
+    losses = []
+    for model, x in ((scaled, raw), (plain, _zscore(raw, mean, std))):
+        model.train()
+        torch.manual_seed(6)
+        losses.append(model.training_step({"x": torch.from_numpy(x), "image_embeds": targets}, 0)["loss"].item())
+    assert losses[0] == losses[1]
+
+
+def test_input_scaling_rows_per_subject_token():
+    _, plain, scaled = _twins(subject_tokens=True, subjects=["s1", "s2"])
+    rng = np.random.default_rng(7)
+    pooled, own = (rng.normal(size=7), rng.uniform(0.5, 2.0, 7)), (rng.normal(size=7), rng.uniform(0.5, 2.0, 7))
+    scaled.set_input_scaling(*pooled)  # every row
+    scaled.set_input_scaling(*own, subject="s2")  # then s2's own
+    assert scaled.input_mean.shape == (3, 7)
+    raw = (3.0 + 4.0 * rng.standard_normal((3, 7, 9))).astype(np.float32)
+    np.testing.assert_array_equal(scaled.encode(raw, "s2"), plain.encode(_zscore(raw, *own), "s2"))
+    np.testing.assert_array_equal(scaled.encode(raw, "s1"), plain.encode(_zscore(raw, *pooled), "s1"))
+    np.testing.assert_array_equal(scaled.encode(raw), plain.encode(_zscore(raw, *pooled)))  # unknown subject
+    mixed = scaled.encode(raw, ["s2", "s1", "s2"])
+    np.testing.assert_allclose(mixed[[0, 2]], scaled.encode(raw, "s2")[[0, 2]], atol=1e-5)
+    np.testing.assert_allclose(mixed[1], scaled.encode(raw, "s1")[1], atol=1e-5)
+
+
+def test_checkpoint_saved_before_input_scaling_loads_as_identity(tmp_path):
+    from neurodecode.io.checkpoints import load_state_dict
+
+    _, plain, _ = _twins()
+    plain.save_pretrained(tmp_path / "old")
+    cfg_file = tmp_path / "old" / "config.json"
+    info = json.loads(cfg_file.read_text())
+    del info["config"]["input_scaling"]  # as written before the field existed
+    cfg_file.write_text(json.dumps(info))
+    assert not [k for k in load_state_dict(tmp_path / "old" / "model.safetensors") if k.startswith("input_")]
+    old = ATM.from_pretrained(tmp_path / "old")  # strict loading
+    X = np.random.default_rng(8).standard_normal((3, 7, 9)).astype(np.float32)
+    np.testing.assert_array_equal(old.encode(X), plain.encode(X))
+    assert not old.config.input_scaling and old.input_mean.abs().sum() == 0 and bool((old.input_std == 1).all())
+    # it can be given statistics later, and then saves them
+    old.set_input_scaling(np.full(7, 2.0), np.full(7, 0.5)).save_pretrained(tmp_path / "new")
+    np.testing.assert_array_equal(ATM.from_pretrained(tmp_path / "new").encode(X), plain.encode((X - 2) / 0.5))
+    # strict loading is kept: a config that promises statistics the weights lack is refused
+    info["config"]["input_scaling"] = True
+    cfg_file.write_text(json.dumps(info))
+    with pytest.raises(MetadataMismatchError, match="missing key.*input_mean"):
+        ATM.from_pretrained(tmp_path / "old")
+
+
+def test_set_input_scaling_errors_teach():
+    _, _, model = _twins()
+    zeros, ones = np.zeros(7), np.ones(7)
+    with pytest.raises(ShapeMismatchError, match=r"mean: expected one value per channel, shape \(7,\).*X.mean"):
+        model.set_input_scaling(np.zeros(9), ones)
+    with pytest.raises(ShapeMismatchError, match=r"std: expected one value per channel, shape \(7,\)"):
+        model.set_input_scaling(zeros, np.ones((7, 1)))
+    with pytest.raises(ValidationError, match="mean: expected only finite values"):
+        model.set_input_scaling(np.r_[np.nan, zeros[1:]], ones)
+    with pytest.raises(ValidationError, match=r"std: expected positive values.*channel\(s\) \[2, 4\].*Use 1"):
+        model.set_input_scaling(zeros, [1.0, 1.0, 0.0, 1.0, -1.0, 1.0, 1.0])
+    with pytest.raises(ValidationError, match="subject: expected None.*no subject tokens.*subject=None"):
+        model.set_input_scaling(zeros, ones, subject="s1")
+    _, _, tokens = _twins(subject_tokens=True, subjects=["s1"])
+    with pytest.raises(ValidationError, match="'s9'"):
+        tokens.set_input_scaling(zeros, ones, subject="s9")
+    assert not model.config.input_scaling and bool((model.input_std == 1).all())  # refused calls change nothing
 
 
 # --------------------------------------------------------------------------- diffusion prior

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from neurodecode._core.errors import ShapeMismatchError, ValidationError
+from neurodecode._core.errors import MetadataMismatchError, ShapeMismatchError, ValidationError
 from neurodecode.models.glim import GLIM, GLIMConfig
 
 
@@ -154,6 +156,107 @@ def test_tiny_tier_roundtrip(model, tmp_path):
     X = _x()
     np.testing.assert_allclose(loaded.embed_eeg(X), model.embed_eeg(X), atol=1e-6)
     assert loaded.generate(X, max_new_tokens=5) == model.generate(X, max_new_tokens=5)
+
+
+def _twins():
+    """Two models with the same weights: one to be given input statistics, one left unscaled."""
+    torch.manual_seed(2)
+    cfg = GLIMConfig.tiny(n_channels=7, max_times=40, subjects=["zuco/ZAB", "zuco/ZDM"])
+    plain, scaled = GLIM(cfg), GLIM(cfg)
+    scaled.load_state_dict(plain.state_dict())
+    return cfg, plain.eval(), scaled.eval()
+
+
+def _zscore(X, mean, std, lengths):
+    """The known answer, in float32 as the model computes it; samples beyond each length stay zero."""
+    valid = np.arange(X.shape[2])[None] < np.asarray(lengths)[:, None]
+    return np.where(valid[:, None], (X - np.float32(mean)[:, None]) / np.float32(std)[:, None], np.float32(0))
+
+
+def test_input_scaling_on_raw_data_equals_the_unscaled_model_on_scaled_data(tmp_path):
+    cfg, plain, scaled = _twins()
+    rng = np.random.default_rng(5)
+    pooled = (rng.normal(0.0, 2e-5, 7), rng.uniform(5e-6, 2e-5, 7))  # EEG in volts
+    own = (rng.normal(0.0, 2e-5, 7), rng.uniform(5e-6, 2e-5, 7))
+    lengths = [33, 22, 9]  # not multiples of patch_size 4: the last patch holds data and padding
+    valid = np.arange(33)[None] < np.array(lengths)[:, None]
+    raw = ((pooled[0][:, None] + pooled[1][:, None] * rng.standard_normal((3, 7, 33))) * valid[:, None])
+    raw = raw.astype(np.float32)  # zero-padded raw EEG, as a lab pads it
+    assert scaled.set_input_scaling(*pooled) is scaled
+    scaled.set_input_scaling(*own, subject="zuco/ZDM")
+    assert scaled.input_mean.shape == (3, 7)
+    z, z_own = _zscore(raw, *pooled, lengths), _zscore(raw, *own, lengths)
+    ref = plain.embed_eeg(z, lengths)
+    np.testing.assert_array_equal(scaled.embed_eeg(raw, lengths), ref)
+    np.testing.assert_array_equal(scaled.embed_eeg(raw, lengths, subject="zuco/ZAB"),  # never set on its own
+                                  plain.embed_eeg(z, lengths, subject="zuco/ZAB"))
+    np.testing.assert_array_equal(scaled.embed_eeg(raw, lengths, subject="zuco/ZDM"),
+                                  plain.embed_eeg(z_own, lengths, subject="zuco/ZDM"))
+    np.testing.assert_array_equal(scaled.predict_latents(raw, lengths=lengths)["text_embeds"], ref)
+    texts = ["the cat sat.", "a dog ran!", "birds fly high"]
+    np.testing.assert_array_equal(scaled.similarity(raw, texts, lengths), plain.similarity(z, texts, lengths))
+    np.testing.assert_array_equal(scaled.retrieve(raw, texts, lengths), plain.retrieve(z, texts, lengths))
+    np.testing.assert_array_equal(scaled.classify(raw, texts[:2], lengths), plain.classify(z, texts[:2], lengths))
+    assert scaled.generate(raw, lengths, max_new_tokens=4) == plain.generate(z, lengths, max_new_tokens=4)
+    assert not np.allclose(plain.embed_eeg(raw, lengths), ref)  # raw volts into an unscaled model: another answer
+    # what the patch embedding sees: the scaled samples, and exact zeros beyond each length (not -mean / std)
+    seen = []
+    hook = scaled.patch_embed.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    scaled.embed_eeg(raw, lengths)
+    hook.remove()
+    c = scaled.config
+    x_in = seen[0].view(3, c.n_tokens, 7, c.patch_size).permute(0, 2, 1, 3).reshape(3, 7, -1).numpy()
+    np.testing.assert_array_equal(x_in[:, :, :33], z)
+    assert not x_in[:, :, 33:].any() and not x_in[2, :, 9:].any()
+    # the training step sees the same scaled sentences
+    Xp, lens = scaled.check_input(raw, lengths)
+    batch = {"x": torch.from_numpy(Xp), "lengths": torch.from_numpy(lens), **{
+        k: torch.from_numpy(v) for k, v in scaled.tokenize(texts).items()}, "subject": "zuco/ZDM"}
+    with torch.no_grad():
+        loss = scaled.training_step(batch, 0)["loss"].item()
+        z_pad, _ = plain.check_input(z_own, lengths)
+        assert loss == plain.training_step({**batch, "x": torch.from_numpy(z_pad)}, 0)["loss"].item()
+    # part of the checkpoint: a loaded model takes raw data too; the caller's config is left alone
+    assert scaled.config.input_scaling and not cfg.input_scaling
+    scaled.save_pretrained(tmp_path / "glim")
+    loaded = GLIM.from_pretrained(tmp_path / "glim")
+    np.testing.assert_array_equal(loaded.embed_eeg(raw, lengths, subject="zuco/ZDM"),
+                                  plain.embed_eeg(z_own, lengths, subject="zuco/ZDM"))
+
+
+def test_checkpoint_saved_before_input_scaling_loads_as_identity(tmp_path):
+    from neurodecode.io.checkpoints import load_state_dict
+
+    _, plain, _ = _twins()
+    plain.save_pretrained(tmp_path / "old")
+    cfg_file = tmp_path / "old" / "config.json"
+    info = json.loads(cfg_file.read_text())
+    del info["config"]["input_scaling"]  # as written before the field existed
+    cfg_file.write_text(json.dumps(info))
+    assert not [k for k in load_state_dict(tmp_path / "old" / "model.safetensors") if k.startswith("input_")]
+    old = GLIM.from_pretrained(tmp_path / "old")  # strict loading
+    X = _x()
+    np.testing.assert_array_equal(old.embed_eeg(X, [33, 20, 9]), plain.embed_eeg(X, [33, 20, 9]))
+    assert not old.config.input_scaling and old.input_mean.abs().sum() == 0 and bool((old.input_std == 1).all())
+    info["config"]["input_scaling"] = True  # strict loading is kept: promised statistics must be there
+    cfg_file.write_text(json.dumps(info))
+    with pytest.raises(MetadataMismatchError, match="missing key.*input_mean"):
+        GLIM.from_pretrained(tmp_path / "old")
+
+
+def test_set_input_scaling_errors_teach(model):
+    zeros, ones = np.zeros(7), np.ones(7)
+    with pytest.raises(ShapeMismatchError, match=r"mean: expected one value per channel, shape \(7,\)"):
+        model.set_input_scaling(np.zeros(16), ones)
+    with pytest.raises(ShapeMismatchError, match=r"std: expected one value per channel, shape \(7,\)"):
+        model.set_input_scaling(zeros, np.ones((1, 7)))
+    with pytest.raises(ValidationError, match="std: expected only finite values"):
+        model.set_input_scaling(zeros, np.r_[ones[:6], np.inf])
+    with pytest.raises(ValidationError, match=r"std: expected positive values.*channel\(s\) \[0\].*Use 1"):
+        model.set_input_scaling(zeros, np.r_[0.0, ones[1:]])
+    with pytest.raises(ValidationError, match="'zuco/XYZ'.*GLIMConfig.subjects"):
+        model.set_input_scaling(zeros, ones, subject="zuco/XYZ")
+    assert not model.config.input_scaling and bool((model.input_std == 1).all())  # refused calls change nothing
 
 
 def test_real_tier_from_a_local_folder_keeps_frozen_weights_out_of_the_checkpoint(tmp_path):

@@ -3,8 +3,9 @@
 The data are written by the simulators in the published layouts (THINGS-EEG2 pickles and their .npz
 twins, THINGS-MEG BIDS FIF at 1200 Hz, ZuCo 2.0 MATLAB v7.3); the images the recordings "showed" are
 written where the THINGS releases keep them. Every run goes through the CLI; the test metrics are
-recomputed here from the saved model, the saved input scaling and the loaders, so a wrong window,
-scaling, target or split in the training path shows up as a mismatch.
+recomputed here from the saved model and the RAW data of the loaders (the model holds its input
+scaling), as a lab would use it, so a wrong window, scaling, target or split in the training path, or
+a saved model that needs its inputs prepared, shows up as a mismatch.
 """
 
 from __future__ import annotations
@@ -80,11 +81,6 @@ def zuco_root(tmp_path_factory):
     return out / "zuco"
 
 
-def _scaled(X, scaling, subject):
-    s = scaling["subjects"][subject]
-    return ((X - np.asarray(s["mean"])[None, :, None]) / np.asarray(s["std"])[None, :, None]).astype(np.float32)
-
-
 def _image_targets(root: Path, folder: str, test_ids):
     """The tiny ViT-H-14 twin's embeddings of the test images, as the feature cache stores them (float16)."""
     from neurodecode.latents import get_space
@@ -118,8 +114,9 @@ def test_atm_things_eeg2_tiny_per_subject_models_metrics_and_resume(eeg2_root, t
     assert doc["models"] == {k: {"steps": 3, "resumed_from": 0} for k in
                              ("sub-01", "sub-01/prior", "sub-02", "sub-02/prior")}
     for name in ("recipe.json", "provenance.json", "metrics.json", "sub-01/config.json", "sub-01/model.safetensors",
-                 "sub-02/checkpoints/latest", "sub-02/input_scaling.json", "sub-02/prior/model.safetensors"):
+                 "sub-02/checkpoints/latest", "sub-02/prior/model.safetensors"):
         assert (out / name).is_file(), name
+    assert not (out / "sub-02" / "input_scaling.json").exists()  # the statistics live in the model
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["n_train"] == {"things-eeg2/sub-01": 24, "things-eeg2/sub-02": 24}  # 12 images x 2 repetitions
     assert prov["n_test"] == {"things-eeg2/sub-01": N_TEST_EEG, "things-eeg2/sub-02": N_TEST_EEG}  # averaged
@@ -133,13 +130,16 @@ def test_atm_things_eeg2_tiny_per_subject_models_metrics_and_resume(eeg2_root, t
     prior = ATMDiffusionPrior.from_pretrained(out / "sub-02" / "prior")
     assert prior.sample(model.encode(np.ones((2, 63, 250), np.float32)), num_inference_steps=2).shape == (2, 24)
 
-    # the reported zero-shot scores are those of the saved model on the scaled, averaged test trials
-    scaling = json.loads((out / "sub-02" / "input_scaling.json").read_text())
+    # the model holds the per-channel statistics of its subject's (raw) training trials
+    train = load_things_eeg2(eeg2_root, 2, split="train")
+    assert model.config.input_scaling and model.input_mean.shape == (1, 63)
+    np.testing.assert_allclose(model.input_mean[0].numpy(), train.X.mean((0, 2)), rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(model.input_std[0].numpy(), train.X.std((0, 2)), rtol=1e-4)
+    # the reported zero-shot scores are those of the saved model on the RAW averaged test trials
     test = load_things_eeg2(eeg2_root, 2, split="test", average_repeats=True)
     test_ids, labels = np.unique(test.stimulus_ids.astype(str), return_inverse=True)
     targets = _image_targets(eeg2_root, "image_set", test_ids)
-    _check_atm_metrics(summary["metrics"], "things-eeg2/sub-02", model,
-                       _scaled(test.X, scaling, "things-eeg2/sub-02"), test_ids, labels, targets, N_TEST_EEG)
+    _check_atm_metrics(summary["metrics"], "things-eeg2/sub-02", model, test.X, test_ids, labels, targets, N_TEST_EEG)
 
     # resume: no step redone, nothing rewritten, same scores; the targets come from the feature cache
     shards = sorted(Path(prov["targets"]["cache_root"]).glob("features/*/*/shard-*.safetensors"))
@@ -167,6 +167,8 @@ def test_atm_joint_subject_tokens_one_model(eeg2_root, tmp_path):
     assert model.config.subjects == ["things-eeg2/sub-01", "things-eeg2/sub-02"]
     x = np.random.default_rng(0).standard_normal((2, 63, 250)).astype(np.float32)
     assert not np.allclose(model.encode(x, "things-eeg2/sub-01"), model.encode(x, "things-eeg2/sub-02"))
+    # input statistics: pooled (row 0, no or an unknown subject), then one row per subject
+    assert model.input_mean.shape == (3, 63) and not np.allclose(model.input_std[1], model.input_std[2])
     assert {"test/things-eeg2/sub-01/top1", "test/things-eeg2/sub-02/top1"} <= set(summary["metrics"])
 
 
@@ -206,14 +208,14 @@ def test_atm_things_meg_tiny(meg_root, tmp_path):
     assert model.predict_latents(np.zeros((2, 271, 200), np.float32))["clip_image_embeds"].shape == (2, 24)
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["n_train"] == {"things-meg/sub-BIGMEG1": 10} and prov["n_test"] == {"things-meg/sub-BIGMEG1": 6}
-    scaling = json.loads((out / "sub-BIGMEG1" / "input_scaling.json").read_text())
-    assert 1e-16 < np.median(scaling["subjects"]["things-meg/sub-BIGMEG1"]["std"]) < 1e-10  # tesla, now unit scale
+    assert 1e-16 < np.median(model.input_std.numpy()) < 1e-10  # the model takes tesla and brings it to unit scale
 
     test = load_things_meg(meg_root, 1, sfreq=200.0, average_test_repeats=True).test
+    assert np.abs(test.X).max() < 1e-9  # raw, in tesla
     test_ids, labels = np.unique(test.stimulus_ids.astype(str), return_inverse=True)
     targets = _image_targets(meg_root, "stimuli", test_ids)
-    _check_atm_metrics(summary["metrics"], "things-meg/sub-BIGMEG1", model,
-                       _scaled(test.X, scaling, "things-meg/sub-BIGMEG1"), test_ids, labels, targets, N_TEST_MEG)
+    _check_atm_metrics(summary["metrics"], "things-meg/sub-BIGMEG1", model, test.X, test_ids, labels, targets,
+                       N_TEST_MEG)
 
     again = _train("atm_things_meg.toml", meg_root, out, "--max-steps", "2", "--set", 'data.subjects=["sub-BIGMEG1"]',
                    "--resume")
@@ -234,17 +236,21 @@ def test_glim_zuco_tiny_retrieval_generation_and_resume(zuco_root, tmp_path):
     assert lat["text_embeds"].shape == (2, 24)
     assert len(model.generate(np.ones((3, 16, 40), np.float32), [40, 33, 9], max_new_tokens=2)) == 3
 
-    # rebuild the test set as a lab would (resample, 16 channels, 0.5-4 s, scale) and score retrieval
-    scaling = json.loads((out / "input_scaling.json").read_text())
+    # rebuild the test set as a lab would (resample, 16 channels, 0.5-4 s; RAW) and score retrieval
+    assert model.config.input_scaling and model.input_mean.shape == (3, 16)  # unknown, YAC, YAG
+    assert not (out / "input_scaling.json").exists()
     hits, n_trials, refs = [], 0, []
     per_subject = {}
-    for code in ("YAC", "YAG"):
+    for row, code in enumerate(("YAC", "YAG"), start=1):
         tr = load_zuco(zuco_root, code, version=2, task="NR", resample=16.0)
         dur = tr.lengths / 16.0
+        fit = tr.subset((tr.split == "train") & (dur >= 0.5) & (dur <= 4.0))  # its statistics: valid samples only
+        valid = np.concatenate([x[:16, :n] for x, n in zip(fit.X, fit.lengths)], axis=1)
+        np.testing.assert_allclose(model.input_mean[row].numpy(), valid.mean(1), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(model.input_std[row].numpy(), valid.std(1), rtol=1e-4)
         tr = tr.subset((tr.split == "test") & (dur >= 0.5) & (dur <= 4.0))
         X = np.zeros((len(tr), 16, 64), np.float32)
         X[:, :, :tr.X.shape[2]] = tr.X[:, :16, :64]
-        X = _scaled(X, scaling, f"zuco/{code}") * (np.arange(64)[None, None] < tr.lengths[:, None, None])
         per_subject[code] = (X, tr.lengths, tr.texts)
         refs += tr.texts
     sentences = sorted(set(refs))

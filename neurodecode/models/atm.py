@@ -34,6 +34,15 @@ spatial and 1x1 convs are matrix products, and batch norm runs on rows of filter
 values (see ``ATM._conv_stack_gemm``). ``fuse_temporal_pool=False`` runs the reference
 layers (conv, pool, convs) and is the form the tests compare against.
 
+Input scaling (neurodecode's addition, outside the paper). Raw recordings are far from unit
+scale (THINGS-MEG is in tesla, about 1e-13), so the model can hold per-channel statistics
+(buffers ``input_mean`` and ``input_std`` of shape ``(n_rows, n_channels)``: one row per subject
+token, row 0 the "unknown" one, or a single row without subject tokens) and applies ``(x - mean) / std`` at the start
+of :meth:`ATM.forward`, which every path (``encode``, ``predict_latents``, ``training_step``)
+goes through: a saved model takes RAW data. Set them with :meth:`ATM.set_input_scaling`; until
+then they are the identity (0 and 1) and stay out of the checkpoint (``ATMConfig.input_scaling``
+records whether they are in it, so checkpoints saved before scaling existed load as identity).
+
 Training goes through the one trainer (:mod:`neurodecode.train`): the model
 implements ``training_step(batch, step)`` with batches ``{"x", "image_embeds",
 ["text_embeds"], ["subject"]}``. Evaluation (k-way retrieval) lives in
@@ -44,7 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -95,6 +104,10 @@ class ATMConfig:
         Initial logit scale (1 / 0.07).
     fuse_temporal_pool : bool
         Run the temporal conv and the average pool as one strided convolution.
+    input_scaling : bool
+        Whether the per-channel input statistics (``input_mean``, ``input_std``) are part of
+        the checkpoint. :meth:`ATM.set_input_scaling` turns it on. ``False`` (the default, and
+        what checkpoints saved before input scaling existed read as): identity scaling, not saved.
     """
 
     n_channels: int = 63
@@ -117,6 +130,7 @@ class ATMConfig:
     image_weight: float = 0.99
     logit_scale_init: float = 1 / 0.07
     fuse_temporal_pool: bool = True
+    input_scaling: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_channels", "n_times", "d_model", "n_heads", "n_filters", "proj_dim"):
@@ -161,6 +175,16 @@ class ATMConfig:
 
 
 # --------------------------------------------------------------------------- building blocks
+
+
+def _check_channel_stat(value: Any, name: str, n_channels: int) -> np.ndarray:
+    """One per-channel statistic as a finite float64 vector of length ``n_channels``."""
+    arr = check_array(value, name, dtype=np.float64)
+    if arr.shape != (n_channels,):
+        raise ShapeMismatchError(format_error(
+            name, f"one value per channel, shape ({n_channels},)", arr,
+            "Compute it per channel over trials and time, e.g. X.mean(axis=(0, 2)), in the model's channel order"))
+    return arr
 
 
 def fused_temporal_kernel(weight: torch.Tensor, pool_size: int) -> torch.Tensor:
@@ -245,15 +269,28 @@ class ATM(PretrainedMixin, nn.Module):
     config : ATMConfig
         Architecture; :meth:`ATMConfig.tiny` for the toy tier.
 
+    Attributes
+    ----------
+    input_mean, input_std : Tensor of shape (n_rows, n_channels)
+        Per-channel input statistics, applied as ``(x - mean) / std`` before anything else
+        (row 0: trials of no or an unknown subject; row ``i + 1``: ``config.subjects[i]``, with
+        subject tokens only). Identity until :meth:`set_input_scaling`.
+
     Examples
     --------
     >>> import numpy as np
     >>> model = ATM(ATMConfig.tiny(n_channels=7, n_times=9, d_model=24))
     >>> model.encode(np.zeros((3, 7, 9), dtype="float32")).shape
     (3, 24)
+    >>> raw = np.random.default_rng(0).normal(5e-13, 2e-13, (4, 7, 9))  # e.g. MEG in tesla
+    >>> _ = model.set_input_scaling(raw.mean(axis=(0, 2)), raw.std(axis=(0, 2)))
+    >>> model.encode(raw).shape  # raw data in: the model scales it
+    (4, 24)
     """
 
     config_class = ATMConfig
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
 
     def __init__(self, config: ATMConfig | None = None) -> None:
         super().__init__()
@@ -272,6 +309,63 @@ class ATM(PretrainedMixin, nn.Module):
         self.pointwise = nn.Conv2d(f, f, 1)
         self.projector = _ResidualProjector(config.flat_dim, config.proj_dim, config.proj_dropout)
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+        n_rows = len(config.subjects) + 1 if config.subject_tokens else 1
+        self.register_buffer("input_mean", torch.zeros(n_rows, config.n_channels), persistent=config.input_scaling)
+        self.register_buffer("input_std", torch.ones(n_rows, config.n_channels), persistent=config.input_scaling)
+
+    # ---- input scaling
+
+    @torch.no_grad()
+    def set_input_scaling(self, mean: Any, std: Any, subject: str | None = None) -> ATM:
+        """Set the per-channel statistics the model scales its raw inputs with: ``(x - mean) / std``.
+
+        They become part of the model (saved by ``save_pretrained``), so ``encode`` and
+        ``predict_latents`` take raw data, e.g. MEG in tesla.
+
+        Parameters
+        ----------
+        mean, std : array-like of shape (n_channels,)
+            Per-channel mean and standard deviation, in the model's channel order (e.g.
+            ``X.mean(axis=(0, 2))`` and ``X.std(axis=(0, 2))`` of the training trials); ``std``
+            must be positive (use 1 for a constant channel).
+        subject : str or None
+            With subject tokens, the subject whose statistics these are. ``None`` sets every row:
+            the default for trials of no or an unknown subject and for every known subject (set
+            it first, then the known subjects one by one).
+
+        Returns
+        -------
+        self : ATM
+        """
+        c = self.config
+        rows = slice(None) if subject is None else self._scaling_row(subject)
+        m, sd = (_check_channel_stat(v, name, c.n_channels) for v, name in ((mean, "mean"), (std, "std")))
+        m_t, sd_t = (torch.as_tensor(v, dtype=self.input_std.dtype, device=self.input_std.device) for v in (m, sd))
+        bad = np.flatnonzero(~(sd_t > 0).cpu().numpy())
+        if bad.size:
+            raise ValidationError(format_error(
+                "std", "positive values (one per channel)", f"{sd[bad[0]]:g} at channel(s) {bad[:5].tolist()}",
+                "Use 1 for a constant (e.g. zero-padded) channel"))
+        self.input_mean[rows] = m_t
+        self.input_std[rows] = sd_t
+        if not c.input_scaling:  # from now on the statistics are part of the checkpoint
+            self.config = replace(c, input_scaling=True)
+            for name in ("input_mean", "input_std"):
+                self.register_buffer(name, getattr(self, name), persistent=True)
+        return self
+
+    def _scaling_row(self, subject: str) -> int:
+        if self.subject_embed is None:
+            raise ValidationError(format_error(
+                "subject", "None (this model has no subject tokens: one set of statistics serves every trial)",
+                repr(subject), "Pass subject=None, or build the model with subject_tokens=True and its subjects"))
+        return int(self.subject_index(str(subject), 1)[0])
+
+    def _scale_input(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """``(x - input_mean[row]) / input_std[row]`` per trial; ``rows`` None uses row 0 for all."""
+        if rows is None:
+            return (x - self.input_mean[0][:, None]) / self.input_std[0][:, None]
+        return (x - self.input_mean[rows][:, :, None]) / self.input_std[rows][:, :, None]
 
     # ---- forward pieces
 
@@ -288,19 +382,22 @@ class ATM(PretrainedMixin, nn.Module):
         Parameters
         ----------
         x : Tensor of shape (batch, n_channels, n_times)
+            Raw trials: the model's input scaling is applied first.
         subject : LongTensor of shape (batch,) or None
             Token index per trial (0 = unknown, i + 1 = ``config.subjects[i]``); used only
-            with ``subject_tokens``.
+            with ``subject_tokens`` (for the token and the row of the input statistics).
 
         Returns
         -------
         emb : Tensor of shape (batch, proj_dim)
         """
-        tokens = self.embed(x)  # (B, C, d_model)
-        n_ch = tokens.shape[1]
+        idx = None
         if self.subject_embed is not None:
-            idx = subject if subject is not None else torch.zeros(len(x), dtype=torch.long, device=x.device)
-            tokens = torch.cat([self.subject_embed(idx.long())[:, None], tokens], dim=1)
+            idx = subject.long() if subject is not None else torch.zeros(len(x), dtype=torch.long, device=x.device)
+        tokens = self.embed(self._scale_input(x, idx))  # (B, C, d_model)
+        n_ch = tokens.shape[1]
+        if idx is not None and self.subject_embed is not None:
+            tokens = torch.cat([self.subject_embed(idx)[:, None], tokens], dim=1)
         h = self.encoder_norm(self.encoder(self.embed_drop(tokens)))[:, -n_ch:]
         if self.config.fuse_temporal_pool:
             h = self._conv_stack_gemm(h)
@@ -377,7 +474,8 @@ class ATM(PretrainedMixin, nn.Module):
         Parameters
         ----------
         batch : dict
-            ``"x"``: (batch, n_channels, n_times); ``"image_embeds"``: (batch, proj_dim);
+            ``"x"``: (batch, n_channels, n_times) raw trials (scaled by the model);
+            ``"image_embeds"``: (batch, proj_dim);
             optional ``"text_embeds"``: (batch, proj_dim); optional ``"subject"``: (batch,)
             token indices (see :meth:`subject_index`), or subject id string(s).
         step : int
@@ -474,6 +572,8 @@ class ATM(PretrainedMixin, nn.Module):
         Parameters
         ----------
         X : array-like of shape (n_trials, n_channels, n_times)
+            Raw trials, in the units the input statistics were computed in (see
+            :meth:`set_input_scaling`); the model scales them.
         subject : str, sequence of str or None
             Subject of all trials, or one per trial (used with ``subject_tokens``).
         ch_names, sfreq : optional
@@ -504,6 +604,7 @@ class ATM(PretrainedMixin, nn.Module):
         Parameters
         ----------
         X : array-like of shape (n_trials, n_channels, n_times)
+            Raw trials (the model applies its input scaling).
         subject : str, sequence of str or None
         prior : ATMDiffusionPrior or None
             Map the EEG embedding to a CLIP image embedding by sampling the diffusion

@@ -24,6 +24,15 @@ One self-contained file a reader can hold against the paper:
    with beams) from the EEG prefix alone; :meth:`GLIM.retrieve` ranks candidate
    sentences; :meth:`GLIM.classify` compares with label sentences (zero-shot).
 
+Input scaling (neurodecode's addition). Per-channel statistics (buffers ``input_mean`` and
+``input_std`` of shape ``(len(subjects) + 1, n_channels)``: row 0 for trials of no or an unknown
+subject, row ``i + 1`` for ``subjects[i]``, as for the subject prompt) are applied as
+``(x - mean) / std`` at the start of :meth:`GLIM.encode_eeg`, which every path (``training_step``,
+``embed_eeg``, ``similarity``, ``retrieve``, ``classify``, ``generate``, ``predict_latents``) goes
+through; samples beyond each sentence's length stay zero. A saved model thus takes RAW data. Set
+them with :meth:`GLIM.set_input_scaling`; until then they are the identity and stay out of the
+checkpoint (``GLIMConfig.input_scaling``), so checkpoints saved before scaling existed load as identity.
+
 Text model, two tiers. Real: ``google/flan-t5-large`` (d_model 1024) and its
 tokenizer, resolved by :func:`neurodecode.io.hub.resolve_model_dir` (offline mode
 honoured); its frozen weights are not written by ``save_pretrained`` (they are
@@ -43,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -108,6 +117,10 @@ class GLIMConfig:
         Weight of the contrastive term; the LM term gets ``1 - contrastive_weight`` (0.5).
     logit_scale_init : float
         Initial contrastive logit scale (learnable).
+    input_scaling : bool
+        Whether the per-channel input statistics (``input_mean``, ``input_std``) are part of
+        the checkpoint. :meth:`GLIM.set_input_scaling` turns it on. ``False`` (the default, and
+        what checkpoints saved before input scaling existed read as): identity scaling, not saved.
     """
 
     n_channels: int = 128
@@ -133,6 +146,7 @@ class GLIMConfig:
     max_text_len: int = 64
     contrastive_weight: float = 0.5
     logit_scale_init: float = 1 / 0.07
+    input_scaling: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_channels", "max_times", "patch_size", "d_model", "n_heads", "n_latent", "n_prefix"):
@@ -261,6 +275,16 @@ def _ignore_missing_text_keys(module: nn.Module, incompatible: Any) -> None:
     incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if _TEXT_PREFIX not in k]
 
 
+def _check_channel_stat(value: Any, name: str, n_channels: int) -> np.ndarray:
+    """One per-channel statistic as a finite float64 vector of length ``n_channels``."""
+    arr = check_array(value, name, dtype=np.float64)
+    if arr.shape != (n_channels,):
+        raise ShapeMismatchError(format_error(
+            name, f"one value per channel, shape ({n_channels},)", arr,
+            "Compute it per channel over the valid samples of the sentences, in the model's (padded) channel order"))
+    return arr
+
+
 # --------------------------------------------------------------------------- GLIM
 
 
@@ -272,6 +296,13 @@ class GLIM(PretrainedMixin, nn.Module):
     config : GLIMConfig
         Architecture; :meth:`GLIMConfig.tiny` for the toy tier.
 
+    Attributes
+    ----------
+    input_mean, input_std : Tensor of shape (len(config.subjects) + 1, n_channels)
+        Per-channel input statistics, applied as ``(x - mean) / std`` before anything else (row 0:
+        no or an unknown subject; row ``i + 1``: ``config.subjects[i]``). Identity until
+        :meth:`set_input_scaling`.
+
     Examples
     --------
     >>> import numpy as np
@@ -282,6 +313,8 @@ class GLIM(PretrainedMixin, nn.Module):
     """
 
     config_class = GLIMConfig
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
 
     def __init__(self, config: GLIMConfig | None = None) -> None:
         super().__init__()
@@ -308,6 +341,48 @@ class GLIM(PretrainedMixin, nn.Module):
         if c.text_model is not None and c.text_frozen:  # frozen hub weights are reloaded from the hub id
             self.register_state_dict_post_hook(_drop_text_keys)
             self.register_load_state_dict_post_hook(_ignore_missing_text_keys)
+        n_rows = len(c.subjects) + 1
+        self.register_buffer("input_mean", torch.zeros(n_rows, c.n_channels), persistent=c.input_scaling)
+        self.register_buffer("input_std", torch.ones(n_rows, c.n_channels), persistent=c.input_scaling)
+
+    @torch.no_grad()
+    def set_input_scaling(self, mean: Any, std: Any, subject: str | None = None) -> GLIM:
+        """Set the per-channel statistics the model scales its raw inputs with: ``(x - mean) / std``.
+
+        They become part of the model (saved by ``save_pretrained``), so every method taking EEG
+        takes raw data; zero padding (beyond each sentence's length) stays zero.
+
+        Parameters
+        ----------
+        mean, std : array-like of shape (n_channels,)
+            Per-channel mean and standard deviation over the valid samples of training sentences,
+            in the model's (padded) channel order; ``std`` must be positive (use mean 0 and std 1
+            for a zero-padded channel).
+        subject : str or None
+            The subject (of ``config.subjects``) whose statistics these are. ``None`` sets every
+            row: the default for trials of no or an unknown subject and for every known subject
+            (set it first, then the known subjects one by one).
+
+        Returns
+        -------
+        self : GLIM
+        """
+        c = self.config
+        rows = slice(None) if subject is None else int(self.prompt_index("subject", str(subject), 1)[0])
+        m, sd = (_check_channel_stat(v, name, c.n_channels) for v, name in ((mean, "mean"), (std, "std")))
+        m_t, sd_t = (torch.as_tensor(v, dtype=self.input_std.dtype, device=self.input_std.device) for v in (m, sd))
+        bad = np.flatnonzero(~(sd_t > 0).cpu().numpy())
+        if bad.size:
+            raise ValidationError(format_error(
+                "std", "positive values (one per channel)", f"{sd[bad[0]]:g} at channel(s) {bad[:5].tolist()}",
+                "Use 1 for a constant (e.g. zero-padded) channel"))
+        self.input_mean[rows] = m_t
+        self.input_std[rows] = sd_t
+        if not c.input_scaling:  # from now on the statistics are part of the checkpoint
+            self.config = replace(c, input_scaling=True)
+            for name in ("input_mean", "input_std"):
+                self.register_buffer(name, getattr(self, name), persistent=True)
+        return self
 
     def train(self, mode: bool = True) -> GLIM:
         """Set training mode; a frozen text model always stays in eval mode."""
@@ -335,7 +410,8 @@ class GLIM(PretrainedMixin, nn.Module):
         Parameters
         ----------
         x : Tensor of shape (batch, n_channels, max_times)
-            Zero-padded sentence EEG.
+            Raw, zero-padded sentence EEG: the model's input scaling (the row of each trial's
+            subject) is applied first, and samples beyond ``lengths`` are set to zero.
         lengths : LongTensor of shape (batch,)
             Valid samples per sentence.
         prompts : three LongTensors of shape (batch,)
@@ -347,6 +423,10 @@ class GLIM(PretrainedMixin, nn.Module):
         """
         c = self.config
         b = x.shape[0]
+        sub = prompts[2].to(x.device)
+        valid = torch.arange(x.shape[-1], device=x.device)[None] < lengths.to(x.device)[:, None]  # (B, T)
+        x = torch.where(valid[:, None], (x.float() - self.input_mean[sub][:, :, None]) / self.input_std[sub][:, :, None],
+                        0.0)
         pad = c.n_tokens * c.patch_size - x.shape[-1]
         if pad:
             x = F.pad(x, (0, pad))
@@ -398,7 +478,7 @@ class GLIM(PretrainedMixin, nn.Module):
         Parameters
         ----------
         batch : dict
-            ``"x"``: (batch, n_channels, max_times); ``"lengths"``: (batch,);
+            ``"x"``: (batch, n_channels, max_times) raw (scaled by the model); ``"lengths"``: (batch,);
             ``"input_ids"``, ``"attention_mask"``: (batch, n_text_tokens) from :meth:`tokenize`;
             optional ``"task"``, ``"dataset"``, ``"subject"``: (batch,) prompt indices (or id strings).
         step : int
@@ -531,7 +611,10 @@ class GLIM(PretrainedMixin, nn.Module):
 
     def embed_eeg(self, X: Any, lengths: Any = None, *, mask: Any = None, task: Any = None, dataset: Any = None,
                   subject: Any = None, batch_size: int = 64) -> np.ndarray:
-        """EEG embeddings in the shared EEG-text space (for retrieval), shape (n_sentences, embed_dim)."""
+        """EEG embeddings in the shared EEG-text space (for retrieval), shape (n_sentences, embed_dim).
+
+        ``X`` is raw sentence EEG (the model applies its input scaling), as in :meth:`generate`.
+        """
         was = self.training
         self.eval()
         pre = self._prefixes(X, lengths, mask, {"task": task, "dataset": dataset, "subject": subject}, batch_size)
@@ -594,6 +677,7 @@ class GLIM(PretrainedMixin, nn.Module):
         Parameters
         ----------
         X : array-like of shape (n_sentences, n_channels, n_times)
+            Raw sentence EEG (the model applies its input scaling).
         lengths : array-like of int, shape (n_sentences,) or None
         mask : array-like of bool, shape (n_sentences, n_times) or None
         task, dataset, subject : str, sequence of str or None

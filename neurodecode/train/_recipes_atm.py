@@ -1,0 +1,381 @@
+"""Train ATM from a recipe on THINGS-EEG2 or THINGS-MEG (the ATM path of :mod:`neurodecode.train._recipes_meeg`).
+
+:func:`train_atm` runs steps 1-5 of :func:`~neurodecode.train._recipes_meeg.train_meeg_from_recipe` for
+ATM: load each subject's trials cropped to ``[data] window``; embed the targets once per stimulus into
+the feature cache (the pooled image embedding of every image found under ``[data] images``, and the
+text embedding of ``[latents] text_template`` filled with each concept); build, scale, train and save
+one ATM per fold, then its stage-1 diffusion prior (``[decoder.prior]``: ``epochs``, ``lr``,
+``batch_size`` and :class:`~neurodecode.models.atm.ATMPriorConfig` fields) on the trained encoder's
+embeddings of the training trials, into ``<model folder>/prior``; score the test trials.
+
+Which models. ``[data] mode = "within"``: one model per subject in ``OUT/<sub-XX>/`` (trained and
+tested on that subject), or, with ``[decoder] subject_tokens = true``, one joint model in ``OUT/`` with
+a token per subject. ``mode = "loso"``: one model per held-out subject in ``OUT/<sub-XX>/``, trained on
+the other subjects' training trials and tested on the held-out subject's test trials (its subject
+token is the shared "unknown" one). A model fitted on several subjects draws each batch from one
+subject (:class:`~neurodecode.train.MultiSubjectBatches`).
+
+Input scaling (``[data] scaling = "channel-zscore"``). Each model holds the per-channel statistics of
+the training trials of the subjects it is fitted on (:meth:`~neurodecode.models.atm.ATM.set_input_scaling`,
+set before training, saved with the weights): pooled over those subjects for trials of no or an
+unknown subject (a per-subject model: its subject's own statistics; ``loso``: the held-out subject
+is scaled with the training subjects' pooled statistics), and with subject tokens also per subject.
+The data stay raw; the model scales them in training, evaluation and every later use.
+
+Test metrics (``metrics.json``): zero-shot identification of each test trial's image among all test
+images (the ``n``-way case of the ATM protocol, 200-way on the real data, so no random distractors
+are drawn): ``test/<subject>/top1``, ``top5``, ``chance`` (``1 / n``), ``n_way`` and, with the
+prior, ``prior_top1`` (the same from image embeddings sampled by the prior). Smaller ``k``-way scores
+with random distractors come from :func:`neurodecode.metrics.kway_topk` on the encoder's embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._core.errors import MissingFileError, UnsafeCheckpointError, ValidationError
+from .._core.logging import logger, progress
+from .._core.validation import check_option, format_error
+from ._config import TrainConfig
+from ._recipes_meeg import (
+    _channel_stats,
+    _check_field,
+    _fit,
+    _set_input_scaling,
+    _space_table,
+    _tiny_fields,
+    _val_source,
+    topk_identification,
+)
+from ._targets import _load_or_embed
+from ._trainer import TrainResult
+
+__all__ = ["train_atm"]
+
+_IMAGE_DIRS = {"things-eeg2": "image_set", "things-meg": "stimuli"}
+
+
+def _fold_name(subject: str) -> str:
+    return str(subject).rsplit("/", 1)[-1]
+
+
+def _embed(table: Mapping[str, Any], stimuli: Any, ids: np.ndarray, *, cache_root: Path, device: Any,
+           dtype: str, verbose: Any) -> np.ndarray:
+    """Features of ``ids`` in the space of ``table``, computed once into the feature cache."""
+    table = dict(table)
+    name = str(table.pop("space"))
+    weights = table.pop("weights", None) or None
+    batch_size = int(table.pop("batch_size", 32))
+    cache = _load_or_embed(name, table, weights, stimuli, ids, cache_root, device, batch_size, verbose)
+    return np.asarray(cache.load(ids, dtype=dtype))
+
+
+# ---------------------------------------------------------------------------------------- THINGS data
+def _load_things(root: Path, dataset: str, data: Mapping[str, Any], subject: Any, verbose: Any) -> Any:
+    """One subject's THINGS trials cropped to ``data.window``: (train single trials, test)."""
+    from ..data import load_things_eeg2, load_things_meg
+
+    window = [float(v) for v in data.get("window", [0.0, 1.0])]
+    if len(window) != 2 or not window[0] < window[1]:
+        raise ValidationError(format_error("data.window", "[start, stop] in seconds with start < stop",
+                                           data.get("window"), "Write e.g. data.window = [0.0, 1.0]"))
+    average = bool(data.get("average_test_repetitions", True))
+    split = str(data.get("split", "official"))
+    check_option(split, "data.split", ("official",))
+    if dataset == "things-meg":
+        sfreq = float(data.get("sfreq", 200.0))
+        trials = load_things_meg(root, subject, sessions=data.get("sessions") or None, tmin=window[0],
+                                 tmax=window[1] - 1.0 / sfreq, sfreq=sfreq, average_test_repeats=average,
+                                 exclude_test_concepts=True, raw_sfreq=data.get("raw_sfreq") or None,
+                                 l_freq=data.get("l_freq") or None, h_freq=data.get("h_freq") or None,
+                                 verbose=verbose)
+        return trials.train, trials.test
+    variant = str(data.get("variant", "atm"))
+    allow = bool(data.get("allow_pickle", False))
+    try:
+        train: Any = load_things_eeg2(root, subject, variant=variant, split="train", allow_pickle=allow, verbose=verbose)
+        test: Any = load_things_eeg2(root, subject, variant=variant, split="test", average_repeats=average,
+                                allow_pickle=allow, verbose=verbose)
+    except UnsafeCheckpointError as exc:
+        raise UnsafeCheckpointError(format_error(
+            "data.allow_pickle", "pickle-free .npz twins of the THINGS-EEG2 files, or allow_pickle = true",
+            f"false, and only pickled files for {subject} ({exc})",
+            "The published preprocessed_eeg_*.npy files are pickles, and unpickling runs code: for a copy you "
+            "trust pass --set data.allow_pickle=true, or convert it once with "
+            "neurodecode.data.convert_things_eeg2(root, subject, allow_pickle=True)")) from None
+    if str(train.provenance.get("image_ids", "")).startswith("positional"):
+        raise UnsafeCheckpointError(format_error(
+            "data.allow_pickle", "image ids from image_set/image_metadata.npz (or a trusted .npy)",
+            "no readable image metadata (image_metadata.npy is a pickle and allow_pickle is false)",
+            "Pass --set data.allow_pickle=true for a trusted copy, or convert it with convert_things_eeg2"))
+    want = float(data.get("sfreq", train.sfreq))
+    if not math.isclose(want, float(train.sfreq)):
+        raise ValidationError(format_error("data.sfreq", f"the {variant!r} files' rate ({train.sfreq:g} Hz)",
+                                           f"{want:g} Hz", "THINGS-EEG2 is not resampled here: pick the matching "
+                                           "data.variant ('atm' 250 Hz, 'official' 100 Hz) or data.sfreq"))
+    t = np.asarray(train.times, dtype=np.float64)
+    step = 1.0 / float(train.sfreq)
+    keep = (t >= window[0] - step / 2) & (t < window[1] - step / 2)
+    if t[0] > window[0] + step / 2 or t[-1] + step < window[1] - step / 2:
+        raise ValidationError(format_error(
+            "data.window", f"a window inside the epochs of the files ({t[0]:g} to {t[-1] + step:g} s)",
+            window, "Set data.window within the epoch (the ATM 250 Hz release holds -0.2 to 0.8 s)"))
+    cut = np.flatnonzero(keep)
+    for tr in (train, test):
+        tr.X = np.ascontiguousarray(tr.X[:, :, cut.min():cut.max() + 1])
+        tr.times = t[keep]
+        tr.provenance["window"] = {"seconds": window, "n_times": int(keep.sum()), "convention": "[start, stop)"}
+    return train, test
+
+
+def _concept_text(concept: str) -> str:
+    """``"00001_aardvark"`` -> ``"aardvark"``; underscores become spaces."""
+    return re.sub(r"^\d+_", "", str(concept)).replace("_", " ")
+
+
+def _image_paths(folder: Path, ids: np.ndarray, concepts: np.ndarray) -> np.ndarray:
+    """Relative path of the image of every stimulus id (a file name or stem), found under ``folder``."""
+    from ..latents._stimuli import IMAGE_SUFFIXES
+
+    if not folder.is_dir():
+        raise MissingFileError(format_error(
+            "data.images", "the folder of the THINGS images (e.g. image_set/training_images/<concept>/<file>.jpg)",
+            f"nothing at {folder}", "Point --set data.images=DIR at the images the recording showed"))
+    index: dict[str, list[str]] = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+            rel = p.relative_to(folder).as_posix()
+            index.setdefault(p.name, []).append(rel)
+            index.setdefault(p.stem, []).append(rel)
+    out, missing, ambiguous = [], [], []
+    for i, c in zip(ids.tolist(), concepts.tolist()):
+        found = index.get(str(i), [])
+        own = [r for r in found if Path(r).parent.name == str(c)]
+        pick = own or found
+        if len(set(pick)) == 1:
+            out.append(pick[0])
+        elif pick:
+            ambiguous.append((i, sorted(set(pick))[:2]))
+        else:
+            missing.append(i)
+    if missing or ambiguous:
+        got = (f"{len(missing)} stimuli without an image (e.g. {missing[:3]})" if missing else
+               f"several images for {ambiguous[0][0]!r}: {ambiguous[0][1]}")
+        raise MissingFileError(format_error("data.images", f"one image file per stimulus under {folder}", got,
+                                            "Point data.images at the image set the recording showed"))
+    return np.asarray(out)
+
+
+# ---------------------------------------------------------------------------------------- ATM
+def _atm_config(decoder: Mapping[str, Any], base: str, *, n_channels: int, n_times: int, sfreq: float,
+                proj_dim: int, ch_names: list[str], subjects: list[str]) -> Any:
+    from ..models.atm import ATMConfig
+
+    fields = {k: v for k, v in decoder.items() if k not in ("prior",)}
+    _check_field(fields, "n_channels", n_channels, "the data's channels")
+    _check_field(fields, "n_times", n_times, "samples in data.window")
+    _check_field(fields, "sfreq", sfreq, "the data's sampling rate")
+    _check_field(fields, "proj_dim", proj_dim, "the image space's width")
+    fields["ch_names"] = ch_names
+    fields["subjects"] = subjects if fields.get("subject_tokens") else []
+    return ATMConfig.from_dict({**_tiny_fields(ATMConfig), **fields} if base == "tiny" else fields)
+
+
+def train_atm(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, float], dict[str, Any]]:
+    """Load THINGS, embed the targets, train ATM (and its prior) per fold, score the test concepts.
+
+    Parameters
+    ----------
+    ctx : dict
+        The checked recipe and run settings built by
+        :func:`~neurodecode.train._recipes_meeg.train_meeg_from_recipe`.
+
+    Returns
+    -------
+    results : dict of str to TrainResult
+        Per model (``"sub-XX"``, ``"joint"``) and prior (``"sub-XX/prior"``).
+    metrics : dict of str to float
+        The test metrics (see the module docstring).
+    provenance : dict
+        What ``provenance.json`` records beyond the recipe.
+    """
+    from ..models.atm import ATM, ATMDiffusionPrior, ATMPriorConfig
+    from ._batches import ArrayBatches, IndexedRows, MultiSubjectBatches
+
+    root, out, data, latents, decoder = ctx["root"], ctx["out"], ctx["data"], ctx["latents"], ctx["decoder"]
+    dataset, verbose, base = ctx["dataset"], ctx["verbose"], ctx["base"]
+    mode = str(data.get("mode", "within"))
+    check_option(mode, "data.mode", ("within", "loso"))
+    subjects_in = data.get("subjects")
+    subjects_in = [subjects_in] if isinstance(subjects_in, (str, int)) else list(subjects_in or [])
+    if not subjects_in:
+        raise ValidationError(format_error("data.subjects", "at least one subject", subjects_in))
+    scaling = str(data.get("scaling", "none"))
+    check_option(scaling, "data.scaling", ("channel-zscore", "none"))
+
+    # 1. data
+    trials: dict[str, tuple[Any, Any]] = {}
+    for s in progress(subjects_in, desc="load", unit="subject", verbose=verbose):
+        tr, te = _load_things(root, dataset, data, s, verbose)
+        trials[tr.subject] = (tr, te)
+    subjects = list(trials)
+    n_ch = {s: tr.X.shape[1] for s, (tr, _) in trials.items()}
+    want_ch = data.get("n_channels")
+    bad = {s: c for s, c in n_ch.items() if want_ch is not None and c != int(want_ch)}
+    if bad:
+        raise ValidationError(format_error("data.n_channels", f"{want_ch} channels per subject", str(bad),
+                                           "Check the preprocessing variant, or set data.n_channels"))
+
+    def train_stats(subjects_: list[str]) -> tuple[np.ndarray, np.ndarray]:  # over their training trials
+        return _channel_stats([(trials[s][0].X, None, np.arange(len(trials[s][0]))) for s in subjects_])
+
+    # 2. targets, once per stimulus
+    img_tbl = _space_table(latents.get("image"), "image")
+    if not img_tbl:
+        raise ValidationError(format_error("latents.image", "an image space for ATM (e.g. 'clip-vit-h-14')", "none"))
+    txt_tbl = _space_table(latents.get("text"), "text")
+    template = str(latents.get("text_template", "This picture is {concept}"))
+    try:
+        template.format(concept="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValidationError(format_error("latents.text_template", "a text with one {concept} placeholder",
+                                           repr(template), f"Fix the template ({type(exc).__name__}: {exc})")) from None
+    all_ids, all_con = [], []
+    for tr, te in trials.values():
+        all_ids += [tr.stimulus_ids.astype(str), te.stimulus_ids.astype(str)]
+        all_con += [tr.metadata["concept"].astype(str), te.metadata["concept"].astype(str)]
+    ids_cat, first = np.unique(np.concatenate(all_ids), return_index=True)
+    con_cat = np.concatenate(all_con)[first]
+    folder = Path(str(data.get("images") or _IMAGE_DIRS[dataset])).expanduser()
+    folder = folder if folder.is_absolute() else root / folder  # relative to the data root
+    rel = _image_paths(folder, ids_cat, con_cat)
+    common = {"cache_root": ctx["cache_root"], "device": ctx["latent_device"], "dtype": ctx["dtype"],
+              "verbose": verbose}
+    image_feats = _embed(img_tbl, str(folder), rel, **common)  # row i: stimulus ids_cat[i]
+    text_feats: np.ndarray | None = None
+    concepts: Any = None
+    if txt_tbl:
+        concepts = np.unique(con_cat)
+        texts = [template.format(concept=_concept_text(c)) for c in concepts]
+        text_feats = _embed(txt_tbl, texts, concepts, **common)
+    targets_prov = {"image": {"space": img_tbl["space"], "shape": list(image_feats.shape[1:]), "folder": str(folder)},
+                    "text": {"space": txt_tbl.get("space"), "template": template,
+                             "shape": list(text_feats.shape[1:])} if text_feats is not None else None,
+                    "cache_root": str(ctx["cache_root"])}
+
+    def arrays(tr: Any) -> dict[str, Any]:
+        rows = np.searchsorted(ids_cat, tr.stimulus_ids.astype(str))
+        out_: dict[str, Any] = {"x": tr.X, "image_embeds": IndexedRows(image_feats, rows)}
+        if text_feats is not None:
+            out_["text_embeds"] = IndexedRows(text_feats, np.searchsorted(concepts, tr.metadata["concept"].astype(str)))
+        return out_
+
+    # 3-4. one model per fold
+    tokens = bool(decoder.get("subject_tokens", False))
+    if mode == "within" and tokens:
+        folds = [("", subjects, subjects)]
+    elif mode == "within":
+        folds = [(_fold_name(s), [s], [s]) for s in subjects]
+    else:
+        if len(subjects) < 2:
+            raise ValidationError(format_error("data.subjects", "at least two subjects for data.mode='loso'",
+                                               subjects, "Add subjects or use data.mode='within'"))
+        folds = [(_fold_name(s), [o for o in subjects if o != s], [s]) for s in subjects]
+    ch_names = {s: list(tr.ch_names or []) for s, (tr, _) in trials.items()}
+    if len({tuple(c) for c in ch_names.values()}) > 1 and (tokens or mode == "loso"):
+        raise ValidationError(format_error("data.subjects", "one channel set for a model shared by subjects",
+                                           "subjects with different channels", "Train within subject"))
+    prior_tbl = dict(decoder.get("prior") or {})
+    config, extra, batch = ctx["config"], ctx["extra"], ctx["config"].batch_size
+    results: dict[str, TrainResult] = {}
+    metrics: dict[str, float] = {}
+    models: dict[str, str] = {}
+    for name, fit_subjects, test_subjects in folds:
+        fdir = out / name if name else out
+        tr0, _ = trials[fit_subjects[0]]
+        cfg = _atm_config(decoder, base, n_channels=tr0.X.shape[1], n_times=tr0.X.shape[2], sfreq=float(tr0.sfreq),
+                          proj_dim=int(image_feats.shape[1]), ch_names=ch_names[fit_subjects[0]],
+                          subjects=fit_subjects if tokens else [])
+        model = ATM(cfg)
+        if scaling == "channel-zscore":  # the model scales its raw inputs, from the first step on
+            _set_input_scaling(model, train_stats(fit_subjects),
+                               {s: train_stats([s]) for s in fit_subjects} if tokens else {})
+        if len(fit_subjects) > 1:  # one subject per batch, each with its id (its token with subject_tokens)
+            train_src: Any = MultiSubjectBatches({s: arrays(trials[s][0]) for s in fit_subjects}, batch)
+        else:
+            train_src = ArrayBatches(arrays(trials[fit_subjects[0]][0]), batch)
+        val = None
+        if extra.get("validate"):  # the test trials; a subject's token only if the model knows the subject
+            v_parts = [arrays(trials[s][1]) for s in test_subjects]
+            v_arr = v_parts[0] if len(v_parts) == 1 else _concat_arrays(v_parts)
+            if tokens and mode == "within":
+                v_arr["subject"] = np.concatenate([model.subject_index(s, len(trials[s][1])) for s in test_subjects])
+            val = _val_source(v_arr, batch)
+        logger.info("ATM %s: training on %s", name or "joint", ", ".join(fit_subjects))
+        result = _fit(model, config, train_src, val, fdir, ctx["resume"])
+        results[name or "joint"] = result
+        models[name or "joint"] = str(fdir)
+
+        prior = None
+        if prior_tbl:
+            pcfg_fields = {k: v for k, v in prior_tbl.items() if k not in ("epochs", "lr", "batch_size")}
+            _check_field(pcfg_fields, "embed_dim", int(image_feats.shape[1]), "the image space's width")
+            _check_field(pcfg_fields, "cond_dim", int(cfg.proj_dim), "ATM's proj_dim")
+            prior = ATMDiffusionPrior(ATMPriorConfig.from_dict(pcfg_fields))
+            tbl = {**ctx["train_tbl"], **{k: prior_tbl[k] for k in ("epochs", "lr", "batch_size") if k in prior_tbl}}
+            emb_parts = []
+            for s in fit_subjects:
+                a = arrays(trials[s][0])
+                emb_parts.append({"eeg_embeds": model.encode(trials[s][0].X, s if tokens else None),
+                                  "image_embeds": a["image_embeds"]})
+            p_arr = emb_parts[0] if len(emb_parts) == 1 else _concat_arrays(emb_parts)
+            pconf = TrainConfig.from_dict(tbl)
+            p_res = _fit(prior, pconf, ArrayBatches(p_arr, pconf.batch_size), None, fdir / "prior", ctx["resume"])
+            results[(name or "joint") + "/prior"] = p_res
+
+        # 5. zero-shot identification among the test images
+        for s in test_subjects:
+            te = trials[s][1]
+            test_ids, labels = np.unique(te.stimulus_ids.astype(str), return_inverse=True)
+            if len(test_ids) < 2:
+                continue
+            cand = image_feats[np.searchsorted(ids_cat, test_ids)]
+            emb = model.encode(te.X, s if tokens and mode == "within" else None)
+            n = len(test_ids)
+            scores = topk_identification(emb, cand, labels, (1, 5))
+            key = f"test/{s}" if mode == "within" else f"test/{s}/loso"
+            metrics.update({f"{key}/top1": scores[1], f"{key}/chance": 1.0 / n, f"{key}/n_way": float(n)})
+            if n > 5:
+                metrics[f"{key}/top5"] = scores[5]
+            if prior is not None:
+                sampled = prior.sample(emb, seed=int(config.seed))
+                metrics[f"{key}/prior_top1"] = topk_identification(sampled, cand, labels, (1,))[1]
+    prov = {"mode": mode, "subject_tokens": tokens, "models": models,
+            "data": {s: {"train": tr.provenance, "test": te.provenance} for s, (tr, te) in trials.items()},
+            "n_train": {s: len(tr) for s, (tr, _) in trials.items()},
+            "n_test": {s: len(te) for s, (_, te) in trials.items()},
+            "scaling": {"method": scaling, "statistics": "per channel, from the training trials of the subjects a "
+                        "model is fitted on: pooled (no or an unknown subject), and per subject with subject tokens",
+                        "applied": "inside each model (input_mean / input_std, saved with it): it takes raw data"},
+            "targets": targets_prov, "prior": bool(prior_tbl)}
+    return results, metrics, prov
+
+
+def _concat_arrays(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate per-subject batch arrays (IndexedRows over one shared table keep sharing it)."""
+    from ._batches import IndexedRows
+
+    out: dict[str, Any] = {}
+    for key in parts[0]:
+        vals = [p[key] for p in parts]
+        if isinstance(vals[0], IndexedRows):
+            out[key] = IndexedRows(vals[0].table, np.concatenate([v.index.numpy() for v in vals]))
+        else:
+            out[key] = np.concatenate(vals)
+    return out

@@ -222,11 +222,16 @@ def _set_diff(expected: Sequence[str], got: Sequence[str]) -> str:
            f"extra {extra[:10]}{'...' if len(extra) > 10 else ''} ({len(extra)})"
 
 
+def _mne_verbose(verbose: Any) -> str:
+    """MNE's log level: quiet unless debugging (MNE logs to stdout, which ``--json`` keeps for its document)."""
+    return "debug" if str(verbose).lower() == "debug" else "error"
+
+
 def _open_run(path: Path, *, raw_sfreq: float, picks: Any, preload: bool, verbose: Any) -> dict[str, Any]:
     """Read one run's header (or data), check its rate, parse its events and choose its channels."""
     from ..io.meeg import read_raw
 
-    raw = read_raw(path, preload=preload, verbose="error" if verbose is None else verbose)
+    raw = read_raw(path, preload=preload, verbose=_mne_verbose(verbose))
     sf = float(raw.info["sfreq"])
     if not np.isclose(sf, raw_sfreq, rtol=1e-6):
         raise MetadataMismatchError(format_error(
@@ -357,14 +362,14 @@ def load_things_meg(
                 "Mark the extra channels bad, or pass the channel set your model was trained on"))
         raw.pick(names)
         if l_freq is not None or h_freq is not None:
-            raw.filter(l_freq, h_freq, verbose="error" if verbose is None else verbose)
+            raw.filter(l_freq, h_freq, verbose=_mne_verbose(verbose))
         keep = np.isin(ev["trial_type"], [ev_spec["train_type"], ev_spec["test_type"]])
         n_catch += int((ev["trial_type"] == ev_spec["catch_type"]).sum())
         n_other += int((~keep).sum() - (ev["trial_type"] == ev_spec["catch_type"]).sum())
         samples = ev["sample"][keep]
         if sfreq is not None and not np.isclose(sfreq, raw.info["sfreq"]):
             samples = samples * float(sfreq) / raw.info["sfreq"]
-            raw.resample(float(sfreq), method="polyphase", verbose="error" if verbose is None else verbose)
+            raw.resample(float(sfreq), method="polyphase", verbose=_mne_verbose(verbose))
         out_sf = float(raw.info["sfreq"])
         samples = np.round(samples).astype(np.int64) if np.isfinite(samples).all() else samples
         i0, i1 = int(round(tmin * out_sf)), int(round(tmax * out_sf))
@@ -376,7 +381,7 @@ def load_things_meg(
         try:
             epochs = mne.Epochs(raw, events, tmin=tmin, tmax=tmax, baseline=baseline, picks=names, preload=True,
                                 reject_by_annotation=True, event_repeated="error", proj=False,
-                                verbose="error" if verbose is None else verbose)
+                                verbose=_mne_verbose(verbose))
         except ValueError as exc:
             raise ValidationError(format_error("tmin/tmax/baseline", "a valid epoching of the run",
                                                f"{type(exc).__name__}: {exc} ({path})")) from exc

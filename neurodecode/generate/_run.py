@@ -1,5 +1,9 @@
 """``reconstruct``: brain data + trained decoder + recipe -> a BIDS-style derivative of images and captions.
 
+NSD recipes are reconstructed here; the M/EEG recipes (``[data] dataset`` "things-eeg2" or
+"things-meg": ATM images; "zuco": GLIM sentences) by :mod:`neurodecode.generate._run_meeg`, which
+:func:`reconstruct` dispatches to and which writes the same layout with the helpers below.
+
 Layout written under ``out_dir``::
 
     dataset_description.json                      (BIDS derivative description)
@@ -56,14 +60,44 @@ def _label(value: Any) -> str:
 
 
 def _sub_label(subject: str) -> str:
-    m = re.search(r"(\d+)$", str(subject))
-    return f"{int(m.group(1)):02d}" if m else _label(subject.split("/")[-1])
+    """BIDS ``sub-`` label of a namespaced id: ``nsd/subj01`` -> ``01``, ``things-meg/sub-BIGMEG1`` -> ``BIGMEG1``."""
+    name = str(subject).split("/")[-1]
+    name = re.sub(r"^(sub-|subj)", "", name)
+    return f"{int(name):02d}" if name.isdigit() else _label(name)
 
 
 def _stim_label(stim: Any) -> str:
     if isinstance(stim, (int, np.integer)) or (isinstance(stim, str) and stim.isdigit()):
         return f"{int(stim):05d}"
     return _label(stim)
+
+
+def describe_derivative(out: Path, recipe_name: str, data_root: Any) -> None:
+    """Write the derivative's ``dataset_description.json`` (BIDS) unless it exists."""
+    from .._core.versions import package_versions
+
+    if (out / "dataset_description.json").is_file():
+        return
+    write_json(out / "dataset_description.json", {
+        "Name": f"neurodecode reconstructions ({recipe_name})", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "neurodecode", "Version": package_versions(("neurodecode",))["neurodecode"],
+                         "Description": "neurodecode reconstruct"}],
+        "SourceDatasets": [{"URL": Path(data_root).resolve().as_uri()}],
+    })
+
+
+def append_provenance(out: Path, rank: int, world: int, run: dict[str, Any]) -> None:
+    """Add one run to ``provenance.json`` (``provenance_rank-<r>.json`` under a launcher)."""
+    import json
+
+    path = out / ("provenance.json" if world == 1 else f"provenance_rank-{rank}.json")
+    history: list[Any] = []
+    if path.is_file():
+        try:
+            history = list(json.loads(path.read_text()).get("runs", []))
+        except (ValueError, AttributeError):
+            logger.warning("could not read %s; starting a new run history", path)
+    write_json(path, {"runs": [*history, run]})
 
 
 def output_paths(out_dir: str | os.PathLike[str], subject: str, stimulus_id: Any, recipe: str) -> dict[str, Path]:
@@ -101,9 +135,9 @@ def _decoder_subjects(decoder: Any) -> list[str]:
 def _load_trials(recipe: Mapping[str, Any], data_root: Any, subject: Any, verbose: Any) -> Any:
     data = dict(recipe.get("data", {}))
     dataset = str(data.pop("dataset", "nsd")).lower()
-    if dataset != "nsd":
-        raise ValidationError(format_error("data.dataset", "'nsd' (image reconstruction)", repr(dataset),
-                                           "reconstruct reads NSD test trials; use the dataset's own verb for others"))
+    if dataset != "nsd":  # the M/EEG datasets never reach here (see reconstruct)
+        raise ValidationError(format_error("data.dataset", "one of 'nsd', 'things-eeg2', 'things-meg', 'zuco'",
+                                           repr(dataset), "Name the dataset the recipe's decoder was trained on"))
     from ..data import load_nsd
 
     accepted = set(inspect.signature(load_nsd).parameters) - {"root", "subject", "verbose"}
@@ -130,6 +164,12 @@ def reconstruct(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], su
                 dtype: Any = None, batch_size: int | None = None, steps: int | None = None, seed: int | None = None,
                 generator_weights: str | None = None, limit: int | None = None, verbose: Any = None) -> dict[str, Any]:
     """Reconstruct a subject's test stimuli and write the derivative.
+
+    A recipe whose ``[data] dataset`` is "things-eeg2", "things-meg" or "zuco" goes to
+    :func:`~neurodecode.generate._run_meeg.reconstruct_meeg` (ATM images, GLIM sentences; its
+    docstring says what it reads), with the same arguments; there ``subject`` may be ``None``
+    (every subject of the run) or a list, and ``checkpoint`` is the run folder of
+    ``neurodecode train``. The rest of this docstring is the NSD path.
 
     Parameters
     ----------
@@ -164,6 +204,14 @@ def reconstruct(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], su
     summary : dict
         ``n_items``, ``n_done``, ``n_skipped``, ``rank``, ``world_size``, ``out_dir``, ``timings``.
     """
+    from ._run_meeg import MEEG_DATASETS
+
+    if str(dict(recipe.get("data", {})).get("dataset", "nsd")).lower() in MEEG_DATASETS:
+        from ._run_meeg import reconstruct_meeg
+
+        return reconstruct_meeg(recipe, data_root, subject, checkpoint, out_dir, device=device, dtype=dtype,
+                                batch_size=batch_size, steps=steps, seed=seed, generator_weights=generator_weights,
+                                limit=limit, verbose=verbose)
     from .._core.versions import package_versions
     from ..models import load_decoder
     from . import get_generator
@@ -261,15 +309,8 @@ def reconstruct(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], su
     timings["total_s"] = time.perf_counter() - t_start
     summary["timings"] = timings
 
-    # derivative metadata
-    if rank == 0 and not (out / "dataset_description.json").is_file():
-        write_json(out / "dataset_description.json", {
-            "Name": f"neurodecode reconstructions ({recipe_name})", "BIDSVersion": "1.9.0",
-            "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "neurodecode", "Version": package_versions(("neurodecode",))["neurodecode"],
-                             "Description": "neurodecode reconstruct"}],
-            "SourceDatasets": [{"URL": Path(data_root).resolve().as_uri()}],
-        })
+    if rank == 0:
+        describe_derivative(out, recipe_name, data_root)
     ckpt = Path(checkpoint)
     weights_file = ckpt / "model.safetensors"
     run = {
@@ -284,14 +325,5 @@ def reconstruct(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], su
         "steps": n_steps, "batch_size": bs, "versions": package_versions(),
         "device": str(getattr(generator, "device_", device)), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    prov_path = out / ("provenance.json" if world == 1 else f"provenance_rank-{rank}.json")
-    history: list[Any] = []
-    if prov_path.is_file():
-        import json
-
-        try:
-            history = list(json.loads(prov_path.read_text()).get("runs", []))
-        except (ValueError, AttributeError):
-            logger.warning("could not read %s; starting a new run history", prov_path)
-    write_json(prov_path, {"runs": [*history, run]})
+    append_provenance(out, rank, world, run)
     return summary

@@ -16,7 +16,8 @@ from ._identification import correlation_distance, two_way_identification
 from ._image import RESIZE_CONVENTIONS, as_float_images, pixcorr, resize_images, ssim
 from ._stats import CHANCE, HIGHER_IS_BETTER, as_rng, bootstrap_ci
 
-__all__ = ["evaluate_reconstructions", "summarize", "METRICS_VERSION", "IMAGE_METRICS", "DEFAULT_METRICS"]
+__all__ = ["evaluate_reconstructions", "summarize", "METRICS_VERSION", "IMAGE_METRICS", "DEFAULT_METRICS",
+           "TEXT_DEFAULT_METRICS"]
 
 #: Version of the evaluation protocol (specs/metrics.md); bump when a number would change.
 METRICS_VERSION = "1.0"
@@ -24,6 +25,10 @@ METRICS_VERSION = "1.0"
 IMAGE_METRICS = ("pixcorr", "ssim", "alex2", "alex5", "incep", "clip", "effnet", "swav")
 DEFAULT_METRICS = IMAGE_METRICS
 DISTANCE_METRICS = ("effnet", "swav")
+
+#: The EEG -> text protocol (specs/metrics.md): BLEU-1..4, ROUGE-1 (P/R/F) and WER, for
+#: :func:`~neurodecode.metrics.evaluate_text` on decoded sentences (``neurodecode evaluate``'s default).
+TEXT_DEFAULT_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1_p", "rouge1_r", "rouge1_f", "wer")
 
 #: MindEye2 blending of the refined and the blurry low-level reconstruction before scoring.
 BLEND_WEIGHTS = (0.75, 0.25)

@@ -1,8 +1,10 @@
-"""A self-contained HTML report: pictures first, then numbers with CIs and controls, then provenance.
+"""A self-contained HTML report: pictures (or sentences) first, then numbers with CIs and controls, then provenance.
 
 Every image is embedded as a base64 PNG, so the file can be mailed or attached to a
 lab notebook on its own. Published numbers sit beside ours in bar charts; a run that
-used random feature-network weights says so in a banner at the top.
+used random feature-network weights says so in a banner at the top. A text evaluation
+(:func:`~neurodecode.metrics.evaluate_text`) shows the first decoded sentences beside their
+references instead of pictures.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ PUBLISHED_EEG: dict[str, dict[str, float]] = {
 }
 
 _LABELS = {"pixcorr": "PixCorr", "ssim": "SSIM", "alex2": "Alex(2)", "alex5": "Alex(5)", "incep": "Incep",
-           "clip": "CLIP", "effnet": "EffNet-B (dist.)", "swav": "SwAV (dist.)"}
+           "clip": "CLIP", "effnet": "EffNet-B (dist.)", "swav": "SwAV (dist.)",
+           "bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "rouge1_p": "ROUGE-1 P",
+           "rouge1_r": "ROUGE-1 R", "rouge1_f": "ROUGE-1 F", "rougeL_f": "ROUGE-L F", "wer": "WER (lower is better)",
+           "meteor": "METEOR", "sentence_sim": "Sentence similarity", "clip_text_sim": "CLIP-text similarity"}
 _THUMB = 112
 
 _CSS = """
@@ -127,6 +132,19 @@ def _table(result: dict[str, Any], weights: dict[str, Any]) -> str:
     return head + "".join(rows) + "</tbody></table>"
 
 
+def _text_table(hyps: list[str], refs: list[Any], ids: list[str], per_item: Any, key: str | None, n: int) -> str:
+    """The first ``n`` decoded sentences beside their reference(s) (and their score under ``key``)."""
+    score_head = f"<th>{html.escape(_LABELS.get(key, key))}</th>" if key else ""
+    rows = []
+    for i in range(min(n, len(hyps))):
+        ref = refs[i] if isinstance(refs[i], str) else " | ".join(refs[i])
+        score = f"<td>{_fmt(per_item[i])}</td>" if key else ""
+        rows.append(f"<tr><td>{html.escape(ids[i])}</td><td>{html.escape(hyps[i]) or '<i>(empty)</i>'}</td>"
+                    f"<td>{html.escape(ref)}</td>{score}</tr>")
+    return ("<table><thead><tr><th>item</th><th>decoded</th><th>reference</th>" + score_head + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
 def _bar_chart(result: dict[str, Any], published: dict[str, dict[str, float]]) -> str | None:
     metrics = [m for m, e in _metric_rows(result) if e.get("value") is not None
                and any(m in p for p in published.values())]
@@ -170,6 +188,7 @@ def render_report(
     rank_metric: str | None = None,
     n_grid: int = 10,
     n_examples: int = 5,
+    texts: tuple[list[str], list[Any]] | None = None,
 ) -> str:
     """Build the HTML report as a string.
 
@@ -193,6 +212,9 @@ def render_report(
         Items in the ground truth vs reconstruction grid.
     n_examples : int
         Items among the best and among the worst.
+    texts : (hypotheses, references) or None
+        Decoded sentences (list of str, length n_items) and their references (str or list of
+        str each), shown as a table of the first ``n_grid`` items (text evaluations).
 
     Returns
     -------
@@ -230,6 +252,14 @@ def render_report(
                 labels = [f"{ids[i]}: {scores[i]:.2f}" for i in sel]
                 parts.append(f"<h2>{label} {k} by {html.escape(_LABELS.get(key, key))}</h2><figure>"
                              f"<img alt='{label.lower()}' src='{_pairs_grid(t, r, sel, labels)}'></figure>")
+    if texts is not None:
+        hyps, refs = texts
+        ids = item_ids or [str(i) for i in range(len(hyps))]
+        per_item = {m: e["per_item"] for m, e in rows if e.get("per_item") is not None}
+        key = rank_metric or next((m for m in ("bleu1", "rouge1_f", "wer") if m in per_item), None)
+        parts.append(f"<h2>Decoded sentences</h2>"
+                     f"{_text_table(list(hyps), list(refs), ids, per_item.get(key) if key else None, key, n_grid)}"
+                     f"<p>First {min(n_grid, len(hyps))} of {len(hyps)} items.</p>")
     parts.append("<h2>Scores</h2>" + _table(result, weights))
     control = (result.get("protocol") or {}).get("control") or (
         "the shuffled control scores the same outputs against other items' ground truth")

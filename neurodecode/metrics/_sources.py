@@ -1,10 +1,18 @@
 """Find reconstructions on disk and pair them with their ground truth.
 
-Reconstructions: a folder of images (``.png``, ``.jpg``...), or a reconstruct
+Images. Reconstructions: a folder of images (``.png``, ``.jpg``...), or a reconstruct
 derivative (``OUT/sub-XX/recon/sub-XX_stim-<id>_desc-<recipe>_recon.png``, ``<id>``
-the 0-based NSD stimulus id). Ground truth: the NSD stimuli HDF5 (dataset
-``imgBrick``, indexed by stimulus id), or a folder of images paired by file stem (or
-by ``stim-<id>`` when the names carry one).
+the 0-based NSD stimulus id, or the letters and digits of a THINGS image stem). Ground
+truth: the NSD stimuli HDF5 (dataset ``imgBrick``, indexed by stimulus id), or a folder of
+images paired by file stem (or by ``stim-<id>`` when the names carry one); a stem that
+matches no reconstruction exactly is paired by its BIDS label (letters and digits only), so
+the THINGS test images (``aardvark_01b.jpg``) pair with ATM's ``stim-aardvark01b``.
+
+Sentences. Reconstructions: the ``*_recon.txt`` files of a reconstruct derivative (GLIM), one
+sentence each. Ground truth: a ``references.tsv`` (header, tab-separated; columns ``stim`` and
+``reference``, optionally ``sub``; several rows of one item are several references, e.g.
+paraphrases), by default the derivative's own, or a JSON object ``{stim_id: sentence or
+[sentences]}`` (keys ``<id>``, ``stim-<id>`` or ``sub-XX/stim-<id>``).
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ import numpy as np
 from .._core.errors import MissingFileError, ValidationError
 from .._core.validation import check_path, format_error
 
-__all__ = ["IMAGE_SUFFIXES", "find_images", "load_pairs", "item_key"]
+__all__ = ["IMAGE_SUFFIXES", "find_images", "load_pairs", "item_key", "find_texts", "load_text_pairs", "output_kind",
+           "read_text_truth"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _STIM = re.compile(r"(?:^|_)stim-([A-Za-z0-9]+)")
@@ -35,6 +44,12 @@ def item_key(path: Path) -> str:
     m = _STIM.search(path.stem)
     key = m.group(1) if m else path.stem
     return str(int(key)) if key.isdigit() else key
+
+
+def _bids_label(key: str) -> str:
+    """Letters and digits only (a BIDS label), integers normalised like :func:`item_key`."""
+    label = re.sub(r"[^A-Za-z0-9]", "", key)
+    return str(int(label)) if label.isdigit() else label
 
 
 def find_images(folder: str | os.PathLike[str], param: str = "recons") -> list[Path]:
@@ -101,8 +116,13 @@ def load_pairs(
     elif tpath.is_dir():
         tfiles = find_images(tpath, "truth")
         by_key: dict[str, Path] = {}
+        by_label: dict[str, list[Path]] = {}
         for p in tfiles:
             by_key.setdefault(item_key(p), p)
+            by_label.setdefault(_bids_label(item_key(p)), []).append(p)
+        for k in keys:  # a THINGS stem (aardvark_01b) pairs with its BIDS label (stim-aardvark01b)
+            if k not in by_key and len(by_label.get(_bids_label(k), [])) == 1:
+                by_key[k] = by_label[_bids_label(k)][0]
         missing = [k for k in keys if k not in by_key]
         if missing:
             raise MissingFileError(
@@ -141,4 +161,136 @@ def _truth_from_hdf5(path: Path, keys: list[str]) -> list[np.ndarray]:
 def describe_source(path: Any) -> str:
     """One-line description of a truth source for the provenance."""
     p = Path(path)
-    return f"hdf5:{p.resolve()}" if p.is_file() else f"folder:{p.resolve()}"
+    if p.is_file():
+        return f"{'hdf5' if p.suffix.lower() in _HDF5_SUFFIXES else 'file'}:{p.resolve()}"
+    return f"folder:{p.resolve()}"
+
+
+# ---------------------------------------------------------------------------------------- sentences
+def find_texts(folder: str | os.PathLike[str], param: str = "recons") -> list[Path]:
+    """The ``*_recon.txt`` files of a reconstruct derivative (``sub-*/recon/``, else anywhere below), sorted."""
+    root = check_path(folder, param, kind="dir")
+    files = sorted(root.glob("sub-*/recon/*_recon.txt")) or sorted(root.rglob("*_recon.txt"))
+    if not files:
+        raise MissingFileError(format_error(
+            param, "a reconstruct output folder with sentences (sub-XX/recon/*_recon.txt)", f"none in {root}",
+            "Point --recons to the --out folder of `neurodecode reconstruct` on a GLIM recipe"))
+    return files
+
+
+def output_kind(folder: str | os.PathLike[str]) -> str:
+    """``"text"`` when ``folder`` holds ``*_recon.txt`` sentences (or a references.tsv) and no images, else ``"image"``."""
+    root = Path(folder)
+    if not root.is_dir():
+        return "image"
+    images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.glob("sub-*/recon/*_recon.*"))
+    texts = any(root.glob("sub-*/recon/*_recon.txt")) or (root / "references.tsv").is_file()
+    return "text" if texts and not images else "image"
+
+
+def _text_key(stim: str, sub: str | None) -> tuple[str | None, str]:
+    stim = str(stim).strip()
+    stim = stim[len("stim-"):] if stim.startswith("stim-") else stim
+    stim = str(int(stim)) if stim.isdigit() else stim
+    sub = None if sub in (None, "") else str(sub).strip()
+    return (sub[len("sub-"):] if sub and sub.startswith("sub-") else sub), stim
+
+
+def read_text_truth(path: str | os.PathLike[str]) -> dict[tuple[str | None, str], list[str]]:
+    """References by ``(sub label or None, stim id)`` from a references.tsv or a JSON file.
+
+    Parameters
+    ----------
+    path : path-like
+        ``references.tsv`` (header with ``stim`` and ``reference``, optionally ``sub``; several
+        rows of one item are several references) or ``.json`` ``{stim_id: sentence or [sentences]}``
+        (keys ``<id>``, ``stim-<id>`` or ``sub-XX/stim-<id>``).
+
+    Returns
+    -------
+    truth : dict of (str or None, str) to list of str
+    """
+    import json
+
+    p = Path(path).expanduser()
+    if p.is_dir() and (p / "references.tsv").is_file():  # a reconstruct output folder
+        p = p / "references.tsv"
+    if not p.is_file():
+        raise MissingFileError(format_error(
+            "truth", "a references.tsv or a JSON file {stim_id: sentence} for the sentences",
+            f"{'no references.tsv in' if p.is_dir() else 'nothing at'} {p}",
+            "Pass --truth, or the --out folder of `neurodecode reconstruct` (it writes references.tsv)"))
+    out: dict[tuple[str | None, str], list[str]] = {}
+    if p.suffix.lower() == ".json":
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValidationError(format_error("truth", "valid JSON", f"{p}: {exc}")) from None
+        if not isinstance(doc, dict):
+            raise ValidationError(format_error("truth", "a JSON object {stim_id: sentence or [sentences]}",
+                                               f"a JSON {type(doc).__name__} in {p}"))
+        for key, value in doc.items():
+            sub, _, stim = str(key).rpartition("/")
+            refs = [value] if isinstance(value, str) else list(value) if isinstance(value, list) else None
+            if not refs or not all(isinstance(r, str) for r in refs):
+                raise ValidationError(format_error("truth", "a sentence or a list of sentences per stimulus",
+                                                   f"{value!r} for {key!r} in {p}"))
+            out.setdefault(_text_key(stim, sub or None), []).extend(refs)
+        return out
+    lines = p.read_text(encoding="utf-8").splitlines()
+    head = lines[0].split("\t") if lines else []
+    if "stim" not in head or "reference" not in head:
+        raise ValidationError(format_error("truth", "a tab-separated file with a header naming 'stim' and "
+                                           "'reference' (and optionally 'sub')", f"columns {head} in {p}",
+                                           "Use the references.tsv `neurodecode reconstruct` writes, or a JSON file"))
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        row = dict(zip(head, line.split("\t")))
+        if not row.get("stim") or "reference" not in row:
+            raise ValidationError(format_error("truth", f"a stim and a reference on every row of {p}",
+                                               f"line {n}: {line[:80]!r}"))
+        out.setdefault(_text_key(row["stim"], row.get("sub")), []).append(row["reference"])
+    return out
+
+
+def load_text_pairs(recons: str | os.PathLike[str], truth: str | os.PathLike[str] | None = None
+                    ) -> tuple[list[str], list[list[str]], list[str]]:
+    """Load decoded sentences and their references, paired by subject and stimulus.
+
+    Parameters
+    ----------
+    recons : path-like
+        A reconstruct output folder with ``sub-XX/recon/*_recon.txt`` files.
+    truth : path-like or None
+        ``references.tsv`` or JSON (see :func:`read_text_truth`); ``None``: ``recons/references.tsv``.
+        A reference keyed by stimulus only serves every subject.
+
+    Returns
+    -------
+    hypotheses : list of str
+    references : list of list of str
+        The references of each hypothesis (one, or several paraphrases).
+    ids : list of str
+        ``sub-XX/stim-<id>`` of each item.
+    """
+    files = find_texts(recons, "recons")
+    table = read_text_truth(Path(recons) / "references.tsv" if truth is None else truth)
+    hyps, refs, ids, missing = [], [], [], []
+    for f in files:
+        m_sub, m_stim = _SUB.search(f.stem), _STIM.search(f.stem)
+        sub, stim = _text_key(m_stim.group(1) if m_stim else f.stem, m_sub.group(1) if m_sub else None)
+        found = table.get((sub, stim)) or table.get((None, stim))
+        name = f"sub-{sub}/stim-{stim}" if sub else stim
+        if not found:
+            missing.append(name)
+            continue
+        hyps.append(f.read_text(encoding="utf-8").strip())
+        refs.append(found)
+        ids.append(name)
+    if missing:
+        raise MissingFileError(format_error(
+            "truth", "a reference sentence for every decoded sentence", f"{len(missing)} missing (first: "
+            f"{', '.join(missing[:5])})", "Pass the references.tsv written with these outputs, or a JSON "
+            "{stim_id: sentence} covering them"))
+    return hyps, refs, ids

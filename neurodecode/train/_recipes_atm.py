@@ -31,7 +31,6 @@ with random distractors come from :func:`neurodecode.metrics.kway_topk` on the e
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .._core.errors import MissingFileError, UnsafeCheckpointError, ValidationError
+from .._core.errors import MissingFileError, ValidationError
 from .._core.logging import logger, progress
 from .._core.validation import check_option, format_error
 from ._config import TrainConfig
@@ -78,60 +77,15 @@ def _embed(table: Mapping[str, Any], stimuli: Any, ids: np.ndarray, *, cache_roo
 
 # ---------------------------------------------------------------------------------------- THINGS data
 def _load_things(root: Path, dataset: str, data: Mapping[str, Any], subject: Any, verbose: Any) -> Any:
-    """One subject's THINGS trials cropped to ``data.window``: (train single trials, test)."""
-    from ..data import load_things_eeg2, load_things_meg
+    """One subject's THINGS trials cropped to ``data.window``: (train single trials, test).
 
-    window = [float(v) for v in data.get("window", [0.0, 1.0])]
-    if len(window) != 2 or not window[0] < window[1]:
-        raise ValidationError(format_error("data.window", "[start, stop] in seconds with start < stop",
-                                           data.get("window"), "Write e.g. data.window = [0.0, 1.0]"))
-    average = bool(data.get("average_test_repetitions", True))
-    split = str(data.get("split", "official"))
-    check_option(split, "data.split", ("official",))
-    if dataset == "things-meg":
-        sfreq = float(data.get("sfreq", 200.0))
-        trials = load_things_meg(root, subject, sessions=data.get("sessions") or None, tmin=window[0],
-                                 tmax=window[1] - 1.0 / sfreq, sfreq=sfreq, average_test_repeats=average,
-                                 exclude_test_concepts=True, raw_sfreq=data.get("raw_sfreq") or None,
-                                 l_freq=data.get("l_freq") or None, h_freq=data.get("h_freq") or None,
-                                 verbose=verbose)
-        return trials.train, trials.test
-    variant = str(data.get("variant", "atm"))
-    allow = bool(data.get("allow_pickle", False))
-    try:
-        train: Any = load_things_eeg2(root, subject, variant=variant, split="train", allow_pickle=allow, verbose=verbose)
-        test: Any = load_things_eeg2(root, subject, variant=variant, split="test", average_repeats=average,
-                                allow_pickle=allow, verbose=verbose)
-    except UnsafeCheckpointError as exc:
-        raise UnsafeCheckpointError(format_error(
-            "data.allow_pickle", "pickle-free .npz twins of the THINGS-EEG2 files, or allow_pickle = true",
-            f"false, and only pickled files for {subject} ({exc})",
-            "The published preprocessed_eeg_*.npy files are pickles, and unpickling runs code: for a copy you "
-            "trust pass --set data.allow_pickle=true, or convert it once with "
-            "neurodecode.data.convert_things_eeg2(root, subject, allow_pickle=True)")) from None
-    if str(train.provenance.get("image_ids", "")).startswith("positional"):
-        raise UnsafeCheckpointError(format_error(
-            "data.allow_pickle", "image ids from image_set/image_metadata.npz (or a trusted .npy)",
-            "no readable image metadata (image_metadata.npy is a pickle and allow_pickle is false)",
-            "Pass --set data.allow_pickle=true for a trusted copy, or convert it with convert_things_eeg2"))
-    want = float(data.get("sfreq", train.sfreq))
-    if not math.isclose(want, float(train.sfreq)):
-        raise ValidationError(format_error("data.sfreq", f"the {variant!r} files' rate ({train.sfreq:g} Hz)",
-                                           f"{want:g} Hz", "THINGS-EEG2 is not resampled here: pick the matching "
-                                           "data.variant ('atm' 250 Hz, 'official' 100 Hz) or data.sfreq"))
-    t = np.asarray(train.times, dtype=np.float64)
-    step = 1.0 / float(train.sfreq)
-    keep = (t >= window[0] - step / 2) & (t < window[1] - step / 2)
-    if t[0] > window[0] + step / 2 or t[-1] + step < window[1] - step / 2:
-        raise ValidationError(format_error(
-            "data.window", f"a window inside the epochs of the files ({t[0]:g} to {t[-1] + step:g} s)",
-            window, "Set data.window within the epoch (the ATM 250 Hz release holds -0.2 to 0.8 s)"))
-    cut = np.flatnonzero(keep)
-    for tr in (train, test):
-        tr.X = np.ascontiguousarray(tr.X[:, :, cut.min():cut.max() + 1])
-        tr.times = t[keep]
-        tr.provenance["window"] = {"seconds": window, "n_times": int(keep.sum()), "convention": "[start, stop)"}
-    return train, test
+    The loading lives in :func:`neurodecode.data._recipe_trials.load_things_for_recipe`, shared with
+    ``neurodecode reconstruct``.
+    """
+    from ..data._recipe_trials import load_things_for_recipe
+
+    parts = load_things_for_recipe(root, dataset, data, subject, verbose=verbose)
+    return parts["train"], parts["test"]
 
 
 def _concept_text(concept: str) -> str:

@@ -25,7 +25,6 @@ the text metrics live in :mod:`neurodecode.metrics`, a layer ``train`` does not 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,8 @@ import numpy as np
 
 from .._core.errors import DataIntegrityError, MissingFileError, ValidationError
 from .._core.files import write_json
-from .._core.logging import logger, progress
-from .._core.validation import check_option, format_error
+from .._core.logging import logger
+from .._core.validation import format_error
 from ._recipes_meeg import (
     _channel_stats,
     _check_field,
@@ -49,28 +48,6 @@ from ._recipes_meeg import (
 from ._trainer import TrainResult
 
 __all__ = ["train_glim"]
-
-_ZUCO_VERSIONS = {"zuco1": 1, "zuco2": 2}
-
-
-def _zuco_subjects(data: Mapping[str, Any], versions: list[int]) -> dict[str, int]:
-    """Subject code -> ZuCo version, for ``data.subjects`` ("all" or a list)."""
-    from .._core.specs import load_spec
-
-    spec = load_spec("zuco")["versions"]
-    owner = {code: v for v in versions for code in spec[str(v)]["subjects"]}
-    given = data.get("subjects", "all")
-    if given in ("all", None):
-        return owner
-    given = [given] if isinstance(given, str) else list(given)
-    codes = [str(s).split("/", 1)[-1] for s in given]
-    unknown = [c for c in codes if c not in owner]
-    if unknown:
-        raise ValidationError(format_error(
-            "data.subjects", "ZuCo subject codes of data.versions " + str([f"zuco{v}" for v in versions]),
-            unknown, "ZuCo 1.0 codes start with Z (zuco/ZAB), 2.0 codes with Y (zuco/YAC); check data.versions"))
-    return {c: owner[c] for c in codes}
-
 
 def _paraphrases(root: Path, value: Any) -> dict[str, list[str]]:
     if value in (None, False, "", "none"):
@@ -90,111 +67,32 @@ def _paraphrases(root: Path, value: Any) -> dict[str, list[str]]:
     return {str(k).strip(): [v] if isinstance(v, str) else [str(x) for x in v] for k, v in doc.items()}
 
 
-def _pick_channels(trials: Any, channels: list[str], sid: str) -> Any:
-    names = list(trials.ch_names or [])
-    missing = [c for c in channels if c not in names]
-    if missing:
-        raise ValidationError(format_error("data.channels", f"channels of {sid} ({', '.join(names[:5])}, ...)",
-                                           f"{len(missing)} unknown: {missing[:5]}", "Fix the names or drop "
-                                           "data.channels (all channels, zero-padded to data.n_channels)"))
-    pick = [names.index(c) for c in channels]
-    trials.X = np.ascontiguousarray(trials.X[:, pick])
-    trials.ch_names = list(channels)
-    trials.provenance["channels"] = f"{len(pick)} picked by data.channels"
-    return trials
-
-
 def _load_zuco_all(root: Path, data: Mapping[str, Any], verbose: Any) -> dict[str, Any]:
     """Every (subject, task) of the recipe, resampled, length-filtered and padded (raw): one table.
+
+    The loading lives in :func:`neurodecode.data._recipe_trials.load_zuco_for_recipe` (shared with
+    ``neurodecode reconstruct``); this adds the input statistics of the training sentences.
 
     Returns
     -------
     table : dict
-        ``"X"`` (n, n_channels, max_times) float32, zero-padded; ``"lengths"``, ``"texts"``,
-        ``"split"``, ``"subject"``, ``"task"``, ``"dataset"`` (n,); ``"stats"``: subject -> per-channel
-        (mean, std) of its training sentences (empty without scaling), ``"pooled_stats"`` the same
-        over every subject's (or None); ``"provenance"``, ``"skipped"``, ``"sfreq"``, ``"n_channels"``, ``"max_times"``, ``"scaling"``.
+        The table of :func:`~neurodecode.data._recipe_trials.load_zuco_for_recipe` (``"X"``
+        (n, n_channels, max_times) float32, zero-padded; ``"lengths"``, ``"texts"``, ``"split"``,
+        ``"subject"``, ``"task"``, ``"dataset"``, ``"stimulus_id"`` (n,)...), plus ``"stats"``:
+        subject -> per-channel (mean, std) of its training sentences (empty without scaling), and
+        ``"pooled_stats"`` the same over every subject's (or None).
     """
-    from ..data import load_zuco
+    from ..data._recipe_trials import load_zuco_for_recipe
 
-    names = data.get("versions", ["zuco1", "zuco2"])
-    names = [names] if isinstance(names, str) else list(names)
-    for v in names:
-        check_option(v, "data.versions", list(_ZUCO_VERSIONS))
-    versions = [_ZUCO_VERSIONS[v] for v in names]
-    tasks = data.get("tasks", ["SR", "NR", "TSR"])
-    tasks = [tasks] if isinstance(tasks, str) else [str(t) for t in tasks]
-    check_option(str(data.get("split", "unique-sentence")), "data.split", ("unique-sentence",))
-    sfreq = float(data.get("resample_to", 128.0))
-    n_channels = int(data.get("n_channels", 128))
-    max_times = int(data.get("max_times", 1280))
-    lo, hi = float(data.get("min_duration", 0.5)), float(data.get("max_duration", max_times / sfreq))
-    if math.ceil(hi * sfreq - 1e-9) > max_times:
-        raise ValidationError(format_error("data.max_duration", f"at most data.max_times / resample_to = "
-                                           f"{max_times / sfreq:g} s", f"{hi:g} s",
-                                           "Lower data.max_duration or raise data.max_times"))
-    scaling = str(data.get("scaling", "none"))
-    check_option(scaling, "data.scaling", ("channel-zscore", "none"))
-    channels = [str(c) for c in data.get("channels") or []]
-    from .._core.specs import load_spec
-
-    spec = load_spec("zuco")["versions"]
-    subjects = _zuco_subjects(data, versions)
-    rows: dict[str, list[Any]] = {k: [] for k in ("X", "lengths", "texts", "split", "subject", "task", "dataset")}
-    prov: dict[str, Any] = {}
-    skipped: list[str] = []
+    table = load_zuco_for_recipe(root, data, verbose=verbose)
     stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for code, version in progress(list(subjects.items()), desc="load", unit="subject", verbose=verbose):
-        vroot = root / f"zuco{version}" if (root / f"zuco{version}").is_dir() else root
-        sid = f"zuco/{code}"
-        loaded = []
-        for task in [t for t in tasks if t in spec[str(version)]["tasks"]]:
-            try:
-                tr: Any = load_zuco(vroot, code, version=version, task=task, resample=sfreq, verbose=verbose)
-            except MissingFileError:
-                skipped.append(f"{sid}/{task}")
-                continue
-            if channels:
-                tr = _pick_channels(tr, channels, sid)
-            if tr.X.shape[1] > n_channels:
-                raise ValidationError(format_error("data.n_channels", f"at least the {tr.X.shape[1]} channels of "
-                                                   f"{sid} (zero-padded montage)", n_channels))
-            dur = tr.lengths / float(tr.sfreq)
-            keep = (dur >= lo) & (dur <= hi)
-            prov[f"{sid}/{task}"] = {**tr.provenance, "n_dropped_duration": int((~keep).sum()),
-                                     "durations": f"kept {lo:g} s <= duration <= {hi:g} s"}
-            if not keep.any():
-                continue
-            tr = tr.subset(keep, note=f"{lo:g} s <= duration <= {hi:g} s")
-            X = np.zeros((len(tr), n_channels, max_times), np.float32)
-            t_len = min(tr.X.shape[2], max_times)
-            X[:, :tr.X.shape[1], :t_len] = tr.X[:, :, :t_len]
-            loaded.append((task, tr, X))
-        if not loaded:
-            raise MissingFileError(format_error(
-                "data.subjects", f"results{code}_<task>.mat files for tasks {tasks} of ZuCo {version}.0",
-                f"none usable for {sid} under {vroot}", "Check the data root (ROOT or ROOT/zuco1, ROOT/zuco2) "
-                "and data.tasks, or drop the subject"))
-        if scaling == "channel-zscore":
-            tr_parts = [(X, tr.lengths, np.flatnonzero(tr.split == "train")) for _, tr, X in loaded]
-            if not sum(len(p[2]) for p in tr_parts):
+    if table["scaling"] == "channel-zscore":
+        for sid in dict.fromkeys(table["subject"].tolist()):
+            rows = np.flatnonzero((table["subject"] == sid) & (table["split"] == "train"))
+            if not len(rows):
                 raise ValidationError(format_error("data.subjects", f"training sentences for {sid}", "none",
                                                    "The unique-sentence split left it none; add data"))
-            stats[sid] = _channel_stats(tr_parts)
-        for task, tr, X in loaded:
-            rows["X"].append(X)
-            rows["lengths"].append(tr.lengths)
-            rows["texts"] += list(tr.texts or [])
-            rows["split"].append(tr.split)
-            rows["subject"] += [sid] * len(tr)
-            rows["task"] += [task] * len(tr)
-            rows["dataset"] += [f"zuco{version}"] * len(tr)
-    if skipped:
-        logger.warning("zuco: no file for %d (subject, task) pair(s), skipped: %s", len(skipped), ", ".join(skipped[:8]))
-    table: dict[str, Any] = {"X": np.concatenate(rows["X"]), "lengths": np.concatenate(rows["lengths"]),
-             "texts": np.asarray(rows["texts"], dtype=object), "split": np.concatenate(rows["split"]),
-             "subject": np.asarray(rows["subject"]), "task": np.asarray(rows["task"]),
-             "dataset": np.asarray(rows["dataset"])}
+            stats[sid] = _channel_stats([(table["X"], table["lengths"], rows)])
     leak = ({str(t).strip() for t in table["texts"][table["split"] == "test"]}
             & {str(t).strip() for t in table["texts"][table["split"] == "train"]})
     if leak:
@@ -202,8 +100,7 @@ def _load_zuco_all(root: Path, data: Mapping[str, Any], verbose: Any) -> dict[st
                                               "The unique-sentence split must keep each sentence in one split"))
     pooled = (_channel_stats([(table["X"], table["lengths"], np.flatnonzero(table["split"] == "train"))])
               if stats else None)  # for no or an unknown subject
-    table.update(provenance=prov, skipped=skipped, stats=stats, pooled_stats=pooled, sfreq=sfreq,
-                 n_channels=n_channels, max_times=max_times, scaling=scaling)
+    table.update(stats=stats, pooled_stats=pooled)
     return table
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -102,10 +103,11 @@ def main() -> None:
         results[name] = row
         print(name, json.dumps(row))
     hardware = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                else f"{platform.processor() or platform.machine()} CPU, {args.threads} threads (shared, contended)")
+                else f"{platform.processor() or platform.machine()} CPU, {args.threads} threads")
     doc = {"benchmark": "train_fmri", "size": args.size, "device": str(device), "hardware": hardware,
            "dtype": str(dtype).replace("torch.", ""), "steps": args.steps, "torch": torch.__version__,
            "numpy": np.__version__, "results": results,
+           "load_average_end": os.getloadavg(),
            "note": "one training step = forward + backward + AdamW on a 2-subject batch (cycle loss for MindBridge); "
                    "targets are random tensors (cached targets: no CLIP in the step)"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

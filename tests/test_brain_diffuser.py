@@ -135,14 +135,17 @@ def test_recipe_names_the_paper_settings_and_tiny_preset():
 
     path = Path(__file__).resolve().parents[1] / "pipelines" / "brain_diffuser_nsd.toml"
     recipe = load_recipe(path)
-    assert (recipe["data"]["n_train"], recipe["data"]["n_test"], recipe["data"]["sessions"]) == (8859, 982, 37)
-    assert recipe["data"]["repeats"] == "average" and "GLMdenoise_RR" in recipe["data"]["betas"]
-    gen = recipe["generate"]
-    assert (gen["scheduler"], gen["num_inference_steps"], gen["strength"], gen["guidance_scale"],
-            gen["text_vision_mix"]) == ("ddim", 50, 0.75, 7.5, 0.4)
+    data, gen = recipe["data"], recipe["generate"]
+    assert (data["sessions"], data["beta_version"], data["average_train_repeats"]) == (37, "b3", True)
+    assert (gen["generator"], gen["steps"], gen["guidance"]) == ("versatile", 50, 7.5)
+    assert gen["options"] == {"scheduler": "ddim", "strength": 0.75, "text_weight": 0.4, "height": 512, "width": 512}
+    assert recipe["decoder"]["name"] == "brain_diffuser" and recipe["decoder"]["alphas"] == {
+        "vae_latents": [5e4], "clip_image_tokens": [6e4], "clip_text_tokens": [1e5]}
+    assert recipe["latents"]["clip_image_tokens"] == {"space": "clip-vit-l-14-tokens", "normalize": "vd",
+                                                      "batch_size": 64}
+    # the recipe's decoder table with the paper's sizes is the paper's configuration
     decoder = {k: v for k, v in recipe["decoder"].items() if k != "name"}
-    assert recipe["decoder"]["name"] == "brain_diffuser"
     assert BrainDiffuserConfig.from_dict(decoder) == BrainDiffuserConfig()
     tiny = load_recipe(path, preset="tiny")
-    decoder = {k: v for k, v in tiny["decoder"].items() if k != "name"}
-    assert BrainDiffuserConfig.from_dict(decoder) == BrainDiffuserConfig.tiny()
+    decoder = {k: v for k, v in tiny["decoder"].items() if k not in ("name", "base")}
+    assert BrainDiffuserConfig.tiny(**decoder) == BrainDiffuserConfig.tiny()

@@ -156,3 +156,40 @@ def test_cross_subject_mindbridge_beats_the_shuffled_control_for_every_subject_o
         assert chance == pytest.approx(1 / 40)
         assert control <= 0.1, (s, m)
         assert top1 >= 0.15 and top1 > control + 0.1, (s, m)
+
+
+def test_brain_diffuser_recipe_fits_scores_resumes_and_feeds_reconstruct(tmp_path, monkeypatch):
+    """`neurodecode train pipelines/brain_diffuser_nsd.toml` fits the ridges; `reconstruct` takes its folder."""
+    from neurodecode.data import load_nsd
+    from neurodecode.simulate import simulate_nsd
+
+    monkeypatch.setenv("NEURODECODE_CACHE", str(tmp_path / "cache"))
+    sim = simulate_nsd(tmp_path / "sim", subjects=(1,), n_sessions=1, n_shared=40, n_voxels=150, seed=0,
+                       formats=("nifti",), verbose=False)
+    n_stim = 1 + int(load_nsd(sim.root, 1, verbose=False).stimulus_ids.max())
+    (sim.root / "captions.json").write_text(json.dumps({str(i): [f"picture number {i}", "a small image"]
+                                                        for i in range(n_stim)}))
+    text = ("--set", 'latents.clip_text_tokens.space="clip-vit-l-14-text-tokens-tiny"',
+            "--set", 'data.captions=["captions.json"]')
+    out = tmp_path / "run"
+    summary = _train("brain_diffuser_nsd.toml", sim.root, out, *text)
+    m = summary["metrics"]
+    assert summary["steps"] == 0 and m["test/nsd/subj01/chance"] == pytest.approx(1 / 40)
+    top1, control = m["test/nsd/subj01/clip_image_tokens/top1"], m["test/nsd/subj01/clip_image_tokens/shuffled_top1"]
+    assert top1 >= 0.15 and top1 > control + 0.1, m
+    assert "test/nsd/subj01/clip_text_tokens/top1" in m  # the caption targets were fitted too
+    model = load_decoder(out / "sub-01")
+    assert model.config.subject == "nsd/subj01" and set(model.config.target_shapes) == {
+        "clip_image_tokens", "clip_text_tokens"}
+    assert model.config.target_shapes["clip_image_tokens"] == (17, 16)
+    weights = out / "sub-01" / "model.safetensors"
+    mtime = weights.stat().st_mtime_ns
+    again = _train("brain_diffuser_nsd.toml", sim.root, out, *text)  # fitted subjects are kept
+    assert weights.stat().st_mtime_ns == mtime and again["metrics"] == m
+
+    res = runner.invoke(app, ["reconstruct", "--pipeline", str(PIPELINES / "brain_diffuser_nsd.toml"), "--preset",
+                              "tiny", "--data", str(sim.root), "--subject", "1", "--checkpoint", str(out / "sub-01"),
+                              "--out", str(tmp_path / "rec"), "--device", "cpu", "--limit", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "rec" / "sub-01" / "recon").glob("*_recon.png"))) == 3
+

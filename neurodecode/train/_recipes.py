@@ -1,6 +1,7 @@
 """Train a neural decoder from a recipe (``pipelines/*.toml``): what ``neurodecode train`` runs.
 
-Datasets: NSD (MindBridge, MindEye2; this module) and THINGS-EEG2, THINGS-MEG (ATM) and ZuCo (GLIM),
+Datasets: NSD (MindBridge, MindEye2; this module; Brain-Diffuser's ridges in
+:mod:`neurodecode.train._recipes_bd`) and THINGS-EEG2, THINGS-MEG (ATM) and ZuCo (GLIM),
 whose recipes are handed to :mod:`neurodecode.train._recipes_meeg` (see its docstring).
 
 The NSD steps, each resumable:
@@ -211,6 +212,13 @@ def train_from_recipe(recipe: Mapping[str, Any], data_root: str | os.PathLike[st
     train_tbl = dict(recipe.get("train", {}))
     finetune = dict(recipe.get("finetune", {}))
     name = str(decoder.pop("name", ""))
+    if name == "brain_diffuser":  # ridge regressions: closed form, no trainer loop
+        from ._recipes_bd import fit_brain_diffuser_from_recipe
+
+        if max_steps is not None:
+            logger.info("brain_diffuser is fitted in closed form: --max-steps is ignored")
+        return fit_brain_diffuser_from_recipe(recipe, data_root, out_dir, resume=resume, device=device,
+                                              verbose=verbose)
     spec = decoder_targets(name)
     init_from = decoder.pop("init_from", "") or ""
     base = str(decoder.pop("base", "default"))

@@ -40,7 +40,7 @@ def decoder_targets(name: str) -> dict[str, tuple[str, str | None, bool]]:
     if name not in DECODER_TARGETS:
         raise ValidationError(format_error("decoder.name", "a neural decoder trained by the trainer: "
                                            + ", ".join(map(repr, DECODER_TARGETS)), repr(name),
-                                           "Ridge decoders (brain_diffuser) fit in closed form; use their own recipe"))
+                                           "Check [decoder] name (brain_diffuser is fitted in closed form by the same verb)"))
     return DECODER_TARGETS[name]
 
 

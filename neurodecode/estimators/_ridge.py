@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -12,6 +12,9 @@ from .._core.docs import fill_doc
 from .._core.errors import MetadataMismatchError, ShapeMismatchError, ValidationError
 from .._core.errors import NotFittedError as _NeurodecodeNotFittedError
 from .._core.validation import check_finite, check_option, format_error
+
+if TYPE_CHECKING:
+    from ..data._inputs import BrainArray
 
 __all__ = ["RidgeDecoder", "EstimatorNotFittedError"]
 
@@ -30,14 +33,20 @@ class _NonNumericError(ValidationError, TypeError):
     """Input that cannot be converted to numbers (a ``ValueError`` and a ``TypeError``, as NumPy raises)."""
 
 
-def _as_design(X: Any, param: str = "X") -> tuple[np.ndarray, str | None]:
-    """X as a 2-D float array (a :class:`~neurodecode.data.Trials` gives its responses), plus its subject."""
-    from ..data._trials import Trials
+def _as_design(X: Any, param: str = "X", *, mask: Any = None, picks: Any = None,
+               expect: dict[str, Any] | None = None) -> tuple[np.ndarray, BrainArray | None]:
+    """X as a 2-D float array, plus what its container told (``None`` for an array-like).
 
-    subject = None
-    if isinstance(X, Trials):
-        subject = X.subject
-        X = X.X.reshape(len(X.X), -1)
+    Trials, mne.Epochs and nibabel images go through :func:`neurodecode.data.as_brain_array` (the one
+    conversion place) and are flattened to (n_trials, n_features); array-likes are checked here, the
+    sklearn way.
+    """
+    from ..data._inputs import as_brain_array, input_kind
+
+    brain = None
+    if input_kind(X) != "array":
+        brain = as_brain_array(X, param=param, mask=mask, picks=picks, **(expect or {}))
+        X = brain.X.reshape(len(brain.X), -1)
     if X is None:
         raise ValidationError(format_error(param, "an array of shape (n_trials, n_voxels)", None))
     if hasattr(X, "tocsr") or hasattr(X, "toarray"):
@@ -67,7 +76,7 @@ def _as_design(X: Any, param: str = "X") -> tuple[np.ndarray, str | None]:
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float64)
     check_finite(arr, param)
-    return arr, subject
+    return arr, brain
 
 
 @fill_doc
@@ -95,6 +104,12 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
     target_batch_size : int
         Targets solved at once (bounds memory).
     %(verbose)s
+    mask : nibabel image, path or ndarray of bool of shape (x, y, z), or None
+        Voxels to use when ``X`` is a nibabel image (4-D, one volume per trial) or a list of
+        3-D images: required then, on the images' grid; unused for other inputs. Never guessed.
+    picks : str, list of str or None
+        Channels of an ``mne.Epochs`` input (``"eeg"``, ``"meg"``, ``"data"``, names), as
+        ``Epochs.get_data(picks=...)``; ``None`` takes every channel. Unused for other inputs.
 
     Attributes
     ----------
@@ -112,6 +127,24 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         Trailing shape of ``Y`` (``()`` for 1-D ``Y``); predictions take this shape.
     subject_ : str or None
         Subject of the :class:`~neurodecode.data.Trials` used in ``fit``, if any.
+    ch_names_ : list of str or None
+        Channel names of the ``mne.Epochs`` (or M/EEG Trials) used in ``fit``; ``predict``
+        refuses inputs whose channels differ. ``None`` for arrays and images.
+    sfreq_ : float or None
+        Sampling rate (Hz) of the M/EEG data used in ``fit``, checked likewise.
+    n_times_ : int or None
+        Samples per trial of 3-D (trials, channels, times) data used in ``fit``.
+    tmin_ : float or None
+        Time (s) of the first sample of the epochs used in ``fit``, checked likewise.
+
+    Notes
+    -----
+    Accepted inputs (``X`` in ``fit``, ``predict`` and ``score``), converted by
+    :func:`neurodecode.data.as_brain_array`: an array of shape (n_trials, n_features); a
+    :class:`~neurodecode.data.Trials`; an ``mne.Epochs`` (flattened to
+    (n_epochs, n_channels * n_times), channel-major); nibabel images with ``mask``
+    (shape (n_trials, n_voxels)). A plain array carries no channel names or sampling rate, so
+    only its number of features is checked against ``fit``.
 
     Examples
     --------
@@ -122,11 +155,21 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
     >>> dec = RidgeDecoder(alphas=[1.0, 10.0]).fit(X, Y)
     >>> dec.predict(X).shape, dec.coef_.shape
     ((30, 4, 2), (8, 9))
+
+    With ``mne.Epochs`` (7 epochs of 3 channels x 5 samples):
+
+    >>> import mne
+    >>> info = mne.create_info(["Fz", "Cz", "Pz"], sfreq=100.0, ch_types="eeg")
+    >>> epochs = mne.EpochsArray(rng.standard_normal((7, 3, 5)), info, verbose=False)
+    >>> dec = RidgeDecoder(alphas=[1.0]).fit(epochs, rng.standard_normal((7, 2)))
+    >>> dec.n_features_in_, dec.ch_names_, dec.sfreq_
+    (15, ['Fz', 'Cz', 'Pz'], 100.0)
     """
 
     def __init__(self, alphas: Any = DEFAULT_ALPHAS, alpha_per_target: bool = True, cv: Any = "loo",
                  fit_intercept: bool = True, device: Any = "cpu", dtype: str = "float32",
-                 target_batch_size: int = 4096, verbose: Any = None) -> None:
+                 target_batch_size: int = 4096, verbose: Any = None, *, mask: Any = None,
+                 picks: Any = None) -> None:
         self.alphas = alphas
         self.alpha_per_target = alpha_per_target
         self.cv = cv
@@ -135,6 +178,8 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         self.dtype = dtype
         self.target_batch_size = target_batch_size
         self.verbose = verbose
+        self.mask = mask
+        self.picks = picks
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -149,8 +194,10 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_trials, n_voxels) or Trials
-            Brain responses (a :class:`~neurodecode.data.Trials` gives ``trials.X``).
+        X : ndarray of shape (n_trials, n_voxels), Trials, mne.Epochs or nibabel image(s)
+            Brain responses (a :class:`~neurodecode.data.Trials` gives ``trials.X``; an
+            ``mne.Epochs`` its data flattened to (n_epochs, n_channels * n_times); images the
+            voxels inside ``mask``).
         y : ndarray of shape (n_trials,) or (n_trials, n_targets) or (n_trials, *target_shape)
             Targets, e.g. CLIP tokens of shape (n_trials, 257, 768) (flattened internally). An
             ``h5py`` dataset or ``np.memmap`` is read in column batches, never whole.
@@ -168,7 +215,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
             raise ValidationError(format_error(
                 "Y", "targets", "None", "This estimator requires y to be passed, but the target y is None"))
         _check_feature_names(self, X, reset=True)
-        Xa, subject = _as_design(X)
+        Xa, brain = _as_design(X, mask=self.mask, picks=self.picks)
         if not (isinstance(Y, np.ndarray) or type(Y).__module__.startswith("h5py")):
             Y = np.asarray(Y)  # lists, pandas, tensors; h5py datasets and memmaps stay on disk
         if isinstance(Y, np.ndarray):
@@ -205,7 +252,13 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         self.best_alphas_ = sol.best_alphas.cpu().numpy()
         self.cv_scores_ = None if sol.cv_scores is None else sol.cv_scores.cpu().numpy()
         self.n_features_in_ = int(Xa.shape[1])
-        self.subject_ = subject
+        self.subject_ = brain.subject if brain is not None else None
+        self.ch_names_ = brain.ch_names if brain is not None else None
+        self.sfreq_ = brain.sfreq if brain is not None else None
+        three_d = brain is not None and brain.X.ndim == 3
+        self.n_times_ = int(brain.X.shape[2]) if three_d and brain is not None else None
+        self.tmin_ = (float(brain.times[0]) if three_d and brain is not None and brain.times is not None
+                      else None)
         return self
 
     # ---------------------------------------------------------------------------------- predict
@@ -219,7 +272,15 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         from sklearn.utils.validation import _check_feature_names
 
         _check_feature_names(self, X, reset=False)
-        Xa, subject = _as_design(X)
+        expect = {"expect_sfreq": getattr(self, "sfreq_", None), "expect_ch_names": getattr(self, "ch_names_", None),
+                  "expect_tmin": getattr(self, "tmin_", None)}
+        Xa, brain = _as_design(X, mask=self.mask, picks=self.picks, expect=expect)
+        subject = brain.subject if brain is not None else None
+        n_times = getattr(self, "n_times_", None)
+        if brain is not None and brain.X.ndim == 3 and n_times is not None and brain.X.shape[2] != n_times:
+            raise ShapeMismatchError(format_error(
+                "X", f"{n_times} samples per epoch, as in fit", f"{brain.X.shape[2]} samples (shape {brain.X.shape})",
+                "Crop the epochs to the window used for fitting (epochs.crop(tmin, tmax)) at the same sampling rate"))
         if Xa.shape[1] != self.n_features_in_:
             who = f" (subject {self.subject_})" if self.subject_ else ""
             raise ShapeMismatchError(format_error(
@@ -237,8 +298,8 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_trials, n_voxels) or Trials
-            Brain responses.
+        X : ndarray of shape (n_trials, n_voxels), Trials, mne.Epochs or nibabel image(s)
+            Brain responses, in the form and with the channels, sampling rate and window seen in ``fit``.
 
         Returns
         -------
@@ -255,8 +316,8 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_trials, n_voxels) or Trials
-            Brain responses.
+        X : ndarray of shape (n_trials, n_voxels), Trials, mne.Epochs or nibabel image(s)
+            Brain responses (as for ``predict``).
         y : ndarray of shape (n_trials, *target_shape_)
             True targets.
         sample_weight : ndarray of shape (n_trials,) or None

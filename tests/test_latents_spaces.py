@@ -12,6 +12,7 @@ from neurodecode.latents import available_spaces, get_space, load_open_clip_fold
 from neurodecode.latents.clip import build_open_clip, check_tokenizer_vocab, tiny_clip_config
 
 TINY_SHAPES = {
+    "sd-vae-tiny": (4, 16, 16),
     "clip-vit-l-14-tokens-tiny": (17, 16),
     "clip-vit-l-14-tiny": (16,),
     "clip-vit-h-14-tiny": (24,),

@@ -38,6 +38,7 @@ import numpy as np
 from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.logging import logger, progress
 from .._core.validation import check_option, format_error
+from ..latents.vae import tiny_vae as tiny_vae  # the tiny tier's AutoencoderKL, shared with the sd-vae-tiny space
 
 __all__ = ["Generator", "PRESETS", "expand_seeds", "item_generators", "randn_items", "to_uint8"]
 
@@ -119,15 +120,6 @@ def tiny_unet_config(sample_size: int, cross_attention_dim: int, *, flat: bool =
             "layers_per_block": 1, "cross_attention_dim": cross_attention_dim, "attention_head_dim": 8,
             "norm_num_groups": 32, "down_block_types": (f"CrossAttnDownBlock{kind}", f"DownBlock{kind}"),
             "up_block_types": (f"UpBlock{kind}", f"CrossAttnUpBlock{kind}")}
-
-
-def tiny_vae(sample_size: int, **overrides: Any) -> Any:
-    """The tiny tier's ``AutoencoderKL``: 4 latent channels, one x2 downsampling, ``sample_size`` px images."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
-                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                         norm_num_groups=32, sample_size=sample_size, **overrides)
 
 
 def tiny_text_config(width: int, n_tokens: int, **overrides: Any) -> Any:

@@ -10,6 +10,7 @@ __all__ = ["register_builtin", "BUILTIN"]
 
 _CLIP = ".clip:build_clip_space"
 _TEXT = ".text:build_text_space"
+_VAE = ".vae:build_vae_space"
 
 #: name -> (builder, options, description); every name also gets a ``-tiny`` twin.
 BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -34,6 +35,9 @@ BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
                               "Flan-T5-large encoder, mean-pooled 1024; tiny 32"),
     "flan-t5-large-encoder-tokens": (_TEXT, {"family": "t5", "pooling": "tokens", "max_length": 64},
                                      "Flan-T5-large encoder hidden states 64 x 1024 (padding zeroed); tiny 64 x 32"),
+    "sd-vae": (_VAE, {"hub_id": "stabilityai/sd-vae-ft-mse"},
+               "Stable Diffusion VAE latent (posterior mean, raw) 4 x 32 x 32 at image_size=256 (low-level "
+               "targets); tiny 4 x 16 x 16 at 32 px"),
 }
 
 

@@ -180,8 +180,10 @@ def test_brain_diffuser_recipe_fits_scores_resumes_and_feeds_reconstruct(tmp_pat
     assert "test/nsd/subj01/clip_text_tokens/top1" in m  # the caption targets were fitted too
     model = load_decoder(out / "sub-01")
     assert model.config.subject == "nsd/subj01" and set(model.config.target_shapes) == {
-        "clip_image_tokens", "clip_text_tokens"}
+        "clip_image_tokens", "clip_text_tokens", "vae_latents"}
     assert model.config.target_shapes["clip_image_tokens"] == (17, 16)
+    assert model.config.target_shapes["vae_latents"] == (4, 16, 16)  # the tiny SD-VAE space (low-level target)
+    assert "test/nsd/subj01/vae_latents/top1" in m
     weights = out / "sub-01" / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
     again = _train("brain_diffuser_nsd.toml", sim.root, out, *text)  # fitted subjects are kept

@@ -244,7 +244,8 @@ def simulate_things_eeg2(
     """Simulate THINGS-EEG2 (ATM release: 63 channels, 250 Hz, -0.2 to 0.8 s) for real images.
 
     Writes ``out/things-eeg2/`` (``Preprocessed_data_250Hz/sub-XX/preprocessed_eeg_{training,test}.npy``
-    and ``image_set/image_metadata.npy``, via :func:`neurodecode.testing.write_things_eeg2_subject`),
+    and ``image_set/image_metadata.npy``, via :func:`neurodecode.testing.write_things_eeg2_subject`, and the
+    images as JPEG files in the OSF layout ``image_set/{training,test}_images/<concept>/<file>``),
     ``out/truth/`` (``stimuli.npz`` with the images in file order; ``sub-XX.npz`` with the sources, lead
     field, clean responses and noise factors; ``model.json``) and ``out/ceiling.json``.
 
@@ -366,7 +367,8 @@ def simulate_things_meg(
 
     As in THINGS-MEG, session ``k`` shows exemplar ``k`` of every training concept once and every test image
     once (so test images repeat ``n_sessions`` times), in a random order, one image every ``soa`` seconds.
-    Writes ``out/things-meg/`` (via :func:`neurodecode.testing.write_things_meg_subject`, one run per session),
+    Writes ``out/things-meg/`` (via :func:`neurodecode.testing.write_things_meg_subject`, one run per session,
+    and the images as ``stimuli/images[_test]_meg/<concept>/<stem>.jpg``, as the events' ``image_path``),
     ``out/truth/`` (``stimuli.npz``, ``sub-BIGMEGX.npz``, ``model.json``) and ``out/ceiling.json`` (ideal
     observer on the 0-0.995 s epochs of the test images, sessions averaged, 271 good channels). Concepts
     are image classes; the test images come from held-out classes (zero-shot). Data are in tesla.
@@ -501,6 +503,15 @@ def _save_stimuli(out: Path, stimuli: np.ndarray, train_idx: np.ndarray, test_id
     tr_files = train_files or [f"{c.split('_', 1)[-1]}_{j + 1:02d}s.jpg" for c in train_concepts
                                for j in range(images_per_concept)]
     te_files = test_files or [f"{c.split('_', 1)[-1]}_01s.jpg" for c in test_concepts]
+    if train_files is None:  # THINGS-EEG2's OSF image_set: <split>_images/<concept>/<file>
+        base = out / "things-eeg2" / "image_set"
+        paths = [base / "training_images" / train_concepts[j // images_per_concept] / f for j, f in enumerate(tr_files)]
+        paths += [base / "test_images" / c / f for c, f in zip(test_concepts, te_files)]
+    else:  # THINGS-MEG's stimuli folder, as the events' image_path: images[_test]_meg/<concept>/<stem>.jpg
+        base = out / "things-meg" / "stimuli"
+        paths = [base / "images_meg" / f.rsplit("_", 1)[0] / f"{f}.jpg" for f in tr_files]
+        paths += [base / "images_test_meg" / f.rsplit("_", 1)[0] / f"{f}.jpg" for f in te_files]
+    _write_jpegs(paths, np.concatenate([stimuli[train_idx], stimuli[test_idx]]))
     names = np.asarray([str(c) for c in class_names])
     save_truth_npz(out / "truth" / "stimuli.npz", train_images=stimuli[train_idx], test_images=stimuli[test_idx],
                    train_files=np.array(tr_files), test_files=np.array(te_files),
@@ -508,3 +519,18 @@ def _save_stimuli(out: Path, stimuli: np.ndarray, train_idx: np.ndarray, test_id
                    train_captions=np.array([f"a photo of a {names[k]}" for k in labels[train_idx]]),
                    test_captions=np.array([f"a photo of a {names[k]}" for k in labels[test_idx]]),
                    source_index_train=train_idx, source_index_test=test_idx)
+
+
+def _write_jpegs(paths: Sequence[Path], images: np.ndarray) -> None:
+    """The stimulus images as the published JPEG files (the decoders' targets are embedded from them)."""
+    from PIL import Image
+
+    from .._core.files import atomic_path
+
+    for path, image in zip(paths, images):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arr = np.asarray(image)
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        with atomic_path(path) as tmp:
+            Image.fromarray(arr.astype(np.uint8)).save(tmp, format="JPEG", quality=95)

@@ -64,6 +64,7 @@ from torch import nn
 from .._core.errors import MetadataMismatchError, ShapeMismatchError, ValidationError
 from .._core.validation import check_array, check_option, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
+from ._scaling import store_channel_scaling
 from .losses import clip_loss
 
 __all__ = ["ATMConfig", "ATM", "ATMPriorConfig", "ATMDiffusionPrior", "subject_splits", "fused_temporal_kernel"]
@@ -175,16 +176,6 @@ class ATMConfig:
 
 
 # --------------------------------------------------------------------------- building blocks
-
-
-def _check_channel_stat(value: Any, name: str, n_channels: int) -> np.ndarray:
-    """One per-channel statistic as a finite float64 vector of length ``n_channels``."""
-    arr = check_array(value, name, dtype=np.float64)
-    if arr.shape != (n_channels,):
-        raise ShapeMismatchError(format_error(
-            name, f"one value per channel, shape ({n_channels},)", arr,
-            "Compute it per channel over trials and time, e.g. X.mean(axis=(0, 2)), in the model's channel order"))
-    return arr
 
 
 def fused_temporal_kernel(weight: torch.Tensor, pool_size: int) -> torch.Tensor:
@@ -339,19 +330,11 @@ class ATM(PretrainedMixin, nn.Module):
         """
         c = self.config
         rows = slice(None) if subject is None else self._scaling_row(subject)
-        m, sd = (_check_channel_stat(v, name, c.n_channels) for v, name in ((mean, "mean"), (std, "std")))
-        m_t, sd_t = (torch.as_tensor(v, dtype=self.input_std.dtype, device=self.input_std.device) for v in (m, sd))
-        bad = np.flatnonzero(~(sd_t > 0).cpu().numpy())
-        if bad.size:
-            raise ValidationError(format_error(
-                "std", "positive values (one per channel)", f"{sd[bad[0]]:g} at channel(s) {bad[:5].tolist()}",
-                "Use 1 for a constant (e.g. zero-padded) channel"))
-        self.input_mean[rows] = m_t
-        self.input_std[rows] = sd_t
-        if not c.input_scaling:  # from now on the statistics are part of the checkpoint
+        store_channel_scaling(self, mean, std, rows, c.n_channels,
+                              hint="Compute it per channel over trials and time, e.g. X.mean(axis=(0, 2)), "
+                                   "in the model's channel order")
+        if not c.input_scaling:  # the checkpoint now holds the statistics
             self.config = replace(c, input_scaling=True)
-            for name in ("input_mean", "input_std"):
-                self.register_buffer(name, getattr(self, name), persistent=True)
         return self
 
     def _scaling_row(self, subject: str) -> int:

@@ -63,6 +63,7 @@ from torch import nn
 from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.validation import check_array, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
+from ._scaling import store_channel_scaling
 from .losses import clip_loss
 
 __all__ = ["GLIMConfig", "GLIM"]
@@ -275,16 +276,6 @@ def _ignore_missing_text_keys(module: nn.Module, incompatible: Any) -> None:
     incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if _TEXT_PREFIX not in k]
 
 
-def _check_channel_stat(value: Any, name: str, n_channels: int) -> np.ndarray:
-    """One per-channel statistic as a finite float64 vector of length ``n_channels``."""
-    arr = check_array(value, name, dtype=np.float64)
-    if arr.shape != (n_channels,):
-        raise ShapeMismatchError(format_error(
-            name, f"one value per channel, shape ({n_channels},)", arr,
-            "Compute it per channel over the valid samples of the sentences, in the model's (padded) channel order"))
-    return arr
-
-
 # --------------------------------------------------------------------------- GLIM
 
 
@@ -369,19 +360,11 @@ class GLIM(PretrainedMixin, nn.Module):
         """
         c = self.config
         rows = slice(None) if subject is None else int(self.prompt_index("subject", str(subject), 1)[0])
-        m, sd = (_check_channel_stat(v, name, c.n_channels) for v, name in ((mean, "mean"), (std, "std")))
-        m_t, sd_t = (torch.as_tensor(v, dtype=self.input_std.dtype, device=self.input_std.device) for v in (m, sd))
-        bad = np.flatnonzero(~(sd_t > 0).cpu().numpy())
-        if bad.size:
-            raise ValidationError(format_error(
-                "std", "positive values (one per channel)", f"{sd[bad[0]]:g} at channel(s) {bad[:5].tolist()}",
-                "Use 1 for a constant (e.g. zero-padded) channel"))
-        self.input_mean[rows] = m_t
-        self.input_std[rows] = sd_t
-        if not c.input_scaling:  # from now on the statistics are part of the checkpoint
+        store_channel_scaling(self, mean, std, rows, c.n_channels,
+                              hint="Compute it per channel over the valid samples of the sentences, "
+                                   "in the model's (padded) channel order")
+        if not c.input_scaling:  # the checkpoint now holds the statistics
             self.config = replace(c, input_scaling=True)
-            for name in ("input_mean", "input_std"):
-                self.register_buffer(name, getattr(self, name), persistent=True)
         return self
 
     def train(self, mode: bool = True) -> GLIM:

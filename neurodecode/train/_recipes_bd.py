@@ -48,16 +48,6 @@ def _folder(subject: str) -> str:
     return f"sub-{int(name):02d}" if name.isdigit() else f"sub-{re.sub(r'[^A-Za-z0-9]', '', name)}"
 
 
-def _identification(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """Top-1 identification of each test item among all, and the same against a shuffled pairing."""
-    from ._recipes import identification_top1
-
-    order = np.random.default_rng(0).permutation(len(truth))
-    wrong = np.empty_like(order)
-    wrong[order] = np.roll(order, 1)
-    return identification_top1(pred, truth), identification_top1(pred, truth[wrong])
-
-
 def fit_brain_diffuser_from_recipe(recipe: Mapping[str, Any], data_root: str | os.PathLike[str],
                                    out_dir: str | os.PathLike[str], *, resume: bool = True, device: str = "auto",
                                    verbose: Any = None) -> TrainResult:
@@ -88,7 +78,7 @@ def fit_brain_diffuser_from_recipe(recipe: Mapping[str, Any], data_root: str | o
     from .._core.recipes import save_resolved_recipe
     from .._core.versions import package_versions
     from ..models.brain_diffuser import BrainDiffuser, BrainDiffuserConfig
-    from ._recipes import _load_data, _resolve_cache_root, _subject_ids
+    from ._recipes import _load_data, _resolve_cache_root, _subject_ids, identification_with_control
     from ._targets import compute_targets, gather_targets
 
     recipe = copy.deepcopy(dict(recipe))
@@ -155,7 +145,7 @@ def fit_brain_diffuser_from_recipe(recipe: Mapping[str, Any], data_root: str | o
             pred = model.predict_latents(test.X, s)
             truth = gather_targets(targets, test.stimulus_ids)
             for k in shapes:
-                top1, control = _identification(pred[k], truth[k])
+                top1, control = identification_with_control(pred[k], truth[k])
                 metrics[f"test/{s}/{k}/top1"] = top1
                 metrics[f"test/{s}/{k}/shuffled_top1"] = control
             metrics[f"test/{s}/chance"] = 1.0 / len(test)

@@ -74,25 +74,95 @@ def test_fused_model_equals_unfused_model():
     np.testing.assert_allclose(fused.encode(X), plain.encode(X), atol=1e-5)
 
 
-def test_loss_hand_checked():
-    model = ATM(ATMConfig.tiny(proj_dim=4))
-    n, s = 4, 2.0
+def _info_nce_reference(logits):
+    """Symmetric cross-entropy of a logit matrix whose diagonal holds the matches (Retrieval/loss.py)."""
+    rows = np.log(np.exp(logits).sum(1)) - np.diag(logits)
+    cols = np.log(np.exp(logits).sum(0)) - np.diag(logits)
+    return 0.5 * (rows.mean() + cols.mean())
+
+
+def _unit(a):
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_contrastive_loss_equals_the_reference_formula():
+    """Raw scale 2.66 x UNnormalised EEG features @ L2-normalised targets, 0.99 image + 0.01 text."""
+    model = ATM(ATMConfig.tiny(proj_dim=9))
+    assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07), rel=1e-6)  # 2.659, used as is
+    rng = np.random.default_rng(0)
+    E = 3.0 * rng.standard_normal((7, 9))  # norm ~9: not normalised, as after the reference's LayerNorm
+    img, txt = rng.standard_normal((7, 9)), rng.standard_normal((7, 9))
+    s = math.log(1 / 0.07)
+    ref_img = _info_nce_reference(s * E @ _unit(img).T)
+    ref_txt = _info_nce_reference(s * E @ _unit(txt).T)
+    out = model.loss(*(torch.tensor(a, dtype=torch.float32) for a in (E, img, txt)))
+    assert out["loss_image"].item() == pytest.approx(ref_img, rel=1e-5)
+    assert out["loss_text"].item() == pytest.approx(ref_txt, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(0.99 * ref_img + 0.01 * ref_txt, rel=1e-5)
+    # the scale is a raw learnable multiplier: no exp, no clamp
     with torch.no_grad():
-        model.log_logit_scale.fill_(math.log(s))
+        model.logit_scale.fill_(150.0)
+    assert model.logit_multiplier().item() == 150.0
+
+
+def test_generation_objective_equals_the_reference_formula():
+    """Generation/ATMS_reconstruction.py: 10 x (0.9 x MSE(eeg, image) + 0.1 x InfoNCE(eeg, image)), no text."""
+    model = ATM(ATMConfig.tiny(proj_dim=8, objective="generation"))
+    rng = np.random.default_rng(1)
+    E, img, txt = 0.5 * rng.standard_normal((7, 8)), rng.standard_normal((7, 8)), rng.standard_normal((7, 8))
+    s = math.log(1 / 0.07)
+    mse = np.mean((E - _unit(img)) ** 2)
+    expected = 10 * (0.9 * mse + 0.1 * _info_nce_reference(s * E @ _unit(img).T))
+    out = model.loss(*(torch.tensor(a, dtype=torch.float32) for a in (E, img, txt)))
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert out["loss_mse"].item() == pytest.approx(mse, rel=1e-5) and "loss_text" not in out
+
+
+def test_clip_mode_option_and_legacy_configs(tmp_path):
+    model = ATM(ATMConfig.tiny(proj_dim=4, logit_scale_mode="clip", logit_scale_init=math.log(2.0)))
+    n, s = 4, 2.0
     eye = torch.eye(n)
-    # matching orthonormal rows: each row's logits are s on the diagonal, 0 elsewhere
-    expected_img = math.log(1 + (n - 1) * math.exp(-s))
-    out = model.loss(eye, eye)
-    assert out["loss"].item() == pytest.approx(expected_img, rel=1e-5)
-    # text targets permuted with no fixed point: the true logit is 0, one wrong logit is s
-    expected_txt = math.log(math.exp(s) + n - 1)
-    out = model.loss(eye, eye, eye[[1, 2, 3, 0]])
-    assert out["loss_text"].item() == pytest.approx(expected_txt, rel=1e-5)
-    assert out["loss"].item() == pytest.approx(0.99 * expected_img + 0.01 * expected_txt, rel=1e-5)
-    # the scale is clamped at 100
+    out = model.loss(3.0 * eye, eye)  # cosine logits: the embedding's norm does not matter
+    assert out["loss"].item() == pytest.approx(math.log(1 + (n - 1) * math.exp(-s)), rel=1e-5)
     with torch.no_grad():
         model.log_logit_scale.fill_(10.0)
-    assert model.logit_scale.item() == pytest.approx(100.0)
+    assert model.logit_multiplier().item() == pytest.approx(100.0)  # clamped
+    # a config saved before logit_scale_mode existed: the CLIP form with the multiplier 1/0.07
+    legacy = {**{k: v for k, v in ATMConfig.tiny().__dict__.items() if k != "logit_scale_mode"},
+              "logit_scale_init": 1 / 0.07}
+    cfg = ATMConfig.from_dict(legacy)
+    assert cfg.logit_scale_mode == "clip" and cfg.logit_scale_init == pytest.approx(math.log(1 / 0.07))
+    assert "log_logit_scale" in ATM(cfg).state_dict()
+    with pytest.raises(ValidationError, match="logit_scale_mode"):
+        ATMConfig.tiny(logit_scale_mode="exp")
+
+
+def test_weight_decay_on_every_parameter_like_the_reference():
+    model = ATM(ATMConfig.tiny(n_channels=7, n_times=9))
+    groups = model.optimizer_param_groups(0.01)
+    assert len(groups) == 1 and groups[0]["weight_decay"] == 0.01
+    ids = {id(p) for p in groups[0]["params"]}
+    assert ids == {id(p) for p in model.parameters()} and id(model.logit_scale) in ids
+    split = ATM(ATMConfig.tiny(n_channels=7, n_times=9, decay_all_parameters=False)).optimizer_param_groups(0.01)
+    assert [g["weight_decay"] for g in split] == [0.01, 0.0]
+    assert all(p.ndim < 2 for p in split[1]["params"])
+
+
+def test_real_size_parameter_counts_match_the_reference():
+    """Counts of the reference ATMS encoder's live modules (Retrieval/ATMS_retrieval.py), built on meta."""
+    with torch.device("meta"):
+        model = ATM(ATMConfig())
+
+    def count(*mods):
+        return sum(p.numel() for m in mods for p in m.parameters())
+
+    # iTransformer: value embedding 250->250, one encoder layer (q/k/v 250->4x62, out 248->250,
+    # conv feed-forward 250->256->250, two LayerNorms), final LayerNorm
+    assert count(model.embed, model.encoder, model.encoder_norm) == 62_750 + 378_500 + 500
+    # ShallowNet-style convs: 1x25 temporal, 2 BatchNorms, 63x1 spatial, 1x1 projection
+    assert count(model.temporal, model.bn1, model.spatial, model.bn2, model.pointwise) == 103_680
+    assert count(model.projector) == 2_527_232  # 1440->1024, residual 1024->1024, LayerNorm
+    assert sum(p.numel() for p in model.parameters()) == 3_072_663
 
 
 def test_training_step_backprops_into_logit_scale_and_subject_tokens():
@@ -101,7 +171,7 @@ def test_training_step_backprops_into_logit_scale_and_subject_tokens():
              "subject": torch.tensor([1, 2, 1, 2, 0, 0])}
     out = model.training_step(batch, 0)
     out["loss"].backward()
-    assert model.log_logit_scale.grad is not None and model.log_logit_scale.grad.abs() > 0
+    assert model.logit_scale.grad is not None and model.logit_scale.grad.abs() > 0
     assert model.subject_embed.weight.grad[1:].abs().sum() > 0
     # a subject id string (MultiSubjectBatches) works too
     assert torch.isfinite(model.training_step({**batch, "subject": "b"}, 1)["loss"])
@@ -265,27 +335,131 @@ def test_set_input_scaling_errors_teach():
 # --------------------------------------------------------------------------- diffusion prior
 
 
-def test_prior_ddim_recovers_target_with_an_oracle_noise_predictor():
-    prior = ATMDiffusionPrior(ATMPriorConfig.tiny(embed_dim=5, cond_dim=3))
+def test_prior_real_size_parameter_counts_match_the_reference():
+    """DiffusionPriorUNet(cond_dim=1024, dropout=0.1) of Generation/diffusion_prior.py: 9,675,648 parameters."""
+    with torch.device("meta"):
+        prior = ATMDiffusionPrior(ATMPriorConfig())
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    assert count(prior.input_layer) == 1_051_648  # Linear 1024->1024 + LayerNorm
+    # per-layer timestep MLPs (512 -> d -> d) and condition Linears (1024 -> d), d = 1024, 512, 256, 128
+    assert count(prior.encode_time) == 2_379_520 and count(prior.encode_cond) == 1_968_000
+    assert count(prior.encode_layers) == 699_200  # 1024->512->256->128->64, each with a LayerNorm
+    assert count(prior.decode_time) == 841_600 and count(prior.decode_cond) == 984_000  # d = 64, 128, 256, 512
+    assert count(prior.decode_layers) == 702_080 and count(prior.output_layer) == 1_049_600
+    assert count(prior) == 9_675_648
+    c = prior.config
+    assert (c.dropout, c.cond_dropout, c.cond_dropout_mode, c.num_inference_steps, c.guidance_scale) == (
+        0.1, 0.1, "batch", 50, 5.0)
+
+
+def test_prior_timestep_features_and_schedule_match_diffusers():
+    from diffusers import DDPMScheduler
+    from diffusers.models.embeddings import get_timestep_embedding
+
+    from neurodecode.models.atm import _timestep_embedding
+
+    t = torch.tensor([0.0, 1.0, 17.0, 980.0, 999.0])
+    ref = get_timestep_embedding(t, 512, flip_sin_to_cos=True, downscale_freq_shift=0)
+    torch.testing.assert_close(_timestep_embedding(t, 512), ref, atol=1e-5, rtol=1e-5)
+    sched = DDPMScheduler()  # the reference's Pipe uses the defaults
+    sched.set_timesteps(50)
+    prior = ATMDiffusionPrior(ATMPriorConfig.tiny(num_train_timesteps=1000, num_inference_steps=50))
+    ts = prior.timesteps()
+    assert ts.tolist() == sched.timesteps.tolist() and ts[:3].tolist() == [980, 960, 940] and ts[-1] == 0
+    torch.testing.assert_close(prior.alphas_cumprod, sched.alphas_cumprod)
+
+
+def test_prior_sampling_equals_the_reference_pipe_with_diffusers_ddpm():
+    """Pipe.generate: noise from the generator, eps_u + 5 (eps_c - eps_u), DDPMScheduler.step (clipped x0)."""
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(3)
+    prior = ATMDiffusionPrior(ATMPriorConfig.tiny(num_inference_steps=10)).eval()
+    cond = torch.from_numpy(np.random.default_rng(2).standard_normal((5, 24)).astype(np.float32))
+    ours = prior.sample(cond.numpy(), seed=11)
+    sched = DDPMScheduler(num_train_timesteps=100)
+    sched.set_timesteps(10)
+    gen = torch.Generator().manual_seed(11)
+    h = torch.randn(5, 24, generator=gen)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            tt = torch.ones(5) * t
+            e_c, e_u = prior(h, tt, cond), prior(h, tt)
+            h = sched.step(e_u + 5.0 * (e_c - e_u), int(t), h, generator=gen).prev_sample
+    np.testing.assert_allclose(ours, h.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_prior_ddpm_recovers_target_with_an_oracle_noise_predictor():
     target = torch.tensor([[1.0, -2.0, 0.5, 3.0, 0.0]])
+    for clip, expected in ((False, target), (True, target.clamp(-1, 1))):
+        prior = ATMDiffusionPrior(ATMPriorConfig.tiny(embed_dim=5, cond_dim=3, clip_sample=clip))
 
-    def oracle(x_t, t, cond):  # exact noise for the known x0
-        ab = prior.alphas_cumprod[t][:, None]
-        return (x_t - ab.sqrt() * target) / (1 - ab).sqrt()
+        def oracle(x_t, t, cond=None, cond_mask=None, prior=prior):  # exact noise for the known x0
+            ab = prior.alphas_cumprod[t.long()][:, None]
+            return (x_t - ab.sqrt() * target) / (1 - ab).sqrt()
 
-    prior.forward = oracle  # type: ignore[method-assign]
-    out = prior.sample(np.zeros((2, 3)), guidance_scale=5.0, num_inference_steps=7)
-    np.testing.assert_allclose(out, target.expand(2, -1).numpy(), atol=1e-4)
+        prior.forward = oracle  # type: ignore[method-assign]
+        out = prior.sample(np.zeros((2, 3)), guidance_scale=5.0, num_inference_steps=7)
+        np.testing.assert_allclose(out, expected.expand(2, -1).numpy(), atol=1e-4)
+    ddim = ATMDiffusionPrior(ATMPriorConfig.tiny(embed_dim=5, cond_dim=3, sampler="ddim"))
+    ddim.forward = lambda x_t, t, cond=None, cond_mask=None: (  # type: ignore[method-assign]
+        (x_t - ddim.alphas_cumprod[t.long()][:, None].sqrt() * target)
+        / (1 - ddim.alphas_cumprod[t.long()][:, None]).sqrt())
+    np.testing.assert_allclose(ddim.sample(np.zeros((2, 3)), num_inference_steps=7), target.expand(2, -1), atol=1e-4)
 
 
-def test_prior_training_and_guidance():
+def test_prior_null_condition_is_no_condition_term():
+    torch.manual_seed(4)
+    prior = ATMDiffusionPrior(ATMPriorConfig.tiny(dropout=0.0)).eval()
+    x, t, cond = torch.randn(3, 24), torch.tensor([5, 50, 99]), torch.randn(3, 24)
+    null = prior(x, t, None)
+    torch.testing.assert_close(prior(x, t, cond, torch.zeros(3)), null)
+    with torch.no_grad():
+        for lin in (*prior.encode_cond, *prior.decode_cond):
+            lin.bias.normal_()  # a zero condition through the Linear would now differ from "no term"
+    torch.testing.assert_close(prior(x, t, None), null)
+    assert not torch.allclose(prior(x, t, torch.zeros(3, 24)), null)
+
+
+def test_prior_training_drops_the_condition_for_the_whole_batch():
     torch.manual_seed(0)
-    cfg = ATMPriorConfig.tiny(embed_dim=6, cond_dim=4, cond_dropout=0.5)
-    prior = ATMDiffusionPrior(cfg)
-    batch = {"eeg_embeds": torch.randn(8, 4), "image_embeds": torch.randn(8, 6)}
-    loss = prior.training_step(batch, 0)["loss"]
+    prior = ATMDiffusionPrior(ATMPriorConfig.tiny(cond_dropout=0.3))
+    seen = []
+    forward = prior.forward
+
+    def spy(x_t, t, cond=None, cond_mask=None):
+        seen.append((cond is None, cond_mask is None))
+        return forward(x_t, t, cond, cond_mask)
+
+    prior.forward = spy  # type: ignore[method-assign]
+    batch = {"eeg_embeds": torch.randn(8, 24), "image_embeds": torch.randn(8, 24)}
+    for step in range(300):
+        loss = prior.training_step(batch, step)["loss"]
+    assert all(no_mask for _, no_mask in seen)  # never a per-row mask: all rows or none
+    frac = np.mean([dropped for dropped, _ in seen])
+    assert 0.22 < frac < 0.38
     loss.backward()
-    assert loss.item() > 0 and prior.cond_mlp[0].weight.grad.abs().sum() > 0
+    assert prior.encode_cond[0].weight.grad.abs().sum() > 0
+
+
+def test_prior_training_target_is_l2_normalised():
+    torch.manual_seed(1)
+    prior = ATMDiffusionPrior(ATMPriorConfig.tiny(cond_dropout=0.0))
+    img = torch.randn(7, 24) * 5
+    batch = {"eeg_embeds": torch.randn(7, 24), "image_embeds": img}
+    torch.manual_seed(2)
+    a = prior.training_step(batch, 0)["loss"]
+    torch.manual_seed(2)
+    b = prior.training_step({**batch, "image_embeds": F.normalize(img, dim=-1)}, 0)["loss"]
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+
+
+def test_prior_guidance_shapes_and_errors(tmp_path):
+    torch.manual_seed(0)
+    prior = ATMDiffusionPrior(ATMPriorConfig.tiny(embed_dim=6, cond_dim=4, input_width=10))
     cond = np.random.default_rng(0).standard_normal((3, 4))
     a, b = prior.sample(cond, guidance_scale=1.0), prior.sample(cond, guidance_scale=5.0)
     assert a.shape == (3, 6) and not np.allclose(a, b)
@@ -295,6 +469,14 @@ def test_prior_training_and_guidance():
     model = ATM(ATMConfig.tiny(n_channels=7, n_times=9, proj_dim=4))
     lat = model.predict_latents(np.zeros((2, 7, 9), np.float32), prior=prior)
     assert lat["clip_image_embeds"].shape == (2, 6)
+    prior.save_pretrained(tmp_path / "prior")
+    np.testing.assert_allclose(ATMDiffusionPrior.from_pretrained(tmp_path / "prior").sample(cond), prior.sample(cond),
+                               atol=1e-6)
+    old = json.loads((tmp_path / "prior" / "config.json").read_text())
+    old["config"]["time_dim"] = 8  # a prior saved with the older MLP U-Net
+    (tmp_path / "prior" / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ValidationError, match="older MLP U-Net.*Retrain"):
+        ATMDiffusionPrior.from_pretrained(tmp_path / "prior")
 
 
 @pytest.mark.parametrize(("recipe", "n_channels", "n_times"), [("atm_things_eeg2", 63, 250), ("atm_things_meg", 271, 200)])

@@ -16,8 +16,17 @@ One self-contained file a reader can hold against the paper:
    BatchNorm, ELU, Dropout, 1x1 conv, flatten (40 x 36 = 1440 for ``d_model = 250``).
 3. **Projector**: Linear -> ``proj_dim`` (1024, ViT-H-14), residual
    GELU-Linear-Dropout(0.5), LayerNorm.
-4. **Loss**: InfoNCE with a learnable logit scale (``exp(log_scale)``, initialised at
-   1/0.07, clamped at 100) on ``0.99 x image + 0.01 x text`` targets.
+4. **Loss** (``objective="contrastive"``, the retrieval model): ``0.99 x image + 0.01 x text``
+   symmetric InfoNCE whose logits are ``s x emb @ normalize(target).T``, as in the reference
+   (``Retrieval/ATMS_retrieval.py`` with ``Retrieval/loss.py``): the learnable scale ``s`` is used
+   raw (initialised at ``ln(1/0.07) = 2.66``, not exponentiated, not clamped) and multiplies the
+   UNnormalised EEG embedding (its norm is about ``sqrt(proj_dim)`` after the final LayerNorm)
+   against L2-normalised targets. ``logit_scale_mode="clip"`` keeps the CLIP form instead
+   (``exp(s)`` times cosine similarities, clamped at 100). ``objective="generation"`` is the loss
+   of the encoder the reference trains for image generation (``Generation/ATMS_reconstruction.py``):
+   ``10 x (0.9 x MSE(emb, image) + 0.1 x InfoNCE(emb, image))``, no text term.
+   The reference's AdamW decays every parameter (biases, norms and the scale included):
+   :meth:`ATM.optimizer_param_groups` does the same (``decay_all_parameters``).
 
 Fusing the temporal conv and the pool. Convolution with a kernel ``w`` (length K,
 stride 1) followed by average pooling (length P, stride S) is a composition of two
@@ -65,7 +74,6 @@ from .._core.errors import MetadataMismatchError, ShapeMismatchError, Validation
 from .._core.validation import check_array, check_option, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
 from ._scaling import store_channel_scaling
-from .losses import clip_loss
 
 __all__ = ["ATMConfig", "ATM", "ATMPriorConfig", "ATMDiffusionPrior", "subject_splits", "fused_temporal_kernel"]
 
@@ -102,7 +110,22 @@ class ATMConfig:
     image_weight : float
         Weight of the image term; the text term gets ``1 - image_weight`` (0.99).
     logit_scale_init : float
-        Initial logit scale (1 / 0.07).
+        Initial value of the learnable scale parameter ``logit_scale`` (``ln(1/0.07) = 2.659``, the
+        reference's; in ``"clip"`` mode it is the log of the multiplier).
+    logit_scale_mode : {"raw", "clip"}
+        ``"raw"`` (the reference): logits ``= logit_scale x emb @ normalize(target).T`` with the
+        UNnormalised embedding and the scale used as is. ``"clip"``: ``exp`` of the parameter (then named
+        ``log_logit_scale``, clamped at ``ln 100``) times the cosine similarities.
+    objective : {"contrastive", "generation"}
+        ``"contrastive"``: ``image_weight`` x image InfoNCE + the rest x text InfoNCE (retrieval).
+        ``"generation"``: the reference's encoder for image generation,
+        ``generation_loss_scale x (generation_mse_weight x MSE + (1 - generation_mse_weight) x InfoNCE)``
+        against the (L2-normalised) image embedding.
+    generation_mse_weight, generation_loss_scale : float
+        0.9 and 10 (``Generation/ATMS_reconstruction.py``).
+    decay_all_parameters : bool
+        Weight decay on every parameter, as the reference's ``AdamW(model.parameters())`` (True);
+        False: the trainer's default groups (no decay on biases, norms and the scale).
     fuse_temporal_pool : bool
         Run the temporal conv and the average pool as one strided convolution.
     input_scaling : bool
@@ -129,7 +152,12 @@ class ATMConfig:
     subjects: list[str] = field(default_factory=list)
     ch_names: list[str] | None = None
     image_weight: float = 0.99
-    logit_scale_init: float = 1 / 0.07
+    logit_scale_init: float = math.log(1 / 0.07)
+    logit_scale_mode: str = "raw"
+    objective: str = "contrastive"
+    generation_mse_weight: float = 0.9
+    generation_loss_scale: float = 10.0
+    decay_all_parameters: bool = True
     fuse_temporal_pool: bool = True
     input_scaling: bool = False
 
@@ -143,6 +171,8 @@ class ATMConfig:
             raise ValidationError(format_error(
                 "d_model", f">= temporal_kernel + pool_size - 1 = {self.temporal_kernel + self.pool_size - 1}",
                 self.d_model, "The temporal conv and pool run along the embedded time axis; enlarge d_model"))
+        check_option(self.logit_scale_mode, "logit_scale_mode", ["raw", "clip"])
+        check_option(self.objective, "objective", ["contrastive", "generation"])
         if self.ch_names is not None and len(self.ch_names) != self.n_channels:
             raise ValidationError(format_error("ch_names", f"{self.n_channels} names (n_channels)",
                                                f"{len(self.ch_names)} names"))
@@ -171,7 +201,17 @@ class ATMConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ATMConfig:
-        """Build from a (JSON) dict or a recipe's ``[decoder]`` table (its ``name`` and ``prior`` are skipped)."""
+        """Build from a (JSON) dict or a recipe's ``[decoder]`` table (its ``name`` and ``prior`` are skipped).
+
+        A config saved before ``logit_scale_mode`` existed (it has ``logit_scale_init`` but no
+        ``logit_scale_mode``) was trained with the CLIP form and a multiplier ``logit_scale_init``:
+        it loads as ``logit_scale_mode="clip"`` with the log of that value, so its checkpoint
+        (parameter ``log_logit_scale``) loads unchanged.
+        """
+        d = dict(d)
+        if "logit_scale_init" in d and "logit_scale_mode" not in d:
+            d["logit_scale_mode"] = "clip"
+            d["logit_scale_init"] = math.log(float(d["logit_scale_init"]))
         return dataclass_from_dict(cls, d, "decoder", ignore=("name", "prior"))
 
 
@@ -299,7 +339,11 @@ class ATM(PretrainedMixin, nn.Module):
         self.conv_drop = nn.Dropout(config.conv_dropout)
         self.pointwise = nn.Conv2d(f, f, 1)
         self.projector = _ResidualProjector(config.flat_dim, config.proj_dim, config.proj_dropout)
-        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+        scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
+        if config.logit_scale_mode == "raw":
+            self.logit_scale = scale  # the multiplier itself (reference)
+        else:
+            self.log_logit_scale = scale  # CLIP form: exp() of it
         n_rows = len(config.subjects) + 1 if config.subject_tokens else 1
         self.register_buffer("input_mean", torch.zeros(n_rows, config.n_channels), persistent=config.input_scaling)
         self.register_buffer("input_std", torch.ones(n_rows, config.n_channels), persistent=config.input_scaling)
@@ -431,25 +475,73 @@ class ATM(PretrainedMixin, nn.Module):
         return F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias,
                             use_batch, bn.momentum if bn.momentum is not None else 0.0, bn.eps)
 
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        """The learnable logit scale ``exp(log_logit_scale)``, clamped at 100."""
+    def logit_multiplier(self) -> torch.Tensor:
+        """The multiplier of the contrastive logits: ``logit_scale`` (raw mode) or ``exp(log_logit_scale)`` (clip)."""
+        if self.config.logit_scale_mode == "raw":
+            return self.logit_scale
         return self.log_logit_scale.clamp(max=math.log(100.0)).exp()
+
+    def contrastive_logits(self, emb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Logits of EEG rows against target rows, shape (n_emb, n_target).
+
+        Raw mode (the reference): ``logit_scale x emb @ normalize(target).T`` with ``emb`` NOT
+        normalised. Clip mode: ``exp(log_logit_scale) x normalize(emb) @ normalize(target).T``.
+        """
+        t = F.normalize(target.float(), dim=-1)
+        e = emb.float() if self.config.logit_scale_mode == "raw" else F.normalize(emb.float(), dim=-1)
+        return self.logit_multiplier() * e @ t.T
+
+    def info_nce(self, emb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE: mean of the cross-entropies of the logits and of their transpose (row i matches i)."""
+        logits = self.contrastive_logits(emb, target)
+        labels = torch.arange(len(logits), device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
     def loss(self, emb: torch.Tensor, image_embeds: torch.Tensor,
              text_embeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``image_weight x InfoNCE(emb, image) + (1 - image_weight) x InfoNCE(emb, text)``."""
-        scale = self.logit_scale
-        loss_img = clip_loss(emb, image_embeds, scale)
-        out = {"loss_image": loss_img.detach(), "logit_scale": scale.detach()}
+        """The training objective (``config.objective``).
+
+        Parameters
+        ----------
+        emb : Tensor of shape (batch, proj_dim)
+            EEG embeddings (:meth:`forward`).
+        image_embeds, text_embeds : Tensor of shape (batch, proj_dim)
+            Targets (L2-normalised here, as the reference's features are).
+
+        Returns
+        -------
+        out : dict
+            ``"loss"``; ``"loss_image"`` (InfoNCE), ``"loss_text"`` (when given, contrastive
+            objective), ``"loss_mse"`` (generation objective), ``"logit_scale"`` (the multiplier).
+        """
+        c = self.config
+        loss_img = self.info_nce(emb, image_embeds)
+        out = {"loss_image": loss_img.detach(), "logit_scale": self.logit_multiplier().detach()}
+        if c.objective == "generation":
+            mse = F.mse_loss(emb.float(), F.normalize(image_embeds.float(), dim=-1))
+            w = c.generation_mse_weight
+            out["loss_mse"] = mse.detach()
+            out["loss"] = c.generation_loss_scale * (w * mse + (1 - w) * loss_img)
+            return out
         if text_embeds is None:
             out["loss"] = loss_img
             return out
-        loss_txt = clip_loss(emb, text_embeds, scale)
-        w = self.config.image_weight
+        loss_txt = self.info_nce(emb, text_embeds)
+        w = c.image_weight
         out["loss_text"] = loss_txt.detach()
         out["loss"] = w * loss_img + (1 - w) * loss_txt
         return out
+
+    def optimizer_param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Parameter groups for the trainer: every trainable parameter decays (``decay_all_parameters``, the
+        reference's ``AdamW(model.parameters())``), or no decay on biases, norms and the scale."""
+        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        if self.config.decay_all_parameters:
+            return [{"params": [p for _, p in params], "weight_decay": float(weight_decay)}]
+        decay = [p for _, p in params if p.ndim >= 2]
+        rest = [p for _, p in params if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": float(weight_decay)}, {"params": rest, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
 
     def training_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """One training step for :class:`neurodecode.train.Trainer`.
@@ -656,7 +748,8 @@ def subject_splits(subjects: Sequence[str] | np.ndarray, split: Sequence[str] | 
 
 @dataclass
 class ATMPriorConfig:
-    """Settings of :class:`ATMDiffusionPrior` (defaults: ATM's stage-1 prior).
+    """Settings of :class:`ATMDiffusionPrior` (defaults: the reference's ``DiffusionPriorUNet(cond_dim=1024,
+    dropout=0.1)`` with diffusers' default ``DDPMScheduler``).
 
     Parameters
     ----------
@@ -665,81 +758,146 @@ class ATMPriorConfig:
     cond_dim : int
         EEG embedding dimension (1024).
     hidden_dims : list of int
-        MLP U-Net widths below ``embed_dim`` (512, 256, 128, 64).
-    time_dim : int
-        Sinusoidal timestep embedding size.
+        U-Net widths below the input layer (512, 256, 128, 64); the decoder climbs back symmetrically.
+    input_width : int or None
+        Width of the input layer (``None``: ``embed_dim``, i.e. 1024, the reference's ``hidden_dim[0]``).
+        :attr:`widths` is ``[input_width, *hidden_dims]``.
+    time_embed_dim : int
+        Size of the sinusoidal timestep features (512) each layer's time MLP reads.
     dropout : float
-        Dropout inside the blocks.
+        Dropout in every encoder and decoder layer (0.1).
     cond_dropout : float
-        Probability of replacing the condition by the null condition during training
-        (classifier-free guidance).
-    num_train_timesteps, num_inference_steps : int
-        DDPM training steps (1000) and DDIM sampling steps (50).
+        Probability of training unconditionally (classifier-free guidance), 0.1.
+    cond_dropout_mode : {"batch", "sample"}
+        ``"batch"`` (the reference): the whole batch is unconditional with probability ``cond_dropout``;
+        ``"sample"``: each row independently.
+    num_train_timesteps : int
+        DDPM training steps (1000).
+    num_inference_steps : int
+        Sampling steps (50).
     beta_start, beta_end : float
-        Linear noise schedule (DDPM).
+        Linear noise schedule (1e-4, 0.02).
     guidance_scale : float
-        Classifier-free guidance at sampling (5.0).
+        Classifier-free guidance at sampling (5.0): ``eps = eps_null + s x (eps_cond - eps_null)``.
+    sampler : {"ddpm", "ddim"}
+        ``"ddpm"`` (the reference, diffusers' ``DDPMScheduler`` defaults): "leading" timesteps
+        ``T // steps`` apart, ancestral steps with the "fixed_small" posterior variance and the x0
+        estimate clipped to ``[-clip_sample_range, clip_sample_range]``. ``"ddim"``: deterministic DDIM
+        (eta 0) over evenly spaced timesteps, no clipping.
+    clip_sample, clip_sample_range : bool, float
+        x0 clipping of the DDPM sampler (True, 1.0: diffusers' defaults).
+    normalize_targets : bool
+        L2-normalise the image embeddings before training (the reference's prior learns the
+        L2-normalised ViT-H-14 embeddings), so samples live on that scale.
     """
 
     embed_dim: int = 1024
     cond_dim: int = 1024
     hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128, 64])
-    time_dim: int = 256
-    dropout: float = 0.0
+    input_width: int | None = None
+    time_embed_dim: int = 512
+    dropout: float = 0.1
     cond_dropout: float = 0.1
+    cond_dropout_mode: str = "batch"
     num_train_timesteps: int = 1000
     num_inference_steps: int = 50
     beta_start: float = 1e-4
     beta_end: float = 0.02
     guidance_scale: float = 5.0
+    sampler: str = "ddpm"
+    clip_sample: bool = True
+    clip_sample_range: float = 1.0
+    normalize_targets: bool = True
+
+    def __post_init__(self) -> None:
+        self.hidden_dims = [int(w) for w in self.hidden_dims]
+        if not self.hidden_dims or min(self.widths) < 1:
+            raise ValidationError(format_error("hidden_dims", "at least one positive width below the input layer",
+                                               self.hidden_dims, "e.g. [512, 256, 128, 64]"))
+        if self.time_embed_dim < 2:
+            raise ValidationError(format_error("time_embed_dim", "an integer >= 2", self.time_embed_dim))
+        check_option(self.cond_dropout_mode, "cond_dropout_mode", ["batch", "sample"])
+        check_option(self.sampler, "sampler", ["ddpm", "ddim"])
+
+    @property
+    def widths(self) -> list[int]:
+        """U-Net widths from the input layer down (``[1024, 512, 256, 128, 64]``)."""
+        return [int(self.input_width or self.embed_dim), *self.hidden_dims]
 
     @classmethod
     def tiny(cls, **overrides: Any) -> ATMPriorConfig:
-        """Same structure at toy width."""
-        base: dict[str, Any] = dict(embed_dim=24, cond_dim=24, hidden_dims=[16, 8], time_dim=8,
+        """Same structure at toy width (distinct widths per component)."""
+        base: dict[str, Any] = dict(embed_dim=24, cond_dim=24, hidden_dims=[16, 8], input_width=28, time_embed_dim=12,
                                     num_train_timesteps=100, num_inference_steps=10)
         base.update(overrides)
         return cls(**base)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ATMPriorConfig:
-        """Build from a (JSON) dict or a recipe's ``[decoder.prior]`` table (its training settings ``epochs``,
-        ``lr`` and ``batch_size`` are skipped); other unknown keys are refused."""
-        return dataclass_from_dict(cls, d, "decoder.prior", ignore=("epochs", "lr", "batch_size"))
+        """Build from a (JSON) dict or a recipe's ``[decoder.prior]`` table.
+
+        The table's training settings (``epochs``, ``lr``, ``batch_size``, ``optimizer``, ``scheduler``,
+        ``warmup_steps``, ``grad_clip``, ``weight_decay``) are skipped; other unknown keys are refused.
+        A prior saved before the reference U-Net layout (its config has ``time_dim``) is refused:
+        retrain it.
+        """
+        d = dict(d)
+        if "time_dim" in d:
+            raise ValidationError(format_error(
+                "config", "an ATMPriorConfig of the reference DiffusionPriorUNet layout (per-layer timestep and "
+                "condition embeddings, 9,675,648 parameters at real size)",
+                "a prior saved with the older MLP U-Net (it has 'time_dim')",
+                "Retrain the prior (neurodecode train on the ATM recipe retrains it from the encoder); the old "
+                "weights do not fit the new layout"))
+        return dataclass_from_dict(cls, d, "decoder.prior",
+                                   ignore=("epochs", "lr", "batch_size", "optimizer", "scheduler", "warmup_steps",
+                                           "grad_clip", "weight_decay"))
 
 
 def _timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal timestep features ``[cos(t w_k), sin(t w_k)]`` with ``w_k = 10000^(-k / (dim // 2))``
+    (diffusers' ``Timesteps(dim, flip_sin_to_cos=True, downscale_freq_shift=0)``), shape (batch, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / max(half, 1))
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     args = t.float()[:, None] * freqs[None]
     emb = torch.cat([args.cos(), args.sin()], dim=-1)
     return F.pad(emb, (0, dim - 2 * half))
 
 
-class _PriorBlock(nn.Module):
-    """Linear, plus projected (time + condition) embedding, LayerNorm, SiLU, Dropout."""
+class _TimeMLP(nn.Module):
+    """Linear -> SiLU -> Linear from the timestep features to one layer's width."""
 
-    def __init__(self, d_in: int, d_out: int, d_emb: int, dropout: float) -> None:
+    def __init__(self, d_in: int, d_out: int) -> None:
         super().__init__()
-        self.lin = nn.Linear(d_in, d_out)
-        self.emb = nn.Linear(d_emb, d_out)
-        self.norm = nn.LayerNorm(d_out)
-        self.drop = nn.Dropout(dropout)
+        self.linear_1 = nn.Linear(d_in, d_out)
+        self.linear_2 = nn.Linear(d_out, d_out)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return self.drop(F.silu(self.norm(self.lin(x) + self.emb(emb))))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+def _prior_layer(d_in: int, d_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_out), nn.LayerNorm(d_out), nn.SiLU(), nn.Dropout(dropout))
 
 
 class ATMDiffusionPrior(PretrainedMixin, nn.Module):
     """Diffusion prior: EEG embedding -> CLIP image embedding (ATM generation, stage 1).
 
-    An MLP U-Net (``embed_dim -> 512 -> 256 -> 128 -> 64`` and back, with skip
-    connections added at each width) predicts the noise of a DDPM (linear betas,
-    ``num_train_timesteps``) from the noisy image embedding, the timestep and the EEG
-    embedding. The condition is dropped (set to zero, the null condition) with
-    probability ``cond_dropout`` in training, so sampling can use classifier-free
-    guidance: ``eps = eps_null + s x (eps_cond - eps_null)``. Sampling is deterministic
-    DDIM (eta 0) over ``num_inference_steps`` evenly spaced timesteps.
+    The reference's ``DiffusionPriorUNet`` (``Generation/diffusion_prior.py``), an MLP U-Net that
+    predicts the noise of a DDPM (linear betas, ``num_train_timesteps``):
+
+    - input layer: Linear ``embed_dim -> widths[0]``, LayerNorm, SiLU;
+    - encoder, for each width ``w_i -> w_{i+1}``: add this layer's timestep embedding (its own
+      Linear-SiLU-Linear on the sinusoidal features) and condition embedding (its own Linear of the
+      EEG embedding; zero for the null condition), then Linear, LayerNorm, SiLU, Dropout; the input
+      of each encoder layer is kept as a skip;
+    - decoder, symmetric (``w_{i+1} -> w_i``), with its own timestep and condition embeddings, each
+      output plus the matching skip;
+    - output layer: Linear ``widths[0] -> embed_dim``.
+
+    Training drops the condition (the null condition: no condition term at all) for the whole
+    batch with probability ``cond_dropout``; sampling uses classifier-free guidance with
+    diffusers' DDPM scheduler maths (see :class:`ATMPriorConfig`).
 
     Parameters
     ----------
@@ -747,74 +905,143 @@ class ATMDiffusionPrior(PretrainedMixin, nn.Module):
     """
 
     config_class = ATMPriorConfig
+    alphas_cumprod: torch.Tensor
 
     def __init__(self, config: ATMPriorConfig | None = None) -> None:
         super().__init__()
-        self.config = config = config if config is not None else ATMPriorConfig()
-        d_emb = config.time_dim
-        self.time_mlp = nn.Sequential(nn.Linear(config.time_dim, d_emb), nn.SiLU(), nn.Linear(d_emb, d_emb))
-        self.cond_mlp = nn.Sequential(nn.Linear(config.cond_dim, d_emb), nn.SiLU(), nn.Linear(d_emb, d_emb))
-        widths = [config.embed_dim, *config.hidden_dims]
-        self.down = nn.ModuleList(_PriorBlock(a, b, d_emb, config.dropout) for a, b in zip(widths[:-1], widths[1:]))
-        self.up = nn.ModuleList(_PriorBlock(b, a, d_emb, config.dropout)
-                                for a, b in zip(widths[1:-1][::-1], widths[2:][::-1]))
-        self.out = nn.Linear(widths[1], config.embed_dim)
-        betas = torch.linspace(config.beta_start, config.beta_end, config.num_train_timesteps, dtype=torch.float64)
-        self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float(), persistent=False)
+        self.config = c = config if config is not None else ATMPriorConfig()
+        w, n = c.widths, len(c.widths)
+        self.input_layer = nn.Sequential(nn.Linear(c.embed_dim, w[0]), nn.LayerNorm(w[0]), nn.SiLU())
+        self.encode_time = nn.ModuleList(_TimeMLP(c.time_embed_dim, w[i]) for i in range(n - 1))
+        self.encode_cond = nn.ModuleList(nn.Linear(c.cond_dim, w[i]) for i in range(n - 1))
+        self.encode_layers = nn.ModuleList(_prior_layer(w[i], w[i + 1], c.dropout) for i in range(n - 1))
+        self.decode_time = nn.ModuleList(_TimeMLP(c.time_embed_dim, w[i]) for i in range(n - 1, 0, -1))
+        self.decode_cond = nn.ModuleList(nn.Linear(c.cond_dim, w[i]) for i in range(n - 1, 0, -1))
+        self.decode_layers = nn.ModuleList(_prior_layer(w[i], w[i - 1], c.dropout) for i in range(n - 1, 0, -1))
+        self.output_layer = nn.Linear(w[0], c.embed_dim)
+        # float32 like diffusers' DDPMScheduler (betas linspace, cumprod)
+        betas = torch.linspace(c.beta_start, c.beta_end, c.num_train_timesteps, dtype=torch.float32)
+        self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, 0), persistent=False)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """Predicted noise of shape (batch, embed_dim); ``cond=None`` is the null condition."""
-        emb = self.time_mlp(_timestep_embedding(t, self.config.time_dim))
-        if cond is not None:
-            emb = emb + self.cond_mlp(cond.float())
-        else:
-            emb = emb + self.cond_mlp(torch.zeros(len(x_t), self.config.cond_dim, device=x_t.device))
-        h = x_t.float()
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        if any(k.startswith(prefix + "time_mlp.") for k in state_dict):
+            raise ValidationError(format_error(
+                "state_dict", "weights of the reference DiffusionPriorUNet layout",
+                "a prior saved with the older MLP U-Net (keys 'time_mlp.*')",
+                "Retrain the prior; the old weights do not fit the new layout"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+                cond_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted noise.
+
+        Parameters
+        ----------
+        x_t : Tensor of shape (batch, embed_dim)
+            Noisy image embeddings.
+        t : Tensor of shape (batch,)
+            Timesteps (integer or float).
+        cond : Tensor of shape (batch, cond_dim) or None
+            EEG embeddings; ``None`` is the null condition (no condition term).
+        cond_mask : Tensor of shape (batch,) or None
+            1 keeps a row's condition, 0 makes it null (one pass for guided sampling).
+
+        Returns
+        -------
+        eps : Tensor of shape (batch, embed_dim)
+        """
+        tf = _timestep_embedding(t, self.config.time_embed_dim)
+        keep = None if cond_mask is None else cond_mask.float()[:, None]
+
+        def cond_term(lin: nn.Linear) -> torch.Tensor | float:
+            if cond is None:
+                return 0.0
+            e = lin(cond.float())
+            return e if keep is None else e * keep
+
+        h = self.input_layer(x_t.float())
         skips = []
-        for block in self.down:
-            h = block(h, emb)
+        for tm, cl, layer in zip(self.encode_time, self.encode_cond, self.encode_layers):
             skips.append(h)
-        skips.pop()  # the bottleneck is h itself
-        for block in self.up:
-            h = block(h, emb) + skips.pop()
-        return self.out(h)
+            h = layer(h + tm(tf) + cond_term(cl))
+        for i, (tm, cl, layer) in enumerate(zip(self.decode_time, self.decode_cond, self.decode_layers)):
+            h = layer(h + tm(tf) + cond_term(cl)) + skips[-1 - i]
+        return self.output_layer(h)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` (the forward process)."""
+        ab = self.alphas_cumprod.to(x0.device)[t.long()][:, None]
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
     def training_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        """DDPM noise-prediction loss.
+        """DDPM noise-prediction loss (MSE), with the condition dropped as in :class:`ATMPriorConfig`.
 
         Parameters
         ----------
         batch : dict
             ``"eeg_embeds"``: (batch, cond_dim) from :meth:`ATM.encode`; ``"image_embeds"``:
-            (batch, embed_dim) targets.
+            (batch, embed_dim) targets (L2-normalised here with ``normalize_targets``).
         step : int
             Global step (unused).
         """
+        c = self.config
         x0, cond = batch["image_embeds"].float(), batch["eeg_embeds"].float()
+        if c.normalize_targets:
+            x0 = F.normalize(x0, dim=-1)
         n = len(x0)
-        t = torch.randint(0, self.config.num_train_timesteps, (n,), device=x0.device)
+        t = torch.randint(0, c.num_train_timesteps, (n,), device=x0.device)
         noise = torch.randn_like(x0)
-        ab = self.alphas_cumprod[t][:, None]
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        keep = (torch.rand(n, 1, device=x0.device) >= self.config.cond_dropout).float()
-        loss = F.mse_loss(self(x_t, t, cond * keep), noise)
-        return {"loss": loss}
+        x_t = self.add_noise(x0, noise, t)
+        if c.cond_dropout_mode == "batch":
+            pred = self(x_t, t, None) if float(torch.rand(())) < c.cond_dropout else self(x_t, t, cond)
+        else:
+            keep = (torch.rand(n, device=x0.device) >= c.cond_dropout).float()
+            pred = self(x_t, t, cond, keep)
+        return {"loss": F.mse_loss(pred, noise)}
+
+    def timesteps(self, num_inference_steps: int | None = None) -> np.ndarray:
+        """Sampling timesteps, first to last: DDPM "leading" spacing ``T // steps`` apart
+        (50 steps of 1000: 980, 960, ..., 0), or for DDIM evenly spaced from ``T - 1`` to 0."""
+        c = self.config
+        steps = c.num_inference_steps if num_inference_steps is None else int(num_inference_steps)
+        steps = max(1, min(steps, c.num_train_timesteps))
+        if c.sampler == "ddpm":
+            return (np.arange(steps) * (c.num_train_timesteps // steps))[::-1].astype(np.int64)
+        return np.linspace(c.num_train_timesteps - 1, 0, steps).round().astype(np.int64)
+
+    def _ddpm_step(self, x: torch.Tensor, eps: torch.Tensor, t: int, prev: int,
+                   noise: torch.Tensor | None) -> torch.Tensor:
+        c = self.config
+        acp = self.alphas_cumprod
+        ab = acp[t]
+        ab_prev = acp[prev] if prev >= 0 else torch.ones((), device=acp.device)
+        beta = 1 - ab / ab_prev
+        x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+        if c.clip_sample:
+            x0 = x0.clamp(-c.clip_sample_range, c.clip_sample_range)
+        mean = (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)) * x
+        if t > 0 and noise is not None:
+            var = ((1 - ab_prev) / (1 - ab) * beta).clamp(min=1e-20)
+            mean = mean + var.sqrt() * noise
+        return mean
 
     @torch.inference_mode()
     def sample(self, cond: Any, *, guidance_scale: float | None = None, num_inference_steps: int | None = None,
                seed: int | None = 0, batch_size: int = 1024) -> np.ndarray:
-        """Sample image embeddings conditioned on EEG embeddings (DDIM, eta 0, with CFG).
+        """Sample image embeddings conditioned on EEG embeddings (classifier-free guidance).
 
         Parameters
         ----------
         cond : array-like of shape (n, cond_dim)
             EEG embeddings (:meth:`ATM.encode`).
         guidance_scale : float or None
-            Classifier-free guidance (``config.guidance_scale`` when None; 1 disables it).
+            Classifier-free guidance (``config.guidance_scale`` when None; 1: conditional only,
+            0: unconditional only).
         num_inference_steps : int or None
-            DDIM steps (``config.num_inference_steps`` when None).
+            Sampling steps (``config.num_inference_steps`` when None).
         seed : int or None
-            Seed of the initial noise.
+            Seed of the CPU generator that draws the initial and the per-step noise (in that order,
+            as diffusers' scheduler does).
         batch_size : int
             Rows per pass.
 
@@ -828,31 +1055,38 @@ class ATMDiffusionPrior(PretrainedMixin, nn.Module):
             raise ShapeMismatchError(format_error("cond", f"an array of shape (n, {c.cond_dim})", cond,
                                                   "Pass the EEG embeddings from ATM.encode of the matching model"))
         s = c.guidance_scale if guidance_scale is None else float(guidance_scale)
-        steps = c.num_inference_steps if num_inference_steps is None else int(num_inference_steps)
-        steps = max(1, min(steps, c.num_train_timesteps))
+        ts = self.timesteps(num_inference_steps)
         was_training = self.training
         self.eval()
         device = self.alphas_cumprod.device
         gen = torch.Generator(device="cpu")
         if seed is not None:
             gen.manual_seed(int(seed))
-        ts = np.linspace(c.num_train_timesteps - 1, 0, steps).round().astype(np.int64)
+        acp = self.alphas_cumprod
         out = []
         for b0 in range(0, len(cond), batch_size):
             cb = torch.as_tensor(cond[b0:b0 + batch_size], dtype=torch.float32, device=device)
-            x = torch.randn(len(cb), c.embed_dim, generator=gen).to(device)
-            for i, t in enumerate(ts):
-                tt = torch.full((len(cb),), int(t), device=device, dtype=torch.long)
+            m = len(cb)
+            x = torch.randn(m, c.embed_dim, generator=gen).to(device)
+            for i, t in enumerate(ts.tolist()):
+                tt = torch.full((m,), float(t), device=device)
                 if s == 1.0:
                     eps = self(x, tt, cb)
+                elif s == 0.0:
+                    eps = self(x, tt, None)
                 else:
-                    both = self(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cb, torch.zeros_like(cb)]))
-                    e_c, e_u = both.chunk(2)
+                    mask = torch.cat([torch.ones(m, device=device), torch.zeros(m, device=device)])
+                    e_c, e_u = self(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cb, cb]), mask).chunk(2)
                     eps = e_u + s * (e_c - e_u)
-                ab = self.alphas_cumprod[int(t)]
-                ab_prev = self.alphas_cumprod[int(ts[i + 1])] if i + 1 < len(ts) else torch.tensor(1.0, device=device)
-                x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-                x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
+                if c.sampler == "ddpm":
+                    prev = t - c.num_train_timesteps // len(ts)
+                    noise = torch.randn(m, c.embed_dim, generator=gen).to(device) if t > 0 else None
+                    x = self._ddpm_step(x, eps, t, prev, noise)
+                else:
+                    ab = acp[t]
+                    ab_prev = acp[int(ts[i + 1])] if i + 1 < len(ts) else torch.ones((), device=device)
+                    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+                    x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
             out.append(x.float().cpu().numpy())
         self.train(was_training)
         return np.concatenate(out)

@@ -2,7 +2,8 @@
 
 Each verb lives in its own private module with a ``register(app)`` function; the
 modules import only typer at start-up and the heavy libraries inside the command,
-so ``neurodecode --help`` stays fast.
+so ``neurodecode --help`` stays fast. The app is a :class:`~._common.NeurodecodeTyper`, so every
+verb shares the CLI's forms (``--subjects 1 2``, flags shown as flags, ``OSError`` reported once).
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ import importlib
 
 import typer
 
-from ._common import STATE, configure_logging
+from ._common import STATE, NeurodecodeTyper, configure_logging
 
 __all__ = ["app", "main"]
 
 _VERB_MODULES = ("_info", "_data", "_simulate", "_embed", "_train", "_reconstruct", "_evaluate", "_download")
 
 
-def _build_app() -> typer.Typer:
-    application = typer.Typer(
+def _build_app() -> NeurodecodeTyper:
+    application = NeurodecodeTyper(
         name="neurodecode",
         help="Decode brain activity (fMRI, EEG, MEG) into images and sentences.",
         no_args_is_help=True,

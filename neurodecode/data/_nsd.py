@@ -32,7 +32,7 @@ from ._layout import parse_subject_number, relative_path, spec_path
 from ._trials import Trials
 
 __all__ = ["load_nsd", "load_nsd_stimuli", "nsd_trial_table", "nsd_subject_id", "nsd_beta_dir", "NSDMask",
-           "read_nsd_mask", "nsd_session_files"]
+           "read_nsd_mask", "nsd_session_files", "nsd_missing_sessions"]
 
 _ZSCORE = ("train", "all", None)
 _SOURCES = ("auto", "nifti", "hdf5")
@@ -191,11 +191,13 @@ def read_nsd_mask(root: str | os.PathLike[str], subject: Any) -> NSDMask:
 
 
 def nsd_session_files(root: str | os.PathLike[str], subject: Any, beta_version: str = "b3",
-                      source: str = "auto") -> dict[int, tuple[str, Path]]:
-    """Session number -> (format, path) of the beta files present, consecutive from session 1.
+                      source: str = "auto", *, consecutive: bool = True) -> dict[int, tuple[str, Path]]:
+    """Session number -> (format, path) of the beta files present.
 
     With ``source="auto"`` the HDF5 file is used when present (voxel-wise reads), else
-    the NIfTI file.
+    the NIfTI file. With ``consecutive=True`` (default) the listing stops at the first
+    missing session (sessions 1..k); ``False`` lists every session on disk, so holes
+    show (see :func:`nsd_missing_sessions`).
     """
     check_option(source, "source", _SOURCES)
     s = _subject_number(subject)
@@ -209,9 +211,28 @@ def nsd_session_files(root: str | os.PathLike[str], subject: Any, beta_version: 
             found[session] = ("hdf5", h5)
         elif source in ("auto", "nifti") and nii.is_file():
             found[session] = ("nifti", nii)
-        else:
+        elif consecutive:
             break
     return found
+
+
+def nsd_missing_sessions(found: dict[int, Any]) -> list[int]:
+    """Sessions absent below the highest one present (holes in a download)."""
+    return [x for x in range(1, max(found, default=0) + 1) if x not in found]
+
+
+def _refuse_holes(root: Any, s: int, beta_dir: str, source: str) -> None:
+    every = nsd_session_files(root, s, beta_dir, source, consecutive=False)
+    holes = nsd_missing_sessions(every)
+    if holes:
+        first = min(holes)
+        raise MissingFileError(format_error(
+            "sessions", f"every session from 01 to {max(every):02d} of subj{s:02d} ({beta_dir})",
+            f"sessions {', '.join(f'{x:02d}' for x in holes)} missing under {root}",
+            f"Restore {relative_path('nsd', 'betas_nifti', subject=s, session=first, beta_dir=beta_dir)} (or .hdf5), "
+            f"or pass sessions={first - 1} to use only the sessions before the gap" if first > 1 else
+            f"Restore {relative_path('nsd', 'betas_nifti', subject=s, session=first, beta_dir=beta_dir)} (or .hdf5), "
+            "or pass the sessions present explicitly"))
 
 
 def _read_session_betas(fmt: str, path: Path, mask: NSDMask, tps: int, verbose: Any = None) -> np.ndarray:
@@ -257,14 +278,19 @@ def _read_session_betas(fmt: str, path: Path, mask: NSDMask, tps: int, verbose: 
 
 # ----------------------------------------------------------------------------- normalisation
 def _handle_nonfinite(x: np.ndarray, nan_policy: str, where: str) -> int:
+    """Apply ``nan_policy`` to the non-finite values of ``x`` (trials x voxels) in place; return their count."""
+    if np.issubdtype(x.dtype, np.integer):
+        return 0
     bad = ~np.isfinite(x)
     n_bad = int(bad.sum())
     if n_bad and nan_policy == "raise":
         first = np.argwhere(bad)[:5]
-        pos = ", ".join(f"(trial {int(i)}, voxel {int(j)})" for i, j in first)
+        pos = ", ".join(f"(trial {int(i)}, voxel {int(j)})" for i, j in first)  # 0-based rows and columns
+        n_vox = int(bad.any(axis=0).sum())
         raise ValidationError(format_error(
-            "betas", "only finite values", f"{n_bad} NaN/inf value(s) in {where}, first at {pos}",
-            "Pass nan_policy='zero' to replace them with 0 (recorded in provenance), or fix the file"))
+            "betas", "only finite values", f"{n_bad} NaN/inf value(s) in {n_vox} voxel(s) of {where}, first at {pos}",
+            "Pass nan_policy='zero' (CLI: --nan-policy zero) to replace them with 0, recorded in provenance, "
+            "or fix the file"))
     if n_bad:
         x[bad] = 0.0
     return n_bad
@@ -387,6 +413,7 @@ def load_nsd(
                 "root", f"beta files of subj{s:02d} ({beta_dir})", f"none under {root}",
                 _hint("betas_hdf5" if source == "hdf5" else "betas_nifti", subject=s, session=1, beta_dir=beta_dir)))
         if sessions is None:
+            _refuse_holes(root, s, beta_dir, source)
             sessions = sorted(found)
         table = nsd_trial_table(root, s, sessions)
         sessions_list = [int(x) for x in dict.fromkeys(table["session"].tolist())]
@@ -415,7 +442,8 @@ def load_nsd(
                                          verbose=verbose)):
         rows = slice(i * tps, (i + 1) * tps)
         x = reader(session).astype(np.float64) / scale
-        n_nonfinite += _handle_nonfinite(x, nan_policy, f"session {session:02d} of subj{s:02d}")
+        where = f"subj{s:02d} session {session:02d} ({files[min(i, len(files) - 1)]})"
+        n_nonfinite += _handle_nonfinite(x, nan_policy, where)
         if zscore is not None:
             ref = np.flatnonzero(train_rows[rows]) if zscore == "train" else np.arange(tps)
             nz = _zscore_session(x, ref)

@@ -29,6 +29,7 @@ from .._core.specs import load_spec
 from .._core.validation import check_indices, format_error
 from ._nsd import (
     _read_session_betas,
+    _refuse_holes,
     _subject_number,
     nsd_beta_dir,
     nsd_session_files,
@@ -53,6 +54,7 @@ def prepare_nsd(
     beta_version: str = "b3",
     sessions: Any = None,
     source: str = "auto",
+    nan_policy: str = "raise",
     verbose: Any = None,
 ) -> Path:
     """Convert one subject's masked betas once into the fast cache (see module docstring).
@@ -74,6 +76,10 @@ def prepare_nsd(
         1-based sessions (None: every session on disk).
     source : {"auto", "nifti", "hdf5"}
         Which files to convert from.
+    nan_policy : {"raise", "zero"}
+        NaN/inf betas (possible in float files): ``"raise"`` (default) refuses the file,
+        naming the subject, session, file and first positions, and writes nothing for it;
+        ``"zero"`` stores 0 instead and records the count per session in ``provenance.json``.
     verbose : bool | str | int | None
         Log level and progress bars.
 
@@ -82,6 +88,10 @@ def prepare_nsd(
     folder : pathlib.Path
         The subject's cache folder (pass ``out_dir`` as ``cache_dir`` to :func:`load_nsd`).
     """
+    from .._core.validation import check_option
+    from ._nsd import _handle_nonfinite
+
+    check_option(nan_policy, "nan_policy", ("raise", "zero"))
     s = _subject_number(subject)
     beta_dir = nsd_beta_dir(beta_version)
     tps = int(load_spec("nsd")["dataset"]["trials_per_session"])
@@ -91,6 +101,8 @@ def prepare_nsd(
 
         raise MissingFileError(format_error("root", f"beta files of subj{s:02d} ({beta_dir})", f"none under {root}",
                                             _hint("betas_nifti", subject=s, session=1, beta_dir=beta_dir)))
+    if sessions is None:
+        _refuse_holes(root, s, beta_dir, source)
     table = nsd_trial_table(root, s, sorted(found) if sessions is None else sessions)
     session_list = [int(x) for x in dict.fromkeys(table["session"].tolist())]
     missing = [x for x in session_list if x not in found]
@@ -101,7 +113,8 @@ def prepare_nsd(
     prov_path = folder / "provenance.json"
     if prov_path.is_file():
         done = json.loads(prov_path.read_text())
-        if done.get("sessions") == session_list and (folder / "betas.npy").is_file():
+        if done.get("sessions") == session_list and (folder / "betas.npy").is_file() and \
+                (done.get("nan_policy", "raise") == nan_policy or not done.get("n_nonfinite_set_to_zero")):
             logger.info("nsd cache for subj%02d already complete: %s", s, folder)
             return folder
         prov_path.unlink()  # a different selection: rebuild
@@ -109,8 +122,12 @@ def prepare_nsd(
     parts = folder / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     dtype = None
+    nonfinite_path = parts / "nonfinite.json"
+    nonfinite: dict[str, int] = json.loads(nonfinite_path.read_text()) if nonfinite_path.is_file() else {}
     for session in progress(session_list, desc=f"prepare nsd/subj{s:02d}", unit="session", verbose=verbose):
         part = parts / f"session{session:02d}.npy"
+        if nan_policy == "raise" and nonfinite.pop(f"{session:02d}", None) is not None:
+            part.unlink(missing_ok=True)  # converted earlier with nan_policy='zero': check the file again
         if part.is_file():
             arr = np.load(part, mmap_mode="r")
             if arr.shape == (tps, mask.n_voxels):
@@ -120,6 +137,12 @@ def prepare_nsd(
         raw = _read_session_betas(fmt, path, mask, tps, verbose=False)
         if raw.dtype != np.int16:
             raw = raw.astype(np.float32)
+            n_bad = _handle_nonfinite(raw, nan_policy, f"subj{s:02d} session {session:02d} ({path})")
+            if n_bad:
+                nonfinite[f"{session:02d}"] = n_bad
+                write_json(nonfinite_path, nonfinite)
+                logger.warning("nsd/subj%02d session %02d: %d NaN/inf value(s) stored as 0 (nan_policy='zero')",
+                               s, session, n_bad)
         dtype = dtype or raw.dtype
         with atomic_path(part, suffix=".npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, raw.astype(dtype, copy=False))
@@ -142,6 +165,8 @@ def prepare_nsd(
         "dtype": str(np.dtype(dtype)), "scaling": "stored values / 300 = percent signal change",
         "mask": "nsdgeneral == 1, np.flatnonzero C order", "mask_shape": list(mask.shape),
         "source_files": {str(x): str(found[x][1]) for x in session_list},
+        "nan_policy": nan_policy,
+        "n_nonfinite_set_to_zero": {k: v for k, v in sorted(nonfinite.items()) if int(k) in session_list},
         "versions": package_versions(("numpy", "nibabel", "h5py")),
     })
     shutil.rmtree(parts, ignore_errors=True)

@@ -62,6 +62,47 @@ def check_sfreq(times: np.ndarray, sfreq: float, where: str) -> float:
     return measured
 
 
+#: A value beyond this many times the file's median absolute value is damage, not EEG.
+_DAMAGE_FACTOR = 1e6
+
+
+def _check_values(data: np.ndarray, path: Path, subject: int, ch_names: Sequence[str], chunk: int = 64) -> None:
+    """Refuse non-finite or absurd values (flipped or overwritten bytes), naming the file, subject and channel.
+
+    ``data`` is (n_images, n_repetitions, n_channels, n_times). A pickled ``.npy`` keeps its
+    array bytes raw, so damage inside them unpickles "fine": random bytes read as float32
+    are mostly NaN/inf or many orders of magnitude off the recording's scale.
+    """
+    if not np.issubdtype(data.dtype, np.floating):
+        raise DataIntegrityError(format_error(
+            "preprocessed_eeg_data", "a float array", f"dtype {data.dtype} in {path}",
+            "Check that this is a THINGS-EEG2 preprocessed file (it may be damaged: download it again)"))
+    flat = data.reshape(-1)
+    sample = np.asarray(flat[:: max(1, flat.size // 200_000)], dtype=np.float64)
+    sample = np.abs(sample[np.isfinite(sample)])
+    scale = float(np.median(sample)) if sample.size else 0.0
+    limit = _DAMAGE_FACTOR * scale if scale > 0 else np.inf
+    n_bad, first = 0, None
+    with np.errstate(invalid="ignore", over="ignore"):
+        for start in range(0, data.shape[0], chunk):
+            block = data[start:start + chunk]
+            bad = ~np.isfinite(block) | (np.abs(block) > limit)
+            if bad.any():
+                n_bad += int(bad.sum())
+                if first is None:
+                    first = np.argwhere(bad)[0] + np.array([start, 0, 0, 0])
+    if n_bad:
+        i, r, c, t = (int(v) for v in first)  # type: ignore[union-attr]
+        channel = ch_names[c] if c < len(ch_names) else f"#{c}"
+        raise DataIntegrityError(format_error(
+            "preprocessed_eeg_data", f"finite EEG values on the file's scale (|x| <= {limit:.3g}, "
+            f"{_DAMAGE_FACTOR:g} x its median |x|)",
+            f"{n_bad} damaged value(s) in {path} (things-eeg2/sub-{subject:02d}), first at image {i}, repetition "
+            f"{r}, channel {channel}, sample {t}",
+            "The file is corrupted (overwritten or flipped bytes): download it again and compare its size and "
+            "checksum with the OSF release"))
+
+
 def _read_part(root: Path, part: str, variant: str, subject: int, allow_pickle: bool) -> tuple[dict[str, Any], Path]:
     from ..io.npy import load_npy, load_npz
 
@@ -70,7 +111,7 @@ def _read_part(root: Path, part: str, variant: str, subject: int, allow_pickle: 
     npy = _path(root, part, variant, subject)
     keys = _spec()["keys"]["eeg"]
     if npz.is_file():
-        obj: Any = load_npz(npz)
+        obj: Any = load_npz(npz, allow_pickle=allow_pickle)
         path = npz
     elif h5.is_file():
         from ..io.hdf5 import open_hdf5
@@ -99,7 +140,7 @@ def _image_metadata(root: Path, allow_pickle: bool) -> dict[str, list[str]] | No
     npy = root / _spec()["paths"]["image_metadata"]
     npz = npy.with_suffix(".npz")
     if npz.is_file():
-        return {k: [str(x) for x in v] for k, v in load_npz(npz).items()}
+        return {k: [str(x) for x in v] for k, v in load_npz(npz, allow_pickle=allow_pickle).items()}
     if npy.is_file() and (allow_pickle or not npy_is_pickled(npy)):
         meta = load_npy(npy, allow_pickle=allow_pickle)
         return {k: [str(x) for x in meta[k]] for k in _spec()["keys"]["image_metadata"] if k in meta}
@@ -173,6 +214,7 @@ def load_things_eeg2(
             raise ShapeMismatchError(format_error("times", f"{data.shape[-1]} samples (last axis of the EEG)",
                                                   f"{len(t)} in {path}"))
         check_sfreq(t, sfreq, str(path))
+        _check_values(data, path, s, obj["ch_names"])
         if len(obj["ch_names"]) != data.shape[2]:
             raise ShapeMismatchError(format_error("ch_names", f"{data.shape[2]} names (axis 2 of the EEG)",
                                                   f"{len(obj['ch_names'])} in {path}"))

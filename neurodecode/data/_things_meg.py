@@ -469,8 +469,10 @@ def check_things_meg(
     """Check a THINGS-MEG tree without loading the data; return ``(report, problems)``.
 
     Reads each run's header (not its samples), its events and channels files, and checks
-    the rate, the channel set across runs, and that every epoch window (the spec's ATM
-    window) lies inside its recording. Nothing is raised: every problem is listed.
+    the rate, the channel set across runs, that every epoch window (the spec's ATM
+    window) lies inside its recording, and that no session or run is missing (holes, or
+    fewer sessions than the other subjects of the tree). Nothing is raised: every problem
+    is listed.
 
     Returns
     -------
@@ -491,6 +493,9 @@ def check_things_meg(
         if not subjects:
             problems.append(f"no subject found: missing {relative_path('things_meg', 'raw_fif', subject=1, session=1, run=1)}"
                             f" (or _meg.ds) under {root}")
+    warnings: list[str] = []
+    report["warnings"] = warnings
+    n_sessions: dict[int, int] = {}
     for subject in subjects:
         try:
             s = _subject(subject)
@@ -498,6 +503,20 @@ def check_things_meg(
         except Exception as exc:  # every problem is collected, none stops the check
             problems.append(f"subject {subject}: {exc}")
             continue
+        sessions = sorted({ses for ses, _, _ in runs})
+        holes = [x for x in range(1, max(sessions) + 1) if x not in sessions]
+        if holes:
+            problems.append(f"{_subject_id(s)}: missing session(s) {', '.join(f'ses-{x:02d}' for x in holes)} "
+                            f"({relative_path('things_meg', 'raw_fif', subject=s, session=holes[0], run=1)} or "
+                            f"_meg.ds) while sessions up to ses-{max(sessions):02d} are present")
+        n_sessions[s] = max(sessions)
+        for ses in sessions:
+            run_nums = sorted(r for x, r, _ in runs if x == ses)
+            gaps = [r for r in range(1, max(run_nums) + 1) if r not in run_nums]
+            if gaps:
+                problems.append(f"{_subject_id(s)} ses-{ses:02d}: missing run(s) "
+                                f"{', '.join(f'run-{r:02d}' for r in gaps)} while runs up to run-{max(run_nums):02d} "
+                                "are present")
         names: list[str] | None = None
         sfreqs: set[float] = set()
         train_ids: list[str] = []
@@ -530,4 +549,8 @@ def check_things_meg(
             "train_epochs": len(train_ids), "test_epochs": len(test_ids),
             "train_images": len(set(train_ids)), "test_images": len(set(test_ids)), "catch_events": n_catch,
         }
+    if len(set(n_sessions.values())) > 1:
+        most = max(n_sessions.values())
+        problems.extend(f"{_subject_id(s)}: sessions ses-{n + 1:02d} to ses-{most:02d} missing (other subjects of "
+                        f"this tree have {most})" for s, n in sorted(n_sessions.items()) if n < most)
     return report, problems

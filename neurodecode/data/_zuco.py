@@ -1,7 +1,9 @@
 """ZuCo 1.0 (MATLAB v5) and 2.0 (MATLAB v7.3): sentence-level EEG with the sentence read.
 
 Sentences without usable EEG (empty or all-NaN ``rawData``, as in the release) are
-dropped and counted in the provenance. The split is by unique sentence: a sentence
+dropped and counted in the provenance. Isolated NaN/inf samples inside a usable
+sentence follow ``nan_policy``: replaced by 0 and counted in the provenance (per
+channel), or refused with the file, sentence and channel named. The split is by unique sentence: a sentence
 goes to train/val/test according to the SHA-256 of its text, so the same sentence
 lands in the same split for every subject and task (no text leakage).
 """
@@ -62,6 +64,7 @@ def load_zuco(
     sfreq: float | None = None,
     resample: float | None = None,
     ch_names: list[str] | None = None,
+    nan_policy: str = "zero",
     verbose: Any = None,
 ) -> Trials:
     """Load one ZuCo subject's sentence-level EEG for one task as :class:`Trials`.
@@ -88,6 +91,11 @@ def load_zuco(
         and the provenance describe the resampled data. ``None`` keeps the recorded rate.
     ch_names : list of str or None
         Expected channel set (checked when the file carries channel labels).
+    nan_policy : {"zero", "raise"}
+        NaN/inf samples inside a sentence with EEG (the release has some): ``"zero"``
+        (default, as GLIM) replaces them by 0 and records in the provenance how many, in
+        how many sentences and on which channels; ``"raise"`` refuses the file, naming the
+        sentence and channel. All-NaN sentences are dropped either way (and counted).
     verbose : bool | str | int | None
         Unused (kept for a uniform signature).
 
@@ -102,6 +110,7 @@ def load_zuco(
 
     spec = _spec()
     check_option(version, "version", (1, 2))
+    check_option(nan_policy, "nan_policy", ("zero", "raise"))
     v = spec["versions"][str(version)]
     check_option(task, "task", list(v["tasks"]))
     subject = str(subject).split("/", 1)[-1] if str(subject).startswith("zuco/") else str(subject)
@@ -136,6 +145,8 @@ def load_zuco(
     records = content[keys["sentences"]]
     records = [records] if isinstance(records, dict) else list(records)
     texts, eegs, idx, dropped = [], [], [], 0
+    nan_samples = nan_sentences = 0
+    nan_channels: dict[str, int] = {}
     n_ch = None
     for i, rec in enumerate(records):
         if keys["text"] not in rec or keys["eeg"] not in rec:
@@ -150,8 +161,24 @@ def load_zuco(
         elif eeg.shape[0] != n_ch:
             raise MetadataMismatchError(format_error(f"{keys['sentences']}[{i}].rawData", f"{n_ch} channels",
                                                      f"{eeg.shape[0]} in {path}"))
+        bad = ~np.isfinite(eeg)
+        if bad.any():
+            per_channel = bad.sum(axis=1)
+            chans = np.flatnonzero(per_channel)
+            label = [names[c] if names is not None and c < len(names) else f"E{c + 1}" for c in chans]
+            if nan_policy == "raise":
+                raise ValidationError(format_error(
+                    f"{keys['sentences']}[{i}].{keys['eeg']}", "only finite EEG samples",
+                    f"{int(bad.sum())} NaN/inf sample(s) on channel(s) {', '.join(label[:5])} of sentence {i} in "
+                    f"{path} (zuco/{subject}, {task})",
+                    "Pass nan_policy='zero' (CLI: --nan-policy zero) to replace them by 0, recorded in provenance"))
+            nan_samples += int(bad.sum())
+            nan_sentences += 1
+            for c, name in zip(chans, label):
+                nan_channels[name] = nan_channels.get(name, 0) + int(per_channel[c])
+            eeg = np.where(bad, 0.0, eeg)
         texts.append(str(rec[keys["text"]]))
-        eegs.append(np.nan_to_num(eeg))
+        eegs.append(eeg)
         idx.append(i)
     if not eegs:
         raise ValidationError(format_error("sentences", "at least one sentence with EEG", f"none in {path}"))
@@ -181,6 +208,9 @@ def load_zuco(
         "task": task, "subject": f"zuco/{subject}", "sfreq": out_sfreq, "sfreq_recorded": expected_sfreq,
         "resample": resampling, "n_sentences_in_file": len(records),
         "n_dropped_no_eeg": dropped, "padding": "zeros after each sentence's length",
+        "nan_policy": nan_policy, "n_nonfinite_set_to_zero": nan_samples,
+        "n_sentences_with_nonfinite": nan_sentences,
+        "nonfinite_per_channel": dict(sorted(nan_channels.items(), key=lambda kv: -kv[1])[:20]),
         "split": f"by unique sentence ({spec['split']['method']}), fractions {dict(spec['split']['fractions'])}",
     }
     return Trials(X=X, stimulus_ids=np.array(idx), subject=f"zuco/{subject}", split=split, sfreq=out_sfreq,

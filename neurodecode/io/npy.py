@@ -72,34 +72,54 @@ def load_npy(path: str | os.PathLike[str], *, allow_pickle: bool = False, hint: 
         )
     try:
         value = np.load(p, allow_pickle=allow_pickle)
-    except (ValueError, OSError, EOFError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # a damaged pickle raises anything: UnpicklingError, EOFError, KeyError, ...
         raise DataIntegrityError(
-            format_error("path", "a complete .npy file", f"{p} ({type(exc).__name__}: {exc})",
-                         "The file is truncated or corrupted; download it again")
+            format_error("path", "a complete .npy file", f"{p} ({type(exc).__name__}: {exc})"[:300],
+                         "The file is truncated or corrupted (compare its size with the published one); "
+                         "download it again")
         ) from exc
     if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0:
         return value.item()
     return value
 
 
-def load_npz(path: str | os.PathLike[str], *, hint: str | None = None) -> dict[str, np.ndarray]:
-    """Read every array of a ``.npz`` file (pickles refused) into a dict."""
+def load_npz(path: str | os.PathLike[str], *, allow_pickle: bool = False, hint: str | None = None
+             ) -> dict[str, np.ndarray]:
+    """Read every array of a ``.npz`` file into a dict.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    allow_pickle : bool
+        Allow arrays of Python objects (unpickling runs code: only for files you trust).
+        Default ``False``: such a file is refused with :class:`UnsafeCheckpointError`.
+    hint : str or None
+        Added to the missing-file message.
+    """
     p = Path(path)
     _check_file(p, hint)
     try:
-        with np.load(p, allow_pickle=False) as z:
+        with np.load(p, allow_pickle=allow_pickle) as z:
             return {k: z[k] for k in z.files}
     except ValueError as exc:
-        if "pickle" in str(exc).lower():
+        if "pickle" in str(exc).lower() and not allow_pickle:
             raise UnsafeCheckpointError(
-                format_error("path", "a .npz without Python objects", f"{p} (it needs unpickling)",
-                             "Re-create it from arrays of numbers and strings")
+                format_error("allow_pickle", "True to read a .npz holding Python objects",
+                             f"False for {p}, which holds object arrays (a pickle)",
+                             "Unpickling runs arbitrary code: pass allow_pickle=True only for a file you trust, "
+                             "or re-create it from arrays of numbers and strings")
             ) from exc
-        raise DataIntegrityError(format_error("path", "a readable .npz file", f"{p} ({exc})")) from exc
-    except (OSError, EOFError, KeyError) as exc:
+        raise DataIntegrityError(format_error("path", "a readable .npz file", f"{p} ({exc})",
+                                              "The file is corrupted; write or download it again")) from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # zip errors, truncated members, damaged pickles
         raise DataIntegrityError(
-            format_error("path", "a readable .npz file", f"{p} ({type(exc).__name__}: {exc})",
-                         "The file is truncated or corrupted; write it again")
+            format_error("path", "a readable .npz file", f"{p} ({type(exc).__name__}: {exc})"[:300],
+                         "The file is truncated or corrupted; write or download it again")
         ) from exc
 
 

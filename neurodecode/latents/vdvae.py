@@ -14,7 +14,7 @@
 Posterior samples or means (``sample=``)
     ``"sample"`` (default, the reference): each layer's ``z`` is a draw from its posterior, and the
     draw feeds the next layers, as ``decoder.forward(..., get_latents=True)`` stores it. The draw
-    is seeded by ``seed`` and the image's own pixels, so an image always gets the same latent,
+    is seeded by ``sample_seed`` and the image's own pixels, so an image always gets the same latent,
     whatever the batch or order. ``"mean"``: the posterior means (deterministic, less noisy).
 
 Weights (real tier)
@@ -239,7 +239,7 @@ class VdvaeSpace(LatentSpace):
         The frozen network.
     sample : {"sample", "mean"}
         Posterior samples (the reference) or means.
-    seed : int
+    sample_seed : int
         Seed of the posterior samples (combined with each image's pixels).
     image_size : int
         Side of the images the encoder sees (64; tiny 32).
@@ -251,7 +251,7 @@ class VdvaeSpace(LatentSpace):
     >>> previews = space.decode_latents(z)     # (n, 32, 32, 3) uint8  # doctest: +SKIP
     """
 
-    def __init__(self, name: str, *, net: VDVAE, sample: str, seed: int, weights: str, weights_file: Path | None,
+    def __init__(self, name: str, *, net: VDVAE, sample: str, sample_seed: int, weights: str, weights_file: Path | None,
                  device: Any, dtype: Any, batch_size: int, verbose: Any) -> None:
         check_option(sample, "sample", SAMPLES)
         cfg = net.config
@@ -260,13 +260,14 @@ class VdvaeSpace(LatentSpace):
                "scale": cfg.input_scale}
         super().__init__(name, shape=(net.n_features,), modality="image", device=device, dtype=dtype,
                          batch_size=batch_size, verbose=verbose, preprocessing=pre, weights=weights,
-                         extra_key={"sample": sample, "seed": int(seed) if sample == "sample" else None,
+                         extra_key={"sample": sample,
+                                    "sample_seed": int(sample_seed) if sample == "sample" else None,
                                     "vdvae_config": cfg.to_dict()})
         self.net = net.to(self._device).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.sample = sample
-        self.seed = int(seed)
+        self.sample_seed = int(sample_seed)
         self.image_size = cfg.image_size
         self._weights_file = weights_file
 
@@ -363,7 +364,7 @@ class VdvaeSpace(LatentSpace):
         pixels = torch.from_numpy(u8).to(param.device).permute(0, 3, 1, 2).float()
         noise = None
         if self.sample == "sample":
-            gens = [torch.Generator("cpu").manual_seed(_content_seed(a, self.seed)) for a in u8]
+            gens = [torch.Generator("cpu").manual_seed(_content_seed(a, self.sample_seed)) for a in u8]
             noise = [t.to(param.device) for t in _item_noise(self.net.layout, gens)]
         return self.net.encode(pixels, noise)
 
@@ -377,7 +378,8 @@ def _content_seed(pixels: np.ndarray, seed: int) -> int:
 # ---------------------------------------------------------------------------------------------- builder
 def build_vdvae_space(name: str, *, weights: Any = None, device: Any = "cpu", dtype: Any = "float32",
                       batch_size: int = 32, verbose: Any = None, tiny: bool = False, sample: str = "sample",
-                      seed: int = 0, allow_pickle: bool = False, n_latent_layers: int | None = None) -> VdvaeSpace:
+                      seed: int = 0, sample_seed: int = 0, allow_pickle: bool = False,
+                      n_latent_layers: int | None = None) -> VdvaeSpace:
     """Registry builder of ``vdvae`` / ``vdvae-tiny`` (see :func:`~neurodecode.latents.get_space`).
 
     Parameters
@@ -395,7 +397,9 @@ def build_vdvae_space(name: str, *, weights: Any = None, device: Any = "cpu", dt
     sample : {"sample", "mean"}
         Posterior samples (the reference) or posterior means.
     seed : int
-        Seed of the random initialisation and of the posterior samples.
+        Seed of a random initialisation.
+    sample_seed : int
+        Seed of the posterior samples (combined with each image's pixels).
     allow_pickle : bool
         Read the released torch pickle (with ``torch.load(weights_only=True)``).
     n_latent_layers : int or None
@@ -422,5 +426,5 @@ def build_vdvae_space(name: str, *, weights: Any = None, device: Any = "cpu", dt
         net, weights_file = load_vdvae(weights, config=config, allow_pickle=allow_pickle)
         tag = f"file:{weights_file.resolve()}"
     logger.info("latent space %s: %s", name, tag)
-    return VdvaeSpace(name, net=net, sample=sample, seed=seed, weights=tag, weights_file=weights_file, device=device,
+    return VdvaeSpace(name, net=net, sample=sample, sample_seed=sample_seed, weights=tag, weights_file=weights_file, device=device,
                       dtype=dtype, batch_size=batch_size, verbose=verbose)

@@ -7,7 +7,7 @@ import pytest
 
 from neurodecode._core.errors import NotFittedError, ShapeMismatchError, ValidationError
 from neurodecode.estimators._neural import NeuralDecoder
-from neurodecode.train._recipes import identification_top1
+from neurodecode.metrics import identification_top1
 
 
 def _simulate(n=120, d=5, sizes=(9, 11), seed=0):

@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
                  f"{', '.join(missing)}); run it with none of them for the embedded demo.", 2)
         from .._core.logging import logger
         from .._core.recipes import load_recipe
-        from ..generate import reconstruct as run
+        from ..recipes import reconstruct as run
 
         recipe = load_recipe(pipeline, preset=preset, overrides=set_)  # type: ignore[arg-type]
         dataset = str(dict(recipe.get("data", {})).get("dataset", "nsd")).lower()

@@ -1,4 +1,4 @@
-"""``neurodecode train``: train a decoder from a recipe (a thin call into :func:`neurodecode.train.train_from_recipe`).
+"""``neurodecode train``: train a decoder from a recipe (a thin call into :func:`neurodecode.recipes.train_from_recipe`).
 
 Also runs under a launcher, one process per GPU::
 
@@ -23,7 +23,7 @@ def run_train(recipe: Path, data: Path, out: Path, *, preset: str | None = None,
     import time
 
     from .._core.recipes import load_recipe
-    from ..train import train_from_recipe
+    from ..recipes import train_from_recipe
 
     t0 = time.perf_counter()
     resolved = load_recipe(recipe, preset=preset, overrides=overrides or [])

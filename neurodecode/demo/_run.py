@@ -127,8 +127,8 @@ def run_demo(out_dir: str | Path = "neurodecode-demo", settings: DemoSettings | 
     import torch
 
     from ..data import load_nsd
-    from ..generate import output_paths
     from ..metrics import bootstrap_ci, pixcorr, ssim, two_way_identification, write_report
+    from ..recipes._derivative import output_paths
     from ..simulate import load_stimuli, simulate_nsd
     from ._assets import load_demo_clip, load_demo_diffusion, verify_demo_models
 

@@ -188,7 +188,7 @@ class ATMDecoder(BaseEstimator):
         import torch
 
         from ..train import ArrayBatches, TrainConfig, Trainer
-        from ..train._recipes_meeg import _channel_stats
+        from ..recipes._meeg import _channel_stats
 
         brain = self._trials(X, fitted=False)
         Xa = np.ascontiguousarray(brain.X)

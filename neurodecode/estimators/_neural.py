@@ -128,7 +128,8 @@ class NeuralDecoder(BaseEstimator):
         -------
         self : NeuralDecoder
         """
-        from ..train import MultiSubjectBatches, TrainConfig, Trainer, build_decoder
+        from ..models import build_decoder
+        from ..train import MultiSubjectBatches, TrainConfig, Trainer
 
         check_option(self.decoder, "decoder", list(_TARGET_NAMES))
         xs, ys = self._as_subjects(X, Y, subject)

@@ -4,6 +4,7 @@ Decoders are found by name without importing them all (each lives in its own fil
 
 >>> from neurodecode.models import load_decoder          # doctest: +SKIP
 >>> decoder = load_decoder("runs/mindbridge/checkpoint")   # doctest: +SKIP
+>>> from neurodecode.models import MindBridge, MindBridgeConfig   # lazy: imports only that file  # doctest: +SKIP
 
 Every decoder class exposes ``predict_latents(X, subject=...) -> dict[str, ndarray]``
 with keys from :data:`LATENT_KEYS`, which the generators consume.
@@ -17,7 +18,28 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DECODERS", "LATENT_KEYS", "decoder_class", "load_decoder"]
+__all__ = ["DECODERS", "LATENT_KEYS", "decoder_class", "load_decoder", "build_decoder", "DecoderTarget",
+           "BrainDiffuser", "BrainDiffuserConfig", "MindBridge", "MindBridgeConfig", "MindEye2", "MindEye2Config",
+           "ATM", "ATMConfig", "GLIM", "GLIMConfig"]
+
+#: Public class name -> its module (imported on first access, so one decoder never loads the others).
+_LAZY = {
+    "BrainDiffuser": "brain_diffuser", "BrainDiffuserConfig": "brain_diffuser",
+    "MindBridge": "mindbridge", "MindBridgeConfig": "mindbridge",
+    "MindEye2": "mindeye2", "MindEye2Config": "mindeye2",
+    "ATM": "atm", "ATMConfig": "atm", "GLIM": "glim", "GLIMConfig": "glim",
+    "build_decoder": "_targets", "DecoderTarget": "_targets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 #: Decoder name -> "module:Class" (imported only when asked for).
 DECODERS: dict[str, str] = {

@@ -12,8 +12,7 @@ from __future__ import annotations
 from ._batches import ArrayBatches, BatchSource, IndexedRows, MultiSubjectBatches
 from ._checkpoint import latest_checkpoint
 from ._config import TrainConfig
-from ._recipes import build_decoder, train_from_recipe
 from ._trainer import Trainer, TrainResult, make_accelerator
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "ArrayBatches", "MultiSubjectBatches", "BatchSource", "IndexedRows",
-           "latest_checkpoint", "make_accelerator", "train_from_recipe", "build_decoder"]
+           "latest_checkpoint", "make_accelerator"]

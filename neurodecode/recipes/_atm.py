@@ -1,7 +1,6 @@
-"""Train ATM from a recipe on THINGS-EEG2 or THINGS-MEG (the ATM path of :mod:`neurodecode.train._recipes_meeg`).
+"""The ATM runner: train ATM from a recipe on THINGS-EEG2 or THINGS-MEG, and reconstruct images.
 
-:func:`train_atm` runs steps 1-5 of :func:`~neurodecode.train._recipes_meeg.train_meeg_from_recipe` for
-ATM: load each subject's trials cropped to ``[data] window``; embed the targets once per stimulus into
+:func:`train` runs the frame of :func:`~neurodecode.recipes._meeg.train_meeg` with :func:`train_atm`: load each subject's trials cropped to ``[data] window``; embed the targets once per stimulus into
 the feature cache (the pooled image embedding of every image found under ``[data] images``, and the
 text embedding of ``[latents] text_template`` filled with each concept); build, scale, train and save
 one ATM per fold, then its stage-1 diffusion prior (``[decoder.prior]``: ``epochs``, ``lr``,
@@ -31,31 +30,47 @@ with random distractors come from :func:`neurodecode.metrics.kway_topk` on the e
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._core.errors import MissingFileError, ValidationError
+from .._core.errors import DataIntegrityError, MetadataMismatchError, MissingFileError, ValidationError
 from .._core.logging import logger, progress
 from .._core.validation import check_option, format_error
-from ._config import TrainConfig
-from ._recipes_meeg import (
+from ._data import load_things_for_recipe
+from ._derivative import (
+    _png,
+    _sub_label,
+    loader_verbose,
+    model_class,
+    not_a_run,
+    output_paths,
+    pick_subjects,
+    sha_or_none,
+    things_stim_label,
+)
+from ._meeg import (
     _channel_stats,
     _check_field,
-    _fit,
     _set_input_scaling,
     _space_table,
     _tiny_fields,
     _val_source,
+    reconstruct_meeg,
     topk_identification,
+    train_meeg,
 )
+from ._run import fit as _fit
 from ._targets import _load_or_embed
-from ._trainer import TrainResult
 
-__all__ = ["train_atm"]
+__all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "train_atm"]
+
+DATASETS = ("things-eeg2", "things-meg")
 
 _IMAGE_DIRS = {"things-eeg2": "image_set", "things-meg": "stimuli"}
 
@@ -82,7 +97,6 @@ def _load_things(root: Path, dataset: str, data: Mapping[str, Any], subject: Any
     The loading lives in :func:`neurodecode.data._recipe_trials.load_things_for_recipe`, shared with
     ``neurodecode reconstruct``.
     """
-    from ..data._recipe_trials import load_things_for_recipe
 
     parts = load_things_for_recipe(root, dataset, data, subject, verbose=verbose)
     return parts["train"], parts["test"]
@@ -141,7 +155,7 @@ def _atm_config(decoder: Mapping[str, Any], base: str, *, n_channels: int, n_tim
     return ATMConfig.from_dict({**_tiny_fields(ATMConfig), **fields} if base == "tiny" else fields)
 
 
-def train_atm(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, float], dict[str, Any]]:
+def train_atm(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
     """Load THINGS, embed the targets, train ATM (and its prior) per fold, score the test concepts.
 
     Parameters
@@ -160,10 +174,10 @@ def train_atm(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, fl
         What ``provenance.json`` records beyond the recipe.
     """
     from ..models.atm import ATM, ATMDiffusionPrior, ATMPriorConfig
-    from ._batches import ArrayBatches, IndexedRows, MultiSubjectBatches
+    from ..train import ArrayBatches, IndexedRows, MultiSubjectBatches
 
-    root, out, data, latents, decoder = ctx["root"], ctx["out"], ctx["data"], ctx["latents"], ctx["decoder"]
-    dataset, verbose, base = ctx["dataset"], ctx["verbose"], ctx["base"]
+    root, out, data, latents, decoder = ctx.root, ctx.out, ctx.data, ctx.latents, ctx.decoder
+    dataset, verbose, base = ctx.dataset, ctx.verbose, ctx.base
     mode = str(data.get("mode", "within"))
     check_option(mode, "data.mode", ("within", "loso"))
     subjects_in = data.get("subjects")
@@ -209,7 +223,7 @@ def train_atm(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, fl
     folder = Path(str(data.get("images") or _IMAGE_DIRS[dataset])).expanduser()
     folder = folder if folder.is_absolute() else root / folder  # relative to the data root
     rel = _image_paths(folder, ids_cat, con_cat)
-    common = {"cache_root": ctx["cache_root"], "device": ctx["latent_device"], "dtype": ctx["dtype"],
+    common = {"cache_root": ctx.cache_root, "device": ctx.latent_device, "dtype": ctx.dtype,
               "verbose": verbose}
     image_feats = _embed(img_tbl, str(folder), rel, **common)  # row i: stimulus ids_cat[i]
     text_feats: np.ndarray | None = None
@@ -221,7 +235,7 @@ def train_atm(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, fl
     targets_prov = {"image": {"space": img_tbl["space"], "shape": list(image_feats.shape[1:]), "folder": str(folder)},
                     "text": {"space": txt_tbl.get("space"), "template": template,
                              "shape": list(text_feats.shape[1:])} if text_feats is not None else None,
-                    "cache_root": str(ctx["cache_root"])}
+                    "cache_root": str(ctx.cache_root)}
 
     def arrays(tr: Any) -> dict[str, Any]:
         rows = np.searchsorted(ids_cat, tr.stimulus_ids.astype(str))
@@ -246,8 +260,8 @@ def train_atm(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, fl
         raise ValidationError(format_error("data.subjects", "one channel set for a model shared by subjects",
                                            "subjects with different channels", "Train within subject"))
     prior_tbl = dict(decoder.get("prior") or {})
-    config, extra, batch = ctx["config"], ctx["extra"], ctx["config"].batch_size
-    results: dict[str, TrainResult] = {}
+    config, extra, batch = ctx.config, ctx.extra, ctx.config.batch_size
+    results: dict[str, Any] = {}
     metrics: dict[str, float] = {}
     models: dict[str, str] = {}
     for name, fit_subjects, test_subjects in folds:
@@ -272,7 +286,7 @@ def train_atm(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, fl
                 v_arr["subject"] = np.concatenate([model.subject_index(s, len(trials[s][1])) for s in test_subjects])
             val = _val_source(v_arr, batch)
         logger.info("ATM %s: training on %s", name or "joint", ", ".join(fit_subjects))
-        result = _fit(model, config, train_src, val, fdir, ctx["resume"])
+        result = _fit(model, config, train_src, val, fdir, ctx.resume)
         results[name or "joint"] = result
         models[name or "joint"] = str(fdir)
 
@@ -282,15 +296,15 @@ def train_atm(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, fl
             _check_field(pcfg_fields, "embed_dim", int(image_feats.shape[1]), "the image space's width")
             _check_field(pcfg_fields, "cond_dim", int(cfg.proj_dim), "ATM's proj_dim")
             prior = ATMDiffusionPrior(ATMPriorConfig.from_dict(pcfg_fields))
-            tbl = {**ctx["train_tbl"], **{k: prior_tbl[k] for k in ("epochs", "lr", "batch_size") if k in prior_tbl}}
+            tbl = {**ctx.train_table, **{k: prior_tbl[k] for k in ("epochs", "lr", "batch_size") if k in prior_tbl}}
             emb_parts = []
             for s in fit_subjects:
                 a = arrays(trials[s][0])
                 emb_parts.append({"eeg_embeds": model.encode(trials[s][0].X, s if tokens else None),
                                   "image_embeds": a["image_embeds"]})
             p_arr = emb_parts[0] if len(emb_parts) == 1 else _concat_arrays(emb_parts)
-            pconf = TrainConfig.from_dict(tbl)
-            p_res = _fit(prior, pconf, ArrayBatches(p_arr, pconf.batch_size), None, fdir / "prior", ctx["resume"])
+            pconf = _train_config(tbl)
+            p_res = _fit(prior, pconf, ArrayBatches(p_arr, pconf.batch_size), None, fdir / "prior", ctx.resume)
             results[(name or "joint") + "/prior"] = p_res
 
         # 5. zero-shot identification among the test images
@@ -323,7 +337,7 @@ def train_atm(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, fl
 
 def _concat_arrays(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Concatenate per-subject batch arrays (IndexedRows over one shared table keep sharing it)."""
-    from ._batches import IndexedRows
+    from ..train import IndexedRows
 
     out: dict[str, Any] = {}
     for key in parts[0]:
@@ -333,3 +347,207 @@ def _concat_arrays(parts: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[key] = np.concatenate(vals)
     return out
+
+
+def _train_config(values: Mapping[str, Any]) -> Any:
+    from ..train import TrainConfig
+
+    return TrainConfig.from_dict(values)
+
+
+def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
+    """Check the tables of an ATM recipe (see :mod:`neurodecode.recipes._schema`)."""
+    from ..models.atm import ATMConfig, ATMPriorConfig
+    from ..train import TrainConfig
+    from ._schema import ATMGenerate, check_recipe_tables
+
+    return check_recipe_tables(recipe, problems, datasets=DATASETS, decoder_config=ATMConfig, generate=ATMGenerate,
+                               train_config=TrainConfig,
+                               decoder_tables={"prior": (ATMPriorConfig, ("epochs", "lr", "batch_size"))},
+                               latents_extra=("image", "text", "text_template"))
+
+
+def train(recipe: Mapping[str, Any], data_root: Any, out_dir: Any, **kwargs: Any) -> Any:
+    """Train an ATM recipe (:func:`~neurodecode.recipes._meeg.train_meeg` with :func:`train_atm`)."""
+    return train_meeg(recipe, data_root, out_dir, train_atm, **kwargs)
+
+
+def reconstruct(recipe: Mapping[str, Any], data_root: Any, subject: Any, checkpoint: Any, out_dir: Any,
+                **kwargs: Any) -> dict[str, Any]:
+    """Images from an ATM run: encode -> prior (seeded per item) -> the ``[generate]`` generator, per subject.
+
+    ``checkpoint`` is the run folder of ``neurodecode train pipelines/atm_*.toml``: one model per subject
+    in ``RUN/<sub-XX>/`` with its diffusion prior in ``RUN/<sub-XX>/prior/``, or one joint model (subject
+    tokens) in ``RUN/`` with ``RUN/prior/``; a single subject's folder ``RUN/<sub-XX>`` is accepted too.
+    The stimulus label is the image's file stem, letters and digits only (``aardvark_01b.jpg`` ->
+    ``stim-aardvark01b``); ``neurodecode evaluate --truth`` pairs a folder of the THINGS test images with
+    these names.
+    """
+    return reconstruct_meeg(recipe, data_root, subject, checkpoint, out_dir, _reconstruct_atm, outputs="image",
+                            **kwargs)
+
+
+# ---------------------------------------------------------------------------------------- ATM
+def _atm_models(run: Path, recipe_name: str) -> dict[str, tuple[Path, str | None]]:
+    """Run subject -> (model folder, subject token or None) of an ATM run folder."""
+    cls = model_class(run)
+    if cls == "ATM":
+        cfg = dict(json.loads((run / "config.json").read_text(encoding="utf-8")).get("config", {}))
+        if cfg.get("subject_tokens") and cfg.get("subjects"):  # a joint model: one token per subject
+            return {str(s): (run, str(s)) for s in cfg["subjects"]}
+        return {run.name: (run, None)}  # one subject's folder (RUN/<sub-XX>)
+    if cls is not None:
+        raise not_a_run(run, "atm", recipe_name, f"a {cls} checkpoint")
+    found: dict[str, tuple[Path, str | None]] = {}
+    others: list[str] = []
+    for child in sorted(p for p in run.iterdir() if p.is_dir()):
+        c = model_class(child)
+        if c == "ATM":
+            found[child.name] = (child, None)
+        elif c is not None and child.name != "prior":
+            others.append(f"{child.name}: {c}")
+    if not found:
+        raise not_a_run(run, "atm", recipe_name, "no ATM model (" + (", ".join(others[:3]) if others else
+                                                                      "no folder with a config.json") + ")")
+    return found
+
+
+def _generator_settings(gen_tbl: Mapping[str, Any], ctx: dict[str, Any], embed_dim: int) -> dict[str, Any]:
+    """The generator name, weights, steps, guidance, options and batching of an ATM ``[generate]`` table."""
+    from ..generate import GENERATORS
+
+    name = gen_tbl.get("generator")
+    if not name:
+        raise ValidationError(format_error("generate.generator", "a generator name in the recipe", "nothing",
+                                           "Add e.g. generator = \"sdxl-turbo\" to [generate]"))
+    if name not in GENERATORS:
+        raise ValidationError(format_error("generate.generator", "one of " + ", ".join(map(repr, GENERATORS)),
+                                           repr(name), "ATM draws images with \"sdxl-turbo\" (IP-Adapter)"))
+    weights = ctx.generator_weights or gen_tbl.get("weights")
+    config = gen_tbl.get("config")
+    if weights == "tiny" and config is None and name == "sdxl-turbo":
+        config = {"embed_dim": int(embed_dim)}  # the tiny tier's width follows the run's image space
+    options = dict(gen_tbl.get("options", {}))
+    steps = ctx.steps if ctx.steps is not None else gen_tbl.get("steps")
+    return {"name": name, "weights": weights, "config": config, "options": options,
+            "steps": None if steps is None else int(steps),
+            "guidance": gen_tbl.get("guidance"),
+            "latent_key": str(gen_tbl.get("latent_key", "clip_image_embeds")),
+            "batch_size": int(ctx.batch_size or gen_tbl.get("batch_size", 8)),
+            "seed": int(ctx.seed if ctx.seed is not None else gen_tbl.get("seed", 0)),
+            "dtype": ctx.dtype or gen_tbl.get("dtype", "float32"), "preset": gen_tbl.get("preset"),
+            "compile": bool(gen_tbl.get("compile", False)), "preview_vae": bool(gen_tbl.get("preview_vae", False))}
+
+
+def _atm_test_trials(ctx: dict[str, Any], subject: str) -> Any:
+
+    test = load_things_for_recipe(ctx.root, ctx.dataset, ctx.data, subject, splits=("test",),
+                                  verbose=loader_verbose(ctx.verbose))["test"]
+    if len(test) == 0:
+        raise ValidationError(format_error("data", f"test trials for {test.subject}", "none",
+                                           "Check the data root: the THINGS test images are the test set"))
+    if len(np.unique(test.stimulus_ids.astype(str))) != len(test):  # one output per stimulus
+        test = test.average_repeats()
+    if ctx.limit is not None:
+        test = test.subset(np.arange(min(ctx.limit, len(test))), note=f"first {ctx['limit']} test stimuli")
+    return test
+
+
+def _reconstruct_atm(ctx: dict[str, Any], requested: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Encode -> prior (seeded per item) -> generator, per subject of an ATM run."""
+    from ..generate import get_generator
+    from ..models.atm import ATM, ATMDiffusionPrior
+
+    run, out, rank, world, timings = ctx.run, ctx.out, ctx.rank, ctx.world, ctx.timings
+    models = _atm_models(run, ctx.recipe_name)
+    subjects = pick_subjects(requested, list(models), run)
+    gen_tbl = dict(ctx.recipe["generate"])
+    generator: Any = None
+    settings: dict[str, Any] | None = None
+    per_subject: dict[str, Any] = {}
+    prov: dict[str, Any] = {"decoder": {}, "seeds": {}, "data_provenance": {}}
+    for name in subjects:
+        folder, token = models[name]
+        prior_dir = folder / "prior"
+        if model_class(prior_dir) != "ATMDiffusionPrior":
+            raise not_a_run(run, "atm", ctx.recipe_name,
+                             f"no diffusion prior in {prior_dir} (train with a [decoder.prior] table)")
+        t0 = time.perf_counter()
+        test = _atm_test_trials(ctx, token or name)
+        own = token or name
+        if own.rsplit("/", 1)[-1] != test.subject.rsplit("/", 1)[-1]:
+            raise MetadataMismatchError(format_error("--subject", f"the data of {own}", f"{test.subject}",
+                                                     "Name the subject as the run does (e.g. sub-01)"))
+        timings["load_data_s"] = timings.get("load_data_s", 0.0) + time.perf_counter() - t0
+        labels = [things_stim_label(s) for s in test.stimulus_ids]
+        if len(set(labels)) != len(labels):
+            dup = next(lab for lab in labels if labels.count(lab) > 1)
+            raise DataIntegrityError(format_error("stimulus ids", "one BIDS label per test image", f"two images "
+                                                  f"labelled stim-{dup}", "Rename the images so their stems differ "
+                                                  "in letters or digits"))
+        positions = np.arange(rank, len(test), world)
+        paths = [output_paths(out, test.subject, labels[i], ctx.recipe_name)["image"] for i in positions]
+        todo = [k for k, p in enumerate(paths) if not p.is_file()]
+        entry = {"n_items": len(test), "n_assigned": len(positions), "n_skipped": len(positions) - len(todo),
+                 "n_done": 0}
+        per_subject[test.subject] = entry
+        model_file = folder / "model.safetensors"
+        prov["decoder"][test.subject] = {"checkpoint": str(folder.resolve()), "class": "ATM", "subject_token": token,
+                                         "sha256": sha_or_none(model_file),
+                                         "prior": {"checkpoint": str(prior_dir.resolve()),
+                                                   "sha256": sha_or_none(prior_dir / "model.safetensors")}}
+        prov["data_provenance"][test.subject] = test.provenance
+        if not todo:
+            continue
+        t0 = time.perf_counter()
+        model = ATM.from_pretrained(folder, device=str(ctx.device))
+        prior = ATMDiffusionPrior.from_pretrained(prior_dir, device=str(ctx.device))
+        timings["load_decoder_s"] = timings.get("load_decoder_s", 0.0) + time.perf_counter() - t0
+        if settings is None:
+            settings = _generator_settings(gen_tbl, ctx, int(prior.config.embed_dim))
+        base = settings["seed"]
+        t0 = time.perf_counter()
+        # every test trial at once (eval mode: a trial's embedding does not depend on the others)
+        emb = model.encode(test.X, token, ch_names=test.ch_names or None, sfreq=test.sfreq)
+        rows = positions[todo]
+        seeds = [base + int(i) for i in rows]
+        embeds = np.concatenate([prior.sample(emb[i:i + 1], seed=s) for i, s in zip(rows, seeds)])
+        latents = {settings["latent_key"]: embeds}
+        timings["predict_latents_s"] = timings.get("predict_latents_s", 0.0) + time.perf_counter() - t0
+        if generator is None:
+            t0 = time.perf_counter()
+            generator = get_generator(settings["name"], weights=settings["weights"], device=ctx.device,
+                                      dtype=settings["dtype"], preset=settings["preset"], compile=settings["compile"],
+                                      preview_vae=settings["preview_vae"], config=settings["config"])
+            timings["load_generator_s"] = time.perf_counter() - t0
+        generator.check_latents(latents)  # fail before any work on a wrong space / NaN
+        prov["seeds"][test.subject] = {labels[int(i)]: {"stimulus_id": str(test.stimulus_ids[int(i)]), "seed": s}
+                                       for i, s in zip(rows, seeds)}
+        bs = settings["batch_size"]
+        t0 = time.perf_counter()
+        with progress(total=len(todo), desc=f"reconstruct sub-{_sub_label(test.subject)}", unit="img",
+                      verbose=ctx.verbose) as bar:
+            for start in range(0, len(todo), bs):
+                chunk = list(range(start, min(len(todo), start + bs)))
+                images = generator.generate({k: v[chunk] for k, v in latents.items()}, seeds=[seeds[j] for j in chunk],
+                                            steps=settings["steps"], guidance=settings["guidance"], batch_size=bs,
+                                            verbose=False, **settings["options"])
+                for k, j in enumerate(chunk):
+                    _png(paths[todo[j]], images[k])
+                bar.update(len(chunk))
+                entry["n_done"] += len(chunk)
+        timings["generate_s"] = timings.get("generate_s", 0.0) + time.perf_counter() - t0
+    if settings is not None:
+        timings["items_per_s"] = sum(e["n_done"] for e in per_subject.values()) / max(timings["generate_s"], 1e-9)
+    gen_prov = None
+    if generator is not None and settings is not None:
+        gen_prov = {**generator.provenance(),
+                    **{k: settings[k] for k in ("steps", "guidance", "options", "latent_key", "batch_size", "config")}}
+    extra = {"decoder": prov["decoder"], "data_provenance": prov["data_provenance"], "generator": gen_prov,
+             "seeds": {"base": None if settings is None else settings["seed"],
+                       "rule": "seed of item i = base + i (i = position in the subject's test list); the prior's "
+                               "initial noise and the generator's noise both use it",
+                       "items": prov["seeds"]}}
+    return per_subject, extra
+
+

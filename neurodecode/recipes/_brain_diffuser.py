@@ -1,10 +1,10 @@
-"""Fit Brain-Diffuser from a recipe (``pipelines/brain_diffuser_nsd.toml``): what ``neurodecode train`` runs for it.
+"""The Brain-Diffuser runner: fit it from a recipe (``pipelines/brain_diffuser_nsd.toml``): what ``neurodecode train`` runs for it.
 
 Brain-Diffuser is ridge regressions, so there is no trainer loop: per subject of ``[data]``,
 
-1. load the subject's NSD trials (:func:`neurodecode.data.load_nsd`, the same ``[data]`` keys as the
-   neural recipes) and average the training repeats (``[data] average_train_repeats``, default true:
-   8,859 images for subject 1 on the full data);
+1. load the subject's NSD trials (:func:`neurodecode.recipes._data.load_nsd_for_recipe`, the same
+   ``[data]`` reading as the neural recipes and as ``reconstruct``; ``[data] average_train_repeats =
+   true`` averages the training repeats: 8,859 images for subject 1 on the full data);
 2. compute each ``[latents.<key>]`` target once per stimulus into the feature cache (keys of
    :data:`neurodecode.models.LATENT_KEYS`: ``clip_image_tokens``, ``clip_text_tokens`` (mean over
    the COCO captions), ``vae_latents``; an empty ``space`` turns a target off);
@@ -22,25 +22,49 @@ Re-running skips subjects whose folder holds a fitted model (``resume=False`` re
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from .._core.errors import ValidationError
-from .._core.files import write_json
 from .._core.logging import logger
 from .._core.validation import format_error
-from ._trainer import TrainResult
+from ._data import load_nsd_for_recipe, nsd_subject_ids
+from ._nsd_images import reconstruct_nsd
+from ._targets import compute_targets, gather_targets
 
-__all__ = ["fit_brain_diffuser_from_recipe"]
+__all__ = ["DATASETS", "check_recipe", "train", "reconstruct"]
 
-_DECODER_KEYS = ("alphas", "cv", "alpha_per_target", "restandardize", "target_batch", "dtype", "base")
-_TRAIN_KEYS = ("device", "seed", "solver", "zscore_voxels", "verbose")
+DATASETS = ("nsd",)
+_LATENT_KEYS = ("clip_image_tokens", "clip_text_tokens", "vae_latents")
+
+
+@dataclass
+class BrainDiffuserTrain:
+    """``[train]`` of Brain-Diffuser: closed form, so only where and how to solve."""
+
+    solver: Literal["ridge"] = "ridge"
+    device: str = "auto"
+    seed: int = 0
+    zscore_voxels: bool | None = None
+    verbose: Any = None
+
+
+def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
+    """Check the tables of a Brain-Diffuser recipe (see :mod:`neurodecode.recipes._schema`)."""
+    from ..models.brain_diffuser import BrainDiffuserConfig
+    from ._schema import NSDGenerate, check_recipe_tables
+
+    out = check_recipe_tables(recipe, problems, datasets=DATASETS, decoder_config=BrainDiffuserConfig,
+                              generate=NSDGenerate, train_table=BrainDiffuserTrain, latent_tables=_LATENT_KEYS)
+    for key in ("n_voxels", "subject", "target_shapes"):
+        if key in out["decoder"]:
+            problems.add(f"decoder.{key}", "comes from the data and the latent spaces; remove it from the recipe")
+    return out
 
 
 def _folder(subject: str) -> str:
@@ -48,20 +72,34 @@ def _folder(subject: str) -> str:
     return f"sub-{int(name):02d}" if name.isdigit() else f"sub-{re.sub(r'[^A-Za-z0-9]', '', name)}"
 
 
-def fit_brain_diffuser_from_recipe(recipe: Mapping[str, Any], data_root: str | os.PathLike[str],
-                                   out_dir: str | os.PathLike[str], *, resume: bool = True, device: str = "auto",
-                                   verbose: Any = None) -> TrainResult:
-    """Fit one Brain-Diffuser per subject of a recipe and score its test images.
+def reconstruct(recipe: Mapping[str, Any], data_root: Any, subject: Any, checkpoint: Any, out_dir: Any,
+                **kwargs: Any) -> dict[str, Any]:
+    """Reconstruct a subject's NSD test images from its fitted folder (``RUN/sub-XX``, or ``RUN``)."""
+    from pathlib import Path
+
+    run = Path(checkpoint)
+    if not (run / "config.json").is_file():
+        sub = _folder(nsd_subject_ids(subject)[0])
+        if (run / sub / "config.json").is_file():
+            run = run / sub
+    return reconstruct_nsd(recipe, data_root, subject, run, out_dir, **kwargs)
+
+
+def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+          max_steps: int | None = None, resume: bool = True, device: str = "auto", verbose: Any = None) -> Any:
+    """Fit one Brain-Diffuser per subject of a validated recipe and score its test images.
 
     Parameters
     ----------
     recipe : dict
-        A resolved recipe whose ``[decoder] name`` is ``"brain_diffuser"``.
+        A validated recipe whose ``[decoder] name`` is ``"brain_diffuser"``.
     data_root : path-like
         The NSD root.
     out_dir : path-like
         Run folder: ``sub-XX/`` (one fitted decoder each), ``recipe.json``, ``provenance.json``,
         ``metrics.json``.
+    max_steps : int or None
+        Ignored (closed form), with a log line.
     resume : bool
         Keep subjects already fitted in ``out_dir`` (``False`` refits them).
     device : str
@@ -74,39 +112,38 @@ def fit_brain_diffuser_from_recipe(recipe: Mapping[str, Any], data_root: str | o
     result : TrainResult
         ``steps`` 0 (closed form); ``metrics`` the test scores (see the module docstring).
     """
+    from pathlib import Path
+
     from .._core.device import resolve_device
+    from .._core.files import write_json
     from .._core.recipes import save_resolved_recipe
     from .._core.versions import package_versions
+    from ..metrics import identification_with_control
     from ..models.brain_diffuser import BrainDiffuser, BrainDiffuserConfig
-    from ._recipes import _load_data, _resolve_cache_root, _subject_ids, identification_with_control
-    from ._targets import compute_targets, gather_targets
+    from ..train import TrainResult
+    from ._run import resolve_cache_root, seed_everything
 
-    recipe = copy.deepcopy(dict(recipe))
+    if max_steps is not None:
+        logger.info("brain_diffuser is fitted in closed form: --max-steps is ignored")
     root, out = Path(data_root), Path(out_dir)
-    data = dict(recipe.get("data", {}))
-    latents = dict(recipe.get("latents", {}))
-    decoder = {k: v for k, v in dict(recipe.get("decoder", {})).items() if k != "name"}
-    train = dict(recipe.get("train", {}))
-    for section, given, allowed in (("decoder", decoder, _DECODER_KEYS), ("train", train, _TRAIN_KEYS)):
-        unknown = sorted(set(given) - set(allowed))
-        if unknown:
-            raise ValidationError(format_error(f"[{section}]", "keys among " + ", ".join(allowed) + " for brain_diffuser",
-                                               ", ".join(unknown), "Remove or rename them (sizes come from the data)"))
-    if str(train.get("solver", "ridge")) != "ridge":
-        raise ValidationError(format_error("train.solver", "'ridge' (Brain-Diffuser is closed form)",
-                                           repr(train["solver"])))
+    data, latents, train_tbl = recipe["data"], recipe["latents"], recipe["train"]
+    decoder = {k: v for k, v in recipe["decoder"].items() if k not in ("name", "init_from")}
     base = str(decoder.pop("base", "default"))
-    dev = resolve_device(device if device != "auto" else train.get("device", "auto"))
-    subjects = _subject_ids(data.get("subjects"))
-    trials = _load_data(root, data, subjects, verbose)
+    if recipe["decoder"].get("init_from"):
+        raise ValidationError(format_error("decoder.init_from", "empty for brain_diffuser (closed form)",
+                                           repr(recipe["decoder"]["init_from"])))
+    seed_everything(int(train_tbl["seed"]))
+    dev = resolve_device(device if device != "auto" else train_tbl["device"])
+    subjects = nsd_subject_ids(data["subjects"])
+    trials = {s: load_nsd_for_recipe(root, data, s, verbose=verbose) for s in subjects}
 
     ids = np.concatenate([t.stimulus_ids for t in trials.values()])
     tables = {k: v for k, v in latents.items() if isinstance(v, Mapping)}
     if not any(str(v.get("space", "") or "") for v in tables.values()):
         raise ValidationError(format_error("latents", "at least one [latents.<key>] table with a space",
                                            "none", "e.g. [latents.clip_image_tokens] space = \"clip-vit-l-14-tokens\""))
-    targets = compute_targets(root, tables, ids, cache_root=_resolve_cache_root(latents, out),
-                              captions=data.get("captions"), device=resolve_device(latents.get("device") or dev),
+    targets = compute_targets(root, tables, ids, cache_root=resolve_cache_root(latents, out),
+                              captions=data["captions"], device=resolve_device(latents.get("device") or dev),
                               dtype=str(latents.get("dtype", "float32")), verbose=verbose)
     shapes = {k: tuple(int(s) for s in feats.shape[1:]) for k, (_, feats) in targets.items()}
     alphas = dict(decoder.pop("alphas", {}))
@@ -122,7 +159,7 @@ def fit_brain_diffuser_from_recipe(recipe: Mapping[str, Any], data_root: str | o
     fitted: dict[str, str] = {}
     n_train: dict[str, int] = {}
     for s, t in trials.items():
-        tr = t.train.average_repeats() if bool(data.get("average_train_repeats", True)) else t.train
+        tr = t.train
         n_train[s] = len(tr)
         folder = out / _folder(s)
         config = (BrainDiffuserConfig.tiny if base == "tiny" else BrainDiffuserConfig)(

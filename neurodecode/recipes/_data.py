@@ -1,10 +1,11 @@
-"""M/EEG trials as a recipe's ``[data]`` table describes them (THINGS-EEG2, THINGS-MEG, ZuCo).
+"""Trials as a recipe's ``[data]`` table describes them: one function per dataset.
 
-Training (:mod:`neurodecode.train`) and reconstruction (:mod:`neurodecode.generate`) read the same
-trials from the same recipe: this module is the one place that turns a ``[data]`` table into
-:class:`~neurodecode.data.Trials`, so the two can never disagree on a window, a channel pick,
-a duration limit or a split (both import it; ``generate`` may not import ``train``).
+Training and reconstruction read the same trials from the same (validated) recipe: this module is the
+one place that turns a ``[data]`` table into :class:`~neurodecode.data.Trials`, so the two can never
+disagree on betas, sessions, normalisation, a window, a channel pick, a duration limit or a split.
 
+- :func:`load_nsd_for_recipe`: one NSD subject (keys: ``beta_version``, ``sessions``, ``zscore``,
+  ``average_test_repeats``, ``average_train_repeats``, ``source``, ``nan_policy``, ``prepared``);
 - :func:`load_things_for_recipe`: one subject's THINGS-EEG2 / THINGS-MEG trials cropped to
   ``[data] window`` (keys: ``sfreq``, ``window``, ``average_test_repetitions``, ``split``;
   THINGS-EEG2: ``variant``, ``allow_pickle``; THINGS-MEG: ``sessions``, ``raw_sfreq``,
@@ -30,10 +31,46 @@ from .._core.errors import MissingFileError, UnsafeCheckpointError, ValidationEr
 from .._core.logging import logger, progress
 from .._core.validation import check_option, format_error
 
-__all__ = ["load_things_for_recipe", "load_zuco_for_recipe", "zuco_recipe_subjects", "ZUCO_VERSIONS"]
+__all__ = ["load_nsd_for_recipe", "nsd_subject_ids", "load_things_for_recipe", "load_zuco_for_recipe",
+           "zuco_recipe_subjects", "ZUCO_VERSIONS"]
 
 #: ``[data] versions`` names of ZuCo -> version number.
 ZUCO_VERSIONS = {"zuco1": 1, "zuco2": 2}
+
+
+# ---------------------------------------------------------------------------------------- NSD
+def nsd_subject_ids(subjects: Any) -> list[str]:
+    """Namespaced NSD ids (``nsd/subj01``) of ``[data] subjects`` (one value or a list)."""
+    from ..data._nsd import nsd_subject_id
+
+    if subjects is None or isinstance(subjects, (str, int)):
+        subjects = [subjects]
+    return [nsd_subject_id(s) for s in subjects]
+
+
+def load_nsd_for_recipe(root: str | Path, data: Mapping[str, Any], subject: Any, *, verbose: Any = None) -> Any:
+    """One NSD subject's trials as a validated ``[data]`` table describes them (train and reconstruct).
+
+    Parameters
+    ----------
+    root : path-like
+        The NSD root.
+    data : mapping
+        The validated ``[data]`` table (:class:`~neurodecode.recipes._schema.NSDData`).
+    subject : int or str
+    verbose : bool or str or None
+
+    Returns
+    -------
+    trials : Trials
+        Every trial of the subject (``.train`` / ``.test`` split), with provenance.
+    """
+    from ..data import load_nsd
+
+    return load_nsd(root, subject, beta_version=data["beta_version"], sessions=data["sessions"],
+                    zscore=data["zscore"], average_test_repeats=data["average_test_repeats"],
+                    average_train_repeats=data["average_train_repeats"], source=data["source"],
+                    nan_policy=data["nan_policy"], cache_dir=data["prepared"] or None, verbose=verbose)
 
 
 # ---------------------------------------------------------------------------------------- THINGS
@@ -61,7 +98,7 @@ def load_things_for_recipe(root: str | Path, dataset: str, data: Mapping[str, An
         ``average_test_repetitions``)}`` for the requested splits, each ``X`` of shape
         (n_trials, n_channels, n_times) with ``n_times`` the samples of ``window``.
     """
-    from . import load_things_eeg2, load_things_meg
+    from ..data import load_things_eeg2, load_things_meg
 
     root = Path(root)
     splits = list(splits)
@@ -75,7 +112,7 @@ def load_things_for_recipe(root: str | Path, dataset: str, data: Mapping[str, An
     split = str(data.get("split", "official"))
     check_option(split, "data.split", ("official",))
     if dataset == "things-meg":
-        sfreq = float(data.get("sfreq", 200.0))
+        sfreq = float(data.get("sfreq") or 200.0)
         trials = load_things_meg(root, subject, sessions=data.get("sessions") or None, tmin=window[0],
                                  tmax=window[1] - 1.0 / sfreq, sfreq=sfreq, average_test_repeats=average,
                                  exclude_test_concepts=True, raw_sfreq=data.get("raw_sfreq") or None,
@@ -104,7 +141,7 @@ def load_things_for_recipe(root: str | Path, dataset: str, data: Mapping[str, An
             "data.allow_pickle", "image ids from image_set/image_metadata.npz (or a trusted .npy)",
             "no readable image metadata (image_metadata.npy is a pickle and allow_pickle is false)",
             "Pass --set data.allow_pickle=true for a trusted copy, or convert it with convert_things_eeg2"))
-    want = float(data.get("sfreq", first.sfreq))
+    want = float(data.get("sfreq") or first.sfreq)
     if not math.isclose(want, float(first.sfreq)):
         raise ValidationError(format_error("data.sfreq", f"the {variant!r} files' rate ({first.sfreq:g} Hz)",
                                            f"{want:g} Hz", "THINGS-EEG2 is not resampled here: pick the matching "
@@ -182,7 +219,7 @@ def load_zuco_for_recipe(root: str | Path, data: Mapping[str, Any], *, splits: S
         ``"skipped"``, ``"sfreq"``, ``"n_channels"``, ``"max_times"``, ``"scaling"``.
     """
     from .._core.specs import load_spec
-    from . import load_zuco
+    from ..data import load_zuco
 
     root = Path(root)
     names = data.get("versions", ["zuco1", "zuco2"])
@@ -197,7 +234,7 @@ def load_zuco_for_recipe(root: str | Path, data: Mapping[str, Any], *, splits: S
     sfreq = float(data.get("resample_to", 128.0))
     n_channels = int(data.get("n_channels", 128))
     max_times = int(data.get("max_times", 1280))
-    lo, hi = float(data.get("min_duration", 0.5)), float(data.get("max_duration", max_times / sfreq))
+    lo, hi = float(data.get("min_duration", 0.5)), float(data.get("max_duration") or max_times / sfreq)
     if math.ceil(hi * sfreq - 1e-9) > max_times:
         raise ValidationError(format_error("data.max_duration", f"at most data.max_times / resample_to = "
                                            f"{max_times / sfreq:g} s", f"{hi:g} s",

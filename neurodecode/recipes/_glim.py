@@ -1,7 +1,6 @@
-"""Train GLIM from a recipe on ZuCo (the GLIM path of :mod:`neurodecode.train._recipes_meeg`).
+"""The GLIM runner: train GLIM from a recipe on ZuCo, and decode sentences.
 
-:func:`train_glim` runs steps 1-5 of :func:`~neurodecode.train._recipes_meeg.train_meeg_from_recipe` for
-GLIM: one model in ``OUT/`` for every subject, task and ZuCo version, with task / dataset / subject
+:func:`train` runs the frame of :func:`~neurodecode.recipes._meeg.train_meeg` with :func:`train_glim`: one model in ``OUT/`` for every subject, task and ZuCo version, with task / dataset / subject
 prompts. Every (subject, task) of the recipe is loaded, resampled (``[data] resample_to``), filtered by
 duration, zero-padded to ``(n_channels, max_times)`` and split by unique sentence into one table.
 GLIM needs no feature cache: its contrastive target is the pooled encoder output of its own frozen
@@ -25,6 +24,9 @@ the text metrics live in :mod:`neurodecode.metrics`, a layer ``train`` does not 
 from __future__ import annotations
 
 import json
+import os
+import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,22 +34,37 @@ from typing import Any
 import numpy as np
 
 from .._core.errors import DataIntegrityError, MissingFileError, ValidationError
-from .._core.files import write_json
-from .._core.logging import logger
+from .._core.files import atomic_write, write_json
+from .._core.logging import logger, progress
 from .._core.validation import format_error
-from ._recipes_meeg import (
+from ._data import load_zuco_for_recipe
+from ._derivative import (
+    _label,
+    _stim_label,
+    _sub_label,
+    loader_verbose,
+    model_class,
+    not_a_run,
+    output_paths,
+    pick_subjects,
+    sha_or_none,
+)
+from ._meeg import (
     _channel_stats,
     _check_field,
-    _fit,
     _ranks,
     _set_input_scaling,
     _space_table,
     _tiny_fields,
     _val_source,
+    reconstruct_meeg,
+    train_meeg,
 )
-from ._trainer import TrainResult
+from ._run import fit as _fit
 
-__all__ = ["train_glim"]
+__all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "train_glim", "read_references"]
+
+DATASETS = ("zuco",)
 
 def _paraphrases(root: Path, value: Any) -> dict[str, list[str]]:
     if value in (None, False, "", "none"):
@@ -82,7 +99,6 @@ def _load_zuco_all(root: Path, data: Mapping[str, Any], verbose: Any) -> dict[st
         subject -> per-channel (mean, std) of its training sentences (empty without scaling), and
         ``"pooled_stats"`` the same over every subject's (or None).
     """
-    from ..data._recipe_trials import load_zuco_for_recipe
 
     table = load_zuco_for_recipe(root, data, verbose=verbose)
     stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -104,7 +120,7 @@ def _load_zuco_all(root: Path, data: Mapping[str, Any], verbose: Any) -> dict[st
     return table
 
 
-def train_glim(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, float], dict[str, Any]]:
+def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
     """Load ZuCo, train GLIM (contrastive + LM), score retrieval and generate test sentences.
 
     Parameters
@@ -124,9 +140,9 @@ def train_glim(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, f
     """
     from ..latents import describe_space
     from ..models.glim import GLIM, GLIMConfig
-    from ._batches import ArrayBatches, IndexedRows
+    from ..train import ArrayBatches, IndexedRows
 
-    root, out, data, latents, decoder = ctx["root"], ctx["out"], ctx["data"], ctx["latents"], ctx["decoder"]
+    root, out, data, latents, decoder = ctx.root, ctx.out, ctx.data, ctx.latents, ctx.decoder
     text_tbl = _space_table(latents.get("text"), "text")
     if text_tbl:
         spec = describe_space(str(text_tbl["space"]))
@@ -134,7 +150,7 @@ def train_glim(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, f
             raise ValidationError(format_error(
                 "latents.text", "the pooled T5 encoder space GLIM aligns to ('flan-t5-large-encoder' or its -tiny "
                 "twin)", repr(text_tbl["space"]), "GLIM's contrastive target is its own frozen T5's pooled encoder"))
-    tab = _load_zuco_all(root, data, ctx["verbose"])
+    tab = _load_zuco_all(root, data, ctx.verbose)
     fields = dict(decoder)
     _check_field(fields, "n_channels", tab["n_channels"], "data.n_channels, the padded montage")
     _check_field(fields, "max_times", tab["max_times"], "data.max_times")
@@ -147,7 +163,7 @@ def train_glim(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, f
                                                f"Add {extra_vals} to decoder.{key}"))
     subjects = sorted(set(tab["subject"].tolist()))
     fields["subjects"] = subjects
-    config = GLIMConfig.from_dict({**_tiny_fields(GLIMConfig), **fields} if ctx["base"] == "tiny" else fields)
+    config = GLIMConfig.from_dict({**_tiny_fields(GLIMConfig), **fields} if ctx.base == "tiny" else fields)
     model = GLIM(config)
     if tab["stats"]:  # the model scales its raw inputs, from the first step on
         _set_input_scaling(model, tab["pooled_stats"], tab["stats"])
@@ -174,19 +190,19 @@ def train_glim(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, f
         raise ValidationError(format_error("data", "training sentences and at least 2 test sentences",
                                            f"{int(is_train.sum())} train / {int(is_test.sum())} test",
                                            "Add subjects, tasks or sentences (the split is by unique sentence)"))
-    config_t, batch = ctx["config"], ctx["config"].batch_size
+    config_t, batch = ctx.config, ctx.config.batch_size
     train_src = ArrayBatches(arrays(is_train, True), batch)
     is_val = tab["split"] == "val"
     val = None
-    if ctx["extra"].get("validate"):
+    if ctx.extra.get("validate"):
         val = _val_source(arrays(is_val, False), batch) if is_val.sum() >= batch else None
         if val is None:
             logger.warning("train.validate: %d validation sentences for batches of %d; validation skipped",
                            int(is_val.sum()), batch)
-    result = _fit(model, config_t, train_src, val, out, ctx["resume"])
+    result = _fit(model, config_t, train_src, val, out, ctx.resume)
 
     # retrieval in shuffled blocks of test trials; candidates: the block's distinct sentences
-    evaluate, gen = ctx["evaluate"], ctx["generate"]
+    evaluate, gen = ctx.evaluate, ctx.generate
     test = np.flatnonzero(is_test)
     prompts = {k: tab[k][test].tolist() for k in ("task", "dataset", "subject")}
     emb = model.embed_eeg(tab["X"][test], tab["lengths"][test], **prompts, batch_size=int(gen.get("batch_size", 64)))
@@ -228,3 +244,159 @@ def train_glim(ctx: dict[str, Any]) -> tuple[dict[str, TrainResult], dict[str, f
             "targets": {"text": {"space": text_tbl.get("space"), "computed": "inside GLIM from its frozen T5 encoder "
                                  "(pooled over tokens) in every step; no feature cache"}}}
     return {"joint": result}, metrics, prov
+
+
+def _train_config(values: Mapping[str, Any]) -> Any:
+    from ..train import TrainConfig
+
+    return TrainConfig.from_dict(values)
+
+
+def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
+    """Check the tables of a GLIM recipe (see :mod:`neurodecode.recipes._schema`)."""
+    from ..models.glim import GLIMConfig
+    from ..train import TrainConfig
+    from ._schema import GLIMGenerate, check_recipe_tables
+
+    return check_recipe_tables(recipe, problems, datasets=DATASETS, decoder_config=GLIMConfig, generate=GLIMGenerate,
+                               train_config=TrainConfig, latents_extra=("text",))
+
+
+def train(recipe: Mapping[str, Any], data_root: Any, out_dir: Any, **kwargs: Any) -> Any:
+    """Train a GLIM recipe (:func:`~neurodecode.recipes._meeg.train_meeg` with :func:`train_glim`)."""
+    return train_meeg(recipe, data_root, out_dir, train_glim, **kwargs)
+
+
+def reconstruct(recipe: Mapping[str, Any], data_root: Any, subject: Any, checkpoint: Any, out_dir: Any,
+                **kwargs: Any) -> dict[str, Any]:
+    """Sentences from a GLIM run, decoded from the EEG alone (no teacher forcing), one per test sentence.
+
+    ``checkpoint`` is the run folder of ``neurodecode train pipelines/glim_zuco.toml`` (one model in
+    ``RUN/``). Every test sentence (split by unique sentence, durations and padding as in training) of
+    each subject the model knows is decoded (``[generate]``: ``max_new_tokens``, ``num_beams``,
+    ``batch_size``). The label of a sentence is its task and its index in the subject's task file
+    (``stim-NR0012``); ``references.tsv`` holds the sentence read, the truth of ``neurodecode evaluate``.
+    """
+    return reconstruct_meeg(recipe, data_root, subject, checkpoint, out_dir, _reconstruct_glim, outputs="text",
+                            **kwargs)
+
+
+_REF_COLUMNS = ("sub", "stim", "subject", "task", "sentence_index", "reference")
+
+
+# ---------------------------------------------------------------------------------------- GLIM
+def _zuco_stim_label(task: Any, index: Any) -> str:
+    return _stim_label(f"{_label(task)}{int(index):04d}")
+
+
+def _tsv_cell(value: Any) -> str:
+    return re.sub(r"[\t\r\n]+", " ", str(value)).strip()
+
+
+def read_references(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """Rows of a ``references.tsv`` (a header line, then tab-separated cells), as dicts."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if not lines:
+        return []
+    head = lines[0].split("\t")
+    return [dict(zip(head, line.split("\t"))) for line in lines[1:] if line.strip()]
+
+
+def _write_references(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Merge ``rows`` into ``OUT/references.tsv`` (one row per (sub, stim); the new row wins), atomically."""
+    path = out / "references.tsv"
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    if path.is_file():
+        for r in read_references(path):
+            merged[(r.get("sub", ""), r.get("stim", ""))] = r
+    for r in rows:
+        merged[(str(r["sub"]), str(r["stim"]))] = r
+    with atomic_write(path) as fh:
+        fh.write("\t".join(_REF_COLUMNS) + "\n")
+        for r in merged.values():
+            fh.write("\t".join(_tsv_cell(r.get(c, "")) for c in _REF_COLUMNS) + "\n")
+
+
+def _reconstruct_glim(ctx: dict[str, Any], requested: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sentences from the EEG alone for each test sentence of the run's (or the asked) subjects."""
+    from ..models.glim import GLIM
+
+    run, out, rank, world, timings = ctx.run, ctx.out, ctx.rank, ctx.world, ctx.timings
+    cls = model_class(run)
+    if cls != "GLIM":
+        children = [f"{p.name}: {model_class(p)}" for p in sorted(run.iterdir()) if model_class(p)] \
+            if run.is_dir() else []
+        got = f"a {cls} checkpoint" if cls else ("no config.json" + (f" (sub-folders hold {', '.join(children[:3])})"
+                                                                    if children else ""))
+        raise not_a_run(run, "glim", ctx.recipe_name, got)
+    gen_tbl = dict(ctx.recipe["generate"])
+    for key, value in (("steps", ctx.steps), ("generator_weights", ctx.generator_weights),
+                       ("dtype", ctx.dtype)):
+        if value is not None:
+            logger.warning("reconstruct: %s=%r does not apply to GLIM (its own T5 decodes) and is ignored", key, value)
+    info = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    known = [str(s) for s in dict(info.get("config", {})).get("subjects", [])]
+    if not known:
+        raise not_a_run(run, "glim", ctx.recipe_name, "a GLIM without subjects")
+    subjects = pick_subjects(requested, known, run)
+    t0 = time.perf_counter()
+    table = load_zuco_for_recipe(ctx.root, {**ctx.data, "subjects": subjects}, splits=("test",),
+                                 verbose=loader_verbose(ctx.verbose))
+    timings["load_data_s"] = time.perf_counter() - t0
+    max_new = gen_tbl.get("max_new_tokens")
+    num_beams = int(gen_tbl.get("num_beams", 1))
+    bs = int(ctx.batch_size or gen_tbl.get("batch_size", 16))
+    model: Any = None
+    per_subject: dict[str, Any] = {}
+    refs: list[dict[str, Any]] = []
+    items: dict[str, Any] = {}
+    for sid in subjects:
+        rows = np.flatnonzero(table["subject"] == sid)
+        if ctx.limit is not None:
+            rows = rows[:ctx.limit]
+        if not len(rows):
+            logger.warning("reconstruct: no test sentence for %s (after the duration limits); skipped", sid)
+        labels = [_zuco_stim_label(table["task"][r], table["stimulus_id"][r]) for r in rows]
+        sub = _sub_label(sid)
+        refs += [{"sub": sub, "stim": lab, "subject": sid, "task": table["task"][r],
+                  "sentence_index": int(table["stimulus_id"][r]), "reference": str(table["texts"][r])}
+                 for lab, r in zip(labels, rows)]
+        positions = np.arange(rank, len(rows), world)
+        paths = [output_paths(out, sid, labels[i], ctx.recipe_name)["image"].with_suffix(".txt") for i in positions]
+        todo = [k for k, p in enumerate(paths) if not p.is_file()]
+        entry = {"n_items": len(rows), "n_assigned": len(positions), "n_skipped": len(positions) - len(todo),
+                 "n_done": 0}
+        per_subject[sid] = entry
+        items[sid] = {labels[int(i)]: {"task": str(table["task"][rows[i]]),
+                                       "sentence_index": int(table["stimulus_id"][rows[i]])} for i in positions}
+        if not todo:
+            continue
+        if model is None:
+            t0 = time.perf_counter()
+            model = GLIM.from_pretrained(run, device=str(ctx.device))
+            timings["load_decoder_s"] = time.perf_counter() - t0
+        sel = rows[positions[todo]]
+        t0 = time.perf_counter()
+        with progress(total=len(todo), desc=f"reconstruct sub-{sub}", unit="sentence", verbose=ctx.verbose) as bar:
+            for start in range(0, len(todo), bs):
+                chunk = list(range(start, min(len(todo), start + bs)))
+                r = sel[chunk]
+                texts = model.generate(table["X"][r], table["lengths"][r], task=table["task"][r].tolist(),
+                                       dataset=table["dataset"][r].tolist(), subject=sid,
+                                       max_new_tokens=None if max_new is None else int(max_new),
+                                       num_beams=num_beams, batch_size=bs)
+                for k, j in enumerate(chunk):
+                    with atomic_write(paths[todo[j]]) as fh:
+                        fh.write(texts[k].replace("\n", " ").strip() + "\n")
+                bar.update(len(chunk))
+                entry["n_done"] += len(chunk)
+        timings["generate_s"] = timings.get("generate_s", 0.0) + time.perf_counter() - t0
+    if rank == 0 and refs:
+        _write_references(out, refs)
+    extra = {"decoder": {"checkpoint": str(run.resolve()), "class": "GLIM", "sha256": sha_or_none(run / "model.safetensors")},
+             "generator": {"generator": "glim", "teacher_forcing": False, "decoding": "greedy" if num_beams == 1
+                           else f"beam search ({num_beams} beams)", "max_new_tokens": max_new, "batch_size": bs},
+             "seeds": {"base": None, "rule": "deterministic decoding (do_sample=False): no seed is involved"},
+             "items": items, "references": "references.tsv (the sentence read, from the data)",
+             "data_provenance": table["provenance"]}
+    return per_subject, extra

@@ -1,0 +1,191 @@
+"""The NSD neural decoders' runner (MindBridge, MindEye2): ``train()`` and ``reconstruct()`` for their recipes.
+
+Training, each step resumable:
+
+1. load every subject of ``[data]`` (:func:`neurodecode.recipes._data.load_nsd_for_recipe`, the reading
+   ``reconstruct`` uses too);
+2. compute the targets of ``[latents.<key>]`` once per stimulus into the feature cache (``[latents]
+   cache_dir``, default ``$NEURODECODE_CACHE``) and index them per trial; the batch keys are the ones
+   the decoder class declares in its ``targets``;
+3. seed (``[train] seed``), then build the decoder of ``[decoder]`` (target shapes from the spaces, voxel
+   counts from the data), or load ``decoder.init_from`` for fine-tuning (``[finetune]``);
+4. train with :class:`~neurodecode.train.Trainer` (``[train]``), checkpoints under ``OUT/checkpoints``;
+5. save the model (``save_pretrained`` in ``OUT``), ``recipe.json``, ``provenance.json`` and
+   ``metrics.json`` (training metrics plus top-1 identification of each subject's test images beside
+   a shuffled-brain control, :func:`neurodecode.metrics.identification_with_control`).
+
+``[train]`` keys beyond :class:`~neurodecode.train.TrainConfig`'s fields: ``subjects_per_step``,
+``batch_per_process`` (``batch_size`` counts per process) and ``validate``. ``[finetune]``: ``method``
+("reset_tune": MindBridge, only the new subject's embedder and builder train, an anchor subject's
+batch is mixed into every step; "full": everything trains on the new subject), ``subject``,
+``anchor``, ``n_train`` (first N training trials of the new subject).
+
+Reconstruction: :func:`neurodecode.recipes._nsd_images.reconstruct_nsd` (predicted latents -> the
+``[generate]`` generator, resumable BIDS derivative).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .._core.errors import ValidationError
+from .._core.validation import format_error
+from ._data import load_nsd_for_recipe, nsd_subject_ids
+from ._nsd_images import reconstruct_nsd
+from ._run import RunContext, fit, make_context, seed_everything, write_run_outputs
+from ._targets import compute_targets, gather_targets
+
+__all__ = ["DATASETS", "check_recipe", "train", "reconstruct"]
+
+DATASETS = ("nsd",)
+
+
+def _targets_of(name: str) -> dict[str, Any]:
+    from ..models import decoder_class
+
+    return dict(decoder_class(name).targets)
+
+
+def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
+    """Check the tables of a MindBridge / MindEye2 recipe (see :mod:`neurodecode.recipes._schema`)."""
+    from ..models import decoder_class
+    from ..train import TrainConfig
+    from ._schema import NSDGenerate, check_recipe_tables
+
+    name = str(recipe["decoder"]["name"])
+    return check_recipe_tables(recipe, problems, datasets=DATASETS, decoder_config=decoder_class(name).config_class,
+                               generate=NSDGenerate, train_config=TrainConfig,
+                               latent_tables=_targets_of(name), finetune=True)
+
+
+def reconstruct(recipe: Mapping[str, Any], data_root: Any, subject: Any, checkpoint: Any, out_dir: Any,
+                **kwargs: Any) -> dict[str, Any]:
+    """Reconstruct a subject's NSD test images (:func:`~neurodecode.recipes._nsd_images.reconstruct_nsd`)."""
+    return reconstruct_nsd(recipe, data_root, subject, checkpoint, out_dir, **kwargs)
+
+
+def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+          max_steps: int | None = None, resume: bool = True, device: str = "auto", verbose: Any = None) -> Any:
+    """Train a MindBridge / MindEye2 recipe (see the module docstring); called by
+    :func:`neurodecode.recipes.train_from_recipe` with a validated recipe.
+
+    Returns
+    -------
+    result : TrainResult
+        ``metrics`` also holds ``test/<subject>/top1`` (identification of the test images among
+        themselves from the predicted main target), ``test/<subject>/chance`` and
+        ``test/<subject>/shuffled_top1`` (the same with the test trials paired to other trials'
+        targets: the shuffled-brain control).
+    """
+    from .._core.recipes import save_resolved_recipe
+    from ..metrics import identification_with_control
+    from ..models import build_decoder, load_decoder
+    from ..train import MultiSubjectBatches
+
+    ctx: RunContext = make_context(recipe, data_root, out_dir, max_steps=max_steps, resume=resume, device=device,
+                                   verbose=verbose)
+    spec = _targets_of(ctx.name)
+    subjects = nsd_subject_ids(ctx.data["subjects"])
+    ft = ctx.finetune
+    method = ft.get("method")
+    new_subject = anchor = None
+    if method is not None:
+        if not ctx.init_from:
+            raise ValidationError(format_error("decoder.init_from", "the folder of a trained decoder to fine-tune",
+                                               "nothing", "Pass --set decoder.init_from=DIR (a `neurodecode train` "
+                                               "output folder)"))
+        new_subject = nsd_subject_ids(ft.get("subject"))[0]
+        anchor = nsd_subject_ids(ft["anchor"])[0] if ft.get("anchor") is not None else None
+        subjects = list(dict.fromkeys([new_subject, *([anchor] if anchor else []), *subjects]))
+        if method == "reset_tune" and anchor is None:
+            raise ValidationError(format_error("finetune.anchor", "a source subject the model was trained on",
+                                               "none", "Reset-tuning mixes a source-subject batch into each step"))
+
+    # 1. data
+    trials = {s: load_nsd_for_recipe(ctx.root, ctx.data, s, verbose=verbose) for s in subjects}
+    train_sets = {s: t.train for s, t in trials.items()}
+    test_sets = {s: t.test for s, t in trials.items()}
+    n_train = ft.get("n_train")
+    if new_subject is not None and n_train:
+        keep = min(int(n_train), len(train_sets[new_subject]))
+        train_sets[new_subject] = train_sets[new_subject].subset(np.arange(keep),
+                                                                  note=f"first {keep} training trials (finetune.n_train)")
+
+    # 2. targets, computed once per stimulus into the cache
+    all_ids = np.concatenate([t.stimulus_ids for t in trials.values()])
+    tables = {k: v for k, v in ctx.latents.items() if isinstance(v, Mapping)}
+    targets = compute_targets(ctx.root, tables, all_ids, cache_root=ctx.cache_root, captions=ctx.data["captions"],
+                              device=ctx.latent_device, dtype=ctx.dtype, verbose=verbose)
+    shapes = {k: feats.shape[1:] for k, (_, feats) in targets.items()}
+
+    # 3. the decoder, initialised under the run's seed
+    seed_everything(ctx.config.seed)
+    n_vox = {s: t.n_features for s, t in trials.items()}
+    if ctx.init_from:
+        model = load_decoder(ctx.init_from)
+        model.train()
+        if new_subject is not None:
+            if method == "reset_tune":
+                if not hasattr(model, "reset_tune"):
+                    raise ValidationError(format_error("finetune.method", f"'full' for {type(model).__name__}",
+                                                       "'reset_tune'", "Reset-tuning is MindBridge's method"))
+                if new_subject in model.subjects:
+                    raise ValidationError(format_error(
+                        "finetune.subject", "a subject the pretrained model has not seen", repr(new_subject),
+                        "Pretrain without it, e.g. --set 'data.subjects=[...]' on the source recipe"))
+                model.reset_tune(new_subject, n_vox[new_subject])
+            elif new_subject not in model.subjects:
+                model.add_subject(new_subject, n_vox[new_subject])
+        for s in subjects:
+            if s not in model.subjects:
+                raise ValidationError(format_error("data.subjects", f"subjects known to {ctx.init_from}",
+                                                   repr(s), f"The model knows {model.subjects}"))
+    else:
+        model = build_decoder(ctx.name, subjects=n_vox, target_shapes=shapes, base=ctx.base, **ctx.decoder)
+
+    # 4. batches and training
+    def arrays(t: Any) -> dict[str, Any]:
+        return {"x": t.X, **gather_targets(targets, t.stimulus_ids, lazy=True)}  # no copies of repeats
+
+    fit_subjects = [new_subject] if method == "full" else ([anchor, new_subject] if method else subjects)
+    train_data = {s: arrays(train_sets[s]) for s in fit_subjects if s is not None}
+    per_step = ctx.extra.get("subjects_per_step") or min(2, len(train_data))
+    if method == "reset_tune":
+        per_step = 2
+    source = MultiSubjectBatches(train_data, ctx.config.batch_size, subjects_per_step=min(per_step, len(train_data)),
+                                 anchor=new_subject if method == "reset_tune" else None)
+    val = None
+    if ctx.extra.get("validate", False):
+        val_subjects = [new_subject] if new_subject is not None else subjects
+        val = MultiSubjectBatches({s: arrays(test_sets[s]) for s in val_subjects}, ctx.config.batch_size,
+                                  shuffle=False)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    save_resolved_recipe(ctx.recipe, ctx.out)
+    result = fit(model, ctx.config, source, val, ctx.out, resume)
+
+    # 5. test identification and outputs
+    main_key = next(k for k, t in spec.items() if t.required)
+    for s in ([new_subject] if new_subject is not None else subjects):
+        test = test_sets[s]
+        if len(test) < 2:
+            continue
+        pred = model.predict_latents(test.X, subject=s)
+        key = spec[main_key].latent_key or getattr(model.config, "target_key", main_key)
+        truth = gather_targets(targets, test.stimulus_ids)[main_key]
+        top1, control = identification_with_control(pred[key], truth)
+        result.metrics[f"test/{s}/top1"] = top1
+        result.metrics[f"test/{s}/chance"] = 1.0 / len(test)
+        result.metrics[f"test/{s}/shuffled_top1"] = control
+    write_run_outputs(ctx, {"steps": result.steps, "resumed_from": result.resumed_from, "metrics": result.metrics}, {
+        "subjects": subjects,
+        "fine_tune": {"method": method, "subject": new_subject, "anchor": anchor, "init_from": ctx.init_from}
+        if method else None,
+        "data": {s: t.provenance for s, t in trials.items()},
+        "n_train": {s: len(t) for s, t in train_sets.items()}, "n_test": {s: len(t) for s, t in test_sets.items()},
+        "targets": {k: {"shape": list(v), "cache_root": str(ctx.cache_root)} for k, v in shapes.items()},
+    })
+    return result

@@ -1,0 +1,207 @@
+"""Reconstruct NSD test images from a trained decoder: the shared ``reconstruct`` of the NSD runners.
+
+MindBridge, MindEye2 and Brain-Diffuser runs all end the same way: the decoder predicts the latents of a
+subject's test trials (read with :func:`~neurodecode.recipes._data.load_nsd_for_recipe`, exactly as in
+training), the ``[generate]`` generator draws an image per item (and a captioner, if named, a
+caption), and everything is written as the derivative of :mod:`neurodecode.recipes._derivative`.
+
+Resumable: items whose outputs exist are skipped; every file is written atomically, right after its
+batch, and ``provenance.json`` is updated after every batch, so an interrupted run loses at most one
+batch and never the record of what it wrote. Seeds depend on the item's position in the subject's
+test list (``seed + index``), never on the batch, the rank or the resume point, so a resumed or
+distributed run writes the same images as one uninterrupted run (up to float rounding across batch
+compositions: see docs/troubleshooting.md).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._core.errors import MetadataMismatchError, ValidationError
+from .._core.files import atomic_write, sha256_file
+from .._core.logging import progress
+from .._core.validation import format_error
+from ._data import load_nsd_for_recipe
+from ._derivative import (
+    ProvenanceLog,
+    _check_writable,
+    _decoder_subjects,
+    _png,
+    _stim_label,
+    _sub_label,
+    describe_derivative,
+    distributed_rank,
+    output_paths,
+)
+
+__all__ = ["reconstruct_nsd"]
+
+
+def _test_trials(recipe: Mapping[str, Any], data_root: Any, subject: Any, verbose: Any) -> Any:
+    trials = load_nsd_for_recipe(data_root, recipe["data"], subject, verbose=verbose)
+    test = trials.test
+    if len(test) == 0:
+        raise ValidationError(format_error("data", f"test trials for {trials.subject}", "none",
+                                           "Check the sessions loaded (the shared images are the test set)"))
+    if len(np.unique(test.stimulus_ids)) != len(test):
+        test = test.average_repeats()
+    return test
+
+
+
+
+def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], subject: Any,
+                checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, device: Any = "cpu",
+                dtype: Any = None, batch_size: int | None = None, steps: int | None = None, seed: int | None = None,
+                generator_weights: str | None = None, limit: int | None = None, verbose: Any = None) -> dict[str, Any]:
+    """Reconstruct a subject's test stimuli and write the derivative.
+
+    Parameters
+    ----------
+    recipe : dict
+        Resolved recipe (:func:`neurodecode._core.recipes.load_recipe`). Its ``[generate]`` table:
+        ``generator`` (a name of :data:`neurodecode.generate.GENERATORS`), ``weights``, ``steps``,
+        ``guidance``, ``batch_size``, ``seed``, ``preset`` (memory), ``compile``, ``dtype``,
+        ``preview_vae``, ``config`` (tiny tier), ``options`` (generator options: ``strength``,
+        ``text_weight``...), and optionally ``captioner`` (``"git"``) with ``captioner_weights``,
+        ``captioner_config``, ``captioner_options``. ``[data]`` holds ``load_nsd`` options.
+    data_root : path-like
+        NSD root.
+    subject : int or str
+        1, ``"subj01"`` or ``"nsd/subj01"``.
+    checkpoint : path-like
+        Decoder folder written by ``save_pretrained``.
+    out_dir : path-like
+        Derivative root.
+    device, dtype : str
+        Compute device and precision (dtype default: the recipe's, else float32).
+    batch_size, steps, seed : int or None
+        Override the recipe.
+    generator_weights : str or None
+        Override the generator weights (``"tiny"``, a hub id or a folder).
+    limit : int or None
+        Only the first ``limit`` test stimuli.
+    verbose : bool or str or None
+        Progress bar (items/s) and logging.
+
+    Returns
+    -------
+    summary : dict
+        ``n_items``, ``n_done``, ``n_skipped``, ``rank``, ``world_size``, ``out_dir``, ``timings``.
+    """
+    from .._core.versions import package_versions
+    from ..generate import get_generator
+    from ..models import load_decoder
+
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    _check_writable(out)
+    gen_cfg = dict(recipe["generate"])
+    if not gen_cfg.get("generator"):
+        raise ValidationError(format_error("generate.generator", "a generator name in the recipe", "nothing",
+                                           "Add e.g. generator = \"versatile\" to [generate]"))
+    recipe_name = str(recipe.get("_source", {}).get("name", "recipe"))
+    rank, world = distributed_rank()
+    timings: dict[str, float] = {}
+
+    # data
+    t0 = time.perf_counter()
+    trials = _test_trials(recipe, data_root, subject, verbose)
+    if limit is not None:
+        trials = trials.subset(np.arange(min(int(limit), len(trials))), note=f"first {limit} test stimuli")
+    timings["load_data_s"] = time.perf_counter() - t0
+
+    # decoder
+    t0 = time.perf_counter()
+    decoder = load_decoder(checkpoint)
+    known = _decoder_subjects(decoder)
+    if known and trials.subject not in known:
+        raise MetadataMismatchError(format_error(
+            "checkpoint", f"a decoder trained for {trials.subject}", f"one trained for {', '.join(sorted(set(known)))}",
+            "Pass the checkpoint of this subject, or --subject matching the checkpoint"))
+    timings["load_decoder_s"] = time.perf_counter() - t0
+
+    # items of this process
+    n_items = len(trials)
+    positions = np.arange(rank, n_items, world)
+    paths = [output_paths(out, trials.subject, trials.stimulus_ids[i], recipe_name) for i in positions]
+    captioner_name = gen_cfg.get("captioner")
+    needed = ["image"] + (["caption"] if captioner_name else [])
+    todo = [k for k, p in enumerate(paths) if not all(p[n].is_file() for n in needed)]
+    base_seed = int(seed if seed is not None else gen_cfg.get("seed", 0))
+    bs = int(batch_size or gen_cfg.get("batch_size", 8))
+    n_steps = steps if steps is not None else gen_cfg.get("steps")
+    summary: dict[str, Any] = {"n_items": n_items, "n_assigned": len(positions), "n_skipped": len(positions) - len(todo),
+                               "n_done": 0, "rank": rank, "world_size": world, "out_dir": str(out),
+                               "subject": trials.subject, "recipe": recipe_name}
+    generator = captioner = None
+    if todo:
+        t0 = time.perf_counter()
+        # all test items at once (cheap next to generation): decoders that re-standardise per batch
+        # (Brain-Diffuser) then give the same latents however the run is split or resumed
+        every = decoder.predict_latents(trials.X, subject=trials.subject)
+        latents = {k: np.asarray(v)[positions[todo]] for k, v in every.items()}
+        timings["predict_latents_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        generator = get_generator(
+            str(gen_cfg["generator"]), weights=generator_weights or gen_cfg.get("weights"), device=device,
+            dtype=dtype or gen_cfg["dtype"] or "float32", preset=gen_cfg.get("preset"),
+            compile=bool(gen_cfg.get("compile", False)), preview_vae=bool(gen_cfg.get("preview_vae", False)),
+            config=gen_cfg.get("config"))
+        generator.check_latents(latents)  # fail before any work on a wrong space / NaN
+        if captioner_name:
+            captioner = get_generator(str(captioner_name), weights=gen_cfg["captioner_weights"],
+                                      device=device, config=gen_cfg.get("captioner_config"))
+            captioner.check_latents(latents)
+        timings["load_generator_s"] = time.perf_counter() - t0
+    if rank == 0:
+        describe_derivative(out, recipe_name, data_root)
+    ckpt = Path(checkpoint)
+    weights_file = ckpt / "model.safetensors"
+    log = ProvenanceLog(out, rank, world, {
+        "recipe": {k: v for k, v in recipe.items()},
+        "decoder": {"checkpoint": str(ckpt.resolve()), "class": type(decoder).__name__,
+                    "sha256": sha256_file(weights_file) if weights_file.is_file() else None},
+        "generator": generator.provenance() if generator is not None else None,
+        "captioner": captioner.provenance() if captioner is not None else None,
+        "seeds": {"base": base_seed, "rule": "seed of item i = base + i (i = position in the test list)"},
+        "data": {"root": str(Path(data_root).resolve()), "provenance": trials.provenance},
+        "steps": n_steps, "batch_size": bs, "versions": package_versions(),
+        "device": str(getattr(generator, "device_", device)), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    if todo:
+        t0 = time.perf_counter()
+        options = dict(gen_cfg.get("options", {}))
+        with progress(total=len(todo), desc=f"reconstruct sub-{_sub_label(trials.subject)}", unit="img",
+                      verbose=verbose) as bar:
+            for start in range(0, len(todo), bs):
+                chunk = list(range(start, min(len(todo), start + bs)))
+                sub = {k: v[chunk] for k, v in latents.items()}
+                seeds = [base_seed + int(positions[todo[j]]) for j in chunk]
+                images = generator.generate(sub, seeds=seeds, steps=n_steps, guidance=gen_cfg.get("guidance"),
+                                            batch_size=bs, verbose=False, **options)
+                captions = (captioner.generate(sub, seeds=seeds, batch_size=bs, verbose=False,
+                                               **dict(gen_cfg.get("captioner_options", {})))
+                            if captioner is not None else None)
+                for k, j in enumerate(chunk):
+                    p = paths[todo[j]]
+                    if captions is not None:
+                        with atomic_write(p["caption"]) as fh:
+                            fh.write(captions[k] + "\n")
+                    _png(p["image"], images[k])  # the image last: its presence marks the item done
+                bar.update(len(chunk))
+                summary["n_done"] += len(chunk)
+                log.add_items({_stim_label(trials.stimulus_ids[positions[todo[j]]]): seeds[k]
+                               for k, j in enumerate(chunk)}, n_done=summary["n_done"])
+        timings["generate_s"] = time.perf_counter() - t0
+        timings["items_per_s"] = summary["n_done"] / max(timings["generate_s"], 1e-9)
+    timings["total_s"] = time.perf_counter() - t_start
+    summary["timings"] = timings
+    log.finish(summary=summary)
+    return summary

@@ -57,6 +57,13 @@ def test_identifies_test_items_above_shuffled_control():
         np.testing.assert_allclose(flat.std(0), Ytr[name].reshape(len(Xtr), -1).std(0), rtol=1e-3)
 
 
+def _reference_zscore(Xtr, Xte):
+    """scripts/*_regression.py: raw betas / 300, then one z-score with the training mean and std (ddof=1)."""
+    tr, te = Xtr / 300, Xte / 300
+    mu, sd = np.mean(tr, axis=0), np.std(tr, axis=0, ddof=1)
+    return (tr - mu) / sd, (te - mu) / sd
+
+
 def test_matches_plain_ridge_on_zscored_voxels_with_fixed_alphas():
     from sklearn.linear_model import Ridge
 
@@ -64,7 +71,7 @@ def test_matches_plain_ridge_on_zscored_voxels_with_fixed_alphas():
     cfg = BrainDiffuserConfig.tiny(alphas=alphas, cv=None, restandardize="none", dtype="float64")
     Xtr, Ytr, Xte, _ = _linear_problem(cfg, seed=2)
     model = BrainDiffuser(cfg).fit(Xtr, Ytr)
-    mu, sd = Xtr.mean(0), Xtr.std(0)
+    mu, sd = Xtr.mean(0), Xtr.std(0, ddof=1)
     out = model.predict_latents(Xte)
     for name, a in alphas.items():
         sk = Ridge(alpha=a).fit((Xtr - mu) / sd, Ytr[name].reshape(len(Xtr), -1))
@@ -75,6 +82,30 @@ def test_matches_plain_ridge_on_zscored_voxels_with_fixed_alphas():
     for name in alphas:
         np.testing.assert_allclose(ins[name].reshape(len(Xtr), -1).std(0), Ytr[name].reshape(len(Xtr), -1).std(0),
                                    rtol=1e-8)
+
+
+def test_reference_pipeline_with_the_paper_alphas():
+    """vdvae/clipvision/cliptext_regression.py end to end, written here from the reference: z-score (ddof 1),
+    one sklearn Ridge per token group at 5e4 / 6e4 / 1e5, predictions re-standardised to the training latents."""
+    from sklearn.linear_model import Ridge
+
+    cfg = BrainDiffuserConfig.tiny(alphas={"vae_latents": 5e4, "clip_image_tokens": 6e4, "clip_text_tokens": 1e5},
+                                   cv=None, dtype="float64")
+    assert cfg.restandardize == "batch" and cfg.zscore_ddof == 1
+    Xtr, Ytr, Xte, _ = _linear_problem(cfg, n_train=60, n_test=9, seed=5)
+    ours = BrainDiffuser(cfg).fit(Xtr, Ytr).predict_latents(Xte)
+    ztr, zte = _reference_zscore(Xtr, Xte)
+    for name, alpha in (("vae_latents", 50000), ("clip_image_tokens", 60000), ("clip_text_tokens", 100000)):
+        train = Ytr[name].reshape(len(Xtr), -1)
+        pred = Ridge(alpha=alpha, fit_intercept=True).fit(ztr, train).predict(zte)
+        std_norm = (pred - np.mean(pred, axis=0)) / np.std(pred, axis=0)
+        expected = std_norm * np.std(train, axis=0) + np.mean(train, axis=0)
+        np.testing.assert_allclose(ours[name].reshape(len(Xte), -1), expected, rtol=1e-6, atol=1e-8)
+    # ddof matters at this size: the population std (ddof 0) gives another ridge solution
+    raw = BrainDiffuser(BrainDiffuserConfig.tiny(alphas=cfg.alphas, cv=None, dtype="float64", zscore_ddof=0,
+                                                 restandardize="none")).fit(Xtr, Ytr).predict_latents(Xte)
+    ref = Ridge(alpha=50000).fit(ztr, Ytr["vae_latents"].reshape(len(Xtr), -1)).predict(zte)
+    assert not np.allclose(raw["vae_latents"].reshape(len(Xte), -1), ref, rtol=1e-4)
 
 
 def test_save_load_round_trip(tmp_path):

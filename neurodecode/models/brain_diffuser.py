@@ -1,14 +1,18 @@
 """Brain-Diffuser (Ozcelik & VanRullen, Sci Rep 2023): ridge regressions from fMRI to three latent spaces.
 
-The paper's recipe, and what this module does:
+The reference (ozcelikfu/brain-diffuser ``scripts/*_regression.py``), and what this module does by default:
 
-1. z-score every voxel with the training set's mean and standard deviation;
-2. ridge-regress the z-scored voxels onto
-   - low-level image latents (``"vae_latents"``: the first 31 VDVAE layers, 91,168 dims, alpha 5e4; or
-     any image-autoencoder latent such as the SD VAE's (4, 64, 64)),
+1. z-score every voxel once, with the training set's mean and standard deviation (``ddof=1``, as
+   ``np.std(train_fmri, axis=0, ddof=1)``); the reference first divides the raw betas by 300, which
+   a z-score cancels, and applies no per-session z-score (the data must come in unnormalised);
+2. ridge-regress the z-scored voxels (``sklearn.linear_model.Ridge(alpha, fit_intercept=True)``) onto
+   - low-level image latents (``"vae_latents"``: the first 31 VDVAE layers, 91,168 dims, alpha 5e4, the
+     ``vdvae`` latent space; or any image-autoencoder latent such as the SD VAE's (4, 64, 64)),
    - CLIP-vision tokens (``"clip_image_tokens"``, 257 x 768, alpha 6e4),
    - CLIP-text tokens (``"clip_text_tokens"``, 77 x 768, alpha 1e5; mean over the 5 COCO captions);
-3. re-standardise each predicted feature to the training latents' mean and std.
+3. re-standardise each predicted feature to the training latents' mean and std: ``(p - mean(p)) /
+   std(p) * std(y_train) + mean(y_train)``, statistics over the predicted test batch and the training
+   latents (``np.std``, ``ddof=0``).
 
 The original refits one sklearn ``Ridge`` per CLIP token (hundreds of fits, each rebuilding the same
 kernel). Here one decomposition of the z-scored training voxels (:func:`~neurodecode.models.ridge.ridge_decompose`)
@@ -78,9 +82,11 @@ class BrainDiffuserConfig:
     alpha_per_target : bool
         With ``cv``: one alpha per latent feature instead of one per group.
     restandardize : {"batch", "train", "none"}
-        Re-standardise predictions to the training latents' mean and std. ``"batch"`` (the paper)
+        Re-standardise predictions to the training latents' mean and std. ``"batch"`` (the reference)
         standardises each feature over the predicted batch first; ``"train"`` uses the spread of the
         in-sample training predictions (works for single trials); ``"none"`` returns raw predictions.
+    zscore_ddof : {1, 0}
+        Delta degrees of freedom of the voxels' training standard deviation (the reference: 1).
     target_batch : int
         Latent features solved at once (memory bound of the fit).
     dtype : {"float32", "float64"}
@@ -94,6 +100,7 @@ class BrainDiffuserConfig:
     cv: str | int | None = None
     alpha_per_target: bool = False
     restandardize: str = "batch"
+    zscore_ddof: int = 1
     target_batch: int = 16384
     dtype: str = "float32"
 
@@ -112,6 +119,7 @@ class BrainDiffuserConfig:
         if int(self.n_voxels) < 1:
             raise ValidationError(format_error("n_voxels", "a positive integer", self.n_voxels))
         check_option(self.restandardize, "restandardize", _RESTANDARDIZE)
+        check_option(self.zscore_ddof, "zscore_ddof", (0, 1))
         check_option(self.dtype, "dtype", ["float32", "float64"])
 
     @classmethod
@@ -239,7 +247,7 @@ class BrainDiffuser(PretrainedMixin, torch.nn.Module):
                     f"shape {got}", "Check the latent space and that targets follow the trial order of X_train"))
         dt = self.config.dtype
         mean = X.mean(0)
-        std = X.std(0)
+        std = X.std(0, ddof=int(self.config.zscore_ddof)) if n > self.config.zscore_ddof else np.zeros_like(mean)
         std = np.where(std > 0, std, 1.0)
         Xz = (X - mean) / std
         dec = ridge_decompose(Xz, fit_intercept=True, device=device, dtype=dt)

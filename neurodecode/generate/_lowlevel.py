@@ -21,7 +21,6 @@ import numpy as np
 from .._core.validation import format_error
 from ._base import (
     SD_BETAS,
-    SD_FILES,
     Generator,
     denoise,
     fresh_scheduler,
@@ -34,14 +33,6 @@ from ._base import (
 
 __all__ = ["LowLevelGenerator"]
 
-#: Weights used by this generator (id, licence); read by ``neurodecode download``.
-WEIGHTS = {
-    "stable-diffusion-v1-5/stable-diffusion-v1-5": {
-        "licence": "CreativeML OpenRAIL-M", "purpose": "SD 1.5 UNet, VAE, CLIP text encoder (low-level img2img)",
-    },
-}
-
-
 class LowLevelGenerator(Generator):
     """Images from predicted VAE latents (decode, or img2img at ``strength``).
 
@@ -50,6 +41,16 @@ class LowLevelGenerator(Generator):
 
     Options of :meth:`generate`: ``strength`` (default 0.85; 0 = decode only), ``scheduler``
     (``"unipc"`` default, ``"ddim"``).
+
+    Parameters
+    ----------
+    decode_only : bool
+        Load only a VAE and decode (``strength`` must be 0): ``weights`` is then an
+        ``AutoencoderKL`` folder or hub id (default ``stabilityai/sd-vae-ft-mse``, the VAE of the
+        ``sd-vae`` space), or a Stable Diffusion folder whose ``vae/`` is read. A folder holding a
+        VAE alone turns this on by itself.
+    **kwargs
+        See :class:`~neurodecode.generate._base.Generator`.
     """
 
     name = "lowlevel"
@@ -70,16 +71,69 @@ class LowLevelGenerator(Generator):
         scheduler = UniPCMultistepScheduler(**SD_BETAS)
         return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "scheduler": scheduler, "tokenizer": None}
 
+    licence = "CreativeML OpenRAIL-M"
+    purpose = "SD 1.5 UNet, VAE, CLIP text encoder (low-level img2img)"
+    #: The VAE read when ``decode_only`` (the ``sd-vae`` latent space's weights).
+    DECODE_ONLY_VAE = "stabilityai/sd-vae-ft-mse"
+
+    def __init__(self, weights: Any = None, *, decode_only: bool = False, **kwargs: Any) -> None:
+        super().__init__(weights, **kwargs)
+        self.decode_only = bool(decode_only)
+
+    @classmethod
+    def hub_files(cls, dtype: Any = None, *, decode_only: bool = False, vae_sub: str = "",
+                  **kwargs: Any) -> tuple[tuple[str, ...], ...]:
+        from ..io.hub import diffusers_model_files
+        from ._base import sd_files
+
+        if decode_only:
+            return diffusers_model_files(vae_sub, dtype)
+        return sd_files(dtype)
+
+    @classmethod
+    def artefacts(cls, weights: Any = None, dtype: Any = None, *, decode_only: bool = False,
+                  **kwargs: Any) -> list[Any]:
+        if decode_only and weights is None:
+            from ..io.hub import HubArtefact
+
+            return [HubArtefact(cls.DECODE_ONLY_VAE, cls.hub_files(dtype, decode_only=True), "MIT",
+                                "lowlevel generator (decode only): the SD VAE")]
+        return super().artefacts(weights, dtype, decode_only=decode_only, **kwargs)
+
+    def _vae_only_layout(self, name_or_path: str) -> str | None:
+        """``""`` (a VAE at the root), ``"vae"`` (a pipeline's ``vae/``) or ``None`` (a full pipeline wanted)."""
+        from pathlib import Path
+
+        path = Path(name_or_path).expanduser()
+        if path.is_dir() and (path / "config.json").is_file() and not (path / "unet").is_dir():
+            return ""  # a folder holding a VAE alone: decode-only by itself
+        if not self.decode_only:
+            return None
+        if path.is_dir():
+            return "vae" if (path / "vae").is_dir() else ""
+        return "" if name_or_path == self.DECODE_ONLY_VAE else "vae"
+
+    def load(self) -> LowLevelGenerator:
+        if self.decode_only and self.weights is None:
+            self.weights = self.DECODE_ONLY_VAE
+        super().load()
+        return self
+
     def _build_real(self, name_or_path: str) -> dict[str, Any]:
         from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        from ..io.hub import resolve_model_dir
+        from ._base import load_component
 
-        folder = resolve_model_dir(name_or_path, allow_patterns=list(SD_FILES))
+        vae_sub = self._vae_only_layout(name_or_path)
+        if vae_sub is not None:
+            self.decode_only = True
+            folder = self._resolve(name_or_path, decode_only=True, vae_sub=vae_sub)
+            return {"vae": load_component(folder, vae_sub, AutoencoderKL, self.torch_dtype_)}
+        folder = self._resolve(name_or_path)
         return load_subfolders(folder, {
             "unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
-            "scheduler": UniPCMultistepScheduler, "tokenizer": CLIPTokenizer})
+            "scheduler": UniPCMultistepScheduler, "tokenizer": CLIPTokenizer}, self.torch_dtype_)
 
     def _expects(self) -> dict[str, tuple[int | None, ...]]:
         return {"vae_latents": (None, int(self.components_["vae"].config.latent_channels), None, None)}
@@ -92,6 +146,10 @@ class LowLevelGenerator(Generator):
         init = self._vae_init(latents["vae_latents"])
         if float(strength) == 0.0:
             return self._decode(init)
+        if "unet" not in c:
+            raise ValidationError(format_error(
+                "strength", "0 (decode only: only a VAE is loaded)", strength,
+                "Pass strength=0, or load a full Stable Diffusion folder (decode_only=False) to refine by img2img"))
         if not 0.0 < float(strength) <= 1.0:
             raise ValidationError(format_error("strength", "a number in [0, 1]", strength,
                                                "0 decodes the latent as it is; 0.75-0.85 refines it"))

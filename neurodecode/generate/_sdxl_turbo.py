@@ -35,18 +35,6 @@ from ._base import (
 
 __all__ = ["SDXLTurboGenerator"]
 
-#: Weights used by this generator (id, licence); read by ``neurodecode download``.
-WEIGHTS = {
-    "stabilityai/sdxl-turbo": {
-        "licence": "Stability AI Non-Commercial Research Community License (non-commercial)",
-        "purpose": "SDXL-Turbo UNet, VAE, text encoders",
-    },
-    "h94/IP-Adapter": {
-        "licence": "Apache-2.0", "purpose": "IP-Adapter for SDXL, ViT-H image encoder variant",
-        "files": ["sdxl_models/ip-adapter_sdxl_vit-h.safetensors"],
-    },
-}
-
 IP_ADAPTER = ("h94/IP-Adapter", "sdxl_models", "ip-adapter_sdxl_vit-h.safetensors")
 
 
@@ -117,18 +105,56 @@ class SDXLTurboGenerator(Generator):
         pipe.load_ip_adapter(state, subfolder="", weight_name="", image_encoder_folder=None)
         return self._components(pipe, embed)
 
+    licence = "Stability AI Non-Commercial Research Community License (non-commercial)"
+    purpose = "SDXL-Turbo UNet, VAE, text encoders"
+
+    @classmethod
+    def hub_files(cls, dtype: Any = None, **kwargs: Any) -> tuple[tuple[str, ...], ...]:
+        """UNet, VAE, both CLIP text encoders and tokenizers, scheduler (fp16 variant preferred in reduced dtypes)."""
+        from ..io.hub import clip_tokenizer_files, diffusers_model_files, scheduler_files, transformers_model_files
+
+        return (*diffusers_model_files("unet", dtype), *diffusers_model_files("vae", dtype),
+                *transformers_model_files("text_encoder", dtype), *transformers_model_files("text_encoder_2", dtype),
+                *clip_tokenizer_files("tokenizer"), *clip_tokenizer_files("tokenizer_2"), *scheduler_files())
+
+    @classmethod
+    def extra_artefacts(cls, dtype: Any = None, *, ip_adapter: Any = None, **kwargs: Any) -> list[Any]:
+        from pathlib import Path
+
+        from ..io.hub import ExternalArtefact, HubArtefact
+
+        repo, sub, fname = IP_ADAPTER
+        target = str(ip_adapter) if ip_adapter is not None else repo
+        if Path(target).expanduser().is_dir():
+            return [ExternalArtefact(target, "folder", "IP-Adapter: a local folder", extra={"files": [[f"{sub}/{fname}"]]})]
+        return [HubArtefact(target, ((f"{sub}/{fname}",),), "Apache-2.0",
+                            "sdxl-turbo generator: IP-Adapter for SDXL, ViT-H image encoder variant")]
+
     def _build_real(self, name_or_path: str) -> dict[str, Any]:
-        from diffusers import StableDiffusionXLPipeline
+        from diffusers import (
+            AutoencoderKL,
+            EulerAncestralDiscreteScheduler,
+            StableDiffusionXLPipeline,
+            UNet2DConditionModel,
+        )
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-        from ..io.hub import resolve_model_dir
+        from ..io.hub import resolve_files
+        from ._base import load_subfolders
 
-        folder = resolve_model_dir(name_or_path, allow_patterns=[
-            "model_index.json", "*/config.json", "*/*.fp16.safetensors", "scheduler/*", "tokenizer*/*"])
-        pipe = StableDiffusionXLPipeline.from_pretrained(folder, variant="fp16")
+        folder = self._resolve(name_or_path)
+        # components one by one, each in the requested dtype from whichever variant the folder holds
+        # (fp16 preferred for reduced dtypes, the full files otherwise, either as fallback)
+        parts = load_subfolders(folder, {
+            "unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
+            "text_encoder_2": CLIPTextModelWithProjection, "tokenizer": CLIPTokenizer, "tokenizer_2": CLIPTokenizer,
+            "scheduler": EulerAncestralDiscreteScheduler}, self.torch_dtype_)
+        pipe = StableDiffusionXLPipeline(**parts)
         pipe.set_progress_bar_config(disable=True)
         repo, sub, fname = IP_ADAPTER
-        ip_folder = resolve_model_dir(self.ip_adapter, allow_patterns=[f"{sub}/{fname}"])
+        ip_folder = resolve_files(self.ip_adapter, ((f"{sub}/{fname}",),), what="IP-Adapter weights")
         pipe.load_ip_adapter(str(ip_folder), subfolder=sub, weight_name=fname, image_encoder_folder=None)
+        pipe.unet.to(dtype=self.torch_dtype_)
         return self._components(pipe, 1024)
 
     @staticmethod

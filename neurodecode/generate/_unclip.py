@@ -20,7 +20,6 @@ import numpy as np
 
 from ._base import (
     SD_BETAS,
-    SD_FILES,
     Generator,
     denoise,
     fresh_scheduler,
@@ -32,15 +31,6 @@ from ._base import (
 )
 
 __all__ = ["UnCLIPGenerator"]
-
-#: Weights used by this generator (id, licence); read by ``neurodecode download``.
-WEIGHTS = {
-    "stabilityai/stable-diffusion-2-1-unclip": {
-        "licence": "CreativeML OpenRAIL++-M",
-        "purpose": "Stable unCLIP (ViT-H) UNet, VAE, text encoder, image normaliser",
-    },
-}
-
 
 class UnCLIPGenerator(Generator):
     """Image variation from a pooled CLIP image embedding.
@@ -79,19 +69,27 @@ class UnCLIPGenerator(Generator):
                                        set_alpha_to_one=False),
         }
 
+    licence = "CreativeML OpenRAIL++-M"
+    purpose = "Stable unCLIP (ViT-H) UNet, VAE, text encoder, image normaliser"
+
+    @classmethod
+    def hub_files(cls, dtype: Any = None, **kwargs: Any) -> tuple[tuple[str, ...], ...]:
+        from ..io.hub import diffusers_model_files, scheduler_files
+        from ._base import sd_files
+
+        return (*sd_files(dtype), *diffusers_model_files("image_normalizer", dtype),
+                *scheduler_files("image_noising_scheduler"))
+
     def _build_real(self, name_or_path: str) -> dict[str, Any]:
         from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
         from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        from ..io.hub import resolve_model_dir
-
-        folder = resolve_model_dir(name_or_path, allow_patterns=[
-            *SD_FILES, "image_normalizer/*", "image_noising_scheduler/*"])
+        folder = self._resolve(name_or_path)
         return load_subfolders(folder, {
             "unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
             "tokenizer": CLIPTokenizer, "image_normalizer": StableUnCLIPImageNormalizer,
-            "image_noising_scheduler": DDPMScheduler, "scheduler": DDIMScheduler})
+            "image_noising_scheduler": DDPMScheduler, "scheduler": DDIMScheduler}, self.torch_dtype_)
 
     def _expects(self) -> dict[str, tuple[int | None, ...]]:
         return {"clip_image_embeds": (None, int(self.components_["image_normalizer"].mean.shape[-1]))}

@@ -21,9 +21,13 @@ UniPC/DDIM schedulers. The weights load unchanged from ``shi-labs/versatile-diff
 Dual guidance: every cross-attention block runs the image-trained transformer on the image
 tokens and the text-trained transformer on the text tokens and mixes their residuals,
 ``text_weight * text + (1 - text_weight) * image`` (diffusers' ``text_to_image_strength``).
-The condition is ``[text tokens (77), image tokens (257)]``; the unconditional one is the
-empty prompt's tokens and a grey image's tokens, VD-normalised like the targets (image tokens
-divided by the norm of their CLS token, text tokens by the norm of the pooled embedding).
+The condition is ``[text tokens (77), image tokens (257)]``. The unconditional one is chosen with
+``uncond`` (see :data:`UNCOND`): ``"zeros"`` (default, MindBridge: all-zero token tensors for both
+inputs; no CLIP encoder is loaded) or ``"encoded"`` (the empty prompt's tokens and a uniform image's
+tokens through VD's own CLIP encoders, VD-normalised like the targets; ``uncond_image_value`` is
+the image's value in [0, 1], 0.5 by default). ``generate(..., renorm="token0")`` re-normalises the
+predicted tokens by the norm of their token 0, as MindBridge's reconstruction does. Both are
+recorded in :meth:`provenance` / the run's options.
 """
 
 from __future__ import annotations
@@ -45,14 +49,16 @@ from ._base import (
     tiny_vae,
 )
 
-__all__ = ["VersatileGenerator"]
+__all__ = ["VersatileGenerator", "UNCOND", "RENORM"]
 
-#: Weights used by this generator (id, licence); read by ``neurodecode download``.
-WEIGHTS = {
-    "shi-labs/versatile-diffusion": {
-        "licence": "MIT", "purpose": "Versatile Diffusion image/text UNets, VAE, CLIP encoders (dual guidance)",
-    },
-}
+#: Unconditional inputs of classifier-free guidance: ``"zeros"`` all-zero image and text token tensors
+#: (MindBridge's reconstruction, src/utils.py); ``"encoded"`` the empty prompt's tokens and a uniform image's
+#: tokens through VD's own CLIP encoders, VD-normalised (Versatile Diffusion's pipeline / Brain-Diffuser).
+UNCOND = ("zeros", "encoded")
+
+#: Re-normalisation of the predicted tokens at generation time: ``"token0"`` divides every token of an item
+#: by the norm of its token 0 (+ 1e-6), image and text tokens alike (MindBridge's reconstruction).
+RENORM = (None, "token0")
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -67,7 +73,15 @@ class VersatileGenerator(Generator):
     VAE scaling factor) to run img2img from a low-level image at ``strength``.
 
     Options of :meth:`generate`: ``text_weight`` (mix, default 0.5), ``strength`` (img2img,
-    default 0.75), ``scheduler`` (``"unipc"`` default or ``"ddim"``), ``height``/``width``.
+    default 0.75), ``scheduler`` (``"unipc"`` default or ``"ddim"``), ``height``/``width``,
+    ``renorm`` (``None`` or ``"token0"``, see :data:`RENORM`).
+
+    Parameters
+    ----------
+    uncond : {"zeros", "encoded"}
+        Unconditional inputs of classifier-free guidance (see :data:`UNCOND`).
+    uncond_image_value : float
+        Pixel value in [0, 1] of the uniform unconditional image (``uncond="encoded"``).
 
     See :class:`~neurodecode.generate._base.Generator` for the constructor parameters.
 
@@ -106,40 +120,70 @@ class VersatileGenerator(Generator):
         return {"unet": _make_dual(image_unet, text_unet), "vae": vae, "text_encoder": text_encoder,
                 "image_encoder": image_encoder, "scheduler": scheduler, "tokenizer": None}
 
+    licence = "MIT"
+    purpose = "Versatile Diffusion image/text UNets, VAE (+ CLIP encoders for uncond='encoded')"
+
+    @classmethod
+    def hub_files(cls, dtype: Any = None, *, uncond: str = "zeros", **kwargs: Any) -> tuple[tuple[str, ...], ...]:
+        """The files read: the two UNets, the VAE and the scheduler; the CLIP encoders and tokenizer only
+        for ``uncond="encoded"`` (the MindBridge default, all-zero unconditional tokens, needs none)."""
+        from ..io.hub import clip_tokenizer_files, diffusers_model_files, scheduler_files, transformers_model_files
+
+        groups = [*diffusers_model_files("image_unet", dtype), *diffusers_model_files("text_unet", dtype),
+                  *diffusers_model_files("vae", dtype), *scheduler_files()]
+        if uncond == "encoded":
+            groups += [*transformers_model_files("text_encoder", dtype),
+                       *transformers_model_files("image_encoder", dtype), *clip_tokenizer_files("tokenizer")]
+        return tuple(groups)
+
+    def __init__(self, weights: Any = None, *, uncond: str = "zeros", uncond_image_value: float = 0.5,
+                 **kwargs: Any) -> None:
+        super().__init__(weights, **kwargs)
+        from .._core.validation import check_option
+
+        self.uncond = check_option(uncond, "uncond", UNCOND)
+        self.uncond_image_value = float(uncond_image_value)
+
     def _build_real(self, name_or_path: str) -> dict[str, Any]:
         from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
         from diffusers.pipelines.deprecated.versatile_diffusion.modeling_text_unet import UNetFlatConditionModel
-        from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-        from ..io.hub import resolve_model_dir
+        from ._base import load_component
 
-        folder = resolve_model_dir(name_or_path, allow_patterns=[
-            "model_index.json", "image_unet/*", "text_unet/*", "vae/*", "scheduler/*", "text_encoder/*",
-            "image_encoder/*", "tokenizer/*"])
-        image_unet = UNet2DConditionModel.from_pretrained(folder, subfolder="image_unet")
-        text_unet = UNetFlatConditionModel.from_pretrained(folder, subfolder="text_unet")
-        return {"unet": _make_dual(image_unet, text_unet), **load_subfolders(folder, {
-            "vae": AutoencoderKL, "text_encoder": CLIPTextModelWithProjection,
-            "image_encoder": CLIPVisionModelWithProjection, "scheduler": UniPCMultistepScheduler,
-            "tokenizer": CLIPTokenizer})}
+        folder = self._resolve(name_or_path, uncond=self.uncond)
+        dtype = self.torch_dtype_
+        image_unet = load_component(folder, "image_unet", UNet2DConditionModel, dtype)
+        text_unet = load_component(folder, "text_unet", UNetFlatConditionModel, dtype)
+        parts = {"vae": AutoencoderKL, "scheduler": UniPCMultistepScheduler}
+        if self.uncond == "encoded":
+            from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
+
+            parts.update({"text_encoder": CLIPTextModelWithProjection, "image_encoder": CLIPVisionModelWithProjection,
+                          "tokenizer": CLIPTokenizer})
+        return {"unet": _make_dual(image_unet, text_unet), **load_subfolders(folder, parts, dtype)}
 
     # ------------------------------------------------------------------ inputs
     def _expects(self) -> dict[str, tuple[int | None, ...]]:
         c = self.components_
         width = int(c["unet"].config.cross_attention_dim)
-        n_img = (c["image_encoder"].config.image_size // c["image_encoder"].config.patch_size) ** 2 + 1
-        n_txt = int(c["text_encoder"].config.max_position_embeddings)
+        n_img, n_txt = c.get("n_image_tokens", 257), c.get("n_text_tokens", 77)
+        if "image_encoder" in c:
+            n_img = (c["image_encoder"].config.image_size // c["image_encoder"].config.patch_size) ** 2 + 1
+        if "text_encoder" in c:
+            n_txt = int(c["text_encoder"].config.max_position_embeddings)
         return {"clip_image_tokens": (None, n_img, width), "clip_text_tokens": (None, n_txt, width)}
 
     def _optional_expects(self) -> dict[str, tuple[int | None, ...]]:
         return {"vae_latents": (None, int(self.components_["vae"].config.latent_channels), None, None)}
 
-    def _uncond(self) -> tuple[Any, Any]:
-        """VD-normalised tokens of the empty prompt and of a grey image (computed once)."""
-        if getattr(self, "uncond_", None) is not None:
-            return self.uncond_
+    def _uncond(self, txt: Any, img: Any) -> tuple[Any, Any]:
+        """Unconditional (text, image) tokens of shape (1, n, width): see :data:`UNCOND`."""
         import torch
 
+        if self.uncond == "zeros":
+            return torch.zeros_like(txt[:1]), torch.zeros_like(img[:1])
+        if getattr(self, "uncond_", None) is not None:
+            return self.uncond_
         c = self.components_
         te, ie = c["text_encoder"], c["image_encoder"]
         dev = self.execution_device
@@ -150,17 +194,22 @@ class VersatileGenerator(Generator):
         size = int(ie.config.image_size)
         mean = torch.tensor(_CLIP_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(_CLIP_STD).view(1, 3, 1, 1)
-        grey = ((torch.full((1, 3, size, size), 0.5) - mean) / std).to(device=dev, dtype=self.torch_dtype_)
-        vout = ie(pixel_values=grey)
-        img = ie.visual_projection(ie.vision_model.post_layernorm(vout.last_hidden_state))
-        img = img / img[:, :1].norm(dim=-1, keepdim=True)
-        self.uncond_ = (text, img)
+        blank = torch.full((1, 3, size, size), self.uncond_image_value)
+        pixels = ((blank - mean) / std).to(device=dev, dtype=self.torch_dtype_)
+        vout = ie(pixel_values=pixels)
+        image = ie.visual_projection(ie.vision_model.post_layernorm(vout.last_hidden_state))
+        image = image / image[:, :1].norm(dim=-1, keepdim=True)
+        self.uncond_ = (text.to(txt.dtype), image.to(img.dtype))
         return self.uncond_
+
+    def provenance(self) -> dict[str, Any]:
+        return {**super().provenance(), "uncond": self.uncond,
+                **({"uncond_image_value": self.uncond_image_value} if self.uncond == "encoded" else {})}
 
     # ------------------------------------------------------------------ generation
     def _generate_batch(self, latents: dict[str, np.ndarray], generators: list[Any], *, steps: int, guidance: float,
                         text_weight: float = 0.5, strength: float = 0.75, scheduler: str = "unipc",
-                        height: int | None = None, width: int | None = None) -> Any:
+                        height: int | None = None, width: int | None = None, renorm: str | None = None) -> Any:
         import torch
 
         from .._core.errors import ValidationError
@@ -171,10 +220,16 @@ class VersatileGenerator(Generator):
         c = self.components_
         unet = c["unet"]
         sched = fresh_scheduler(c["scheduler"], scheduler)
+        from .._core.validation import check_option
+
+        check_option(renorm, "renorm", RENORM)
         img = self._tensor(latents["clip_image_tokens"])
         txt = self._tensor(latents["clip_text_tokens"])
+        if renorm == "token0":
+            img = img / (img[:, :1].norm(dim=-1, keepdim=True) + 1e-6)
+            txt = txt / (txt[:, :1].norm(dim=-1, keepdim=True) + 1e-6)
         b = img.shape[0]
-        u_txt, u_img = self._uncond()
+        u_txt, u_img = self._uncond(txt, img)
         cond = torch.cat([txt, img], dim=1)
         uncond = torch.cat([u_txt, u_img], dim=1).expand(b, -1, -1)
         _set_dual(unet, float(text_weight), txt.shape[1], img.shape[1])

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from ._base import LatentSpace, available_spaces, describe_space, get_space
+from ._base import LatentSpace, available_spaces, describe_space, get_space, space_artefacts
 from ._cache import FeatureCache, embed_to_cache
 from .clip import build_open_clip, load_open_clip_folder, save_open_clip_folder
 
@@ -17,6 +17,7 @@ __all__ = [
     "get_space",
     "available_spaces",
     "describe_space",
+    "space_artefacts",
     "embed_to_cache",
     "FeatureCache",
     "build_open_clip",

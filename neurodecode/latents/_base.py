@@ -29,7 +29,8 @@ from .._core.logging import progress
 from .._core.validation import check_option, describe, format_error
 from .._core.versions import package_versions
 
-__all__ = ["LatentSpace", "SpaceSpec", "register_space", "get_space", "available_spaces", "describe_space"]
+__all__ = ["LatentSpace", "SpaceSpec", "register_space", "get_space", "available_spaces", "describe_space",
+           "space_artefacts"]
 
 #: Packages whose versions change the features (part of every cache key).
 FEATURE_PACKAGES = ("torch", "torchvision", "open_clip_torch", "transformers", "sentence-transformers", "pillow")
@@ -389,3 +390,47 @@ def get_space(name: str, *, weights: Any = None, device: Any = "cpu", dtype: Any
     builder = getattr(importlib.import_module(module_name, package=__package__), func_name)
     merged = {**spec.options, **options}
     return builder(name, weights=weights, device=device, dtype=dtype, batch_size=batch_size, verbose=verbose, **merged)
+
+
+def space_artefacts(name: str, *, weights: Any = None, dtype: Any = None, **options: Any) -> list[Any]:
+    """What a space reads: :class:`~neurodecode.io.hub.HubArtefact` (repository + exact files) and
+    :class:`~neurodecode.io.hub.ExternalArtefact` entries (random init, a pip package, a local folder).
+
+    The single source of truth of ``neurodecode download`` for latent spaces: each builder module
+    declares its files next to the code that reads them.
+
+    Parameters
+    ----------
+    name : str
+        A registered space.
+    weights : None or str or path-like
+        As for :func:`get_space`.
+    dtype : str or None
+        Load dtype (reduced dtypes prefer fp16 variant files where a repository has them).
+    **options
+        Space options (as for :func:`get_space`).
+
+    Returns
+    -------
+    artefacts : list
+    """
+    import importlib
+
+    from ..io.hub import ExternalArtefact
+
+    _ensure_builtin()
+    if name not in _REGISTRY:
+        _unknown(name)
+    spec = _REGISTRY[name]
+    from ._registry import SPACE_ARTEFACTS
+
+    target = SPACE_ARTEFACTS.get(spec.builder)
+    if target is not None:
+        module_name, func_name = target.split(":")
+        fn = getattr(importlib.import_module(module_name, package=__package__), func_name)
+    else:  # a builder module may declare its files with a module-level ``artefacts`` function
+        module_name = spec.builder.split(":")[0]
+        fn = getattr(importlib.import_module(module_name, package=__package__), "artefacts", None)
+        if fn is None:
+            return [ExternalArtefact(name, "note", f"latent space {name!r} declares no weights files ({spec.builder})")]
+    return list(fn(name, weights=weights, dtype=dtype, **{**spec.options, **options}))

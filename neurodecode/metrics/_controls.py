@@ -19,19 +19,10 @@ import numpy as np
 
 from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.validation import format_error
-from ._stats import as_rng
+from ._stats import as_rng, derangement
 
 __all__ = ["shuffled_control", "shuffled_pairing", "derangement", "noise_inputs", "noise_input_control"]
 
-
-def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A random permutation of ``range(n)`` with no fixed point (n >= 2)."""
-    if n < 2:
-        raise ValidationError(format_error("n", "at least 2 items to shuffle pairs", n))
-    while True:  # expected e ~ 2.7 tries
-        perm = rng.permutation(n)
-        if not np.any(perm == np.arange(n)):
-            return perm
 
 
 def shuffled_control(

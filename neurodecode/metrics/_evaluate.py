@@ -13,14 +13,25 @@ from .._core.logging import logger
 from .._core.validation import check_option, format_error
 from ._controls import shuffled_pairing
 from ._identification import correlation_distance, two_way_identification
-from ._image import RESIZE_CONVENTIONS, as_float_images, pixcorr, resize_images, ssim
-from ._stats import CHANCE, HIGHER_IS_BETTER, as_rng, bootstrap_ci
+from ._image import (
+    BRAIN_DIFFUSER_SIZES,
+    RESIZE_CONVENTIONS,
+    as_float_images,
+    constant_images,
+    pixcorr,
+    pixcorr_brain_diffuser,
+    resize_images,
+    ssim,
+    ssim_brain_diffuser,
+)
+from ._stats import CHANCE, HIGHER_IS_BETTER, METRICS_VERSION, as_rng, bootstrap_ci
 
 __all__ = ["evaluate_reconstructions", "summarize", "METRICS_VERSION", "IMAGE_METRICS", "DEFAULT_METRICS",
-           "TEXT_DEFAULT_METRICS"]
+           "TEXT_DEFAULT_METRICS", "IMAGE_PROTOCOLS"]
 
-#: Version of the evaluation protocol (specs/metrics.md); bump when a number would change.
-METRICS_VERSION = "1.0"
+#: Image protocols: MindEye2's final_evaluations (MindEye, MindBridge and ATM score the same way)
+#: and Brain-Diffuser's own scripts (specs/reference-details.md, "Evaluation details").
+IMAGE_PROTOCOLS = ("mindeye2", "brain-diffuser")
 
 IMAGE_METRICS = ("pixcorr", "ssim", "alex2", "alex5", "incep", "clip", "effnet", "swav")
 DEFAULT_METRICS = IMAGE_METRICS
@@ -86,9 +97,9 @@ def summarize(
 
 
 def _score_images(
-    r: np.ndarray, t: np.ndarray, metrics: list[str], *, weights: str, weights_dir: Any, antialias: bool,
-    n_shuffles: int, n_boot: int, seed: Any, device: Any, batch_size: int, verbose: Any, sizes: dict[str, int],
-    nets: dict[str, Any],
+    r: np.ndarray, t: np.ndarray, metrics: list[str], *, protocol: str, weights: str, weights_dir: Any,
+    antialias: bool, n_shuffles: int, n_boot: int, seed: Any, device: Any, batch_size: int, verbose: Any,
+    sizes: dict[str, Any], nets: dict[str, Any], ids: list[str],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from ._features import FEATURE_METRICS, clip_image_features, extract_features, load_feature_network
 
@@ -96,35 +107,60 @@ def _score_images(
     used: dict[str, Any] = {}
     rng = as_rng(seed)
     shuffle_seed = int(rng.integers(2**31))
+    bd = protocol == "brain-diffuser"
 
     def finish(metric: str, per_item: np.ndarray, shuffled: dict[str, Any]) -> None:
-        entry = summarize(per_item, chance=CHANCE[metric], shuffled=shuffled["mean"], n_boot=n_boot,
-                          random_state=seed, higher_is_better=HIGHER_IS_BETTER[metric])
+        per_item = np.asarray(per_item, dtype=float)
+        nan_items = ~np.isfinite(per_item)
+        if nan_items.any() and nan_items.all():
+            entry = {"value": float("nan"), "ci": None, "chance": CHANCE[metric], "shuffled": None,
+                     "per_item": per_item, "n_valid": 0, "higher_is_better": HIGHER_IS_BETTER[metric]}
+        else:
+            entry = summarize(per_item, chance=CHANCE[metric], shuffled=shuffled["mean"], n_boot=n_boot,
+                              random_state=seed, higher_is_better=HIGHER_IS_BETTER[metric])
+        if nan_items.any():  # the protocol's mean (np.corrcoef's NaN) is NaN: report it, never drop items silently
+            entry["value_finite_items"] = entry["value"]
+            entry["ci_finite_items"] = entry["ci"]
+            entry["value"] = float("nan")
+            entry["ci"] = None
+            entry["nan_items"] = [ids[i] for i in np.flatnonzero(nan_items)]
+            entry["reason"] = (f"{int(nan_items.sum())} item(s) have no score (a constant image has no correlation): "
+                               f"the protocol's mean is NaN; 'value_finite_items' is the mean over the others")
         entry["size"] = sizes[metric]
         entry["shuffled_std"] = shuffled["std"]
         results[metric] = entry
-        logger.info("%s = %.4f [%.4f, %.4f] (shuffled %.4f)", metric, entry["value"], *entry["ci"], shuffled["mean"])
+        logger.info("%s = %.4f (shuffled %.4f)", metric, entry["value"], shuffled["mean"])
 
-    for metric, fn in (("pixcorr", pixcorr), ("ssim", ssim)):
+    low_level = (("pixcorr", pixcorr_brain_diffuser), ("ssim", ssim_brain_diffuser)) if bd else \
+        (("pixcorr", pixcorr), ("ssim", ssim))
+    for metric, fn in low_level:
         if metric in metrics:
             size = sizes[metric]
-            per_item = fn(r, t, prep_size=None, size=size, antialias=antialias)
-            shuf = shuffled_pairing(lambda a, b, fn=fn, size=size: fn(a, b, prep_size=None, size=size, antialias=antialias),
-                                    r, t, n_permutations=n_shuffles, random_state=shuffle_seed)
+            if bd:
+                score = fn
+            else:
+                def score(a: Any, b: Any, fn: Any = fn, size: Any = size) -> np.ndarray:
+                    return fn(a, b, prep_size=None, size=size, antialias=antialias)
+            per_item = score(r, t)
+            with np.errstate(invalid="ignore"):
+                shuf = shuffled_pairing(score, r, t, n_permutations=n_shuffles, random_state=shuffle_seed)
             finish(metric, per_item, shuf)
             used[metric] = {"tier": "none", "source": "pixels (no network)"}
 
     by_net: dict[str, list[str]] = {}
     for metric in metrics:
         if metric in FEATURE_METRICS:
-            by_net.setdefault(FEATURE_METRICS[metric][0], []).append(metric)
+            network = FEATURE_METRICS[metric][0]
+            network = "efficientnet_v1" if bd and network == "efficientnet" else network
+            by_net.setdefault(network, []).append(metric)
     for network, net_metrics in by_net.items():
         if network not in nets:  # built once per evaluation (the blended pass reuses it)
             nets[network] = load_feature_network(network, weights, weights_dir=weights_dir)
         net = nets[network]
         layers = [FEATURE_METRICS[m][1] for m in net_metrics]
         size = sizes[net_metrics[0]]
-        kw = dict(size=size, prep_size=None, antialias=antialias, batch_size=batch_size, device=device, verbose=verbose)
+        kw = dict(size=size, prep_size=None, antialias=antialias, batch_size=batch_size, device=device,
+                  verbose=verbose, resize="pil" if bd else "tensor")
         fr = extract_features(r, net, layers, **kw)
         ft = extract_features(t, net, layers, **kw)
         for metric, layer in zip(net_metrics, layers):
@@ -134,14 +170,21 @@ def _score_images(
             finish(metric, per_item, shuf)
             used[metric] = {**net.describe(), "layer": layer}
     if "clip" in metrics:
-        cr, info = clip_image_features(r, weights, prep_size=None, device=device, verbose=verbose)
-        ct, _ = clip_image_features(t, weights, prep_size=None, device=device, verbose=verbose)
+        kw = dict(prep_size=None, antialias=antialias, protocol=protocol, batch_size=batch_size, device=device,
+                  verbose=verbose)
+        cr, info = clip_image_features(r, weights, **kw)
+        ct, _ = clip_image_features(t, weights, **kw)
         per_item = two_way_identification(cr, ct)
         shuf = shuffled_pairing(two_way_identification, cr, ct, n_permutations=n_shuffles, random_state=shuffle_seed)
         finish("clip", per_item, shuf)
         results["clip"]["size"] = info["preprocessing"].get("size")
         used["clip"] = {**info, "layer": "image embedding"}
     return results, used
+
+
+def _constant_report(images: np.ndarray, ids: list[str]) -> dict[str, Any]:
+    mask = constant_images(images)
+    return {"count": int(mask.sum()), "ids": [ids[i] for i in np.flatnonzero(mask)]}
 
 
 @fill_doc
@@ -151,7 +194,9 @@ def evaluate_reconstructions(
     metrics: Any = DEFAULT_METRICS,
     weights: str = "real",
     *,
+    protocol: str = "mindeye2",
     blurry: Any = None,
+    item_ids: list[str] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     prep_size: int | None = 256,
     sizes: dict[str, int] | None = None,
@@ -163,15 +208,25 @@ def evaluate_reconstructions(
     batch_size: int = 16,
     verbose: Any = None,
 ) -> dict[str, Any]:
-    """Score reconstructions with the field's image protocol (specs/metrics.md).
+    """Score reconstructions with a published image protocol (specs/metrics.md).
 
-    PixCorr and SSIM at 425 px; two-way identification on AlexNet ``features.4``
-    (alex2) / ``features.11`` (alex5) at 256 px, InceptionV3 avgpool (incep) at 342 px,
-    CLIP ViT-L/14 (clip) at 224 px; correlation distances on EfficientNet-B1 (effnet,
-    255 px) and SwAV-ResNet50 (swav, 224 px); everything after a common resize to
-    ``prep_size``. Each score comes with a bootstrap 95 % CI over items, its chance level
-    and a shuffled-pairing control (the reconstructions scored against other items'
-    ground truth).
+    ``protocol="mindeye2"`` (MindEye2's final_evaluations; MindEye, MindBridge and ATM score the
+    same way): everything after a common bilinear resize to ``prep_size`` (256); PixCorr and
+    SSIM at 425 px; two-way identification on AlexNet ``features.4`` (alex2) /
+    ``features.11`` (alex5) at 256 px, InceptionV3 avgpool (incep) at 342 px, CLIP ViT-L/14
+    (clip) at 224 px (float tensor, no antialias, no crop); correlation distances on
+    EfficientNet-B1 (effnet, IMAGENET1K_V2, 255 px) and SwAV-ResNet50 (swav, 224 px).
+
+    ``protocol="brain-diffuser"`` (Brain-Diffuser's scripts): no 256 step; every network's
+    input PIL-resized (bilinear, 8-bit) to 224 px; PixCorr and SSIM at the ground truth's
+    native size with the reconstruction PIL-resized bicubically, SSIM column-wise on the
+    grey images (scikit-image 0.17 ``multichannel=True``); effnet on EfficientNet-B1 V1.
+
+    Each score comes with a bootstrap 95 % CI over items, its chance level and a
+    shuffled-pairing control. Blank (constant) reconstructions are counted and named in
+    ``"constant_recons"``, scored as the protocol scores them and never dropped: a constant
+    image has no PixCorr (``np.corrcoef`` gives NaN), so the PixCorr ``value`` is NaN as in
+    the protocol, with ``"value_finite_items"`` and ``"nan_items"`` beside it.
 
     Parameters
     ----------
@@ -186,19 +241,25 @@ def evaluate_reconstructions(
         Feature-network weights: the published ones (local file / torch hub cache /
         open_clip cache; an OfflineError says how to get a missing one) or, only when
         asked, the same architectures with random weights. Recorded per metric.
+    protocol : {"mindeye2", "brain-diffuser"}
+        Whose evaluation to reproduce (see above); the report compares only with rows
+        published under the same protocol.
     blurry : array-like of shape (n_items, H, W, 3) or None
         MindEye2's blurry low-level reconstructions; when given, the images blended
         0.75 x recons + 0.25 x blurry are scored too (under ``"blended"``).
+    item_ids : list of str or None
+        Names of the items (stimulus ids), used to name blank items; default their indices.
     weights_dir : path-like or None
         Folder holding the torchvision / SwAV weight files (default: torch hub cache).
     prep_size : int or None
-        Common first resize of every image (256, MindEye2); ``None`` skips it.
+        Common first resize of every image (256, MindEye2); ``None`` skips it. Not used by
+        the Brain-Diffuser protocol.
     sizes : dict of str to int or None
-        Override the per-metric sizes of the protocol (e.g. ``{"incep": 96}`` for a smoke
+        Override the per-metric network input sizes (e.g. ``{"incep": 96}`` for a smoke
         run); the sizes used are recorded. Numbers computed at other sizes do not compare
         with the literature.
     antialias : bool
-        Antialiased resizes (the published numbers used ``False``).
+        Antialiased tensor resizes (the published numbers used ``False``).
     n_boot : int
         Bootstrap resamples.
     n_shuffles : int
@@ -215,9 +276,9 @@ def evaluate_reconstructions(
     result : dict
         ``result[metric]`` = {"value", "ci", "chance", "shuffled", "shuffled_std",
         "per_item", "n_valid", "higher_is_better", "size"}; plus ``"n_items"``,
-        ``"weights"`` (tier and source per metric), ``"metrics_version"``, ``"protocol"``
-        (resize conventions, seeds, bootstrap settings) and, with ``blurry``,
-        ``"blended"`` (same structure per metric).
+        ``"constant_recons"`` ({"count", "ids"}), ``"weights"`` (tier and source per
+        metric), ``"metrics_version"``, ``"protocol"`` (name, resize conventions, seeds,
+        bootstrap settings) and, with ``blurry``, ``"blended"`` (same structure per metric).
     """
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
@@ -227,6 +288,7 @@ def evaluate_reconstructions(
     for m in metrics:
         check_option(m, "metrics", IMAGE_METRICS)
     check_option(weights, "weights", ("real", "random"))
+    check_option(protocol, "protocol", IMAGE_PROTOCOLS)
     if int(n_shuffles) < 1:
         raise ValidationError(format_error("n_shuffles", "at least 1", n_shuffles))
     bad = sorted(set(sizes or {}) - set(IMAGE_METRICS))
@@ -234,9 +296,16 @@ def evaluate_reconstructions(
         raise ValidationError(format_error("sizes", f"keys among {', '.join(IMAGE_METRICS)}", bad))
     if "clip" in (sizes or {}):
         raise ValidationError(format_error("sizes", "no 'clip' key", "'clip'", "CLIP uses its latent space's own input size"))
-    sizes_used = {**RESIZE_CONVENTIONS, **{k: int(v) for k, v in (sizes or {}).items()}}
-    r = resize_images(as_float_images(recons, "recons"), prep_size, antialias=antialias)
-    t = resize_images(as_float_images(truth, "truth"), prep_size, antialias=antialias)
+    bd = protocol == "brain-diffuser"
+    if bd and {"pixcorr", "ssim"} & set(sizes or {}):
+        raise ValidationError(format_error("sizes", "no 'pixcorr' / 'ssim' key under protocol='brain-diffuser'",
+                                           sorted({"pixcorr", "ssim"} & set(sizes or {})),
+                                           "Brain-Diffuser compares pixels at the ground truth's native size"))
+    base = dict(BRAIN_DIFFUSER_SIZES) if bd else dict(RESIZE_CONVENTIONS)
+    sizes_used: dict[str, Any] = {**base, **{k: int(v) for k, v in (sizes or {}).items()}}
+    first = None if bd else prep_size
+    r = resize_images(as_float_images(recons, "recons"), first, antialias=antialias)
+    t = resize_images(as_float_images(truth, "truth"), first, antialias=antialias)
     if len(r) != len(t):
         raise ShapeMismatchError(
             format_error("recons", f"as many images as truth ({len(t)})", f"{len(r)} images",
@@ -244,33 +313,46 @@ def evaluate_reconstructions(
         )
     if len(r) < 2:
         raise ValidationError(format_error("recons", "at least 2 items (identification compares items)", f"{len(r)}"))
-    kw = dict(weights=weights, weights_dir=weights_dir, antialias=antialias, n_shuffles=int(n_shuffles),
-              n_boot=int(n_boot), seed=random_state, device=device, batch_size=batch_size, verbose=verbose,
-              sizes=sizes_used, nets={})
+    ids = [str(i) for i in (item_ids if item_ids is not None else range(len(r)))]
+    if len(ids) != len(r):
+        raise ShapeMismatchError(format_error("item_ids", f"{len(r)} names, one per item", f"{len(ids)}"))
+    constant = _constant_report(r, ids)
+    if constant["count"]:
+        logger.warning("%d blank (constant) reconstruction(s), scored as the protocol does and reported: %s",
+                       constant["count"], ", ".join(constant["ids"][:10]))
+    kw = dict(protocol=protocol, weights=weights, weights_dir=weights_dir, antialias=antialias,
+              n_shuffles=int(n_shuffles), n_boot=int(n_boot), seed=random_state, device=device, batch_size=batch_size,
+              verbose=verbose, sizes=sizes_used, nets={}, ids=ids)
     results, used = _score_images(r, t, metrics, **kw)  # type: ignore[arg-type]
     out: dict[str, Any] = {m: results[m] for m in metrics}
     if blurry is not None:
-        b = resize_images(as_float_images(blurry, "blurry"), r.shape[1], antialias=antialias)
+        b = as_float_images(blurry, "blurry")
+        b = resize_images(b, r.shape[1], antialias=antialias) if b.shape[1:3] != r.shape[1:3] else b
         if len(b) != len(r):
             raise ShapeMismatchError(format_error("blurry", f"{len(r)} images like recons", b))
         blended = BLEND_WEIGHTS[0] * r + BLEND_WEIGHTS[1] * b
         bres, _ = _score_images(blended, t, metrics, **kw)  # type: ignore[arg-type]
         out["blended"] = {m: bres[m] for m in metrics}
     out["n_items"] = len(r)
+    out["constant_recons"] = constant
     out["weights"] = used
     out["metrics_version"] = METRICS_VERSION
     out["protocol"] = {
-        "spec": "specs/metrics.md",
-        "prep_size": prep_size,
+        "name": protocol,
+        "spec": "specs/metrics.md; " + ("Brain-Diffuser scripts/eval_extract_features.py + evaluate_reconstruction.py"
+                                        if bd else "MindEye2 src/final_evaluations.ipynb"),
+        "prep_size": first,
         "sizes": {m: sizes_used[m] for m in metrics},
-        "sizes_follow_protocol": all(sizes_used[m] == RESIZE_CONVENTIONS[m] for m in metrics),
-        "interpolation": "bilinear",
-        "antialias": bool(antialias),
+        "sizes_follow_protocol": all(sizes_used[m] == base[m] for m in metrics),
+        "interpolation": ("PIL bilinear (networks) / PIL bicubic (reconstruction to the truth's size)" if bd
+                          else "bilinear float tensors"),
+        "antialias": True if bd else bool(antialias),
         "n_boot": int(n_boot),
         "ci": 0.95,
         "random_state": random_state,
         "shuffled_control": f"shuffled pairing: predictions scored against a random derangement of the truth, "
                             f"mean of {int(n_shuffles)}",
         "blend": list(BLEND_WEIGHTS) if blurry is not None else None,
+        "constant_items": "counted and named; scored as the protocol does (PixCorr NaN), never dropped",
     }
     return out

@@ -11,6 +11,10 @@ swav      SwAV ResNet-50 (torchvision resnet50)  ``avgpool``             224
 clip      CLIP ViT-L/14 image embedding          ``neurodecode.latents`` 224
 ========  =====================================  ======================  ======
 
+Under ``protocol="brain-diffuser"`` every network takes 224 px inputs PIL-resized (bilinear,
+8-bit) from the image, with no 256 px step, and ``effnet`` is EfficientNet-B1 IMAGENET1K_V1
+(Brain-Diffuser's ``weights=True``; network ``"efficientnet_v1"``).
+
 Weights (``weights=``):
 
 - ``"real"``: the published file, from ``weights_dir`` when given, else the torch hub
@@ -21,8 +25,9 @@ Weights (``weights=``):
 - ``"random"``: the same architecture, randomly initialised with a fixed seed. Only
   on request (tests, smoke runs); every result states which tier each metric used.
 
-Images are resized bilinearly (no antialias, see :mod:`._image`) to the metric's
-size and normalised with the ImageNet mean and std, as in MindEye2's evaluation.
+Under ``protocol="mindeye2"`` images are float tensors resized bilinearly (no antialias, see
+:mod:`._image`) to the metric's size and normalised with the ImageNet mean and std (CLIP: the
+CLIP mean and std, no centre crop), as in MindEye2's final_evaluations.
 """
 
 from __future__ import annotations
@@ -39,13 +44,15 @@ from .._core.docs import fill_doc
 from .._core.errors import DataIntegrityError, MissingFileError, OfflineError, UnsafeCheckpointError
 from .._core.logging import logger, progress
 from .._core.validation import check_option, format_error
-from ._image import RESIZE_CONVENTIONS, as_float_images, resize_images
+from ._image import RESIZE_CONVENTIONS, as_float_images, pil_resize, resize_images
 
 __all__ = ["FEATURE_METRICS", "NETWORKS", "FeatureNetwork", "load_feature_network", "extract_features",
            "weights_file", "clip_image_features"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SWAV_URL = "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar"
 RANDOM_SEED = 0
 
@@ -63,6 +70,7 @@ NETWORKS: dict[str, _NetSpec] = {
     "inception": _NetSpec("inception_v3", "Inception_V3_Weights.IMAGENET1K_V1", None,
                           (("aux_logits", True), ("transform_input", True), ("init_weights", True))),
     "efficientnet": _NetSpec("efficientnet_b1", "EfficientNet_B1_Weights.IMAGENET1K_V2", None),
+    "efficientnet_v1": _NetSpec("efficientnet_b1", "EfficientNet_B1_Weights.IMAGENET1K_V1", None),
     "swav": _NetSpec("resnet50", None, SWAV_URL),
 }
 
@@ -104,7 +112,7 @@ def weights_file(network: str, weights_dir: str | os.PathLike[str] | None = None
 
     Parameters
     ----------
-    network : {"alexnet", "inception", "efficientnet", "swav"}
+    network : {"alexnet", "inception", "efficientnet", "efficientnet_v1", "swav"}
         Feature network.
     weights_dir : path-like or None
         Folder holding the file; default the torch hub cache (``torch.hub.get_dir()/checkpoints``).
@@ -170,7 +178,7 @@ def load_feature_network(
 
     Parameters
     ----------
-    network : {"alexnet", "inception", "efficientnet", "swav"}
+    network : {"alexnet", "inception", "efficientnet", "efficientnet_v1", "swav"}
         Which network.
     weights : {"real", "random"}
         Real published weights (local file, torch hub cache, or download when online),
@@ -244,6 +252,7 @@ def extract_features(
     batch_size: int = 16,
     device: Any = "cpu",
     verbose: Any = None,
+    resize: str = "tensor",
 ) -> dict[str, np.ndarray]:
     """Activations of ``layers`` for ``images``, flattened per image.
 
@@ -266,6 +275,9 @@ def extract_features(
         Images per forward pass.
     %(device)s
     %(verbose)s
+    resize : {"tensor", "pil"}
+        ``"tensor"``: bilinear float-tensor resizes through ``prep_size`` (MindEye2);
+        ``"pil"``: one PIL bilinear resize of the 8-bit image to ``size`` (Brain-Diffuser).
 
     Returns
     -------
@@ -291,8 +303,9 @@ def extract_features(
     try:
         with torch.inference_mode():
             for start in progress(range(0, len(x_all), batch_size), desc=f"{net.name} features", verbose=verbose):
-                x = resize_images(resize_images(x_all[start:start + batch_size], prep_size, antialias=antialias),
-                                  size, antialias=antialias)
+                chunk = x_all[start:start + batch_size]
+                x = (pil_resize(chunk, size, "bilinear") if resize == "pil" else
+                     resize_images(resize_images(chunk, prep_size, antialias=antialias), size, antialias=antialias))
                 xt = (torch.from_numpy(x).permute(0, 3, 1, 2).to(dev) - mean) / std
                 captured.clear()
                 model(xt)
@@ -310,38 +323,60 @@ def clip_image_features(
     *,
     prep_size: int | None = 256,
     antialias: bool = False,
+    protocol: str = "mindeye2",
+    batch_size: int = 16,
     device: Any = "cpu",
     verbose: Any = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """CLIP ViT-L/14 image embeddings through :func:`neurodecode.latents.get_space`.
+    """CLIP ViT-L/14 image embeddings (the model of :func:`neurodecode.latents.get_space`).
 
     ``weights="real"`` uses the ``"clip-vit-l-14"`` space (OpenAI weights), ``"random"``
-    its tiny random twin ``"clip-vit-l-14-tiny"``. The space applies CLIP's own
-    preprocessing (224 px, CLIP mean/std) to the images resized to ``prep_size``.
+    its tiny random twin ``"clip-vit-l-14-tiny"``. The preprocessing is the protocol's,
+    not open_clip's: ``"mindeye2"``: float images resized to ``prep_size``, then bilinearly
+    to the model's input size (224) without antialiasing, CLIP mean / std, no centre crop;
+    ``"brain-diffuser"``: one PIL bilinear resize of the 8-bit image to 224, CLIP mean / std.
 
     Returns
     -------
     features : ndarray of shape (n, d)
+        ``model.encode_image`` outputs (not normalised).
     info : dict
         ``"tier"``, ``"source"`` (space name and weights), ``"preprocessing"``.
     """
+    import torch
+
     check_option(weights, "weights", ("real", "random"))
+    check_option(protocol, "protocol", ("mindeye2", "brain-diffuser"))
     from ..latents import get_space
 
-    x = resize_images(as_float_images(images, "images"), prep_size, antialias=antialias)
-    x8 = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+    x_all = as_float_images(images, "images")
     name = "clip-vit-l-14" if weights == "real" else "clip-vit-l-14-tiny"
-    # MindEye2 resizes bilinearly to 224 for its CLIP score (open_clip's default is bicubic)
-    space = get_space(name, device=device, verbose=verbose, preprocess_cfg={"interpolation": "bilinear"})
-    feats = space.encode_images(x8)
+    space = get_space(name, device=device, verbose=verbose)
+    size = int(space.preprocessing["size"])
+    model = space.model
+    dev = next(model.parameters()).device
+    mean = torch.tensor(CLIP_MEAN, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=dev).view(1, 3, 1, 1)
+    chunks = []
+    with torch.inference_mode():
+        for start in progress(range(0, len(x_all), batch_size), desc="clip features", verbose=verbose):
+            chunk = x_all[start:start + batch_size]
+            x = (pil_resize(chunk, size, "bilinear") if protocol == "brain-diffuser" else
+                 resize_images(resize_images(chunk, prep_size, antialias=antialias), size, antialias=antialias))
+            xt = (torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).to(dev) - mean) / std
+            chunks.append(model.encode_image(xt.to(next(model.parameters()).dtype)).float().flatten(1).cpu().numpy())
+    pre = ({"size": size, "resize": "PIL bilinear from the 8-bit image", "mean": list(CLIP_MEAN),
+            "std": list(CLIP_STD), "crop": None} if protocol == "brain-diffuser" else
+           {"prep_size": prep_size, "size": size, "resize": "float tensor, bilinear", "antialias": bool(antialias),
+            "mean": list(CLIP_MEAN), "std": list(CLIP_STD), "crop": None})
     info = {
         "tier": weights,
         "source": f"neurodecode.latents space {name!r} ({space.weights or 'random-init'})"
         + ("" if weights == "real" else ", tiny random twin: NOT the published weights"),
         "network": "clip-vit-l-14",
-        "preprocessing": dict(space.preprocessing),
+        "preprocessing": pre,
     }
-    return feats.reshape(len(feats), -1), info
+    return np.concatenate(chunks), info
 
 
 def describe_sizes() -> dict[str, int]:

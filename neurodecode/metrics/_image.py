@@ -18,7 +18,8 @@ import numpy as np
 from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.validation import check_array, format_error
 
-__all__ = ["as_float_images", "resize_images", "pixcorr", "ssim", "RESIZE_CONVENTIONS"]
+__all__ = ["as_float_images", "resize_images", "pil_resize", "pixcorr", "ssim", "pixcorr_brain_diffuser",
+           "ssim_brain_diffuser", "constant_images", "RESIZE_CONVENTIONS", "BRAIN_DIFFUSER_SIZES"]
 
 #: Sizes (px, square) at which each metric is computed, after the common ``prep_size``.
 RESIZE_CONVENTIONS: dict[str, int] = {
@@ -30,6 +31,14 @@ RESIZE_CONVENTIONS: dict[str, int] = {
     "incep": 342,
     "clip": 224,
     "effnet": 255,
+    "swav": 224,
+}
+
+#: Brain-Diffuser's own protocol (scripts/eval_extract_features.py, evaluate_reconstruction.py): every
+#: network's input PIL-resized to 224 from the image; PixCorr / SSIM at the ground truth's native size
+#: (425 on NSD) with the reconstruction PIL-resized bicubically to it.
+BRAIN_DIFFUSER_SIZES: dict[str, int | str] = {
+    "pixcorr": "truth", "ssim": "truth", "alex2": 224, "alex5": 224, "incep": 224, "clip": 224, "effnet": 224,
     "swav": 224,
 }
 
@@ -181,3 +190,83 @@ def ssim(
                 use_sample_covariance=False, data_range=1.0,
             )
     return out
+
+
+def pil_resize(images: np.ndarray, size: int | tuple[int, int], resample: str = "bilinear") -> np.ndarray:
+    """Resize like PIL on 8-bit images (what a PNG-reading pipeline does), back to float32 in [0, 1].
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, H, W, 3)
+        Float images in [0, 1] (rounded to uint8 first) or uint8 images.
+    size : int or (height, width)
+        Output size.
+    resample : {"bilinear", "bicubic"}
+        PIL filter (PIL filters always antialias when shrinking).
+
+    Returns
+    -------
+    images : ndarray of shape (n, height, width, 3), float32, multiples of 1/255
+    """
+    from PIL import Image
+
+    h, w = (size, size) if isinstance(size, int) else size
+    filt = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[resample]
+    x8 = images if images.dtype == np.uint8 else np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
+    out = np.empty((len(x8), h, w, 3), dtype=np.float32)
+    for i, im in enumerate(x8):
+        pil = Image.fromarray(np.ascontiguousarray(im), mode="RGB")
+        out[i] = np.asarray(pil if pil.size == (w, h) else pil.resize((w, h), filt), dtype=np.float32) / 255.0
+    return out
+
+
+def constant_images(images: Any) -> np.ndarray:
+    """Boolean mask of the images whose pixels are all equal (blank, e.g. a safety filter's black image)."""
+    x = as_float_images(images, "images")
+    flat = x.reshape(len(x), -1)
+    return np.asarray(flat.max(axis=1) == flat.min(axis=1))
+
+
+def pixcorr_brain_diffuser(recons: Any, truth: Any) -> np.ndarray:
+    """PixCorr as Brain-Diffuser computes it (scripts/evaluate_reconstruction.py).
+
+    The reconstruction is PIL-resized bicubically (8-bit) to the ground truth's native size
+    (425 on NSD), the ground truth is not resized; Pearson correlation of the flattened RGB
+    pixels of each pair (NaN for a constant image, as ``np.corrcoef``).
+
+    Parameters
+    ----------
+    recons : array-like of shape (n, H, W, 3)
+    truth : array-like of shape (n, H2, W2, 3)
+
+    Returns
+    -------
+    r : ndarray of shape (n,)
+    """
+    r, t = _pair(recons, truth)
+    a = pil_resize(r, (t.shape[1], t.shape[2]), "bicubic")
+    t8 = np.round(t * 255.0) / 255.0
+    return _rowwise_pearson(a.reshape(len(a), -1), t8.reshape(len(t8), -1))
+
+
+def ssim_brain_diffuser(recons: Any, truth: Any) -> np.ndarray:
+    """SSIM as Brain-Diffuser computes it: column-wise 1-D SSIM of the grey images.
+
+    Brain-Diffuser calls scikit-image 0.17's ``structural_similarity(..., multichannel=True)`` on
+    2-D grey images: the last axis (the columns) is taken as channels, so each column is a 1-D
+    signal scored with a 1-D Gaussian window (sigma 1.5, population covariances, data range 1)
+    and the columns are averaged. Reconstruction PIL-resized bicubically to the ground truth's
+    native size, as for :func:`pixcorr_brain_diffuser`.
+
+    Returns
+    -------
+    ssim : ndarray of shape (n,)
+    """
+    from skimage.color import rgb2gray
+    from skimage.metrics import structural_similarity
+
+    r, t = _pair(recons, truth)
+    a = rgb2gray(pil_resize(r, (t.shape[1], t.shape[2]), "bicubic").astype(np.float64))
+    b = rgb2gray(np.round(t.astype(np.float64) * 255.0) / 255.0)
+    return np.array([structural_similarity(a[i], b[i], channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                           use_sample_covariance=False, data_range=1.0) for i in range(len(a))])

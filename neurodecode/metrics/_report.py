@@ -22,33 +22,67 @@ import numpy as np
 from .._core.files import _json_default, atomic_write
 from ._image import as_float_images, resize_images
 
-__all__ = ["PUBLISHED", "PUBLISHED_EEG", "render_report", "write_report"]
+__all__ = ["PUBLISHED", "PUBLISHED_EEG", "PUBLISHED_ROWS", "published_rows", "render_report", "write_report"]
 
-#: Published image-reconstruction numbers on NSD (two-way identification as fractions).
-#: MindEye2: specs/decoders.md. Brain-Diffuser (Ozcelik & VanRullen, Sci Rep 2023) and
-#: MindBridge (Wang et al., CVPR 2024, multi-subject): their papers' main tables.
-PUBLISHED: dict[str, dict[str, float]] = {
-    "MindEye2 (40 sessions)": {"pixcorr": 0.322, "ssim": 0.431, "alex2": 0.961, "alex5": 0.986, "incep": 0.954,
-                               "clip": 0.930, "effnet": 0.619, "swav": 0.344},
-    "MindEye2 (1 hour)": {"pixcorr": 0.195, "ssim": 0.419, "alex2": 0.842, "alex5": 0.906, "incep": 0.812,
-                          "clip": 0.792, "effnet": 0.810, "swav": 0.468},
-    "Brain-Diffuser": {"pixcorr": 0.254, "ssim": 0.356, "alex2": 0.942, "alex5": 0.962, "incep": 0.872,
-                       "clip": 0.915, "effnet": 0.775, "swav": 0.423},
-    "MindBridge": {"pixcorr": 0.151, "ssim": 0.263, "alex2": 0.877, "alex5": 0.955, "incep": 0.924,
-                   "clip": 0.947, "effnet": 0.712, "swav": 0.418},
-}
+#: Published numbers, each row with the protocol it was computed under and its source. The report
+#: plots only the rows of the evaluation's own protocol (like with like). Two-way identification
+#: and retrieval as fractions.
+PUBLISHED_ROWS: list[dict[str, Any]] = [
+    {"name": "MindEye2 (40 sessions)", "protocol": "mindeye2",
+     "source": "Scotti et al., ICML 2024, Table 1 (specs/decoders.md)",
+     "values": {"pixcorr": 0.322, "ssim": 0.431, "alex2": 0.961, "alex5": 0.986, "incep": 0.954, "clip": 0.930,
+                "effnet": 0.619, "swav": 0.344, "image_retrieval": 0.988, "brain_retrieval": 0.983}},
+    {"name": "MindEye2 (1 hour)", "protocol": "mindeye2",
+     "source": "Scotti et al., ICML 2024, Table 1 (specs/decoders.md)",
+     "values": {"pixcorr": 0.195, "ssim": 0.419, "alex2": 0.842, "alex5": 0.906, "incep": 0.812, "clip": 0.792,
+                "effnet": 0.810, "swav": 0.468, "image_retrieval": 0.790, "brain_retrieval": 0.574}},
+    {"name": "Brain-Diffuser (MindEye2's recomputation)", "protocol": "mindeye2",
+     "source": "Brain-Diffuser's reconstructions scored with MindEye2's evaluation, Scotti et al., ICML 2024, "
+               "Table 1 (specs/reference-details.md)",
+     "values": {"pixcorr": 0.273, "ssim": 0.365, "alex2": 0.944, "alex5": 0.966, "incep": 0.913, "clip": 0.909,
+                "effnet": 0.728, "swav": 0.421}},
+    {"name": "MindBridge", "protocol": "mindeye2",
+     "source": "Wang et al., CVPR 2024, Table 1 (multi-subject); MindEye's evaluation",
+     "values": {"pixcorr": 0.151, "ssim": 0.263, "alex2": 0.877, "alex5": 0.955, "incep": 0.924, "clip": 0.947,
+                "effnet": 0.712, "swav": 0.418}},
+    {"name": "Brain-Diffuser (own paper)", "protocol": "brain-diffuser",
+     "source": "Ozcelik & VanRullen, Sci Rep 2023, Table 1 (its own scripts/evaluate_reconstruction.py)",
+     "values": {"pixcorr": 0.254, "ssim": 0.356, "alex2": 0.942, "alex5": 0.962, "incep": 0.872, "clip": 0.915,
+                "effnet": 0.775, "swav": 0.423}},
+    {"name": "ATM (within subject)", "protocol": "atm", "source": "Li et al., NeurIPS 2024 (specs/decoders.md)",
+     "values": {"top1@200": 0.285, "top5@200": 0.604}},
+    {"name": "ATM (across subjects)", "protocol": "atm", "source": "Li et al., NeurIPS 2024 (specs/decoders.md)",
+     "values": {"top1@200": 0.118, "top5@200": 0.336}},
+    {"name": "GLIM (released test outputs)", "protocol": "glim",
+     "source": "GLIM's released test outputs scored per sentence (specs/decoders.md)",
+     "values": {"bleu1@paraphrases": 0.260, "bleu1@raw": 0.078}},
+]
 
-#: ATM zero-shot 200-way identification on THINGS-EEG2 (specs/decoders.md).
-PUBLISHED_EEG: dict[str, dict[str, float]] = {
-    "ATM (within subject)": {"top1@200": 0.285, "top5@200": 0.604},
-    "ATM (across subjects)": {"top1@200": 0.118, "top5@200": 0.336},
-}
+#: Backwards-compatible views: the rows of each protocol as {name: values}.
+PUBLISHED: dict[str, dict[str, float]] = {r["name"]: r["values"] for r in PUBLISHED_ROWS
+                                          if r["protocol"] == "mindeye2"}
+PUBLISHED_EEG: dict[str, dict[str, float]] = {r["name"]: r["values"] for r in PUBLISHED_ROWS
+                                              if r["protocol"] == "atm"}
+
+
+def published_rows(protocol: str) -> list[dict[str, Any]]:
+    """The published rows computed under ``protocol`` (``"mindeye2"``, ``"brain-diffuser"``, ``"atm"``, ``"glim"``)."""
+    return [r for r in PUBLISHED_ROWS if r["protocol"] == protocol]
+
 
 _LABELS = {"pixcorr": "PixCorr", "ssim": "SSIM", "alex2": "Alex(2)", "alex5": "Alex(5)", "incep": "Incep",
            "clip": "CLIP", "effnet": "EffNet-B (dist.)", "swav": "SwAV (dist.)",
            "bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "rouge1_p": "ROUGE-1 P",
            "rouge1_r": "ROUGE-1 R", "rouge1_f": "ROUGE-1 F", "rougeL_f": "ROUGE-L F", "wer": "WER (lower is better)",
-           "meteor": "METEOR", "sentence_sim": "Sentence similarity", "clip_text_sim": "CLIP-text similarity"}
+           "meteor": "METEOR", "sentence_sim": "Sentence similarity", "clip_text_sim": "CLIP-text similarity",
+           "image_retrieval": "Image retrieval (MindEye2 FwdRetrieval)",
+           "brain_retrieval": "Brain retrieval (MindEye2 BwdRetrieval)"}
+
+
+def _label(name: str) -> str:
+    base, _, variant = name.partition("@")
+    label = _LABELS.get(base, base)
+    return f"{label} @{variant}" if variant else label
 _THUMB = 112
 
 _CSS = """
@@ -112,10 +146,15 @@ def _table(result: dict[str, Any], weights: dict[str, Any]) -> str:
             "<th>beats control</th><th>size (px)</th><th>weights</th></tr></thead><tbody>")
     rows = []
     for name, e in _metric_rows(result):
-        pct = name in ("alex2", "alex5", "incep", "clip") or name.startswith("top")
-        if e.get("value") is None:
-            rows.append(f"<tr><td>{html.escape(name)}</td><td colspan='7'>unavailable: "
-                        f"{html.escape(str(e.get('reason', '')))}</td></tr>")
+        pct = name in ("alex2", "alex5", "incep", "clip", "image_retrieval", "brain_retrieval") or name.startswith("top")
+        if e.get("value") is None or (isinstance(e.get("value"), float) and np.isnan(e["value"])):
+            extra = ""
+            if e.get("value_finite_items") is not None:
+                extra = f" (mean over the other items: {_fmt(e['value_finite_items'], pct)}; " \
+                        f"items without a score: {html.escape(', '.join(map(str, e.get('nan_items', [])[:10])))})"
+            rows.append(f"<tr><td>{html.escape(_label(name))}</td><td colspan='7'><span class='bad'>"
+                        f"{'NaN' if e.get('value') is not None else 'unavailable'}</span>: "
+                        f"{html.escape(str(e.get('reason', '')))}{extra}</td></tr>")
             continue
         better = None
         if e.get("shuffled") is not None:
@@ -124,7 +163,7 @@ def _table(result: dict[str, Any], weights: dict[str, Any]) -> str:
         tier = weights.get(name, {}).get("tier", "") if isinstance(weights.get(name), dict) else ""
         tier_html = f"<span class='bad'>{tier}</span>" if tier == "random" else html.escape(str(tier))
         rows.append(
-            f"<tr><td>{html.escape(_LABELS.get(name, name))}</td><td>{_fmt(e['value'], pct)}</td>"
+            f"<tr><td>{html.escape(_label(name))}</td><td>{_fmt(e['value'], pct)}</td>"
             f"<td>{_fmt(e.get('ci'), pct)}</td><td>{_fmt(e.get('chance'), pct)}</td>"
             f"<td>{_fmt(e.get('shuffled'), pct)}</td><td>{beats}</td><td>{html.escape(str(e.get('size', '')))}</td>"
             f"<td>{tier_html}</td></tr>"
@@ -134,7 +173,7 @@ def _table(result: dict[str, Any], weights: dict[str, Any]) -> str:
 
 def _text_table(hyps: list[str], refs: list[Any], ids: list[str], per_item: Any, key: str | None, n: int) -> str:
     """The first ``n`` decoded sentences beside their reference(s) (and their score under ``key``)."""
-    score_head = f"<th>{html.escape(_LABELS.get(key, key))}</th>" if key else ""
+    score_head = f"<th>{html.escape(_label(key))}</th>" if key else ""
     rows = []
     for i in range(min(n, len(hyps))):
         ref = refs[i] if isinstance(refs[i], str) else " | ".join(refs[i])
@@ -145,19 +184,19 @@ def _text_table(hyps: list[str], refs: list[Any], ids: list[str], per_item: Any,
             + "".join(rows) + "</tbody></table>")
 
 
-def _bar_chart(result: dict[str, Any], published: dict[str, dict[str, float]]) -> str | None:
-    metrics = [m for m, e in _metric_rows(result) if e.get("value") is not None
-               and any(m in p for p in published.values())]
+def _bar_chart(result: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
+    metrics = [m for m, e in _metric_rows(result) if e.get("value") is not None and np.isfinite(e["value"])
+               and any(m in r["values"] for r in rows)]
     if not metrics:
         return None
     ncols = min(4, len(metrics))
     nrows = int(np.ceil(len(metrics) / ncols))
     fig, axes = _figure(nrows, ncols, figsize=(3.1 * ncols, 2.6 * nrows), squeeze=False)
-    names = ["ours", *published]
-    colors = ["#d62728", *["#7f7f7f", "#9a9a9a", "#b5b5b5", "#cfcfcf", "#e0e0e0"][: len(published)]]
+    names = ["ours", *[r["name"] for r in rows]]
+    colors = ["#d62728", *["#7f7f7f", "#9a9a9a", "#b5b5b5", "#cfcfcf", "#e0e0e0"][: len(rows)]]
     for ax, m in zip(axes.ravel(), metrics):
         e = result[m]
-        vals = [e["value"], *[published[p].get(m, np.nan) for p in published]]
+        vals = [e["value"], *[r["values"].get(m, np.nan) for r in rows]]
         ax.bar(range(len(names)), vals, color=colors)
         if e.get("ci"):
             lo, hi = e["ci"]
@@ -166,7 +205,7 @@ def _bar_chart(result: dict[str, Any], published: dict[str, dict[str, float]]) -
             ax.axhline(e["chance"], color="k", ls=":", lw=1, label="chance")
         if e.get("shuffled") is not None:
             ax.axhline(e["shuffled"], color="#1f77b4", ls="--", lw=1, label="shuffled")
-        ax.set_title(_LABELS.get(m, m) + ("  (lower is better)" if not e.get("higher_is_better", True) else ""),
+        ax.set_title(_label(m) + ("  (lower is better)" if not e.get("higher_is_better", True) else ""),
                      fontsize=9)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=35, ha="right", fontsize=7)
@@ -175,6 +214,15 @@ def _bar_chart(result: dict[str, Any], published: dict[str, dict[str, float]]) -
     axes.ravel()[0].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     return _png_data_uri(fig)
+
+
+def _result_protocol(result: dict[str, Any]) -> str:
+    name = (result.get("protocol") or {}).get("name")
+    if name:
+        return str(name)
+    if any(k.startswith("top") for k, _ in _metric_rows(result)):
+        return "atm"
+    return "mindeye2"
 
 
 def render_report(
@@ -256,7 +304,8 @@ def render_report(
         hyps, refs = texts
         ids = item_ids or [str(i) for i in range(len(hyps))]
         per_item = {m: e["per_item"] for m, e in rows if e.get("per_item") is not None}
-        key = rank_metric or next((m for m in ("bleu1", "rouge1_f", "wer") if m in per_item), None)
+        key = rank_metric or next((m for m in ("bleu1", "bleu1@raw", "rouge1_f", "rouge1_f@raw", "wer", "wer@raw")
+                                   if m in per_item), None)
         parts.append(f"<h2>Decoded sentences</h2>"
                      f"{_text_table(list(hyps), list(refs), ids, per_item.get(key) if key else None, key, n_grid)}"
                      f"<p>First {min(n_grid, len(hyps))} of {len(hyps)} items.</p>")
@@ -266,17 +315,32 @@ def render_report(
     parts.append("<p>Values are means over items; 95 % CIs from a percentile bootstrap over items; "
                  f"{html.escape(control)}. A decoder that does not beat its shuffled control has learned nothing "
                  "from the brain.</p>")
+    constant = result.get("constant_recons") or {}
+    if constant.get("count"):
+        parts.insert(2, f"<p class='banner'><b>{int(constant['count'])} blank (constant) reconstruction(s)</b>, "
+                        "scored as the protocol scores them (a constant image has no PixCorr: NaN), never dropped: "
+                        f"{html.escape(', '.join(map(str, constant.get('ids', [])[:20])))}</p>")
+    if isinstance(result.get("retrieval"), dict):
+        ret = result["retrieval"]
+        n_way = ret.get("n_way")
+        parts.append(f"<h2>Retrieval ({html.escape(str(n_way))}-way, top-1)</h2>"
+                     + _table({k: v for k, v in ret.items() if k in ("image_retrieval", "brain_retrieval")}, {})
+                     + "<p>Columns as MindEye2 publishes them: image retrieval = FwdRetrieval (for each image, its own "
+                       "brain sample among the candidates); brain retrieval = BwdRetrieval.</p>")
     if isinstance(result.get("blended"), dict):
         parts.append("<h2>Blended with the low-level output (0.75 / 0.25, MindEye2)</h2>"
                      + _table(result["blended"], weights))
-    is_eeg = any(k.startswith("top") for k, _ in rows)
-    chart = _bar_chart(result, PUBLISHED_EEG if is_eeg else PUBLISHED)
+    protocol = _result_protocol(result)
+    pub = published_rows(protocol)
+    chart_source = {**result, **(result.get("retrieval") or {})} if isinstance(result.get("retrieval"), dict) \
+        else result
+    chart = _bar_chart(chart_source, pub)
     if chart is not None:
-        parts.append("<h2>Beside the published numbers</h2><figure>"
+        sources = "".join(f"<li><b>{html.escape(r['name'])}</b>: {html.escape(r['source'])}</li>" for r in pub)
+        parts.append(f"<h2>Beside the published numbers ({html.escape(protocol)} protocol)</h2><figure>"
                      f"<img alt='published comparison' src='{chart}'><figcaption>Ours (red, with 95 % CI) beside "
-                     "published results (grey); dotted: chance; dashed: shuffled control. Published numbers: "
-                     "MindEye2 and ATM from specs/decoders.md, Brain-Diffuser and MindBridge from their papers."
-                     "</figcaption></figure>")
+                     f"the results published under the same protocol ({html.escape(protocol)}; grey); dotted: "
+                     f"chance; dashed: shuffled control. Rows and sources:<ul>{sources}</ul></figcaption></figure>")
     prov = {k: result[k] for k in ("protocol", "weights", "metrics_version", "n_items") if k in result}
     if provenance:
         prov["run"] = provenance

@@ -9,10 +9,9 @@ matches no reconstruction exactly is paired by its BIDS label (letters and digit
 the THINGS test images (``aardvark_01b.jpg``) pair with ATM's ``stim-aardvark01b``.
 
 Sentences. Reconstructions: the ``*_recon.txt`` files of a reconstruct derivative (GLIM), one
-sentence each. Ground truth: a ``references.tsv`` (header, tab-separated; columns ``stim`` and
-``reference``, optionally ``sub``; several rows of one item are several references, e.g.
-paraphrases), by default the derivative's own, or a JSON object ``{stim_id: sentence or
-[sentences]}`` (keys ``<id>``, ``stim-<id>`` or ``sub-XX/stim-<id>``).
+sentence each. Ground truth: a ``references.tsv`` (see :mod:`._references`: the sentence read,
+then ``paraphrase_1``...), by default the derivative's own, or a JSON object ``{stim_id: sentence
+or [sentence read, paraphrases...]}`` (keys ``<id>``, ``stim-<id>`` or ``sub-XX/stim-<id>``).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import numpy as np
 from .._core.errors import MissingFileError, ValidationError
 from .._core.validation import check_path, format_error
 
-__all__ = ["IMAGE_SUFFIXES", "find_images", "load_pairs", "item_key", "find_texts", "load_text_pairs", "output_kind",
+__all__ = ["IMAGE_SUFFIXES", "find_images", "load_pairs", "load_by_ids", "item_key", "find_texts", "load_text_pairs", "output_kind",
            "read_text_truth"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -140,6 +139,33 @@ def load_pairs(
     return _stack(recon_imgs, prep_size), _stack(truth_imgs, prep_size), ids
 
 
+def load_by_ids(folder: str | os.PathLike[str], ids: list[str], param: str = "blurry", *,
+                prep_size: int = 256) -> np.ndarray:
+    """Images of ``folder`` in the order of ``ids`` (``sub-XX/stim-<id>`` or a pairing key), e.g. MindEye2's
+    blurry low-level reconstructions (``*_blurry.*`` files preferred when the folder also holds others).
+
+    Returns
+    -------
+    images : ndarray of shape (len(ids), H, W, 3), uint8 (or float when sizes had to be unified)
+    """
+    root = check_path(folder, param, kind="dir")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    blurry = [p for p in files if p.stem.endswith("_blurry")]
+    files = blurry or [p for p in files if not p.stem.endswith("_recon")] or files
+    by_id: dict[str, Path] = {}
+    for p in files:
+        m = _SUB.search(p.stem)
+        key = item_key(p)
+        by_id.setdefault(f"sub-{m.group(1)}/stim-{key}" if m else key, p)
+        by_id.setdefault(key, p)
+    missing = [i for i in ids if i not in by_id and i.rpartition("stim-")[2] not in by_id]
+    if missing:
+        raise MissingFileError(format_error(
+            param, f"an image for every reconstruction in {root}", f"{len(missing)} missing (first: "
+            f"{', '.join(missing[:5])})", "Name each file like its reconstruction (same sub-XX and stim-<id>)"))
+    return _stack([_read_image(by_id.get(i) or by_id[i.rpartition("stim-")[2]]) for i in ids], prep_size)
+
+
 def _truth_from_hdf5(path: Path, keys: list[str]) -> list[np.ndarray]:
     from ..io.hdf5 import get_dataset, open_hdf5, read_rows
 
@@ -189,72 +215,20 @@ def output_kind(folder: str | os.PathLike[str]) -> str:
 
 
 def _text_key(stim: str, sub: str | None) -> tuple[str | None, str]:
-    stim = str(stim).strip()
-    stim = stim[len("stim-"):] if stim.startswith("stim-") else stim
-    stim = str(int(stim)) if stim.isdigit() else stim
-    sub = None if sub in (None, "") else str(sub).strip()
-    return (sub[len("sub-"):] if sub and sub.startswith("sub-") else sub), stim
+    from ._references import reference_key
+
+    return reference_key(stim, sub)
 
 
 def read_text_truth(path: str | os.PathLike[str]) -> dict[tuple[str | None, str], list[str]]:
-    """References by ``(sub label or None, stim id)`` from a references.tsv or a JSON file.
+    """References by ``(sub label or None, stim id)``: :func:`~neurodecode.metrics.read_references`."""
+    from ._references import read_references
 
-    Parameters
-    ----------
-    path : path-like
-        ``references.tsv`` (header with ``stim`` and ``reference``, optionally ``sub``; several
-        rows of one item are several references) or ``.json`` ``{stim_id: sentence or [sentences]}``
-        (keys ``<id>``, ``stim-<id>`` or ``sub-XX/stim-<id>``).
-
-    Returns
-    -------
-    truth : dict of (str or None, str) to list of str
-    """
-    import json
-
-    p = Path(path).expanduser()
-    if p.is_dir() and (p / "references.tsv").is_file():  # a reconstruct output folder
-        p = p / "references.tsv"
-    if not p.is_file():
-        raise MissingFileError(format_error(
-            "truth", "a references.tsv or a JSON file {stim_id: sentence} for the sentences",
-            f"{'no references.tsv in' if p.is_dir() else 'nothing at'} {p}",
-            "Pass --truth, or the --out folder of `neurodecode reconstruct` (it writes references.tsv)"))
-    out: dict[tuple[str | None, str], list[str]] = {}
-    if p.suffix.lower() == ".json":
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ValidationError(format_error("truth", "valid JSON", f"{p}: {exc}")) from None
-        if not isinstance(doc, dict):
-            raise ValidationError(format_error("truth", "a JSON object {stim_id: sentence or [sentences]}",
-                                               f"a JSON {type(doc).__name__} in {p}"))
-        for key, value in doc.items():
-            sub, _, stim = str(key).rpartition("/")
-            refs = [value] if isinstance(value, str) else list(value) if isinstance(value, list) else None
-            if not refs or not all(isinstance(r, str) for r in refs):
-                raise ValidationError(format_error("truth", "a sentence or a list of sentences per stimulus",
-                                                   f"{value!r} for {key!r} in {p}"))
-            out.setdefault(_text_key(stim, sub or None), []).extend(refs)
-        return out
-    lines = p.read_text(encoding="utf-8").splitlines()
-    head = lines[0].split("\t") if lines else []
-    if "stim" not in head or "reference" not in head:
-        raise ValidationError(format_error("truth", "a tab-separated file with a header naming 'stim' and "
-                                           "'reference' (and optionally 'sub')", f"columns {head} in {p}",
-                                           "Use the references.tsv `neurodecode reconstruct` writes, or a JSON file"))
-    for n, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        row = dict(zip(head, line.split("\t")))
-        if not row.get("stim") or "reference" not in row:
-            raise ValidationError(format_error("truth", f"a stim and a reference on every row of {p}",
-                                               f"line {n}: {line[:80]!r}"))
-        out.setdefault(_text_key(row["stim"], row.get("sub")), []).append(row["reference"])
-    return out
+    return read_references(path)
 
 
-def load_text_pairs(recons: str | os.PathLike[str], truth: str | os.PathLike[str] | None = None
+def load_text_pairs(recons: str | os.PathLike[str], truth: str | os.PathLike[str] | None = None, *,
+                    paraphrases: str | os.PathLike[str] | None = None
                     ) -> tuple[list[str], list[list[str]], list[str]]:
     """Load decoded sentences and their references, paired by subject and stimulus.
 
@@ -265,6 +239,9 @@ def load_text_pairs(recons: str | os.PathLike[str], truth: str | os.PathLike[str
     truth : path-like or None
         ``references.tsv`` or JSON (see :func:`read_text_truth`); ``None``: ``recons/references.tsv``.
         A reference keyed by stimulus only serves every subject.
+    paraphrases : path-like or None
+        A paraphrase table (:func:`~neurodecode.metrics.read_paraphrases`) merged into the items
+        that have only their sentence read.
 
     Returns
     -------
@@ -293,4 +270,11 @@ def load_text_pairs(recons: str | os.PathLike[str], truth: str | os.PathLike[str
             "truth", "a reference sentence for every decoded sentence", f"{len(missing)} missing (first: "
             f"{', '.join(missing[:5])})", "Pass the references.tsv written with these outputs, or a JSON "
             "{stim_id: sentence} covering them"))
+    if paraphrases is not None:
+        from ._references import merge_paraphrases, read_paraphrases
+
+        table = read_paraphrases(paraphrases)
+        rows, _ = merge_paraphrases([{"reference": r[0], **({"paraphrases": r[1:]} if len(r) > 1 else {})}
+                                     for r in refs], table)
+        refs = [[row["reference"], *row.get("paraphrases", [])] for row in rows]
     return hyps, refs, ids

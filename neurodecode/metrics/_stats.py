@@ -10,7 +10,14 @@ import numpy as np
 from .._core.errors import ValidationError
 from .._core.validation import check_array, check_option, format_error
 
-__all__ = ["bootstrap_ci", "bootstrap_ci_stat", "chance_level", "CHANCE", "HIGHER_IS_BETTER", "as_rng"]
+__all__ = ["bootstrap_ci", "bootstrap_ci_stat", "chance_level", "CHANCE", "HIGHER_IS_BETTER", "as_rng", "derangement",
+           "METRICS_VERSION"]
+
+#: Version of the evaluation protocol (specs/metrics.md); bump when a number would change.
+#: 2.0: ties are misses in every ranking score; retrieval keys named as MindEye2's columns
+#: (``image_retrieval`` = FwdRetrieval); CLIP two-way on MindEye2's float-tensor preprocessing;
+#: GLIM's per-sentence text protocol; constant reconstructions reported, never dropped.
+METRICS_VERSION = "2.0"
 
 #: Analytic chance level of each image metric (``None`` when there is none: the
 #: shuffled-pairing control is then the empirical floor).
@@ -42,6 +49,16 @@ def as_rng(random_state: Any) -> np.random.Generator:
                          "Pass an integer seed such as 0")
         )
     return np.random.default_rng(random_state)
+
+
+def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation of ``range(n)`` with no fixed point (n >= 2)."""
+    if n < 2:
+        raise ValidationError(format_error("n", "at least 2 items to shuffle pairs", n))
+    while True:  # expected e ~ 2.7 tries
+        perm = rng.permutation(n)
+        if not np.any(perm == np.arange(n)):
+            return perm
 
 
 def chance_level(metric: str, *, n_way: int | None = None) -> float | None:

@@ -135,13 +135,26 @@ def load_component(folder: Any, sub: str, cls: Any, dtype: Any = None) -> Any:
     if not hasattr(cls, "from_pretrained") or "scheduler" in module or "tokeniz" in module or \
             "Scheduler" in cls.__name__ or "Tokenizer" in cls.__name__:
         return cls.from_pretrained(folder, subfolder=sub)
+    from pathlib import Path
+
+    from ..io.hub import group_choice, weight_group
+
+    prefix = f"{sub}/" if sub else ""
     if module.startswith("transformers"):
-        variant = pick_variant(folder, sub, dtype, base="model")
+        base = "model"
         kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
-        return cls.from_pretrained(folder, subfolder=sub, variant=variant, **kwargs)
-    variant = pick_variant(folder, sub, dtype)
-    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
-    return cls.from_pretrained(folder, subfolder=sub, variant=variant, low_cpu_mem_usage=True, **kwargs)
+    else:
+        base = "diffusion_pytorch_model"
+        kwargs = {"low_cpu_mem_usage": True, **({"torch_dtype": dtype} if dtype is not None else {})}
+    choice = group_choice(Path(folder), weight_group(prefix, base, _dtype_name(dtype), sharded=True))
+    if choice is not None and choice.endswith(".bin"):
+        kwargs["use_safetensors"] = False  # a pickle-only folder (older repositories): no safetensors lookup
+    variant = pick_variant(folder, sub, _dtype_name(dtype), base=base)
+    return cls.from_pretrained(folder, subfolder=sub, variant=variant, **kwargs)
+
+
+def _dtype_name(dtype: Any) -> str | None:
+    return None if dtype is None else str(dtype).replace("torch.", "")
 
 
 def tiny_unet_config(sample_size: int, cross_attention_dim: int, *, flat: bool = False) -> dict[str, Any]:

@@ -80,8 +80,7 @@ class GitCaptioner(Generator):
         """Config, weights and the BERT word-piece tokenizer of ``microsoft/git-large-coco``."""
         from ..io.hub import transformers_model_files
 
-        return (*transformers_model_files("", dtype), ("tokenizer.json", "vocab.txt"), ("tokenizer_config.json",),
-                ("special_tokens_map.json",))
+        return (*transformers_model_files("", dtype), ("tokenizer.json", "vocab.txt"), ("tokenizer_config.json",))
 
     def _build_real(self, name_or_path: str) -> dict[str, Any]:
         from transformers import AutoTokenizer, GitForCausalLM

@@ -182,8 +182,7 @@ def transformers_model_files(sub: str, dtype: Any = None, *, sharded: bool = Fal
 def clip_tokenizer_files(sub: str = "tokenizer") -> tuple[FileGroup, ...]:
     """Files of a CLIP BPE tokenizer folder (``vocab.json`` + ``merges.txt`` + its config)."""
     prefix = f"{sub}/" if sub else ""
-    return ((f"{prefix}vocab.json",), (f"{prefix}merges.txt",), (f"{prefix}tokenizer_config.json",),
-            (f"{prefix}special_tokens_map.json",))
+    return ((f"{prefix}vocab.json",), (f"{prefix}merges.txt",), (f"{prefix}tokenizer_config.json",))
 
 
 def scheduler_files(sub: str = "scheduler") -> tuple[FileGroup, ...]:

@@ -249,7 +249,12 @@ def _load_weights(model: Any, path: Path, *, allow_pickle: bool, device: Any) ->
     # weights stored in reduced precision (e.g. the shipped demo CLIP, float16) compute in float32;
     # ``assign=True`` would otherwise keep their storage dtype
     state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float64 else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as exc:  # size mismatches: the file belongs to another width
+        raise DataIntegrityError(format_error(
+            "weights", "a state dict matching the model config", f"{path}: {str(exc).splitlines()[1:2]}",
+            "The weights belong to another architecture (width); check the file or the space name")) from exc
     unexpected = [k for k in unexpected if k not in ("attn_mask",)]
     if missing or unexpected:
         raise DataIntegrityError(format_error(

@@ -5,6 +5,7 @@ the real download. Writers take data arrays (so simulations can write known answ
 ``make_*_fixture`` fill them with random but structurally faithful values.
 """
 
+from ._hub import write_hub_fixture
 from ._nsd import make_nsd_fixture, nsd_path, write_nsd_tree
 from ._things_eeg2 import make_things_eeg2_fixture, write_things_eeg2_subject
 from ._things_meg import ctf_channel_names, make_things_meg_fixture, things_meg_path, write_things_meg_subject
@@ -12,4 +13,4 @@ from ._zuco import make_zuco_fixture, write_zuco_subject, zuco_path
 
 __all__ = ["write_nsd_tree", "make_nsd_fixture", "nsd_path", "write_things_eeg2_subject", "make_things_eeg2_fixture",
            "write_things_meg_subject", "make_things_meg_fixture", "things_meg_path", "ctf_channel_names",
-           "write_zuco_subject", "make_zuco_fixture", "zuco_path"]
+           "write_zuco_subject", "make_zuco_fixture", "zuco_path", "write_hub_fixture"]

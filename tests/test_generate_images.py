@@ -130,3 +130,29 @@ def test_real_weights_offline_name_the_artefact(name):
         get_generator(name, weights=hub_id).load()
     files = generator_weights(name)[hub_id]["files"]  # every generator declares its exact files and licence
     assert files and all(g[0] in str(info.value) for g in files[:2])  # the missing files are named
+
+
+def test_versatile_uncond_and_token0_renorm():
+    """MindBridge's reconstruction: all-zero unconditional tokens, and predicted tokens divided by token 0's norm."""
+    rng = np.random.default_rng(5)
+    gen = get_generator("versatile", weights="tiny")
+    lat = {"clip_image_tokens": rng.standard_normal((2, 17, 16)).astype(np.float32) * 3,
+           "clip_text_tokens": rng.standard_normal((2, 77, 16)).astype(np.float32) * 3}
+    # the reference formula, computed here: x / (||x[:, 0]|| + 1e-6) per item
+    pre = {k: v / (np.linalg.norm(v[:, :1], axis=-1, keepdims=True) + 1e-6) for k, v in lat.items()}
+    a = gen.generate(lat, seeds=0, steps=2, renorm="token0")
+    b = gen.generate(pre, seeds=0, steps=2)
+    c = gen.generate(lat, seeds=0, steps=2)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert np.abs(a.astype(int) - c.astype(int)).max() > 1
+    assert gen.provenance()["uncond"] == "zeros"
+    import torch
+
+    u_txt, u_img = gen._uncond(torch.ones(1, 77, 16), torch.ones(1, 17, 16))
+    assert not u_txt.any() and not u_img.any()
+    enc = get_generator("versatile", weights="tiny", uncond="encoded")
+    d = enc.generate(lat, seeds=0, steps=2)
+    assert np.abs(d.astype(int) - c.astype(int)).max() > 1
+    assert enc.provenance()["uncond"] == "encoded" and enc.provenance()["uncond_image_value"] == 0.5
+    with pytest.raises(ValidationError, match="renorm"):
+        gen.generate(lat, seeds=0, steps=2, renorm="cls")

@@ -213,3 +213,30 @@ def test_bf16_autocast_path_matches_float32(images):
     assert space.cache_key()["compute_dtype"] == "bfloat16"
     err = np.abs(low - ref).max() / np.abs(ref).max()
     assert 0 < err < 0.05  # reduced precision really ran, and stays close
+
+
+def test_text_tokens_padded_with_eot_like_hugging_face_clip_tokenizer(tmp_path):
+    """Token ids match transformers' CLIPTokenizer (pad = <|endoftext|>, as VD / MindBridge / Brain-Diffuser use);
+    causal attention: everything up to the first EOT (and the pooled embedding) is unchanged by the padding."""
+    from transformers import CLIPTokenizer
+
+    from neurodecode.latents.clip import EOT_TOKEN, pad_with_eot
+    from neurodecode.testing._hub import clip_bpe_tokenizer_files
+
+    hf = CLIPTokenizer.from_pretrained(clip_bpe_tokenizer_files(tmp_path / "tok"))
+    assert len(hf) == 49408
+    ref = hf(TEXTS, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    eot = get_space("clip-vit-l-14-text-tokens-tiny")
+    zero = get_space("clip-vit-l-14-text-tokens-tiny", pad="zero")
+    ids = pad_with_eot(eot._tokenizer(TEXTS))
+    assert (ids == ref).all()
+    assert eot.preprocessing["pad_token"] == EOT_TOKEN and zero.preprocessing["pad_token"] == 0
+    assert eot.cache_key_hash() != zero.cache_key_hash()
+    a, b = eot.encode_texts(TEXTS), zero.encode_texts(TEXTS)
+    for i, row in enumerate(ref):
+        first = int((row == EOT_TOKEN).nonzero()[0])
+        np.testing.assert_allclose(a[i, :first + 1], b[i, :first + 1], rtol=1e-5, atol=1e-6)
+        assert np.abs(a[i, first + 1:] - b[i, first + 1:]).max() > 1e-3
+    np.testing.assert_allclose(get_space("clip-vit-l-14-text-tiny").encode_texts(TEXTS),
+                               get_space("clip-vit-l-14-text-tiny", pad="zero").encode_texts(TEXTS), rtol=1e-5,
+                               atol=1e-6)

@@ -74,7 +74,8 @@ class VersatileGenerator(Generator):
 
     Options of :meth:`generate`: ``text_weight`` (mix, default 0.5), ``strength`` (img2img,
     default 0.75), ``scheduler`` (``"unipc"`` default or ``"ddim"``), ``height``/``width``,
-    ``renorm`` (``None`` or ``"token0"``, see :data:`RENORM`).
+    ``renorm`` (``None`` or ``"token0"``, see :data:`RENORM`), ``uncond`` (overrides the
+    constructor's for this call).
 
     Parameters
     ----------
@@ -176,12 +177,20 @@ class VersatileGenerator(Generator):
     def _optional_expects(self) -> dict[str, tuple[int | None, ...]]:
         return {"vae_latents": (None, int(self.components_["vae"].config.latent_channels), None, None)}
 
-    def _uncond(self, txt: Any, img: Any) -> tuple[Any, Any]:
+    def _uncond(self, txt: Any, img: Any, kind: str | None = None) -> tuple[Any, Any]:
         """Unconditional (text, image) tokens of shape (1, n, width): see :data:`UNCOND`."""
         import torch
 
-        if self.uncond == "zeros":
+        from .._core.errors import ValidationError
+        from .._core.validation import check_option
+
+        kind = check_option(kind or self.uncond, "uncond", UNCOND)
+        if kind == "zeros":
             return torch.zeros_like(txt[:1]), torch.zeros_like(img[:1])
+        if "text_encoder" not in self.components_:
+            raise ValidationError(format_error(
+                "uncond", "'zeros' (no CLIP encoder was loaded)", kind,
+                "Build the generator with uncond='encoded' to load VD's CLIP encoders"))
         if getattr(self, "uncond_", None) is not None:
             return self.uncond_
         c = self.components_
@@ -209,7 +218,8 @@ class VersatileGenerator(Generator):
     # ------------------------------------------------------------------ generation
     def _generate_batch(self, latents: dict[str, np.ndarray], generators: list[Any], *, steps: int, guidance: float,
                         text_weight: float = 0.5, strength: float = 0.75, scheduler: str = "unipc",
-                        height: int | None = None, width: int | None = None, renorm: str | None = None) -> Any:
+                        height: int | None = None, width: int | None = None, renorm: str | None = None,
+                        uncond: str | None = None) -> Any:
         import torch
 
         from .._core.errors import ValidationError
@@ -229,7 +239,7 @@ class VersatileGenerator(Generator):
             img = img / (img[:, :1].norm(dim=-1, keepdim=True) + 1e-6)
             txt = txt / (txt[:, :1].norm(dim=-1, keepdim=True) + 1e-6)
         b = img.shape[0]
-        u_txt, u_img = self._uncond(txt, img)
+        u_txt, u_img = self._uncond(txt, img, uncond)
         cond = torch.cat([txt, img], dim=1)
         uncond = torch.cat([u_txt, u_img], dim=1).expand(b, -1, -1)
         _set_dual(unet, float(text_weight), txt.shape[1], img.shape[1])

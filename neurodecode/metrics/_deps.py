@@ -36,7 +36,7 @@ def require(module: str, purpose: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        dist, extra = _EXTRAS.get(module, (module, None))
+        dist, extra = _EXTRAS.get(module.split(".")[0], (module, None))
         fix = (f"pip install 'neurodecode[{extra}]' (or pip install {dist})" if extra else f"pip install {dist}")
         raise MissingDependencyError(format_error(module, f"the {dist} package for {purpose}",
                                                  f"not installed ({exc})", fix)) from None

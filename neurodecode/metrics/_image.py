@@ -192,7 +192,8 @@ def ssim(
     return out
 
 
-def pil_resize(images: np.ndarray, size: int | tuple[int, int], resample: str = "bilinear") -> np.ndarray:
+def pil_resize(images: np.ndarray, size: int | tuple[int, int], resample: str = "bilinear", *,
+               as_uint8: bool = False) -> np.ndarray:
     """Resize like PIL on 8-bit images (what a PNG-reading pipeline does), back to float32 in [0, 1].
 
     Parameters
@@ -203,21 +204,23 @@ def pil_resize(images: np.ndarray, size: int | tuple[int, int], resample: str = 
         Output size.
     resample : {"bilinear", "bicubic"}
         PIL filter (PIL filters always antialias when shrinking).
+    as_uint8 : bool
+        Return the 8-bit result itself.
 
     Returns
     -------
-    images : ndarray of shape (n, height, width, 3), float32, multiples of 1/255
+    images : ndarray of shape (n, height, width, 3), float32 multiples of 1/255 (or uint8)
     """
     from PIL import Image
 
     h, w = (size, size) if isinstance(size, int) else size
     filt = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[resample]
     x8 = images if images.dtype == np.uint8 else np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
-    out = np.empty((len(x8), h, w, 3), dtype=np.float32)
+    out = np.empty((len(x8), h, w, 3), dtype=np.uint8)
     for i, im in enumerate(x8):
         pil = Image.fromarray(np.ascontiguousarray(im), mode="RGB")
-        out[i] = np.asarray(pil if pil.size == (w, h) else pil.resize((w, h), filt), dtype=np.float32) / 255.0
-    return out
+        out[i] = np.asarray(pil if pil.size == (w, h) else pil.resize((w, h), filt))
+    return out if as_uint8 else out.astype(np.float32) / 255.0
 
 
 def constant_images(images: Any) -> np.ndarray:
@@ -244,8 +247,8 @@ def pixcorr_brain_diffuser(recons: Any, truth: Any) -> np.ndarray:
     r : ndarray of shape (n,)
     """
     r, t = _pair(recons, truth)
-    a = pil_resize(r, (t.shape[1], t.shape[2]), "bicubic")
-    t8 = np.round(t * 255.0) / 255.0
+    a = pil_resize(r, (t.shape[1], t.shape[2]), "bicubic", as_uint8=True).astype(np.float64)
+    t8 = np.round(t.astype(np.float64) * 255.0)  # Pearson is scale-free: 8-bit values, exactly
     return _rowwise_pearson(a.reshape(len(a), -1), t8.reshape(len(t8), -1))
 
 
@@ -266,7 +269,7 @@ def ssim_brain_diffuser(recons: Any, truth: Any) -> np.ndarray:
     from skimage.metrics import structural_similarity
 
     r, t = _pair(recons, truth)
-    a = rgb2gray(pil_resize(r, (t.shape[1], t.shape[2]), "bicubic").astype(np.float64))
+    a = rgb2gray(pil_resize(r, (t.shape[1], t.shape[2]), "bicubic", as_uint8=True) / 255.0)
     b = rgb2gray(np.round(t.astype(np.float64) * 255.0) / 255.0)
     return np.array([structural_similarity(a[i], b[i], channel_axis=-1, gaussian_weights=True, sigma=1.5,
                                            use_sample_covariance=False, data_range=1.0) for i in range(len(a))])

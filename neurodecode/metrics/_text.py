@@ -193,10 +193,7 @@ def rouge_scores(hypotheses: Sequence[str], references: Sequence[Any]) -> dict[s
 
 
 def _rouge_scorer() -> Any:
-    require("rouge_score", "ROUGE")
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer
+    return require("rouge_score.rouge_scorer", "ROUGE")
 
 
 def _word_edits(ref: list[str], hyp: list[str]) -> int:

@@ -160,3 +160,74 @@ def test_image_folder_and_text_file_sources(tmp_path, images):
     assert tcache.ids.tolist() == [0, 1] and tcache.shape == (32,)
     with pytest.raises(ValidationError, match="image stimuli"):
         embed_to_cache(sp, txt, tmp_path / "c3")
+
+
+def _nsd_file(folder, images):
+    import h5py
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "nsd_stimuli.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("imgBrick", data=images)
+    return path
+
+
+def test_two_trees_sharing_nsd_ids_never_share_features(tmp_path, space, images, caplog):
+    """Same file name, same size, same ids, same first and last image: only row 4's pixels differ."""
+    a = _nsd_file(tmp_path / "treeA", images)
+    other = images.copy()
+    other[4] = 255 - other[4]
+    b = _nsd_file(tmp_path / "treeB", other)
+    ids = [1, 4, 6]
+    cache = embed_to_cache(space, a, tmp_path / "c", ids=ids, dtype="float32")
+    assert cache.matches_stimuli(a, ids)
+    # a byte-identical copy elsewhere holds the same content: still a hit
+    copy = _nsd_file(tmp_path / "copyA", images)
+    assert cache.matches_stimuli(copy, ids)
+    with caplog.at_level("WARNING", logger="neurodecode"):
+        assert not cache.matches_stimuli(b, ids)
+    assert "other stimuli" in caplog.text and "stimulus content" in caplog.text
+    assert not cache.matches_stimuli(a, [1, 4])  # other ids
+    with pytest.raises(MetadataMismatchError, match="stimuli stimulus content"):
+        embed_to_cache(space, b, tmp_path / "c", ids=ids, dtype="float32")
+    caplog.clear()
+    with Counting(space) as c, caplog.at_level("WARNING", logger="neurodecode"):
+        fresh = embed_to_cache(space, b, tmp_path / "c", ids=ids, dtype="float32", overwrite=True)
+    assert c.n == 3 and "overwriting the feature cache" in caplog.text and "stimulus content" in caplog.text
+    # the targets now follow tree B's images, computed independently of the cache
+    np.testing.assert_allclose(fresh.load(ids=[4]), space.encode_images(other[[4]]), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(fresh.load(ids=[4]), space.encode_images(images[[4]]), atol=1e-3)
+
+
+def test_content_change_under_the_same_path_is_seen(tmp_path, space, images):
+    import os
+
+    a = _nsd_file(tmp_path / "tree", images)
+    cache = embed_to_cache(space, a, tmp_path / "c", ids=[2, 3, 4], dtype="float32")
+    recorded = cache.manifest["stimuli_stat"]
+    assert recorded["size"] == a.stat().st_size
+    changed = images.copy()
+    changed[3, 5, 5] ^= 1  # one pixel of an embedded image, same file size
+    st = a.stat()
+    _nsd_file(tmp_path / "tree", changed)
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))
+    assert not FeatureCache(tmp_path / "c").matches_stimuli(a, [2, 3, 4])
+    # an image that is not embedded does not matter
+    _nsd_file(tmp_path / "tree", images)
+    again = images.copy()
+    again[8] = 0
+    _nsd_file(tmp_path / "tree", again)
+    assert FeatureCache(tmp_path / "c").matches_stimuli(a, [2, 3, 4])
+
+
+def test_unchanged_files_are_checked_without_reading_them(tmp_path, space, images, monkeypatch):
+    from neurodecode.latents import _stimuli
+
+    a = _nsd_file(tmp_path / "tree", images)
+    cache = embed_to_cache(space, a, tmp_path / "c", ids=[0, 5], dtype="float32")
+
+    def no_read(self, start, stop):
+        raise AssertionError("the content was read although the file is unchanged")
+
+    monkeypatch.setattr(_stimuli.NSDStimuli, "read", no_read)
+    assert FeatureCache(cache.path).matches_stimuli(a, [0, 5])

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["atomic_path", "atomic_write", "write_json", "sha256_file", "sha256_bytes", "clean_orphans",
-           "temp_tag"]
+           "temp_tag", "check_writable"]
 
 _TAG = ".ndtmp-"
 _TAG_RE = re.compile(r"\.ndtmp-([0-9a-f]{8})-(\d+)-")
@@ -110,6 +110,21 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_writable(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` if needed and check a file can be created in it (before any long computation).
+
+    Raises the ``OSError`` the system gives (read-only, permission, full disk...), naming the path;
+    leaves nothing behind. Also removes the temporaries of killed runs there (:func:`clean_orphans`).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clean_orphans(folder)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".write-check{temp_tag()}")
+    os.close(fd)
+    os.unlink(tmp)
+    return folder
 
 
 @contextmanager

@@ -281,9 +281,9 @@ def parse_subjects(values: Sequence[str] | None, dataset: str, *, param: str = "
         try:
             parsed.append(_subject_number(dataset, v))
         except ValidationError as exc:
-            raise ValidationError(format_error(
-                param, f"{dataset} subject numbers or ids (e.g. 1 2, 1,2 or repeated {param})", repr(v),
-                f"{exc}".split(". ", 1)[-1] if ". " in str(exc) else "Subjects are numbered from 1")) from None
+            inner = str(exc).split(": ", 1)[-1].rstrip(".")
+            raise ValidationError(f"{param} ({dataset}): {inner}. Give subjects as `1 2`, `1,2` or repeated "
+                                  f"{param}.") from None
     return list(dict.fromkeys(parsed))
 
 

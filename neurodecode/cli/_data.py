@@ -82,7 +82,10 @@ def register(app: typer.Typer) -> None:
         from ..data import prepare_nsd
 
         check_option(nan_policy, "--nan-policy", ("raise", "zero"))
+        from .._core.files import check_writable
+
         nsd_root = resolve_data_root(root, "nsd", param="ROOT")
+        check_writable(out)
         folders = {}
         for s in parse_subjects(subjects, "nsd") or []:
             folders[str(s)] = str(prepare_nsd(nsd_root, s, out, beta_version=beta_version, sessions=sessions,

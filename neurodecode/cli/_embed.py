@@ -32,7 +32,10 @@ def run_embed(space: str, stimuli: str, out: Path, *, weights: str | None = None
         options["normalize"] = normalize
     if compile:
         options["compile"] = True
+    from .._core.files import check_writable
+
     t0 = time.perf_counter()
+    check_writable(out)  # a read-only or full --out fails now, not after loading the model
     latent = get_space(space, weights=weights, device=local_device(device), dtype=dtype, batch_size=batch_size,
                        **options)
     cache = embed_to_cache(latent, stimuli, out, batch_size=batch_size, dtype=store_dtype, shard_size=shard_size,

@@ -17,9 +17,11 @@ DEFAULT_SUBJECTS: dict[str, list[Any]] = {"nsd": [1, 2], "things-eeg2": [1, 2], 
 def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None, snr: float = 1.0,
                    seed: int = 0) -> Any:
     """Call the simulator of ``dataset`` with the CLI's options (library defaults for everything else)."""
+    from .._core.files import check_writable
     from .._core.validation import check_option
 
     check_option(dataset, "dataset", DATASETS)
+    check_writable(out)  # a read-only or full OUT fails now, not after simulating
     kwargs: dict[str, Any] = {"snr": snr, "seed": seed,
                               "subjects": list(DEFAULT_SUBJECTS[dataset] if subjects is None else subjects)}
     if dataset == "nsd":
@@ -29,7 +31,9 @@ def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None
     if dataset == "things-eeg2":
         from ..simulate import simulate_things_eeg2
 
-        return simulate_things_eeg2(out, **kwargs)
+        # the published pickled .npy files plus their pickle-free .npz twins: simulated data are ours, so
+        # the recipes read them without allow_pickle (the pickled files keep the layout faithful)
+        return simulate_things_eeg2(out, safe_copy=True, **kwargs)
     if dataset == "things-meg":
         from ..simulate import simulate_things_meg
 

@@ -19,6 +19,9 @@ RECIPE = """
 dataset = "nsd"
 sessions = 1
 
+[decoder]
+name = "brain_diffuser"
+
 [generate]
 generator = "versatile"
 weights = "tiny"
@@ -62,6 +65,17 @@ def setup(tmp_path_factory):
     return {"root": root, "ckpt": ckpt, "other": other, "recipe": recipe, "n_test": n_test}
 
 
+def _level_diff(a: bytes, b: bytes) -> int:
+    """Largest difference in 8-bit levels between two PNG files' pixels."""
+    import io
+
+    from PIL import Image
+
+    x, y = (np.asarray(Image.open(io.BytesIO(v))).astype(int) for v in (a, b))
+    assert x.shape == y.shape
+    return int(np.abs(x - y).max())
+
+
 def _args(s, out, *extra):
     return ["reconstruct", "--pipeline", str(s["recipe"]), "--data", str(s["root"]), "--subject", "1",
             "--checkpoint", str(s["ckpt"]), "--out", str(out), "--device", "cpu", "--limit", "3", *extra]
@@ -85,7 +99,8 @@ def test_reconstruct_writes_derivative_and_resumes(setup, tmp_path):
     prov = json.loads((out / "provenance.json").read_text())
     run = prov["runs"][0]
     assert run["generator"]["weights"] == "tiny" and run["decoder"]["sha256"]
-    assert run["seeds"]["base"] == 3 and sorted(run["seeds"]["items"].values()) == [3, 4, 5]
+    assert run["seeds"]["base"] == 3 and sorted(run["written"].values()) == [3, 4, 5]
+    assert run["finished"] is not None and run["n_done"] == 3
     assert run["versions"]["torch"] and run["summary"]["timings"]["generate_s"] > 0
     assert run["recipe"]["generate"]["generator"] == "versatile"
     assert not list(out.rglob(".*.tmp")) and not list(out.rglob(".*.png"))  # no temporary files left
@@ -98,7 +113,8 @@ def test_reconstruct_writes_derivative_and_resumes(setup, tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["n_done"] == 1 and summary["n_skipped"] == 2
-    assert pngs[1].read_bytes() == before[pngs[1].name]
+    # redone alone, not in a batch of 2: equal up to one 8-bit level (docs/troubleshooting.md)
+    assert _level_diff(pngs[1].read_bytes(), before[pngs[1].name]) <= 1
     assert pngs[0].stat().st_mtime_ns == mtimes[pngs[0].name]
     assert len(json.loads((out / "provenance.json").read_text())["runs"]) == 2
 
@@ -113,7 +129,7 @@ def test_reconstruct_writes_derivative_and_resumes(setup, tmp_path):
         assert res.exit_code == 0, res.output
         assert json.loads(res.stdout)["n_done"] == (2 if rank == 0 else 1)
     assert sorted(p.name for p in (out2 / "sub-01" / "recon").glob("*.png")) == sorted(before)
-    assert all((out2 / "sub-01" / "recon" / n).read_bytes() == b for n, b in before.items())
+    assert all(_level_diff((out2 / "sub-01" / "recon" / n).read_bytes(), b) <= 1 for n, b in before.items())
 
 
 def test_checkpoint_of_another_subject(setup, tmp_path):

@@ -130,7 +130,8 @@ def test_bad_recipe_values_exit_1_with_a_fix(nsd_root, tmp_path):
     base = ["train", str(PIPELINES / "mindbridge_nsd.toml"), "--data", str(nsd_root), "--out", str(tmp_path / "x"),
             "--preset", "tiny", "--device", "cpu"]
     res = runner.invoke(app, [*base, "--set", "train.epoch=3"])
-    assert res.exit_code == 1 and "epoch" in res.stderr and "[train]" in res.stderr and "Traceback" not in res.stderr
+    assert res.exit_code == 1 and "train.epoch" in res.stderr and "'epochs'" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x").exists()  # refused before any work
     res = runner.invoke(app, [*base, "--set", 'latents.text_tokens.space="clip-vit-l-14-text-tokens-tiny"'])
     assert res.exit_code == 1 and "data.captions" in res.stderr
     res = runner.invoke(app, [*base[:3], str(tmp_path / "no_nsd"), *base[4:]])

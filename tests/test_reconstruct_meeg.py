@@ -122,6 +122,19 @@ def test_atm_eeg2_derivative_matches_model_prior_and_generator(eeg2, eeg2_recon)
                                 for s in ("01", "02")])
 
 
+def _level_diff(a: bytes, b: bytes) -> int:
+    """Largest difference in 8-bit levels between two PNG files' pixels."""
+    import io
+
+    x, y = (np.asarray(Image.open(io.BytesIO(v))).astype(int) for v in (a, b))
+    assert x.shape == y.shape
+    return int(np.abs(x - y).max())
+
+
+def _assert_same_image(a: bytes, b: bytes) -> None:
+    assert _level_diff(a, b) <= 1
+
+
 def test_atm_resume_skips_finished_items_and_is_deterministic(eeg2, eeg2_recon, tmp_path):
     out, _ = eeg2_recon
     work = tmp_path / "copy"
@@ -134,7 +147,9 @@ def test_atm_resume_skips_finished_items_and_is_deterministic(eeg2, eeg2_recon, 
     pngs[3].unlink()
     again = _reconstruct("atm_things_eeg2.toml", eeg2["root"], eeg2["run"], work, "--json")
     assert (again["n_done"], again["n_skipped"]) == (1, 2 * N_TEST_EEG - 1)
-    assert pngs[3].read_bytes() == before[pngs[3]]
+    # regenerated alone instead of in a batch: CPU float results depend on the batch composition, so the
+    # image may move by one 8-bit level (docs/troubleshooting.md: what "deterministic" means)
+    _assert_same_image(pngs[3].read_bytes(), before[pngs[3]])
     assert all(p.stat().st_mtime_ns == mtimes[p] for p in pngs if p != pngs[3])
     assert len(json.loads((work / "provenance.json").read_text())["runs"]) == 2
 
@@ -143,12 +158,13 @@ def test_atm_resume_skips_finished_items_and_is_deterministic(eeg2, eeg2_recon, 
                         "--subject", "2", "--batch-size", "3")
     assert list(solo["subjects"]) == ["things-eeg2/sub-02"] and solo["n_done"] == N_TEST_EEG
     for p in sorted((tmp_path / "solo" / "sub-02" / "recon").glob("*.png")):
-        assert p.read_bytes() == (out / "sub-02" / "recon" / p.name).read_bytes()
+        _assert_same_image(p.read_bytes(), (out / "sub-02" / "recon" / p.name).read_bytes())
     assert not (tmp_path / "solo" / "sub-01").exists()
     _reconstruct("atm_things_eeg2.toml", eeg2["root"], eeg2["run"], tmp_path / "seed5", "--subject", "sub-02",
                  "--seed", "5", "--limit", "2")
     other = sorted((tmp_path / "seed5" / "sub-02" / "recon").glob("*.png"))
-    assert len(other) == 2 and any(p.read_bytes() != (out / "sub-02" / "recon" / p.name).read_bytes() for p in other)
+    assert len(other) == 2 and any(_level_diff(p.read_bytes(), (out / "sub-02" / "recon" / p.name).read_bytes()) > 8
+                                   for p in other)
 
 
 def test_atm_joint_model_reconstructs_with_the_subject_token(eeg2, tmp_path):
@@ -171,8 +187,10 @@ def test_atm_joint_model_reconstructs_with_the_subject_token(eeg2, tmp_path):
     for token in ("things-eeg2/sub-02", None):
         embed = prior.sample(model.encode(test.X[1:2], token), seed=1)
         images[token] = gen.generate({"clip_image_embeds": embed}, seeds=[1], steps=1, guidance=0.0)[0]
-    np.testing.assert_array_equal(saved, images["things-eeg2/sub-02"])
-    assert not np.array_equal(saved, images[None])  # the token matters: the subject's own was used
+    # batch of 2 in reconstruct vs 1 here: equal up to one 8-bit level (float rounding across batch sizes)
+    assert np.abs(saved.astype(int) - images["things-eeg2/sub-02"].astype(int)).max() <= 1
+    # the token matters: the subject's own was used
+    assert np.abs(saved.astype(int) - images[None].astype(int)).max() > 8
 
 
 def test_atm_outputs_pair_with_the_things_test_images(eeg2, eeg2_recon, tmp_path):

@@ -54,11 +54,13 @@ def register(app: typer.Typer) -> None:
             fail(f"reconstruct needs {', '.join(_DATA_ARGS)} and --out together, and --subject for NSD (missing: "
                  f"{', '.join(missing)}); run it with none of them for the embedded demo.", 2)
         from .._core.logging import logger
-        from .._core.recipes import load_recipe
+        from ..recipes import load_recipe, validate_recipe
         from ..recipes import reconstruct as run
+        from ._common import resolve_data_root
 
-        recipe = load_recipe(pipeline, preset=preset, overrides=set_)  # type: ignore[arg-type]
-        dataset = str(dict(recipe.get("data", {})).get("dataset", "nsd")).lower()
+        recipe = validate_recipe(load_recipe(pipeline, preset=preset, overrides=set_))  # type: ignore[arg-type]
+        dataset = recipe["data"]["dataset"]
+        data = resolve_data_root(data, dataset)  # type: ignore[arg-type]
         if dataset == "nsd" and len(subject) != 1:
             fail(f"reconstruct on NSD needs exactly one --subject (the checkpoint is one subject's decoder); got "
                  f"{len(subject)}. Run it once per subject.", 2)

@@ -22,11 +22,12 @@ def run_train(recipe: Path, data: Path, out: Path, *, preset: str | None = None,
     """What ``neurodecode train`` does, as a function returning its JSON summary."""
     import time
 
-    from .._core.recipes import load_recipe
-    from ..recipes import train_from_recipe
+    from ..recipes import load_recipe, train_from_recipe, validate_recipe
+    from ._common import resolve_data_root
 
     t0 = time.perf_counter()
-    resolved = load_recipe(recipe, preset=preset, overrides=overrides or [])
+    resolved = validate_recipe(load_recipe(recipe, preset=preset, overrides=overrides or []))
+    data = resolve_data_root(data, resolved["data"]["dataset"])
     result = train_from_recipe(resolved, data, out, max_steps=max_steps, resume=resume, device=device,
                                verbose=verbose)
     return {

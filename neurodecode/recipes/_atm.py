@@ -449,7 +449,7 @@ def _atm_test_trials(ctx: dict[str, Any], subject: str) -> Any:
     if len(np.unique(test.stimulus_ids.astype(str))) != len(test):  # one output per stimulus
         test = test.average_repeats()
     if ctx.limit is not None:
-        test = test.subset(np.arange(min(ctx.limit, len(test))), note=f"first {ctx['limit']} test stimuli")
+        test = test.subset(np.arange(min(ctx.limit, len(test))), note=f"first {ctx.limit} test stimuli")
     return test
 
 

@@ -209,7 +209,7 @@ def gather_targets(targets: Mapping[str, Any], stimulus_ids: np.ndarray, *, lazy
     With ``lazy=True`` each entry is an :class:`~neurodecode.train.IndexedRows` over the
     per-stimulus table, so repeated stimuli are not copied (batches gather their rows).
     """
-    from ._batches import IndexedRows
+    from ..train import IndexedRows
 
     out: dict[str, Any] = {}
     for key, (ids, feats) in targets.items():

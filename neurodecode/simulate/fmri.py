@@ -312,9 +312,10 @@ def simulate_nsd(
         raise ValidationError(format_error("n_shared", f"fewer than {n_img} (images per subject)", n_shared,
                                            "Lower n_shared or add sessions"))
     source = "user"
+    captions = None
     if stimuli is None:
         source = "fashion-mnist (shipped, neurodecode/assets)"
-        stimuli, shipped_labels, _, _ = load_stimuli("fashion-mnist", n=n_stimuli, size=image_size)
+        stimuli, shipped_labels, class_names, captions = load_stimuli("fashion-mnist", n=n_stimuli, size=image_size)
         labels = shipped_labels if labels is None else labels
     else:
         stimuli = check_array(stimuli, "stimuli", ndim=4).astype(np.uint8)
@@ -358,8 +359,11 @@ def simulate_nsd(
                            trial_session=session + 1, is_test=is_test, mask=mask, voxel_coords=coords)
             data[s] = {"betas": written, "trial_stimulus": stim, "trial_session": session + 1, "is_test": is_test,
                        "nuisance": nuisance, "clean": model["clean"], "noise_sd": model["noise_sd"]}
+        # two captions per shipped image (its caption and its class); a user's stimuli get placeholders
+        caps = None if captions is None else [[str(c), f"an image of a {str(class_names[k]).lower()}"]
+                                              for c, k in zip(captions, labels)]
         root = write_nsd_tree(out / "nsd", stimuli=stimuli, subjectim=subjectim, masterordering=masterordering,
-                              sharedix=sharedix, betas=betas, masks=masks, formats=formats)
+                              sharedix=sharedix, betas=betas, masks=masks, formats=formats, captions=caps)
         save_truth_npz(truth / "features.npz", gabor_energy=energy.astype(np.float16), semantic=semantic,
                        labels=np.full(len(stimuli), -1) if labels is None else labels,
                        subjectim=subjectim, masterordering=masterordering, sharedix=sharedix)

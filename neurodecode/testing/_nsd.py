@@ -37,6 +37,7 @@ def write_nsd_tree(
     formats: Sequence[str] = ("nifti", "hdf5"),
     responses: bool = True,
     beta_dtype: str = "int16",
+    captions: Sequence[Sequence[str]] | None = None,
 ) -> Path:
     """Write an NSD tree (real layout, any scale) from arrays.
 
@@ -75,6 +76,12 @@ def write_nsd_tree(
     beta_dtype : {"int16", "float32"}
         Storage dtype; ``"float32"`` keeps ``psc * 300`` unrounded (NaN/inf survive), for
         testing bad inputs.
+    captions : sequence of sequence of str, or None
+        Captions per stimulus, written as COCO annotation files
+        (``nsddata_stimuli/stimuli/nsd/annotations/captions_train2017.json``, keyed by the
+        ``cocoId`` of ``nsd_stim_info_merged.csv``, i.e. ``100000 + i``; ``captions_val2017.json``
+        empty), as the recipes' ``[data] captions`` read them. None: one placeholder caption per
+        image (``"image 12"``), so every tree can train text targets.
 
     Returns
     -------
@@ -126,6 +133,7 @@ def write_nsd_tree(
                                     "subjectim": subjectim.astype(np.float64),
                                     "sharedix": sharedix.reshape(1, -1).astype(np.float64)})
     _write_stim_info(nsd_path(root, "stim_info"), len(stimuli), subjectim, sharedix, masterordering, tpsess)
+    _write_coco_captions(root, [[f"image {i}"] for i in range(len(stimuli))] if captions is None else captions)
 
     # --- per subject
     for subject, subj_betas in betas.items():
@@ -183,6 +191,16 @@ def _run_trial(k: int) -> tuple[int, int]:
             return run, k + 1
         k -= size
         run += 1
+
+
+def _write_coco_captions(root: Path, captions: Sequence[Sequence[str]]) -> None:
+    from .._core.files import write_json
+
+    folder = Path(root) / "nsddata_stimuli" / "stimuli" / "nsd" / "annotations"
+    anns = [{"image_id": 100000 + i, "id": 100 * i + k, "caption": str(c)}
+            for i, caps in enumerate(captions) for k, c in enumerate(caps)]
+    write_json(folder / "captions_train2017.json", {"annotations": anns})
+    write_json(folder / "captions_val2017.json", {"annotations": []})
 
 
 def _write_stim_info(path: Path, n_stimuli: int, subjectim: np.ndarray, sharedix: np.ndarray,

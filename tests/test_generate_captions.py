@@ -1,4 +1,4 @@
-"""Caption generators: GIT on predicted CLIP tokens (tiny), nearest-caption retrieval (real MiniLM, offline)."""
+"""Caption generators: GIT on predicted GIT image-encoder tokens, nearest-caption retrieval (real MiniLM, offline)."""
 
 import numpy as np
 import pytest
@@ -16,16 +16,18 @@ def git():
 
 
 def test_git_tiny_captions(git):
-    assert git.expects == {"clip_image_tokens": (None, 17, 16)}
+    assert git.expects == {"git_image_tokens": (None, 17, 20)}
     rng = np.random.default_rng(0)
-    lat = {"clip_image_tokens": rng.standard_normal((3, 17, 16)).astype(np.float32)}
+    lat = {"git_image_tokens": rng.standard_normal((3, 17, 20)).astype(np.float32)}
     caps = git.generate(lat, max_length=8, batch_size=3)
     assert len(caps) == 3 and all(isinstance(c, str) and c for c in caps)
     vocab = set(git.components_["tokenizer"].vocab)
     assert all(w in vocab for c in caps for w in c.split())
     assert git.generate(lat, max_length=8) == caps  # deterministic
-    assert [git.generate({"clip_image_tokens": lat["clip_image_tokens"][i:i + 1]}, max_length=8)[0]
+    assert [git.generate({"git_image_tokens": lat["git_image_tokens"][i:i + 1]}, max_length=8)[0]
             for i in range(3)] == caps  # batched == one at a time
+    # an older dict naming the tokens clip_image_tokens is read when the shape fits
+    assert git.generate({"clip_image_tokens": lat["git_image_tokens"]}, max_length=8) == caps
 
 
 def test_git_reads_the_tokens(git):
@@ -37,12 +39,47 @@ def test_git_reads_the_tokens(git):
     ids = torch.tensor([[model.config.bos_token_id]])
     outs = []
     for seed in (0, 1):
-        tok = torch.as_tensor(np.random.default_rng(seed).standard_normal((1, 1, 17, 16)), dtype=torch.float32)
+        tok = torch.as_tensor(np.random.default_rng(seed).standard_normal((1, 1, 17, 20)), dtype=torch.float32)
         with torch.inference_mode():
             outs.append(model(input_ids=ids, pixel_values=tok).logits[0, -1])
-    assert (outs[0] - outs[1]).abs().max() > 1e-3
-    with pytest.raises(ShapeMismatchError, match="clip_image_tokens"):
+    assert (outs[0] - outs[1]).abs().max() > 1e-4
+    with pytest.raises(ShapeMismatchError, match="git_image_tokens"):
         git.generate({"clip_image_tokens": rng.standard_normal((2, 257, 768))})
+    # the tiny CLIP tokens (17 x 16) cannot pass for the tiny GIT tokens (17 x 20)
+    from neurodecode.latents import get_space
+
+    images = rng.integers(0, 256, (2, 23, 19, 3), dtype=np.uint8)
+    with pytest.raises(ShapeMismatchError, match="git_image_tokens"):
+        git.generate({"clip_image_tokens": get_space("clip-vit-l-14-tokens-tiny").encode_images(images)})
+
+
+@pytest.mark.parametrize("size", ["tiny", "real"])
+def test_git_caption_from_its_own_encoder_tokens_matches_the_full_model(tmp_path, size):
+    """The git-large-coco-tokens space + the captioner give GIT's own caption of the image (the full
+    GitForCausalLM reading the pixels is the outside truth); real widths (257 x 1024) at depth 1."""
+    import torch
+    from transformers import GitForCausalLM
+
+    from neurodecode.latents import get_space
+    from neurodecode.testing import write_hub_fixture
+
+    folder = write_hub_fixture("git", tmp_path / "git", size=size, depth=1, seed=3)
+    space = get_space("git-large-coco-tokens", weights=str(folder))
+    assert space.shape == ((257, 1024) if size == "real" else (17, 20))
+    images = np.random.default_rng(4).integers(0, 256, (2, 240, 230, 3), dtype=np.uint8)
+    tokens = space.encode_images(images)
+    cap = get_generator("git", weights=str(folder)).generate({"git_image_tokens": tokens}, max_length=7)
+    full = GitForCausalLM.from_pretrained(folder).eval()
+    tok = get_generator("git", weights=str(folder)).load().components_["tokenizer"]
+    from open_clip.transform import image_transform
+    from PIL import Image
+
+    tf = image_transform(space.preprocessing["size"], is_train=False, mean=tuple(space.preprocessing["mean"]),
+                         std=tuple(space.preprocessing["std"]), resize_mode="shortest", interpolation="bicubic")
+    pixels = torch.stack([tf(Image.fromarray(im)) for im in images])
+    with torch.inference_mode():
+        ids = full.generate(pixel_values=pixels, max_length=7, num_beams=1, do_sample=False)
+    assert cap == [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
 
 
 def test_retrieval_real_minilm_known_answer():

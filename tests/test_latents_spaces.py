@@ -14,6 +14,7 @@ from neurodecode.latents.clip import build_open_clip, check_tokenizer_vocab, tin
 TINY_SHAPES = {
     "sd-vae-tiny": (4, 16, 16),
     "vdvae-tiny": (1924,),
+    "git-large-coco-tokens-tiny": (17, 20),
     "clip-vit-l-14-tokens-tiny": (17, 16),
     "clip-vit-l-14-tiny": (16,),
     "clip-vit-h-14-tiny": (24,),

@@ -35,13 +35,23 @@ _TINY_WORDS = ("a man woman dog cat person people group of two on in with the an
 
 
 class GitCaptioner(Generator):
-    """Captions from predicted CLIP image-encoder tokens through a GIT captioner.
+    """Captions from predicted GIT image-encoder tokens through a GIT captioner.
 
-    Expects ``latents["clip_image_tokens"]`` of shape (n, 257, 1024) for the real tier
-    (git-large-coco's image encoder, pre-projection); the tiny tier's shape is in
-    :attr:`expects`.
+    Expects ``latents["git_image_tokens"]`` of shape (n, 257, 1024) for the real tier: the tokens
+    of git-large-coco's own image encoder (after its final LayerNorm, unprojected, CLS included),
+    i.e. the ``git-large-coco-tokens`` latent space; tiny tier (n, 17, 20), the
+    ``git-large-coco-tokens-tiny`` space. A dict holding only ``"clip_image_tokens"`` is read under
+    that key when its shape fits (older recipes); CLIP ViT-L/14's 257 x 768 tokens do not fit the
+    real tier and are refused with the shapes named.
 
     Options of :meth:`generate`: ``max_length`` (default 30 tokens), ``num_beams`` (default 1).
+
+    Parameters
+    ----------
+    latent_key : str
+        The key of ``latents`` holding the tokens (default ``"git_image_tokens"``).
+    **kwargs
+        See :class:`~neurodecode.generate._base.Generator`.
     """
 
     name = "git"
@@ -49,7 +59,17 @@ class GitCaptioner(Generator):
     default_weights = "microsoft/git-large-coco"
     default_steps = 0
     default_guidance = 0.0
-    TINY: ClassVar[dict[str, Any]] = {"width": 16, "image_size": 16, "patch_size": 4, "hidden": 32}
+    #: Tiny tier: the ``git-large-coco-tokens-tiny`` space's encoder (17 x 20: not CLIP-tiny's width 16).
+    TINY: ClassVar[dict[str, Any]] = {"width": 20, "image_size": 16, "patch_size": 4, "hidden": 32}
+
+    def __init__(self, weights: Any = None, *, latent_key: str = "git_image_tokens", **kwargs: Any) -> None:
+        super().__init__(weights, **kwargs)
+        self.latent_key = str(latent_key)
+
+    def check_latents(self, latents: Any) -> dict[str, np.ndarray]:
+        if self.latent_key not in latents and "clip_image_tokens" in latents:
+            latents = {**latents, self.latent_key: latents["clip_image_tokens"]}
+        return super().check_latents(latents)
 
     def _build_tiny(self) -> dict[str, Any]:
         import tempfile
@@ -100,13 +120,13 @@ class GitCaptioner(Generator):
         return {"model": model, "tokenizer": tokenizer, "n_tokens": n_tokens, "width": int(vision.hidden_size)}
 
     def _expects(self) -> dict[str, tuple[int | None, ...]]:
-        return {"clip_image_tokens": (None, self.components_["n_tokens"], self.components_["width"])}
+        return {self.latent_key: (None, self.components_["n_tokens"], self.components_["width"])}
 
     def _generate_batch(self, latents: dict[str, np.ndarray], generators: list[Any], *, steps: int, guidance: float,
                         max_length: int = 30, num_beams: int = 1) -> list[str]:
         c = self.components_
         model, tok = c["model"], c["tokenizer"]
-        tokens = self._tensor(latents["clip_image_tokens"])[:, None]  # GIT wants a 4-D "pixel_values"
+        tokens = self._tensor(latents[self.latent_key])[:, None]  # GIT wants a 4-D "pixel_values"
         ids = model.generate(pixel_values=tokens, max_length=int(max_length), num_beams=int(num_beams),
                              do_sample=False)
         return [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]

@@ -6,11 +6,13 @@ from typing import Any
 
 from ._base import SpaceSpec, register_space
 
-__all__ = ["register_builtin", "BUILTIN"]
+__all__ = ["register_builtin", "BUILTIN", "SPACE_ARTEFACTS", "vae_artefacts"]
 
 _CLIP = ".clip:build_clip_space"
 _TEXT = ".text:build_text_space"
 _VAE = ".vae:build_vae_space"
+_VDVAE = ".vdvae:build_vdvae_space"
+_GIT = ".git:build_git_space"
 
 #: name -> (builder, options, description); every name also gets a ``-tiny`` twin.
 BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -38,7 +40,37 @@ BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
     "sd-vae": (_VAE, {"hub_id": "stabilityai/sd-vae-ft-mse"},
                "Stable Diffusion VAE latent (posterior mean, raw) 4 x 32 x 32 at image_size=256 (low-level "
                "targets); tiny 4 x 16 x 16 at 32 px"),
+    "git-large-coco-tokens": (_GIT, {}, "GIT-large-coco image-encoder tokens 257 x 1024 (final LN, unprojected, CLS "
+                              "included): the GIT captioner's input; tiny 17 x 20"),
+    "vdvae": (_VDVAE, {}, "ImageNet-64 VDVAE, first 31 latent layers concatenated 91,168 (Brain-Diffuser's "
+              "low-level target, posterior samples); tiny 1,924 at 32 px"),
 }
+
+
+#: builder -> "module:function" declaring the files the space reads (see ``space_artefacts``).
+SPACE_ARTEFACTS: dict[str, str] = {
+    _CLIP: ".clip:clip_artefacts",
+    _TEXT: ".text:text_artefacts",
+    _VAE: "._registry:vae_artefacts",
+    _VDVAE: ".vdvae:vdvae_artefacts",
+    _GIT: ".git:git_artefacts",
+}
+
+
+def vae_artefacts(name: str, *, weights: Any = None, dtype: Any = None, tiny: bool = False,
+                  hub_id: str = "stabilityai/sd-vae-ft-mse", **options: Any) -> list[Any]:
+    """Files of the ``sd-vae`` space: an ``AutoencoderKL`` at the repository root (``config.json`` + weights)."""
+    from pathlib import Path
+
+    from ..io.hub import ExternalArtefact, HubArtefact, diffusers_model_files
+
+    if weights == "random" or (weights is None and tiny):
+        return [ExternalArtefact(name, "random", "random init (seeded), nothing to fetch")]
+    target = str(weights) if weights is not None else hub_id
+    if Path(target).expanduser().exists():
+        return [ExternalArtefact(target, "folder", f"latent space {name}: a local folder (read as is)")]
+    licence = "MIT" if target == "stabilityai/sd-vae-ft-mse" else "unknown (see the model card)"
+    return [HubArtefact(target, diffusers_model_files("", dtype), licence, f"latent space {name}: SD VAE")]
 
 
 def register_builtin() -> None:

@@ -98,3 +98,44 @@ def test_evaluate_errors(tmp_path, rng):
     assert miss.exit_code == 1 and "truth" in miss.output and "Traceback" not in miss.output
     offline = runner.invoke(app, ["evaluate", "--recons", str(deriv), "--truth", str(h5), "--metrics", "alex2"])
     assert offline.exit_code == 1 and "alexnet-owt" in offline.output and "weights='random'" in offline.output
+
+
+def test_evaluate_blurry_blend_and_retrieval_from_saved_latents(tmp_path, rng):
+    import pytest
+
+    from neurodecode.metrics import evaluate_reconstructions, retrieval_top1, save_predicted_latents
+
+    h5, deriv, bricks, stim_ids = _nsd_like(tmp_path, rng)
+    blurry_dir = tmp_path / "blurry"
+    blurry_dir.mkdir()
+    ramp = np.broadcast_to(np.linspace(0, 255, 16)[None, :, None], (16, 16, 3)).astype(np.uint8)
+    for sid in stim_ids:  # stands in for MindEye2's low-level output (not an affine copy of the recon)
+        Image.fromarray(ramp).save(blurry_dir / f"sub-01_stim-{sid}_desc-tiny_blurry.png")
+    files = sorted((deriv / "sub-01" / "recon").glob("*.png"))
+    order = [int(p.name.split("_stim-")[1].split("_")[0]) for p in files]
+    latents = rng.normal(size=(12, 5, 4))
+    pred = latents[order] + rng.normal(size=(7, 5, 4)) * 0.8
+    save_predicted_latents(deriv, "01", order, pred, latents[order], space="clip")
+    res = runner.invoke(app, ["evaluate", "--recons", str(deriv), "--truth", str(h5), "--blurry", str(blurry_dir),
+                              "--json", "--metrics", "pixcorr,ssim", "--n-boot", "50", "--weights", "random"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    recons = np.stack([np.asarray(Image.open(p)) for p in files])
+    blurry = np.stack([ramp] * 7)
+    want = evaluate_reconstructions(recons, bricks[order], metrics="pixcorr,ssim", weights="random", n_boot=50,
+                                    blurry=blurry)
+    for m in ("pixcorr", "ssim"):  # both numbers: plain and 0.75 / 0.25 blended
+        assert data[m]["value"] == pytest.approx(want[m]["value"])
+        assert data["blended"][m]["value"] == pytest.approx(want["blended"][m]["value"])
+    assert data["blended"]["pixcorr"]["value"] != pytest.approx(data["pixcorr"]["value"])
+    ret = retrieval_top1(pred, latents[order], n_way=300, n_repeats=30, random_state=0)
+    assert data["retrieval"]["image_retrieval"]["value"] == pytest.approx(ret["image_retrieval"])
+    assert data["retrieval"]["brain_retrieval"]["value"] == pytest.approx(ret["brain_retrieval"])
+    assert data["retrieval"]["n_way"] == 7
+    html = (deriv / "report.html").read_text()
+    assert "Image retrieval (MindEye2 FwdRetrieval)" in html and "Blended with the low-level output" in html
+    (tmp_path / "other").mkdir()
+    Image.fromarray(ramp).save(tmp_path / "other" / "sub-01_stim-999_desc-tiny_blurry.png")
+    missing = runner.invoke(app, ["evaluate", "--recons", str(deriv), "--truth", str(h5), "--blurry",
+                                  str(tmp_path / "other"), "--metrics", "pixcorr"])
+    assert missing.exit_code == 1 and "blurry" in missing.output and "sub-01/stim-" in missing.output

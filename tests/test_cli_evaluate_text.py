@@ -113,3 +113,32 @@ def test_text_evaluation_errors(tmp_path):
     (tmp_path / "images").mkdir()
     no_truth = runner.invoke(app, ["evaluate", "--recons", str(tmp_path / "images")])
     assert no_truth.exit_code == 2 and "--truth" in no_truth.stderr
+
+
+def test_glim_protocol_with_a_paraphrase_table(tmp_path):
+    out = _derivative(tmp_path)
+    # a user-supplied paraphrase table keyed by the sentence read (e.g. GLIM's, exported to CSV)
+    table = tmp_path / "para.tsv"
+    rows = [f"{text}\t{text.replace('the ', 'a ')}\t{' '.join(text.split()[::-1])}" for text in REFS.values()]
+    table.write_text("sentence\tparaphrase_1\tparaphrase_2\n" + "\n".join(rows) + "\n")
+    res = runner.invoke(app, ["evaluate", "--recons", str(out), "--protocol", "glim", "--paraphrases", str(table),
+                              "--json", "--n-boot", "50", "--metrics", "bleu1,bleu2,rouge1_f,wer"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    keys = {"bleu1@paraphrases", "bleu1@raw", "bleu2@paraphrases", "bleu2@raw", "rouge1_f@paraphrases",
+            "rouge1_f@raw", "wer@raw"}
+    assert keys <= set(data)
+    hyps, lists = _by_hand({k: [v, v.replace("the ", "a "), " ".join(v.split()[::-1])] for k, v in REFS.items()})
+    ref = evaluate_text(hyps, lists, metrics="bleu1,bleu2,rouge1_f,wer", protocol="glim", n_boot=50)
+    for k in keys:
+        assert data[k]["value"] == pytest.approx(ref[k]["value"]), k
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["protocol"]["name"] == "glim" and saved["provenance"]["paraphrases"].endswith("para.tsv")
+    html = (out / "report.html").read_text()
+    assert "BLEU-1 @paraphrases" in html and "GLIM (released test outputs)" in html
+    plain = runner.invoke(app, ["evaluate", "--recons", str(out), "--protocol", "glim", "--n-boot", "20",
+                                "--metrics", "bleu1"])  # no paraphrases: the @paraphrases row says why
+    assert plain.exit_code == 0, plain.output
+    assert "no paraphrases" in plain.stdout
+    bad = runner.invoke(app, ["evaluate", "--recons", str(out), "--protocol", "mindeye2"])
+    assert bad.exit_code == 2 and "corpus or glim" in bad.stderr

@@ -274,12 +274,12 @@ class ATMDecoder(BaseEstimator):
     def score(self, X: Any, Y: Any) -> float:
         """Top-1 identification: how often a trial's embedding is closest to its own row of ``Y``.
 
-        Each predicted embedding is compared (cosine similarity) with every row of ``Y``; a trial
-        counts as identified when no other row is strictly more similar than its own (so identical
-        rows, a stimulus shown on several trials, do not count against each other). This is the
-        ``n``-way case of the ATM protocol
-        (:func:`neurodecode.metrics.kway_topk` with ``k = n``); chance is ``1 / n`` for distinct
-        rows. For ``k``-way scores with random distractors call ``kway_topk`` on :meth:`predict`.
+        Each predicted embedding is compared (cosine similarity) with the distinct rows of ``Y``
+        (a stimulus shown on several trials is one candidate); a trial counts as identified when
+        every other candidate is strictly less similar than its own: ties are misses, as in ATM
+        and everywhere in :mod:`neurodecode.metrics` (:func:`~neurodecode.metrics.topk_identification`).
+        Chance is ``1 / n_distinct``. For ``k``-way scores with random distractors call
+        :func:`~neurodecode.metrics.kway_topk` on :meth:`predict`.
 
         Parameters
         ----------
@@ -293,7 +293,7 @@ class ATMDecoder(BaseEstimator):
         score : float
             Fraction of trials identified, in [0, 1].
         """
-        from ..metrics import kway_topk
+        from ..metrics import topk_identification
 
         emb = self.predict(X)
         Ya = check_array(Y, "Y", ndim=2, dtype="float")
@@ -304,7 +304,8 @@ class ATMDecoder(BaseEstimator):
         if n < 2:
             raise ValidationError(format_error("X", "at least 2 trials (identification among the rows of Y)",
                                                f"{n} trial"))
-        return float(kway_topk(emb, Ya, ks=(n,), topk=(1,))[f"top1@{n}"])
+        candidates, labels = np.unique(Ya, axis=0, return_inverse=True)
+        return float(topk_identification(emb, candidates, labels.reshape(-1), (1,))[1])
 
     # ---------------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> Path:

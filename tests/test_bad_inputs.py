@@ -353,6 +353,24 @@ def row_nan_errors_name_file_subject_position(tmp_path):
     assert "nan_policy='zero'" in msg
 
 
+def row_meg_nan_names_file_subject_channel(tmp_path):
+    from neurodecode.data import load_things_meg
+    from neurodecode.testing import ctf_channel_names, write_things_meg_subject
+
+    names = ctf_channel_names(5)
+    sf = 200.0
+    data = np.random.default_rng(0).normal(0, 1e-13, (len(names), 2000))
+    data[2, 460:470] = np.nan  # 2.3 s: inside the epoch of the image shown at 2.2 s
+    write_things_meg_subject(tmp_path, 1, data=data, sfreq=sf, ch_names=names, onsets=[1.0, 2.2, 3.4],
+                             image_ids=["aardvark_01b", "abacus_01b", "catch_01"],
+                             is_test=np.array([False, False, False]), is_catch=np.array([False, False, True]),
+                             session=1, run=1, bads=[n for n in names if n.startswith("MRO11")])
+    with pytest.raises(ValidationError) as info:
+        load_things_meg(tmp_path, 1, raw_sfreq=sf)
+    msg = str(info.value)
+    assert "things-meg/sub-BIGMEG1" in msg and f"channel {names[2]}" in msg and "_meg.fif" in msg
+
+
 def row_npz_object_arrays_wording(tmp_path):
     from neurodecode.io.npy import load_npz
 
@@ -529,7 +547,7 @@ def test_catalogue_covers_every_case_of_the_issue():
         "check_zuco_missing_subject_task", "check_zuco_unknown_subject_code", "check_eeg2_pickled_every_subject",
         "check_unknown_numbered_subject", "prepare_refuses_nan_unless_policy", "write_errors_are_reported_once",
         "output_path_through_a_file", "neurodecode_home_not_writable", "data_points_at_a_simulate_folder",
-        "nan_errors_name_file_subject_position", "npz_object_arrays_wording", "npz_with_objects_reads_when_allowed",
+        "nan_errors_name_file_subject_position", "meg_nan_names_file_subject_channel", "npz_object_arrays_wording", "npz_with_objects_reads_when_allowed",
         "shared_cli_options_for_the_lead", "orphaned_temporaries_cleaned", "trainer_state_bounded",
         "subjects_forms", "flags_shown_as_flags", "simulate_defaults_cover_the_tiny_presets",
     }

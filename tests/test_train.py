@@ -182,6 +182,15 @@ def test_sigkill_and_resume_gives_bit_identical_weights(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert latest_checkpoint(out / "checkpoints").name == "step_00000010"
+    state = json.loads((out / "checkpoints" / "step_00000010" / "trainer_state.json").read_text())
+    assert "history" not in state and state["metrics_lines"] == 3  # steps 3, 6, 9 (the history is in the log)
+    # what a kill in the middle of a write leaves: an unfinished checkpoint and a temporary of the dead process
+    from neurodecode._core.files import temp_tag
+
+    partial = out / "checkpoints" / ".step_00000015.partial"
+    partial.mkdir()
+    orphan = out / f".metrics.jsonl{temp_tag().replace(f'-{os.getpid()}-', f'-{proc.pid}-')}x.tmp"
+    orphan.write_text("half")
 
     torch.manual_seed(123)  # a different init: everything must come from the checkpoint
     resumed = mod.Regressor()
@@ -189,8 +198,11 @@ def test_sigkill_and_resume_gives_bit_identical_weights(tmp_path):
     assert result.resumed_from == 10 and result.steps == 24
     assert torch.equal(resumed.lin.weight, reference.lin.weight)
     assert torch.equal(resumed.lin.bias, reference.lin.bias)
-    steps = [json.loads(s)["step"] for s in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [e["step"] for e in lines]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # lines after the checkpoint dropped
+    assert steps[:4] == [3, 6, 9, 12] and result.history == lines
+    assert not partial.exists() and not orphan.exists()
 
 
 def test_max_steps_and_schedules(tmp_path):

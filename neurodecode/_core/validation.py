@@ -141,19 +141,52 @@ def check_array(
     return arr
 
 
-def check_finite(arr: np.ndarray, param: str, *, max_listed: int = 5) -> None:
-    """Raise if ``arr`` holds NaN or infinite values, naming how many and where."""
+def check_finite(arr: np.ndarray, param: str, *, max_listed: int = 5, axes: Sequence[str] | None = None,
+                 labels: dict[int, Sequence[Any]] | None = None, where: str | None = None,
+                 fix: str | None = None) -> None:
+    """Raise if ``arr`` holds NaN or infinite values, naming how many and where.
+
+    Parameters
+    ----------
+    arr : ndarray
+        The array.
+    param : str
+        Its name, for the message.
+    max_listed : int
+        Positions listed.
+    axes : sequence of str or None
+        A name per axis (e.g. ``("trial", "channel", "time")``): positions read ``(trial 3, channel Oz,
+        time 10)`` instead of ``(3, 12, 10)``.
+    labels : dict of int to sequence or None
+        Labels of the entries along some axes (e.g. ``{1: ch_names}``), used in the positions.
+    where : str or None
+        The file, subject... the array comes from.
+    fix : str or None
+        How to fix it (a default suggestion otherwise).
+    """
     bad = ~np.isfinite(arr)
     if bad.any():
         n_bad = int(bad.sum())
         first = np.argwhere(bad)[:max_listed]
-        where = ", ".join(str(tuple(int(i) for i in idx)) for idx in first)
+
+        def name(idx: np.ndarray) -> str:
+            if axes is None and not labels:
+                return str(tuple(int(i) for i in idx))
+            parts = []
+            for ax, i in enumerate(idx):
+                lab = labels.get(ax) if labels else None
+                value = lab[int(i)] if lab is not None and int(i) < len(lab) else int(i)
+                parts.append(f"{axes[ax]} {value}" if axes is not None and ax < len(axes) else str(value))
+            return "(" + ", ".join(parts) + ")"
+
+        where_text = ", ".join(name(idx) for idx in first)
+        src = f" of {where}" if where else ""
         raise ValidationError(
             format_error(
                 param,
                 "only finite values",
-                f"{n_bad} NaN/inf value(s) in an array of shape {arr.shape}, first at index {where}",
-                "Remove or impute them (e.g. np.nan_to_num), or drop the affected voxels/channels",
+                f"{n_bad} NaN/inf value(s) in an array of shape {arr.shape}{src}, first at {where_text}",
+                fix or "Remove or impute them (e.g. np.nan_to_num), or drop the affected voxels/channels",
             )
         )
 

@@ -387,7 +387,14 @@ def load_things_meg(
                                                f"{type(exc).__name__}: {exc} ({path})")) from exc
         sel = np.asarray(epochs.selection)
         n_annot += len(samples) - len(sel)
-        Xs.append(epochs.get_data(copy=False).astype(np.float32))
+        data = epochs.get_data(copy=False).astype(np.float32)
+        from .._core.validation import check_finite
+
+        check_finite(data, "MEG data", axes=("epoch", "channel", "time"), labels={1: list(epochs.ch_names)},
+                     where=f"{path} (things-meg/{_subject_id(s)})",
+                     fix="The recording holds NaN/inf samples: mark the channel bad in its _channels.tsv "
+                         "(status 'bad'), or pass picks without it")
+        Xs.append(data)
         times = epochs.times.copy()
         ids_concepts = [_image_id_and_concept(p) for p in ev["image_path"][keep][sel]]
         cols["id"] += [a for a, _ in ids_concepts]

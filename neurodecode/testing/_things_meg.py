@@ -148,6 +148,7 @@ def write_things_meg_subject(
         1..4, or ``"sub-BIGMEG1"``.
     data : ndarray of shape (n_channels, n_samples)
         Continuous sensor data of the run, in tesla for MEG channels (real data: about 1e-13..1e-12).
+        NaN/inf values are written as given, to test how readers handle them.
     sfreq : float
         Sampling rate in Hz (THINGS-MEG: 1200).
     ch_names : sequence of str, length n_channels
@@ -189,7 +190,7 @@ def write_things_meg_subject(
     spec = _spec()
     s = _subject_number(subject)
     sfreq = float(sfreq)
-    data = check_array(data, "data", ndim=2)
+    data = check_array(data, "data", ndim=2, finite=False)  # NaN/inf are written as given (bad-input tests)
     names = [str(c) for c in ch_names]
     if len(names) != data.shape[0]:
         raise ShapeMismatchError(format_error("ch_names", f"{data.shape[0]} names (rows of data)", f"{len(names)}"))

@@ -144,7 +144,7 @@ def _zuco_codes() -> set[str]:
     return {str(c) for v in versions.values() for c in v.get("subjects", [])}
 
 
-_SUBJECT_PART = re.compile(r"(\d+|(?:subj|sub-|sub-BIGMEG|BIGMEG)\w+|[a-z0-9-]+/[\w-]+)")
+_SUBJECT_PART = re.compile(r"(?:nsd/|things-eeg2/|things-meg/)?(?:\d+|subj\d+|sub-(?:BIGMEG)?\d+|BIGMEG\d+)")
 
 
 def _looks_like_subjects(token: str) -> bool:
@@ -159,7 +159,7 @@ def _looks_like_subjects(token: str) -> bool:
         if _SUBJECT_PART.fullmatch(p):
             continue
         codes = _zuco_codes() if codes is None else codes
-        if p not in codes:
+        if p.removeprefix("zuco/") not in codes:
             return False
     return True
 
@@ -206,7 +206,8 @@ class NeurodecodeCommand(TyperCommand):
         return _flags_as_flags(super().get_params(ctx))
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        names = [o for p in self.params for o in getattr(p, "opts", []) if o in SUBJECT_OPTIONS]
+        names = [o for p in self.params if {"--subjects", "--subject"} & set(getattr(p, "opts", []))
+                 for o in p.opts]
         return super().parse_args(ctx, spread_subject_args(args, names) if names else args)
 
 

@@ -35,6 +35,8 @@ lint: install
 test: lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+test-real: install ; $(PY) -m pytest -m realarch -p no:randomly $(PYTEST_ARGS)
+
 test-slow: install
 	$(PY) -m pytest -m slow
 

@@ -147,11 +147,15 @@ def test_git_and_open_clip_fixtures_load_through_their_routes(tmp_path, hub_cach
 
     git = write_hub_fixture("git", tmp_path / "git", variant="full", size="tiny")
     gen = get_generator("git", weights=str(git)).load()
-    n, w = gen.expects["clip_image_tokens"][1:]
-    caps = gen.generate({"clip_image_tokens": np.random.default_rng(3).standard_normal((2, n, w))}, max_length=6)
+    n, w = gen.expects["git_image_tokens"][1:]
+    caps = gen.generate({"git_image_tokens": np.random.default_rng(3).standard_normal((2, n, w))}, max_length=6)
     assert len(caps) == 2 and all(isinstance(c, str) for c in caps)
-    # an open_clip hub cache: the clip-vit-l-14 spaces read timm/vit_large_patch14_clip_224.openai
-    write_hub_fixture("clip-vit-l-14", hub_cache, layout="cache", variant="full", size="tiny")
+    # an open_clip hub cache: the clip-vit-l-14 spaces read timm/vit_large_patch14_clip_224.openai, with the
+    # repository's own open_clip_config.json when it has one
+    snap = write_hub_fixture("clip-vit-l-14", hub_cache, layout="cache", variant="full", size="tiny")
+    space = get_space("clip-vit-l-14-tokens")
+    assert space.shape == (17, 16) and space.weights == "open_clip:ViT-L-14/openai"
+    (snap / "open_clip_config.json").unlink()
     with pytest.raises(DataIntegrityError, match="open_clip_model.safetensors"):
-        # found through the hub cache; the tiny file does not fit the real ViT-L/14 architecture: refused
-        get_space("clip-vit-l-14")
+        # without it, open_clip's ViT-L/14 config: the tiny file does not fit and is refused
+        get_space("clip-vit-l-14-tokens")

@@ -575,6 +575,15 @@ def build_clip_space(name: str, *, weights: Any = None, device: Any = "cpu", dty
             pcfg = open_clip.get_pretrained_cfg(arch, tag) or {}
             preprocess_cfg = {**{k: pcfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in pcfg},
                               **(preprocess_cfg or {})}
+            hub_cfg = weights_file.parent / OPEN_CLIP_CONFIG
+            if model_cfg is None and hub_cfg.is_file():
+                # the repository's own open_clip_config.json (open_clip reads it too for hf-hub models)
+                try:
+                    cfg = {**json.loads(hub_cfg.read_text(encoding="utf-8"))["model_cfg"],
+                           **({"quick_gelu": True} if pcfg.get("quick_gelu") else {})}
+                except (ValueError, KeyError) as exc:
+                    raise DataIntegrityError(format_error("weights", f"a JSON {OPEN_CLIP_CONFIG} with a 'model_cfg'",
+                                                          str(hub_cfg), "Download the file again")) from exc
         model = build_open_clip(cfg, device="meta")
         _load_weights(model, weights_file, allow_pickle=allow_pickle, device="cpu")
     logger.info("latent space %s: %s", name, tag_text)

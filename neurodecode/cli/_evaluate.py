@@ -117,7 +117,8 @@ def _retrieval(recons: Path, n_boot: int, seed: int) -> dict[str, Any] | None:
     files = [f for f in read_predicted_latents(recons) if f["target"] is not None]
     if not files:
         return None
-    per_subject, per_item = {}, {"image_retrieval": [], "brain_retrieval": []}
+    per_subject: dict[str, Any] = {}
+    per_item: dict[str, list[Any]] = {"image_retrieval": [], "brain_retrieval": []}
     for f in files:
         res = retrieval_top1(f["predicted"], f["target"], n_way=300, n_repeats=30, random_state=seed)
         per_subject[f"sub-{f['subject']}"] = {k: res[k] for k in ("image_retrieval", "brain_retrieval", "n_way")}

@@ -112,6 +112,7 @@ def _score_images(
     def finish(metric: str, per_item: np.ndarray, shuffled: dict[str, Any]) -> None:
         per_item = np.asarray(per_item, dtype=float)
         nan_items = ~np.isfinite(per_item)
+        entry: dict[str, Any]
         if nan_items.any() and nan_items.all():
             entry = {"value": float("nan"), "ci": None, "chance": CHANCE[metric], "shuffled": None,
                      "per_item": per_item, "n_valid": 0, "higher_is_better": HIGHER_IS_BETTER[metric]}
@@ -136,14 +137,12 @@ def _score_images(
     for metric, fn in low_level:
         if metric in metrics:
             size = sizes[metric]
-            if bd:
-                score = fn
-            else:
-                def score(a: Any, b: Any, fn: Any = fn, size: Any = size) -> np.ndarray:
-                    return fn(a, b, prep_size=None, size=size, antialias=antialias)
-            per_item = score(r, t)
+            def pixel_score(a: Any, b: Any, fn: Any = fn, size: Any = size) -> np.ndarray:
+                return fn(a, b) if bd else fn(a, b, prep_size=None, size=size, antialias=antialias)
+
+            per_item = pixel_score(r, t)
             with np.errstate(invalid="ignore"):
-                shuf = shuffled_pairing(score, r, t, n_permutations=n_shuffles, random_state=shuffle_seed)
+                shuf = shuffled_pairing(pixel_score, r, t, n_permutations=n_shuffles, random_state=shuffle_seed)
             finish(metric, per_item, shuf)
             used[metric] = {"tier": "none", "source": "pixels (no network)"}
 
@@ -164,9 +163,10 @@ def _score_images(
         fr = extract_features(r, net, layers, **kw)
         ft = extract_features(t, net, layers, **kw)
         for metric, layer in zip(net_metrics, layers):
-            score = correlation_distance if metric in DISTANCE_METRICS else two_way_identification
-            per_item = score(fr[layer], ft[layer])
-            shuf = shuffled_pairing(score, fr[layer], ft[layer], n_permutations=n_shuffles, random_state=shuffle_seed)
+            feat_score = correlation_distance if metric in DISTANCE_METRICS else two_way_identification
+            per_item = feat_score(fr[layer], ft[layer])
+            shuf = shuffled_pairing(feat_score, fr[layer], ft[layer], n_permutations=n_shuffles,
+                                    random_state=shuffle_seed)
             finish(metric, per_item, shuf)
             used[metric] = {**net.describe(), "layer": layer}
     if "clip" in metrics:

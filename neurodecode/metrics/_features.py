@@ -351,7 +351,7 @@ def clip_image_features(
 
     x_all = as_float_images(images, "images")
     name = "clip-vit-l-14" if weights == "real" else "clip-vit-l-14-tiny"
-    space = get_space(name, device=device, verbose=verbose)
+    space: Any = get_space(name, device=device, verbose=verbose)
     size = int(space.preprocessing["size"])
     model = space.model
     dev = next(model.parameters()).device

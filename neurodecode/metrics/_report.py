@@ -341,7 +341,7 @@ def render_report(
                      f"<img alt='published comparison' src='{chart}'><figcaption>Ours (red, with 95 % CI) beside "
                      f"the results published under the same protocol ({html.escape(protocol)}; grey); dotted: "
                      f"chance; dashed: shuffled control. Rows and sources:<ul>{sources}</ul></figcaption></figure>")
-    prov = {k: result[k] for k in ("protocol", "weights", "metrics_version", "n_items") if k in result}
+    prov: dict[str, Any] = {k: result[k] for k in ("protocol", "weights", "metrics_version", "n_items") if k in result}
     if provenance:
         prov["run"] = provenance
     parts.append("<h2>Provenance</h2><pre>"

@@ -273,8 +273,8 @@ def load_text_pairs(recons: str | os.PathLike[str], truth: str | os.PathLike[str
     if paraphrases is not None:
         from ._references import merge_paraphrases, read_paraphrases
 
-        table = read_paraphrases(paraphrases)
+        para_table = read_paraphrases(paraphrases)
         rows, _ = merge_paraphrases([{"reference": r[0], **({"paraphrases": r[1:]} if len(r) > 1 else {})}
-                                     for r in refs], table)
+                                     for r in refs], para_table)
         refs = [[row["reference"], *row.get("paraphrases", [])] for row in rows]
     return hyps, refs, ids

@@ -286,6 +286,25 @@ def row_write_errors_are_reported_once(tmp_path):
     assert (folder / "provenance.json").is_file()
 
 
+def row_writer_library_disk_errors(tmp_path):
+    """safetensors reports a full disk as its own error type: it reaches the user as the same teaching line."""
+    import safetensors
+    import safetensors.numpy
+
+    def full_disk(*args, **kwargs):
+        raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                          'message: "No space left on device" })')
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(safetensors.numpy, "save_file", full_disk)
+        res = cli("embed", "--space", "minilm-l6-tiny", "--stimuli", _sentences(tmp_path), "--out", tmp_path / "e")
+    assert_teaching_exit(res, "No space left on device (ENOSPC)", str(tmp_path / "e" / "shard-00000-p0"),
+                         "disk is full")
+    assert not _leftovers(tmp_path / "e") and not list((tmp_path / "e").glob("shard-*.safetensors"))
+    res = cli("embed", "--space", "minilm-l6-tiny", "--stimuli", _sentences(tmp_path), "--out", tmp_path / "e")
+    assert res.exit_code == 0, res.output  # space freed: the same command finishes the cache
+
+
 def _sentences(tmp_path):
     p = tmp_path / "sentences.txt"
     p.write_text("a cat\na dog\n", encoding="utf-8")
@@ -546,6 +565,7 @@ def test_catalogue_covers_every_case_of_the_issue():
         "check_nsd_nan_voxels_per_file", "check_nsd_other_subjects_mask", "check_things_meg_missing_session",
         "check_zuco_missing_subject_task", "check_zuco_unknown_subject_code", "check_eeg2_pickled_every_subject",
         "check_unknown_numbered_subject", "prepare_refuses_nan_unless_policy", "write_errors_are_reported_once",
+        "writer_library_disk_errors",
         "output_path_through_a_file", "neurodecode_home_not_writable", "data_points_at_a_simulate_folder",
         "nan_errors_name_file_subject_position", "meg_nan_names_file_subject_channel", "npz_object_arrays_wording", "npz_with_objects_reads_when_allowed",
         "shared_cli_options_for_the_lead", "orphaned_temporaries_cleaned", "trainer_state_bounded",

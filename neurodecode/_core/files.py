@@ -13,6 +13,7 @@ next run that writes into the same folder removes the ones whose process is gone
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -149,9 +150,37 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        os_error = None if isinstance(exc, OSError) else _as_os_error(exc, target)
+        if os_error is not None:
+            raise os_error from exc
         raise
+
+
+_ERRNO_PATTERNS = (re.compile(r"code: (\d+)"), re.compile(r"os error (\d+)"), re.compile(r"errno = (\d+)"),
+                   re.compile(r"\[Errno (\d+)\]"))
+
+
+def _as_os_error(exc: BaseException, target: Path) -> OSError | None:
+    """An ``OSError`` for a writer library's own exception about the file system (safetensors' ``IoError``,
+    torch's "file write failed"), so every write error reaches the user the same way; ``None`` otherwise."""
+    if not isinstance(exc, Exception):
+        return None
+    text = str(exc)
+    for pattern in _ERRNO_PATTERNS:
+        m = pattern.search(text)
+        if m and int(m.group(1)) in errno.errorcode:
+            code = int(m.group(1))
+            return OSError(code, os.strerror(code), str(target))
+    if "write failed" in text.lower() or "no space" in text.lower():
+        try:
+            full = shutil.disk_usage(target.parent).free < (1 << 20)
+        except OSError:
+            full = False
+        if full:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+    return None
 
 
 @contextmanager

@@ -159,3 +159,17 @@ def test_git_and_open_clip_fixtures_load_through_their_routes(tmp_path, hub_cach
     with pytest.raises(DataIntegrityError, match="open_clip_model.safetensors"):
         # without it, open_clip's ViT-L/14 config: the tiny file does not fit and is refused
         get_space("clip-vit-l-14-tokens")
+
+
+def test_open_clip_space_keeps_weights_in_the_requested_dtype(hub_cache):
+    import torch
+
+    from neurodecode.latents import get_space
+
+    write_hub_fixture("clip-vit-l-14", hub_cache, layout="cache", variant="fp16", size="tiny")
+    half = get_space("clip-vit-l-14-text-tokens", dtype="bfloat16")
+    full = get_space("clip-vit-l-14-text-tokens")
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}  # not materialised in float32
+    assert {p.dtype for p in full.model.parameters()} == {torch.float32}
+    a, b = half.encode_texts(["a cat", "two dogs"]), full.encode_texts(["a cat", "two dogs"])
+    assert np.abs(a - b).max() < 0.05 * np.abs(b).max()

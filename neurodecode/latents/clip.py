@@ -240,15 +240,23 @@ def _find_weights(folder: Path, allow_pickle: bool) -> Path:
         if pickles else "Save the model with save_open_clip_folder"))
 
 
-def _load_weights(model: Any, path: Path, *, allow_pickle: bool, device: Any) -> None:
+def _load_weights(model: Any, path: Path, *, allow_pickle: bool, device: Any, dtype: Any = None) -> None:
+    """Load ``path`` into a meta-device ``model`` (one copy in host memory), weights in ``dtype``.
+
+    ``dtype=None`` keeps float32 (weights stored in reduced precision, e.g. the shipped demo CLIP,
+    compute in float32; ``assign=True`` would otherwise keep their storage dtype); ``bfloat16`` /
+    ``float16`` keep the weights in that precision (a bigG tower: 5 GB instead of 10).
+    """
     import torch
 
     from ..io.checkpoints import load_state_dict
 
+    target = torch.float32 if dtype is None else dtype
     state = load_state_dict(path, allow_pickle=allow_pickle)
-    # weights stored in reduced precision (e.g. the shipped demo CLIP, float16) compute in float32;
-    # ``assign=True`` would otherwise keep their storage dtype
-    state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float64 else v for k, v in state.items()}
+    for k in list(state):
+        v = state[k]
+        if v.is_floating_point() and v.dtype != torch.float64 and v.dtype != target:
+            state[k] = v.to(target)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as exc:  # size mismatches: the file belongs to another width
@@ -265,6 +273,16 @@ def _load_weights(model: Any, path: Path, *, allow_pickle: bool, device: Any) ->
         if hasattr(mod, "attn_mask") and getattr(mod.attn_mask, "is_meta", False):
             mod.attn_mask = _causal_mask(mod.attn_mask.shape[-1])
     model.to(device)
+
+
+def _weights_dtype(dtype: Any) -> Any:
+    """The dtype the weights are kept in: the compute dtype when reduced, else float32."""
+    import torch
+
+    from .._core.device import resolve_dtype
+
+    resolved = resolve_dtype(dtype) if dtype not in (None, "auto") else torch.float32
+    return resolved if resolved in (torch.bfloat16, torch.float16) else None
 
 
 def _causal_mask(n: int) -> Any:
@@ -585,7 +603,7 @@ def build_clip_space(name: str, *, weights: Any = None, device: Any = "cpu", dty
                     raise DataIntegrityError(format_error("weights", f"a JSON {OPEN_CLIP_CONFIG} with a 'model_cfg'",
                                                           str(hub_cfg), "Download the file again")) from exc
         model = build_open_clip(cfg, device="meta")
-        _load_weights(model, weights_file, allow_pickle=allow_pickle, device="cpu")
+        _load_weights(model, weights_file, allow_pickle=allow_pickle, device="cpu", dtype=_weights_dtype(dtype))
     logger.info("latent space %s: %s", name, tag_text)
     return ClipSpace(name, model=model, model_cfg=cfg, preprocess_cfg=_preprocess_cfg(cfg, preprocess_cfg),
                      output=output, normalize=normalize, weights=tag_text, weights_file=weights_file,

@@ -63,6 +63,20 @@ def test_glim_protocol_matches_torchmetrics_per_sentence_means():
     assert res["bleu1@raw"]["shuffled"] < res["bleu1@raw"]["value"]
 
 
+def test_glim_rouge_best_reference_ties_as_torchmetrics():
+    # two paraphrases with the same ROUGE-1 F up to float64 rounding (P=1/4, R=1/7 and P=3/20, R=3/13):
+    # torchmetrics compares F in float32, so they tie and the first wins (R = 1/7)
+    words = [f"w{i}" for i in range(20)]
+    pred = " ".join(words)
+    ref_a = " ".join(words[:5] + [f"a{i}" for i in range(30)])
+    ref_b = " ".join(words[5:8] + [f"b{i}" for i in range(10)])
+    want = _glim_by_torchmetrics([pred], [["raw sentence", ref_a, ref_b]])
+    res = evaluate_text([pred], [["raw sentence", ref_a, ref_b]], metrics="rouge1_p,rouge1_r", protocol="glim",
+                        n_boot=10)
+    assert res["rouge1_r@paraphrases"]["value"] == pytest.approx(want["rouge1_r@paraphrases"], abs=1e-6)
+    assert res["rouge1_r@paraphrases"]["value"] == pytest.approx(1 / 7)
+
+
 def test_glim_protocol_without_paraphrases_and_with_some_missing():
     raw_only = [r[0] for r in REFS]
     res = evaluate_text(PREDS, raw_only, metrics="bleu1,wer", protocol="glim", n_boot=20)

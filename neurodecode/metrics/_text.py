@@ -196,6 +196,18 @@ def _rouge_scorer() -> Any:
     return require("rouge_score.rouge_scorer", "ROUGE")
 
 
+def _rouge1_best_float32(hyps: list[str], refs: list[list[str]]) -> dict[str, np.ndarray]:
+    """ROUGE-1 P/R/F with the best reference chosen as torchmetrics does (GLIM): the highest F in
+    float32, the first reference on ties (F values equal up to float64 rounding tie in float32)."""
+    scorer = _rouge_scorer().RougeScorer(["rouge1"], use_stemmer=False)
+    out = {k: np.zeros(len(hyps)) for k in ("rouge1_p", "rouge1_r", "rouge1_f")}
+    for i, (h, rs) in enumerate(zip(hyps, refs)):
+        scores = [scorer.score(r, h)["rouge1"] for r in rs]
+        best = scores[int(np.argmax(np.array([s.fmeasure for s in scores], dtype=np.float32)))]
+        out["rouge1_p"][i], out["rouge1_r"][i], out["rouge1_f"][i] = best.precision, best.recall, best.fmeasure
+    return out
+
+
 def _word_edits(ref: list[str], hyp: list[str]) -> int:
     """Word-level Levenshtein distance (substitutions + deletions + insertions)."""
     prev = list(range(len(hyp) + 1))
@@ -351,7 +363,7 @@ def _glim_scores(hyps: list[str], refs: list[list[str]], metrics: list[str], low
                 v = b["per_item"][f"bleu{order}"]
                 out[f"bleu{order}@{variant}"] = (float(v.mean()), v, None)
         if rouge_keys:
-            r = rouge_scores(hyps, vrefs)
+            r = _rouge1_best_float32(hyps, vrefs)
             for k in rouge_keys:
                 out[f"{k}@{variant}"] = (float(r[k].mean()), r[k], None)
     if "wer" in metrics:

@@ -51,6 +51,39 @@ def test_bottleneck_starts_as_identity_and_pooling_known_answers():
     assert adaptive_resize(x, 3, "max").tolist() == [[5.0, 2.0, 4.0]]
     torch.testing.assert_close(adaptive_resize(x, 2, "avg"), torch.tensor([[8 / 3, 7 / 3]]))
     assert adaptive_resize(torch.tensor([[0.0, 2.0]]), 3, "linear").tolist() == [[0.0, 1.0, 2.0]]
+    # MindBridge's "resize" pooling: F.interpolate(..., align_corners=False); source position (i + 0.5) * 4/3 - 0.5
+    torch.testing.assert_close(adaptive_resize(torch.tensor([[0.0, 3.0, 6.0, 9.0]]), 3, "linear"),
+                               torch.tensor([[0.5, 4.5, 8.5]]))
+
+
+def test_bottleneck_is_a_relu_residual_adapter_with_zero_bias_start():
+    torch.manual_seed(0)
+    ad = BottleneckAdapter(7, 3)
+    assert torch.count_nonzero(ad.down.bias) == 0 and torch.count_nonzero(ad.down.weight) > 0
+    with torch.no_grad():
+        ad.up.weight.normal_()
+        ad.up.bias.normal_()
+        ad.down.bias.normal_()
+    x = torch.randn(5, 7)
+    # the reference Adapter_Layer: x + up_proj(ReLU(down_proj(x))) (scale 1, no dropout, no layer norm)
+    h = torch.clamp(x @ ad.down.weight.T + ad.down.bias, min=0)
+    torch.testing.assert_close(ad(x), x + h @ ad.up.weight.T + ad.up.bias)
+
+
+def test_builder_is_linear_layernorm_gelu_then_adapter():
+    torch.manual_seed(1)
+    bld = MindBridgeBuilder("nsd/subj01", 9, pooled=8, bottleneck=3, width=5)
+    with torch.no_grad():
+        for p in bld.parameters():
+            p.add_(0.3 * torch.randn(p.shape))
+    e = torch.randn(4, 5)
+    y = e @ bld.proj.weight.T + bld.proj.bias
+    y = (y - y.mean(-1, keepdim=True)) / torch.sqrt(y.var(-1, unbiased=False, keepdim=True) + 1e-5)
+    y = y * bld.norm.weight + bld.norm.bias
+    y = 0.5 * y * (1 + torch.erf(y / 2 ** 0.5))  # exact GELU
+    a = bld.adapter
+    expected = y + torch.clamp(y @ a.down.weight.T + a.down.bias, min=0) @ a.up.weight.T + a.up.bias
+    torch.testing.assert_close(bld(e), expected)
 
 
 def test_real_size_mindbridge_adapters_parameter_counts():
@@ -60,4 +93,7 @@ def test_real_size_mindbridge_adapters_parameter_counts():
     n_emb = sum(p.numel() for p in emb.parameters())
     # 8192*128+128 + 128*8192+8192 + 8192*2048+2048 + 2*2048
     assert n_emb == 18_888_832
-    assert sum(p.numel() for p in bld.parameters()) == 2048 * 8192 + 8192 + 8192 * 128 + 128 + 128 * 8192 + 8192
+    # Linear 2048 -> 8192, LayerNorm(8192), GELU, adapter: the reference's 18,907,264 per subject
+    n_bld = 2048 * 8192 + 8192 + 2 * 8192 + 8192 * 128 + 128 + 128 * 8192 + 8192
+    assert n_bld == 18_907_264
+    assert sum(p.numel() for p in bld.parameters()) == n_bld

@@ -6,9 +6,10 @@ position), so adding or reordering subjects never mixes weights up.
 
 - :class:`LinearAdapter`: one ``Linear(n_voxels, width)`` (MindEye2; linear beats MLP adapters).
 - :class:`MindBridgeEmbedder`: adaptive pooling of the voxel vector to a fixed size (8192),
-  a residual bottleneck (8192 -> 128 -> 8192, zero-initialised up-projection), then
+  a residual ReLU bottleneck (8192 -> 128 -> 8192, zero-initialised up-projection), then
   ``Linear -> LayerNorm -> GELU -> Dropout`` to the shared width (2048).
-- :class:`MindBridgeBuilder`: the inverse map, shared width -> pooled voxels, plus a bottleneck adapter.
+- :class:`MindBridgeBuilder`: the inverse map, ``Linear -> LayerNorm -> GELU`` from the shared width
+  to the pooled voxels, then a bottleneck adapter.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def subject_key(subject: str) -> str:
 
 
 def adaptive_resize(x: torch.Tensor, size: int, mode: str = "max") -> torch.Tensor:
-    """Resize the last axis of ``x`` (batch, n) to ``size`` by adaptive max/avg pooling or linear interpolation."""
+    """Resize the last axis of ``x`` (batch, n) to ``size`` by adaptive max/avg pooling or linear interpolation.
+
+    ``"linear"`` interpolates with ``align_corners=False``, as MindBridge's ``resize`` option.
+    """
     check_option(mode, "pool", POOLING)
     if x.shape[-1] == size and mode != "linear":
         return x
@@ -48,7 +52,7 @@ def adaptive_resize(x: torch.Tensor, size: int, mode: str = "max") -> torch.Tens
     elif mode == "avg":
         out = nn.functional.adaptive_avg_pool1d(x3, size)
     else:
-        out = nn.functional.interpolate(x3, size=size, mode="linear", align_corners=True)
+        out = nn.functional.interpolate(x3, size=size, mode="linear", align_corners=False)
     return out.squeeze(1)
 
 
@@ -98,17 +102,22 @@ class LinearAdapter(SubjectAdapter):
 
 
 class BottleneckAdapter(nn.Module):
-    """Residual bottleneck ``x + up(gelu(down(x)))`` with a zero-initialised ``up`` (starts as identity)."""
+    """Residual bottleneck ``x + up(relu(down(x)))`` that starts as the identity (MindBridge's adapter).
+
+    ``up`` (weights and bias) and ``down``'s bias start at zero, ``down``'s weight with PyTorch's
+    default (Kaiming-uniform) initialisation, as in the reference's LoRA-style initialisation.
+    """
 
     def __init__(self, dim: int, bottleneck: int) -> None:
         super().__init__()
         self.down = nn.Linear(dim, bottleneck)
         self.up = nn.Linear(bottleneck, dim)
+        nn.init.zeros_(self.down.bias)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.up(nn.functional.gelu(self.down(x)))
+        return x + self.up(nn.functional.relu(self.down(x)))
 
 
 class MindBridgeEmbedder(SubjectAdapter):
@@ -156,20 +165,25 @@ class MindBridgeEmbedder(SubjectAdapter):
 
 
 class MindBridgeBuilder(SubjectAdapter):
-    """MindBridge's per-subject builder: shared embedding -> pooled voxels (Linear + bottleneck adapter)."""
+    """MindBridge's per-subject builder: shared embedding -> pooled voxels.
+
+    ``Linear(width, pooled) -> LayerNorm(pooled) -> GELU -> bottleneck adapter`` (18,907,264
+    parameters at real size).
+    """
 
     def __init__(self, subject: str, n_inputs: int, pooled: int = 8192, bottleneck: int = 128,
                  width: int = 2048) -> None:
         super().__init__(subject, n_inputs)
         self.width = width
         self.proj = nn.Linear(width, pooled)
+        self.norm = nn.LayerNorm(pooled)
         self.adapter = BottleneckAdapter(pooled, bottleneck)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if h.ndim != 2 or h.shape[-1] != self.width:
             raise ShapeMismatchError(format_error(f"embedding for subject {self.subject!r}",
                                                   f"shape (batch, {self.width})", f"shape {tuple(h.shape)}"))
-        return self.adapter(self.proj(h))
+        return self.adapter(nn.functional.gelu(self.norm(self.proj(h))))
 
 
 class AdapterBank(nn.Module):

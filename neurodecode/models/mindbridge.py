@@ -1,24 +1,28 @@
 """MindBridge (Wang et al., CVPR 2024): one cross-subject fMRI decoder with per-subject embedders and builders.
 
-Pipeline (real size)::
+Pipeline (real size; the reference is littlepure2333/MindBridge @2a3943f, ``src/models.py``)::
 
-    voxels (n_s) --AdaptiveMaxPool1d--> 8192 --bottleneck adapter (8192->128->8192)--> Linear 2048
+    voxels (n_s) --AdaptiveMaxPool1d--> 8192 --ReLU bottleneck adapter (8192->128->8192)--> Linear 2048
       --LayerNorm/GELU/Dropout 0.5-->  shared embedding e (2048)         [per-subject embedder]
     e --4 residual MLP blocks (2048)--> h                                 [shared translator]
     h --Linear--> 257 x 768 CLIP image tokens ; h --Linear--> 77 x 768 CLIP text tokens   [shared heads]
-    e --Linear 2048->8192 + adapter--> pooled voxels                      [per-subject builder]
+    e --Linear 2048->8192, LayerNorm, GELU, adapter--> pooled voxels       [per-subject builder]
 
-Losses: SoftCLIP + 1e4 x MSE on (Versatile-Diffusion-normalised) image tokens, the same on
-text tokens, brain reconstruction MSE (builder(embedder(x)) vs pooled x) and the cycle loss
-(A's embedding -> builder_B -> embedder_B, MSE back to A's embedding) between the two
-subjects of each step. Reset-tuning adapts to a new subject: only its embedder and
-builder train, and every step mixes in a source-subject batch (the cycle loss carries the
-shared knowledge over).
+Losses (the reference's ``src/trainer.py``, ``train_step``), over the concatenated batch of every
+subject of the step: SoftCLIP (temperature 0.005) + 1e4 x MSE, both between the flattened,
+L2-normalised predicted and target token vectors (257 x 768 -> 197,376 values per item), for the
+image and the text tokens; the brain reconstruction MSE (builder(embedder(x)) vs the pooled
+voxels); the cycle loss for one pair of subjects per step (A's embedding -> builder_B ->
+embedder_B, MSE back to A's embedding, gradients into both sides). Reset-tuning adapts to a new
+subject: only its embedder and builder train, every step mixes in a source-subject batch, and
+the cycle runs from the source subject to the new one.
 
 Batches (from :class:`neurodecode.train.MultiSubjectBatches`) hold ``"subject"``, ``"x"``
 (n, n_voxels), ``"image_tokens"`` (n, 257, 768) and optionally ``"text_tokens"``
-(n, 77, 768); two subjects per step come as ``{"parts": [batch_a, batch_b]}``.
-Targets are expected already VD-normalised (see :func:`vd_normalize`).
+(n, 77, 768); several subjects per step come as ``{"parts": [batch_a, batch_b, ...]}`` (the
+reference puts all four training subjects in every step). Targets are expected VD-normalised
+(see :func:`vd_normalize`); since the losses only see directions, :meth:`MindBridge.predict_latents`
+divides each predicted token set by the norm of its token 0, as the reference does before generation.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from torch import nn
 from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.validation import check_array, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
+from ._targets import DecoderTarget
 from .adapters import AdapterBank, MindBridgeBuilder, MindBridgeEmbedder
 from .losses import soft_clip_loss
 
@@ -82,7 +87,14 @@ class MindBridgeConfig:
     mse_weight, recon_weight, cycle_weight, text_weight : float
         Loss weights (1e4, 1, 1, 1).
     clip_temperature : float
-        SoftCLIP temperature.
+        SoftCLIP temperature (0.005, the reference's ``utils.soft_clip_loss`` default).
+    gather_negatives : bool
+        With several training processes, SoftCLIP scores the global batch (all processes' rows)
+        instead of each process's own (the reference: 200 rows per GPU). ``False`` gives the
+        reference's per-process loss.
+    renormalize_outputs : bool
+        :meth:`MindBridge.predict_latents` divides each item's predicted tokens by the norm of its
+        token 0 (the reference's ``utils.reconstruction``), giving VD-normalised tokens.
     """
 
     subjects: dict[str, int] = field(default_factory=lambda: dict(NSD_VOXELS))
@@ -99,7 +111,9 @@ class MindBridgeConfig:
     recon_weight: float = 1.0
     cycle_weight: float = 1.0
     text_weight: float = 1.0
-    clip_temperature: float = 0.125
+    clip_temperature: float = 0.005
+    gather_negatives: bool = True
+    renormalize_outputs: bool = True
 
     @classmethod
     def tiny(cls, subjects: dict[str, int] | None = None, **overrides: Any) -> MindBridgeConfig:
@@ -141,6 +155,9 @@ class MindBridge(PretrainedMixin, nn.Module):
     """
 
     config_class = MindBridgeConfig
+    #: batch key -> what it trains (read by the recipe runner and the contract tests)
+    targets = {"image_tokens": DecoderTarget("image_tokens", "clip_image_tokens", True),
+               "text_tokens": DecoderTarget("text_tokens", "clip_text_tokens", False)}
 
     def __init__(self, config: MindBridgeConfig | None = None) -> None:
         super().__init__()
@@ -273,48 +290,82 @@ class MindBridge(PretrainedMixin, nn.Module):
 
     # -- losses --------------------------------------------------------------------------------------
     def token_loss(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(SoftCLIP, MSE) between predicted and target tokens; the total is ``clip + mse_weight * mse``."""
+        """(SoftCLIP, MSE) between predicted and target tokens; the total is ``clip + mse_weight * mse``.
+
+        Both compare the flattened, L2-normalised vectors (the reference's ``train_step``); the MSE
+        is the mean over all their values.
+        """
         if pred.shape != target.shape:
             raise ShapeMismatchError(format_error("target tokens", f"shape {tuple(pred.shape)}",
                                                   f"shape {tuple(target.shape)}",
                                                   "Match the decoder's image_tokens/text_tokens to the latent space"))
-        return soft_clip_loss(pred, target, self.config.clip_temperature), F.mse_loss(pred, target.to(pred.dtype))
+        p = F.normalize(pred.flatten(1).float(), dim=-1)
+        t = F.normalize(target.flatten(1).float(), dim=-1)
+        clip = soft_clip_loss(p, t, self.config.clip_temperature, gather=self.config.gather_negatives)
+        return clip, F.mse_loss(p, t)
 
     def cycle_loss(self, e_a: torch.Tensor, subject_b: str) -> torch.Tensor:
-        """MSE between ``e_a`` and embedder_B(builder_B(e_a)) (the target ``e_a`` is detached)."""
+        """MSE between ``e_a`` and embedder_B(builder_B(e_a)) (gradients flow into both, as in the reference)."""
         emb_b: MindBridgeEmbedder = self.embedders[subject_b]  # type: ignore[assignment]
         back = emb_b.embed_pooled(self.builders[subject_b](e_a))
-        return F.mse_loss(back, e_a.detach())
+        return F.mse_loss(back, e_a)
+
+    def _cycle_pair(self, subjects: list[str]) -> tuple[int, int] | None:
+        """Indices (a, b) of the parts joined by this step's cycle loss, or ``None`` with one subject.
+
+        Reset-tuning: from the first source part to the new subject's part (the reference's
+        ``adapting`` pair); otherwise two distinct subjects drawn at random (torch's global RNG).
+        """
+        if len(set(subjects)) < 2:
+            return None
+        tuning = self.tuning_subject
+        if tuning is not None and tuning in subjects:
+            b = subjects.index(tuning)
+            return next(i for i, s in enumerate(subjects) if s != tuning), b
+        order = torch.randperm(len(subjects)).tolist()
+        a = order[0]
+        return a, next(i for i in order[1:] if subjects[i] != subjects[a])
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
-        """All MindBridge losses on one batch (one subject) or ``{"parts": [...]}`` (cycle between parts)."""
+        """All MindBridge losses on one batch (one subject) or ``{"parts": [...]}`` (several subjects).
+
+        The token and reconstruction losses see the concatenation of all parts (one SoftCLIP over
+        every subject's rows); the cycle loss joins one pair of parts (see :meth:`_cycle_pair`).
+        Returns ``"loss"`` and the unweighted terms ``clip_image``, ``mse_image``, ``clip_text``,
+        ``mse_text``, ``recon``, ``cycle``.
+        """
         c = self.config
         parts = batch["parts"] if "parts" in batch else [batch]
         zero = next(self.parameters()).new_zeros(())
-        terms = {"clip_image": zero, "mse_image": zero, "clip_text": zero, "mse_text": zero, "recon": zero,
-                 "cycle": zero}
-        embeddings = []
+        subjects, embeddings, pooled, recon = [], [], [], []
         for part in parts:
-            subject, x = part["subject"], part["x"]
+            subject = part["subject"]
             emb: MindBridgeEmbedder = self.embedders[subject]  # type: ignore[assignment]
-            pooled = emb.pool(x)
-            e = emb.embed_pooled(pooled)
-            embeddings.append((subject, e))
-            out = self.heads(e)
-            ci, mi = self.token_loss(out["image_tokens"], part["image_tokens"])
-            terms["clip_image"] = terms["clip_image"] + ci
-            terms["mse_image"] = terms["mse_image"] + mi
-            if "text_tokens" in part and "text_tokens" in out:
-                ct, mt = self.token_loss(out["text_tokens"], part["text_tokens"])
-                terms["clip_text"] = terms["clip_text"] + ct
-                terms["mse_text"] = terms["mse_text"] + mt
-            terms["recon"] = terms["recon"] + F.mse_loss(self.builders[subject](e), pooled)
-        for i, (s_a, e_a) in enumerate(embeddings):
-            for j, (s_b, _) in enumerate(embeddings):
-                if i != j and s_a != s_b:
-                    terms["cycle"] = terms["cycle"] + self.cycle_loss(e_a, s_b)
-        n = len(parts)
-        terms = {k: v / n for k, v in terms.items()}
+            p = emb.pool(part["x"])
+            e = emb.embed_pooled(p)
+            subjects.append(subject)
+            embeddings.append(e)
+            pooled.append(p)
+            recon.append(self.builders[subject](e))
+        out = self.heads(torch.cat(embeddings))
+        terms = dict.fromkeys(("clip_image", "mse_image", "clip_text", "mse_text", "recon", "cycle"), zero)
+        terms["clip_image"], terms["mse_image"] = self.token_loss(
+            out["image_tokens"], torch.cat([part["image_tokens"] for part in parts]))
+        if "text_tokens" in out:
+            rows, texts, lo = [], [], 0
+            for part, e in zip(parts, embeddings):
+                if "text_tokens" in part:
+                    rows.append(torch.arange(lo, lo + len(e), device=e.device))
+                    texts.append(part["text_tokens"])
+                lo += len(e)
+            if texts:
+                idx = torch.cat(rows)
+                terms["clip_text"], terms["mse_text"] = self.token_loss(out["text_tokens"][idx], torch.cat(texts))
+        terms["recon"] = F.mse_loss(torch.cat(recon), torch.cat(pooled).to(recon[0].dtype))
+        pair = self._cycle_pair(subjects)
+        if pair is not None:
+            a, b = pair
+            terms["cycle"] = self.cycle_loss(embeddings[a], subjects[b])
         loss = (terms["clip_image"] + c.mse_weight * terms["mse_image"]
                 + c.text_weight * (terms["clip_text"] + c.mse_weight * terms["mse_text"])
                 + c.recon_weight * terms["recon"] + c.cycle_weight * terms["cycle"])
@@ -338,7 +389,8 @@ class MindBridge(PretrainedMixin, nn.Module):
         -------
         latents : dict
             ``"clip_image_tokens"``: ndarray of shape (n_trials, 257, 768) and, with a text head,
-            ``"clip_text_tokens"``: ndarray of shape (n_trials, 77, 768) (real sizes), float32.
+            ``"clip_text_tokens"``: ndarray of shape (n_trials, 77, 768) (real sizes), float32;
+            each item divided by the norm of its token 0 when ``config.renormalize_outputs``.
         """
         X = check_array(X, "X", ndim=2, dtype=np.float32)
         self.embedders[subject].check_input(torch.empty(0, X.shape[1], device="meta"))
@@ -349,7 +401,10 @@ class MindBridge(PretrainedMixin, nn.Module):
         for lo in range(0, len(X), batch_size):
             out = self(torch.from_numpy(X[lo:lo + batch_size]).to(device), subject)
             for k, v in out.items():
-                chunks.setdefault(k, []).append(v.float().cpu().numpy())
+                v = v.float()
+                if self.config.renormalize_outputs:
+                    v = v / (v[:, 0].norm(dim=-1)[:, None, None] + 1e-6)
+                chunks.setdefault(k, []).append(v.cpu().numpy())
         self.train(was)
         names = {"image_tokens": "clip_image_tokens", "text_tokens": "clip_text_tokens"}
         return {names[k]: np.concatenate(v) for k, v in chunks.items()}

@@ -1,17 +1,26 @@
-"""A MindEye2-style shared-subject fMRI decoder (Scotti et al., ICML 2024).
+"""MindEye2 (Scotti et al., ICML 2024): a shared-subject fMRI decoder with a diffusion prior.
 
-Pipeline (real size)::
+Pipeline (real size; the reference is MedARC-AI/MindEyeV2 @c184718, ``src/models.py`` and
+``src/Train.ipynb``)::
 
     voxels (n_s) --Linear--> 4096                                      [per-subject linear adapter]
-    --4 residual MLP blocks (LayerNorm, Linear, GELU, Dropout 0.15, Linear)-->  [shared backbone]
-    --Linear--> 256 x 1664 target tokens (OpenCLIP ViT-bigG-14 patches; any latent by config)
-    --retrieval projector (3-layer MLP per token)--> contrastive embedding
-    --diffusion prior (transformer over the tokens, 100 timesteps, 20 sampling steps)--> tokens
-    --optional low-level head--> image-autoencoder (VAE) latent
+    --4 residual MLP blocks (LayerNorm, Linear, GELU, Dropout 0.15, Linear) + token-mixing blocks-->
+    --Linear--> 256 x 1664 brain tokens (OpenCLIP ViT-bigG-14 patch space)       [shared backbone]
+    brain tokens --projector (LayerNorm, GELU, Linear) x 3 per token--> retrieval embedding
+    brain tokens --dalle2-style diffusion prior (259,865,216 parameters)--> target tokens
+    4096 --Linear 64 x 7 x 7, GroupNorm, CNN upsampler--> 4 x 28 x 28 SD-VAE latent   [low level]
+         \\-- 1x1-conv projector --> 49 x 512 tokens matched to VICRegL ConvNeXt-XL features
 
-Losses: prior MSE x 30 + contrastive (BiMixCo during the first third of training, then
-SoftCLIP) + low-level L1 x 0.5. Batches hold ``"subject"``, ``"x"``, ``"tokens"`` (n, T, D)
-and optionally ``"vae_latents"``; several subjects per step come as ``{"parts": [...]}``.
+Losses (``Train.ipynb``): prior MSE x 30 + contrastive (BiMixCo at temperature 0.006 during the
+first ``int(0.33 x epochs)`` epochs, then SoftCLIP with a temperature cosine-annealed from 0.004 to
+0.0075 over the remaining epochs) + 0.5 x (L1 on the 0.18215-scaled VAE latent + 0.1 x soft
+contrast against ConvNeXt features). Batches hold ``"subject"``, ``"x"``, ``"tokens"`` (n, T, D)
+and optionally ``"vae_latents"`` (raw SD-VAE latents, n, 4, 28, 28), ``"convnext_maps"`` and
+``"convnext_maps_aug"`` (n, 49, 512); several subjects per step come as ``{"parts": [...]}``.
+
+Deliberate differences from the released code are config options with the reference behaviour
+available (``backbone_residual``, ``mixco_labels``, ``gather_negatives``); see
+``docs/decoders/mindeye2.md``.
 """
 
 from __future__ import annotations
@@ -26,20 +35,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._core.errors import ShapeMismatchError, ValidationError
-from .._core.validation import check_array, dataclass_from_dict, format_error
+from .._core.validation import check_array, check_option, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
 from .adapters import AdapterBank, LinearAdapter
-from .losses import mixco_batch, mixco_loss, soft_clip_loss
+from .losses import MIXCO_LABELS, cosine_anneal, mixco_batch, mixco_loss, soft_clip_loss, soft_cont_loss
 
-__all__ = ["MindEye2Config", "MindEye2"]
+__all__ = ["MindEye2Config", "MindEye2", "DiffusionPrior", "LowLevelHead"]
 
 NSD_VOXELS = {"nsd/subj01": 15724, "nsd/subj02": 14278, "nsd/subj03": 15226, "nsd/subj04": 13153,
               "nsd/subj05": 13039, "nsd/subj06": 17907, "nsd/subj07": 12682, "nsd/subj08": 14386}
 
+#: ``backbone_residual`` options: "paper" (every residual block adds its output) or "reference" (the
+#: released ``BrainNetwork.forward`` with seq_len = 1, where the residual bookkeeping of the
+#: token-mixing blocks drops the MLP blocks' outputs: they get exactly zero gradient).
+BACKBONE_RESIDUAL = ("paper", "reference")
+
 
 @dataclass
 class MindEye2Config:
-    """Sizes and loss weights of :class:`MindEye2` (defaults: real size, bigG targets).
+    """Sizes, losses and schedules of :class:`MindEye2` (defaults: the reference's real size).
 
     Parameters
     ----------
@@ -51,42 +65,112 @@ class MindEye2Config:
         Residual MLP blocks (4).
     dropout : float
         Dropout in the blocks (0.15).
+    backbone_residual : {"paper", "reference"}
+        See :data:`BACKBONE_RESIDUAL`. "paper" (ours) keeps the blocks working.
     target_tokens : list of int
         (n_tokens, dim) of the target latent: (256, 1664) for ViT-bigG-14 patch tokens.
     target_key : str
         Key of ``predict_latents``'s output (``"clip_bigg_tokens"``).
-    prior_depth, prior_heads, prior_timesteps, prior_sampling_steps : int
-        Diffusion prior: transformer depth (6), heads, training timesteps (100), sampling steps (20).
+    prior_depth, prior_heads : int
+        Prior transformer depth (6) and query heads (32).
+    prior_dim_head : int or None
+        Width of a head (``None``: token dim / heads = 52); keys and values have one shared head.
     prior_dim : int or None
-        Prior model width (defaults to the token dim).
+        Prior width; must be the token dim (the reference has no projection). Kept for old configs.
+    prior_timesteps, prior_sampling_steps : int
+        Training timesteps of the cosine schedule (100) and DDIM sampling steps (20).
+    prior_cond_drop : float
+        Probability of replacing each item's brain tokens, and independently its noisy target
+        tokens, by learned null embeddings while training (0.2).
+    prior_eta : float
+        DDIM ``eta`` of the sampler (1.0).
     lowlevel_shape : list of int or None
-        (c, h, w) of the image-autoencoder latent predicted by the low-level head (``None``: no head).
+        (c, h, w) of the SD-VAE latent of the low-level head (4, 28, 28 at 224 px); ``None``: no head.
+    lowlevel_channels : list of int
+        Channels of the upsampler's stages, low to high resolution ((32, 64, 128)); the latent is
+        reached after ``len - 1`` doublings, so h and w must be divisible by ``2 ** (len - 1)``.
+    lowlevel_in_channels, lowlevel_groups : int
+        Channels of the map made by the first Linear (64) and GroupNorm groups in the upsampler (32).
+    lowlevel_feature_dim : int
+        Width of the tokens matched to the ConvNeXt features (512).
+    lowlevel_dropout : float
+        Dropout after the first Linear (0.3).
+    vae_scale : float
+        The head predicts the VAE latent times this factor (SD's 0.18215) and the L1 compares
+        scaled values, as the reference; batches and ``predict_latents`` carry raw latents.
+    lowlevel_cont_weight, lowlevel_cont_temperature : float
+        Weight (0.1) and temperature (0.2) of the ConvNeXt soft contrast inside the low-level loss.
     prior_weight, clip_weight, lowlevel_weight : float
         Loss weights (30, 1, 0.5).
     mixco_fraction : float
-        Fraction of the training steps using BiMixCo before switching to SoftCLIP (1/3).
-    clip_temperature, mixco_temperature : float
-        SoftCLIP / BiMixCo temperatures.
+        BiMixCo during the first ``int(mixco_fraction * epochs)`` epochs (0.33), then SoftCLIP.
+    mixco_temperature : float
+        BiMixCo temperature (0.006).
+    mixco_labels : {"sum", "reference"}
+        Soft labels of BiMixCo: "sum" (ours) offsets each subject's partners into the concatenated
+        batch and gives a sample mixed with itself label 1; "reference" reproduces the released
+        code (partners not offset per subject, a self-pair gets ``1 - beta``).
+    clip_temperature_start, clip_temperature_end : float
+        SoftCLIP temperature cosine-annealed over the SoftCLIP epochs (0.004 -> 0.0075).
+    clip_temperature : float or None
+        A constant SoftCLIP temperature instead of the schedule.
+    gather_negatives : bool
+        With several training processes the contrastive losses score the global batch (the
+        reference scores each GPU's own rows).
     """
 
     subjects: dict[str, int] = field(default_factory=lambda: dict(NSD_VOXELS))
     width: int = 4096
     n_blocks: int = 4
     dropout: float = 0.15
+    backbone_residual: str = "paper"
     target_tokens: list[int] = field(default_factory=lambda: [256, 1664])
     target_key: str = "clip_bigg_tokens"
     prior_depth: int = 6
     prior_heads: int = 32
+    prior_dim_head: int | None = None
     prior_dim: int | None = None
     prior_timesteps: int = 100
     prior_sampling_steps: int = 20
-    lowlevel_shape: list[int] | None = None
+    prior_cond_drop: float = 0.2
+    prior_eta: float = 1.0
+    lowlevel_shape: list[int] | None = field(default_factory=lambda: [4, 28, 28])
+    lowlevel_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    lowlevel_in_channels: int = 64
+    lowlevel_groups: int = 32
+    lowlevel_feature_dim: int = 512
+    lowlevel_dropout: float = 0.3
+    vae_scale: float = 0.18215
+    lowlevel_cont_weight: float = 0.1
+    lowlevel_cont_temperature: float = 0.2
     prior_weight: float = 30.0
     clip_weight: float = 1.0
     lowlevel_weight: float = 0.5
-    mixco_fraction: float = 1 / 3
-    clip_temperature: float = 0.125
-    mixco_temperature: float = 0.05
+    mixco_fraction: float = 0.33
+    mixco_temperature: float = 0.006
+    mixco_labels: str = "sum"
+    clip_temperature_start: float = 0.004
+    clip_temperature_end: float = 0.0075
+    clip_temperature: float | None = None
+    gather_negatives: bool = True
+
+    def __post_init__(self) -> None:
+        check_option(self.backbone_residual, "backbone_residual", BACKBONE_RESIDUAL)
+        check_option(self.mixco_labels, "mixco_labels", MIXCO_LABELS)
+        dim = int(self.target_tokens[1])
+        if self.prior_dim is not None and int(self.prior_dim) != dim:
+            raise ValidationError(format_error("prior_dim", f"None or the token dim {dim}", self.prior_dim,
+                                               "The prior works at the token width (no projection); drop prior_dim"))
+        if self.prior_dim_head is None and dim % self.prior_heads:
+            raise ValidationError(format_error("prior_heads", f"a divisor of the token dim {dim}", self.prior_heads,
+                                               "Or set prior_dim_head"))
+        if self.lowlevel_shape is not None:
+            step = 2 ** (len(self.lowlevel_channels) - 1)
+            c, h, w = (int(v) for v in self.lowlevel_shape)
+            if h % step or w % step:
+                raise ValidationError(format_error(
+                    "lowlevel_shape", f"(c, h, w) with h and w divisible by {step}", list(self.lowlevel_shape),
+                    "Use a VAE latent of 4 x 28 x 28 (224 px), 4 x 32 x 32 (256 px), or change lowlevel_channels"))
 
     @classmethod
     def low_compute(cls, **overrides: Any) -> MindEye2Config:
@@ -98,7 +182,8 @@ class MindEye2Config:
         """The same structure at toy width (random init, offline)."""
         values: dict[str, Any] = dict(subjects=dict(subjects or {"nsd/subj01": 9, "nsd/subj02": 11}), width=16,
                                       target_tokens=[3, 8], prior_depth=2, prior_heads=2, prior_timesteps=100,
-                                      prior_sampling_steps=20, lowlevel_shape=[2, 3, 3])
+                                      prior_sampling_steps=20, lowlevel_shape=[2, 8, 8], lowlevel_channels=[4, 8, 8],
+                                      lowlevel_in_channels=4, lowlevel_groups=2, lowlevel_feature_dim=6)
         values.update(overrides)
         return cls(**values)
 
@@ -107,106 +192,357 @@ class MindEye2Config:
         return dataclass_from_dict(cls, values, "decoder")
 
 
-class _ResBlock(nn.Module):
-    def __init__(self, width: int, dropout: float) -> None:
+# ------------------------------------------------------------------------------------------- backbone
+def _mlp_block(dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+
+
+class _Backbone(nn.Module):
+    """The shared residual MLP (``BrainNetwork``'s mixer blocks at sequence length 1).
+
+    ``channel`` blocks mix the 4096 features; ``token`` blocks mix over the sequence axis, of
+    length 1 here, so each adds a learned constant. See :data:`BACKBONE_RESIDUAL` for ``mode``.
+    """
+
+    def __init__(self, width: int, n_blocks: int, dropout: float, mode: str) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(width, width))
+        self.mode = mode
+        self.channel = nn.ModuleList([_mlp_block(width, dropout) for _ in range(n_blocks)])
+        self.token = nn.ModuleList([_mlp_block(1, dropout) for _ in range(n_blocks)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.net(x)
+        x = x[:, None, :]  # (batch, seq = 1, width)
+        if self.mode == "paper":
+            for channel, token in zip(self.channel, self.token):
+                x = x + channel(x)
+                xt = x.transpose(1, 2)
+                x = (xt + token(xt)).transpose(1, 2)
+            return x[:, 0]
+        res_c, res_t = x, x.transpose(1, 2)
+        for channel, token in zip(self.channel, self.token):
+            x = channel(x) + res_c
+            res_c = x
+            x = token(x.transpose(1, 2)) + res_t  # the reference adds the token residual, not x
+            res_t = x
+            x = x.transpose(1, 2)
+        return x[:, 0]
 
 
-class _Attention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
+# ---------------------------------------------------------------------------------------- diffusion prior
+class _GainNorm(nn.Module):
+    """LayerNorm with a gain and no bias (eps 1e-5 in float32, 1e-3 otherwise); ``stable`` divides by the max."""
+
+    def __init__(self, dim: int, stable: bool = False) -> None:
         super().__init__()
-        if dim % heads:
-            raise ValidationError(format_error("prior_heads", f"a divisor of the prior width {dim}", heads))
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
+        self.stable = stable
+        self.g = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.out(y.transpose(1, 2).reshape(b, n, d))
+        eps = 1e-5 if x.dtype == torch.float32 else 1e-3
+        if self.stable:
+            x = x / x.amax(dim=-1, keepdim=True).detach()
+        var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+        return (x - mean) * (var + eps).rsqrt() * self.g
 
 
-class _PriorLayer(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
+def _rotate_pairs(x: torch.Tensor) -> torch.Tensor:
+    pairs = x.unflatten(-1, (-1, 2))
+    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+
+
+def _relative_buckets(n_query: int, n_key: int, n_buckets: int = 32, max_distance: int = 128,
+                      device: Any = None) -> torch.Tensor:
+    """T5-style buckets of ``max(query - key, 0)`` (key 0 is the null key), shape (n_query, n_key)."""
+    dist = (torch.arange(n_query, device=device)[:, None] - torch.arange(n_key, device=device)[None]).clamp_min(0)
+    exact = n_buckets // 2
+    large = exact + (torch.log(dist.clamp_min(1).float() / exact) / math.log(max_distance / exact)
+                     * (n_buckets - exact)).long()
+    return torch.where(dist < exact, dist, large.clamp_max(n_buckets - 1))
+
+
+class _PriorAttention(nn.Module):
+    """Multi-query attention: ``heads`` queries, one key/value head, a learned null key/value,
+    cosine similarity scaled by 16, rotary positions on the first ``min(32, dim_head)`` features."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int) -> None:
         super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), _Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.heads, self.dim_head = heads, dim_head
+        self.norm = _GainNorm(dim)
+        self.null_kv = nn.Parameter(torch.randn(2, dim_head))
+        self.to_q = nn.Linear(dim, heads * dim_head, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * dim_head, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim, bias=False), _GainNorm(dim))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, rotary: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        x = self.norm(x)
+        q = self.to_q(x).view(b, n, self.heads, self.dim_head).transpose(1, 2)  # (b, h, n, d)
+        k, v = self.to_kv(x).chunk(2, dim=-1)  # (b, n, d)
+        r = rotary.shape[-1]
+        cos, sin = rotary.cos().to(q.dtype), rotary.sin().to(q.dtype)
+        q = torch.cat([q[..., :r] * cos + _rotate_pairs(q[..., :r]) * sin, q[..., r:]], dim=-1)
+        k = torch.cat([k[..., :r] * cos + _rotate_pairs(k[..., :r]) * sin, k[..., r:]], dim=-1)
+        nk, nv = self.null_kv.to(k.dtype).unbind(0)
+        k = torch.cat([nk.expand(b, 1, -1), k], dim=1)
+        v = torch.cat([nv.expand(b, 1, -1), v], dim=1)
+        q, k = F.normalize(q, dim=-1) * 4.0, F.normalize(k, dim=-1) * 4.0  # cosine similarity x 16
+        k = k[:, None].expand(b, self.heads, n + 1, self.dim_head)
+        v = v[:, None].expand(b, self.heads, n + 1, self.dim_head)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
+        return self.to_out(y.transpose(1, 2).reshape(b, n, -1))  # type: ignore[no-any-return]
+
+
+class _SwiGLUFeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        self.norm = _GainNorm(dim)
+        self.inp = nn.Linear(dim, 2 * mult * dim, bias=False)
+        self.out = nn.Linear(mult * dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        h, gate = self.inp(self.norm(x)).chunk(2, dim=-1)
+        return self.out(h * F.silu(gate))  # type: ignore[no-any-return]
 
 
 class DiffusionPrior(nn.Module):
-    """DALL-E-2-style prior: denoise target tokens conditioned on the brain tokens (predicts x0).
+    """The dalle2-pytorch-style diffusion prior of MindEye2 (``PriorNetwork`` + ``BrainDiffusionPrior``).
 
-    The sequence is ``[brain tokens, noisy target tokens]`` plus positions and a timestep
-    embedding; bidirectional SDPA attention; cosine noise schedule over ``timesteps``.
+    The sequence is ``[brain tokens (n), timestep token (1), noisy target tokens + learned
+    positions (n)]``; a bidirectional transformer (``depth`` x [multi-query attention with
+    rotary positions and a T5 relative-position bias, SwiGLU feed-forward]), a stable LayerNorm
+    and a final Linear; the last ``n`` outputs predict the clean tokens (x0). Training replaces
+    each item's brain tokens, and independently its noisy tokens, by learned null embeddings with
+    probability ``cond_drop``. Cosine noise schedule over ``timesteps``; DDIM sampling with ``eta``.
+
+    Parameters
+    ----------
+    n_tokens, dim : int
+        Token count and width of the target (256, 1664).
+    depth, heads : int
+        Transformer depth (6) and query heads (32).
+    dim_head : int or None
+        Head width (``dim // heads``).
+    timesteps : int
+        Diffusion timesteps (100).
+    cond_drop : float
+        Condition dropout (0.2).
+    ff_mult : int
+        Feed-forward expansion (4).
     """
 
-    def __init__(self, n_tokens: int, token_dim: int, dim: int, depth: int, heads: int, timesteps: int) -> None:
+    def __init__(self, n_tokens: int, dim: int, depth: int, heads: int, dim_head: int | None = None,
+                 timesteps: int = 100, cond_drop: float = 0.2, ff_mult: int = 4) -> None:
         super().__init__()
-        self.n_tokens, self.timesteps = n_tokens, timesteps
-        self.inp = nn.Linear(token_dim, dim)
-        self.cond = nn.Linear(token_dim, dim)
-        self.pos = nn.Parameter(torch.zeros(1, 2 * n_tokens, dim))
-        self.time = nn.Embedding(timesteps, dim)
-        self.layers = nn.ModuleList([_PriorLayer(dim, heads) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
-        self.outp = nn.Linear(dim, token_dim)
-        s = 0.008
-        t = torch.linspace(0, 1, timesteps + 1)
-        abar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
-        abar = (abar / abar[0])[1:].clamp(1e-5, 0.9999)
-        self.register_buffer("alphas_cumprod", abar, persistent=False)
+        dim_head = dim_head or dim // heads
+        self.n_tokens, self.dim, self.timesteps, self.cond_drop = n_tokens, dim, timesteps, cond_drop
+        self.time_mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, 2 * dim), nn.SiLU(),
+                                      nn.Linear(2 * dim, dim))
+        self.positions = nn.Parameter(torch.randn(n_tokens, dim) * dim ** -0.5)
+        self.null_brain = nn.Parameter(torch.randn(n_tokens, dim))
+        self.null_image = nn.Parameter(torch.randn(n_tokens, dim))
+        self.rel_pos_bias = nn.Embedding(32, heads)
+        self.layers = nn.ModuleList([nn.ModuleList([_PriorAttention(dim, heads, dim_head),
+                                                    _SwiGLUFeedForward(dim, ff_mult)]) for _ in range(depth)])
+        self.norm = _GainNorm(dim, stable=True)
+        self.project_out = nn.Linear(dim, dim, bias=False)
+        rot = min(32, dim_head)
+        self.register_buffer("rotary_freqs", 1.0 / 10000 ** (torch.arange(0, rot, 2)[: rot // 2].float() / rot),
+                             persistent=False)
+        # cosine schedule (float64, as dalle2-pytorch): betas from alpha-bar, clipped at 0.999
+        x = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64)
+        abar = torch.cos((x / timesteps + 0.008) / 1.008 * math.pi / 2) ** 2
+        betas = (1 - abar[1:] / abar[:-1]).clamp(0, 0.999)
+        cum = torch.cumprod(1 - betas, 0)
+        self.register_buffer("alphas_cumprod", cum.float(), persistent=False)
+        self.register_buffer("alphas_cumprod_prev", F.pad(cum[:-1], (1, 0), value=1.0).float(), persistent=False)
 
-    def denoise(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([self.cond(cond), self.inp(noisy)], dim=1) + self.pos + self.time(t)[:, None]
-        for layer in self.layers:
-            h = layer(h)
-        return self.outp(self.norm(h[:, self.n_tokens:]))  # type: ignore[no-any-return]
+    def _time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2
+        freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * -(math.log(10000) / (half - 1)))
+        arg = t.float()[:, None] * freqs[None]
+        return self.time_mlp(torch.cat([arg.sin(), arg.cos()], dim=-1))  # type: ignore[no-any-return]
+
+    def denoise(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, cond_drop: float = 0.0) -> torch.Tensor:
+        """Predicted clean tokens (n, n_tokens, dim) from noisy tokens at timesteps ``t`` given ``cond``."""
+        b, n = noisy.shape[:2]
+        if cond_drop > 0:
+            keep_brain = torch.rand(b, device=noisy.device) < 1 - cond_drop
+            keep_image = torch.rand(b, device=noisy.device) < 1 - cond_drop
+            cond = torch.where(keep_brain[:, None, None], cond, self.null_brain.to(cond.dtype)[None])
+            noisy = torch.where(keep_image[:, None, None], noisy, self.null_image.to(noisy.dtype)[None])
+        h = torch.cat([cond, self._time_embedding(t)[:, None].to(cond.dtype), noisy + self.positions.to(noisy.dtype)],
+                      dim=1)
+        length = h.shape[1]
+        bias = self.rel_pos_bias(_relative_buckets(length, length + 1, device=h.device)).permute(2, 0, 1)
+        pos = torch.arange(length, device=h.device, dtype=torch.float32)
+        rotary = (pos[:, None] * self.rotary_freqs[None]).repeat_interleave(2, dim=-1)
+        for attn, ff in self.layers:  # type: ignore[misc]
+            h = attn(h, bias, rotary) + h
+            h = ff(h) + h
+        return self.project_out(self.norm(h))[:, -n:]  # type: ignore[no-any-return]
 
     def loss(self, target: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """MSE of the predicted clean tokens at a random timestep."""
+        """MSE of the predicted clean tokens at a random timestep (with condition dropout)."""
         n = target.shape[0]
         t = torch.randint(0, self.timesteps, (n,), device=target.device)
         abar = self.alphas_cumprod[t].view(n, 1, 1)
         noise = torch.randn_like(target)
         noisy = abar.sqrt() * target + (1 - abar).sqrt() * noise
-        return F.mse_loss(self.denoise(noisy, t, cond), target)
+        return F.mse_loss(self.denoise(noisy, t, cond, self.cond_drop), target)
 
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Deterministic DDIM sampling in ``steps`` steps from pure noise."""
-        n, _, d = cond.shape
-        x = torch.randn((n, self.n_tokens, d), generator=generator, device="cpu").to(cond.device, cond.dtype)
-        ts = torch.linspace(self.timesteps - 1, 0, steps).round().long().tolist()
-        for i, t in enumerate(ts):
-            abar = self.alphas_cumprod[t]
-            x0 = self.denoise(x, torch.full((n,), t, device=cond.device, dtype=torch.long), cond)
-            if i + 1 == len(ts):
+    def sample(self, cond: torch.Tensor, steps: int = 20, generator: torch.Generator | None = None,
+               eta: float = 1.0) -> torch.Tensor:
+        """DDIM sampling as dalle2-pytorch's ``p_sample_loop_ddim`` (timesteps ``linspace(-1, T, steps + 1)``)."""
+        n = cond.shape[0]
+
+        def randn() -> torch.Tensor:
+            return torch.randn((n, self.n_tokens, self.dim), generator=generator, device="cpu").to(cond.device,
+                                                                                                   cond.dtype)
+
+        times = torch.linspace(-1.0, self.timesteps, steps + 1)[:-1].int().tolist()[::-1]
+        x = randn()
+        abar_prev, abar = self.alphas_cumprod_prev, self.alphas_cumprod
+        for time, time_next in zip(times[:-1], times[1:]):
+            x0 = self.denoise(x, torch.full((n,), time, device=cond.device, dtype=torch.long), cond)
+            if time_next < 0:
                 return x0
-            eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
-            abar_next = self.alphas_cumprod[ts[i + 1]]
-            x = abar_next.sqrt() * x0 + (1 - abar_next).sqrt() * eps
+            a, a_next = abar_prev[time], abar_prev[time_next]
+            eps = ((1 / abar[time]).sqrt() * x - x0) / (1 / abar[time] - 1).sqrt()
+            c1 = eta * ((1 - a / a_next) * (1 - a_next) / (1 - a)).sqrt()
+            c2 = ((1 - a_next) - c1 ** 2).sqrt()
+            noise = randn() if time_next > 0 else torch.zeros_like(x)
+            x = x0 * a_next.sqrt() + c1 * noise + c2 * eps
         return x
 
 
+# -------------------------------------------------------------------------------------- low-level head
+class _ResnetBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, groups: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, c_in, eps=1e-6)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, c_out, eps=1e-6)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.conv_shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
+        return h + (self.conv_shortcut(x) if self.conv_shortcut is not None else x)  # type: ignore[no-any-return]
+
+
+class _SpatialAttention(nn.Module):
+    """One-head self-attention over the positions of a feature map, with a residual connection."""
+
+    def __init__(self, channels: int, groups: int) -> None:
+        super().__init__()
+        self.group_norm = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.to_q, self.to_k, self.to_v = (nn.Linear(channels, channels) for _ in range(3))
+        self.to_out = nn.ModuleList([nn.Linear(channels, channels)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        s = self.group_norm(x).flatten(2).transpose(1, 2)  # (b, hw, c)
+        y = F.scaled_dot_product_attention(self.to_q(s)[:, None], self.to_k(s)[:, None], self.to_v(s)[:, None])[:, 0]
+        return x + self.to_out[0](y).transpose(1, 2).reshape(b, c, h, w)  # type: ignore[no-any-return]
+
+
+class _MidBlock(nn.Module):
+    def __init__(self, channels: int, groups: int) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList([_ResnetBlock(channels, channels, groups) for _ in range(2)])
+        self.attentions = nn.ModuleList([_SpatialAttention(channels, groups)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.resnets[1](self.attentions[0](self.resnets[0](x)))  # type: ignore[no-any-return]
+
+
+class _Upsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # type: ignore[no-any-return]
+
+
+class _UpBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, groups: int, upsample: bool) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList([_ResnetBlock(c_in, c_out, groups), _ResnetBlock(c_out, c_out, groups)])
+        self.upsamplers = nn.ModuleList([_Upsample(c_out)]) if upsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for r in self.resnets:
+            x = r(x)
+        return self.upsamplers[0](x) if self.upsamplers is not None else x
+
+
+class _Upsampler(nn.Module):
+    """VAE-decoder-style CNN: conv in, mid block (2 resnets around one attention), up blocks of two
+    resnets each (doubling the resolution between them), GroupNorm, SiLU, conv out."""
+
+    def __init__(self, c_in: int, c_out: int, channels: list[int], groups: int) -> None:
+        super().__init__()
+        rev = list(reversed(channels))
+        self.conv_in = nn.Conv2d(c_in, rev[0], 3, padding=1)
+        self.mid_block = _MidBlock(rev[0], groups)
+        self.up_blocks = nn.ModuleList([_UpBlock(rev[max(i - 1, 0)], c, groups, i < len(rev) - 1)
+                                        for i, c in enumerate(rev)])
+        self.conv_norm_out = nn.GroupNorm(groups, channels[0], eps=1e-6)
+        self.conv_out = nn.Conv2d(channels[0], c_out, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.mid_block(self.conv_in(x))
+        for block in self.up_blocks:
+            x = block(x)
+        return self.conv_out(F.silu(self.conv_norm_out(x)))  # type: ignore[no-any-return]
+
+
+class LowLevelHead(nn.Module):
+    """MindEye2's low-level submodule: shared features -> (scaled VAE latent, feature tokens).
+
+    ``Linear(width, c0 * h0 * w0) -> Dropout -> GroupNorm(1, c0)`` makes a small map (64 x 7 x 7),
+    the :class:`_Upsampler` turns it into the latent (4 x 28 x 28), and a 1x1-conv projector
+    turns the same map into ``h0 * w0`` tokens of ``feature_dim`` (49 x 512) for the ConvNeXt
+    soft contrast. 15,158,628 parameters at real size.
+    """
+
+    def __init__(self, width: int, shape: list[int], channels: list[int], in_channels: int, groups: int,
+                 feature_dim: int, dropout: float) -> None:
+        super().__init__()
+        c, h, w = (int(v) for v in shape)
+        step = 2 ** (len(channels) - 1)
+        self.grid = (in_channels, h // step, w // step)
+        self.lin = nn.Linear(width, in_channels * self.grid[1] * self.grid[2])
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.GroupNorm(1, in_channels)
+        self.upsampler = _Upsampler(in_channels, c, channels, groups)
+        self.maps_projector = nn.Sequential(
+            nn.Conv2d(in_channels, feature_dim, 1, bias=False), nn.GroupNorm(1, feature_dim), nn.ReLU(True),
+            nn.Conv2d(feature_dim, feature_dim, 1, bias=False), nn.GroupNorm(1, feature_dim), nn.ReLU(True),
+            nn.Conv2d(feature_dim, feature_dim, 1))
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.norm(self.dropout(self.lin(h)).view(len(h), *self.grid))
+        return self.upsampler(m), self.maps_projector(m).flatten(2).transpose(1, 2)
+
+
+# ------------------------------------------------------------------------------------------------- model
 class MindEye2(PretrainedMixin, nn.Module):
-    """MindEye2-style decoder: linear subject adapters, shared residual MLP, prior, retrieval and low-level heads.
+    """MindEye2: linear subject adapters, shared residual MLP, diffusion prior, retrieval and low-level heads.
 
     Parameters
     ----------
     config : MindEye2Config
         Sizes (``MindEye2Config.tiny()`` for a toy model, ``low_compute()`` for width 1024).
+
+    Examples
+    --------
+    >>> model = MindEye2(MindEye2Config.tiny())
+    >>> out = model.predict_latents(np.zeros((2, 9), np.float32), subject="nsd/subj01")
+    >>> out["clip_bigg_tokens"].shape, out["vae_latents"].shape
+    ((2, 3, 8), (2, 2, 8, 8))
     """
 
     config_class = MindEye2Config
@@ -219,16 +555,20 @@ class MindEye2(PretrainedMixin, nn.Module):
         subjects, config.subjects = dict(config.subjects), {}
         for subject, n in subjects.items():
             self._add(subject, int(n))
-        self.backbone = nn.Sequential(*[_ResBlock(config.width, config.dropout) for _ in range(config.n_blocks)])
+        self.backbone = _Backbone(config.width, config.n_blocks, config.dropout, config.backbone_residual)
         self.to_tokens = nn.Linear(config.width, n_tok * dim)
         self.retrieval = nn.Sequential(nn.LayerNorm(dim), nn.GELU(), nn.Linear(dim, dim),
                                        nn.LayerNorm(dim), nn.GELU(), nn.Linear(dim, dim),
                                        nn.LayerNorm(dim), nn.GELU(), nn.Linear(dim, dim))
-        self.prior = DiffusionPrior(n_tok, dim, config.prior_dim or dim, config.prior_depth, config.prior_heads,
-                                    config.prior_timesteps)
-        self.lowlevel = (nn.Linear(config.width, int(np.prod(config.lowlevel_shape)))
+        self.prior = DiffusionPrior(n_tok, dim, config.prior_depth, config.prior_heads, config.prior_dim_head,
+                                    config.prior_timesteps, config.prior_cond_drop)
+        self.lowlevel = (LowLevelHead(config.width, config.lowlevel_shape, config.lowlevel_channels,
+                                      config.lowlevel_in_channels, config.lowlevel_groups,
+                                      config.lowlevel_feature_dim, config.lowlevel_dropout)
                          if config.lowlevel_shape else None)
         self.mixco_steps = 0
+        self._steps_per_epoch: int | None = None
+        self._epochs: int | None = None
 
     def _add(self, subject: str, n_voxels: int) -> None:
         self.adapters.add(LinearAdapter(subject, n_voxels, self.config.width))
@@ -244,10 +584,30 @@ class MindEye2(PretrainedMixin, nn.Module):
         self._add(subject, int(n_voxels))
         self.adapters[subject].to(device)
 
+    # -- schedules -----------------------------------------------------------------------------------
     def configure_training(self, total_steps: int, steps_per_epoch: int) -> None:
-        """Trainer hook: BiMixCo during the first ``mixco_fraction`` of the steps."""
-        self.mixco_steps = int(round(self.config.mixco_fraction * total_steps))
+        """Trainer hook: epochs of the run, for BiMixCo's phase and the SoftCLIP temperature schedule."""
+        self._steps_per_epoch = max(int(steps_per_epoch), 1)
+        self._epochs = max(-(-int(total_steps) // self._steps_per_epoch), 1)
+        self.mixco_steps = self.mixco_epochs * self._steps_per_epoch
 
+    @property
+    def mixco_epochs(self) -> int:
+        """``int(mixco_fraction * epochs)`` (0 before :meth:`configure_training`)."""
+        return int(self.config.mixco_fraction * self._epochs) if self._epochs else 0
+
+    def clip_temperature_at(self, step: int) -> float:
+        """SoftCLIP temperature at ``step``: cosine from start to end over the SoftCLIP epochs."""
+        c = self.config
+        if c.clip_temperature is not None:
+            return float(c.clip_temperature)
+        if not self._epochs or not self._steps_per_epoch:
+            return float(c.clip_temperature_start)
+        epoch = step // self._steps_per_epoch
+        return cosine_anneal(c.clip_temperature_start, c.clip_temperature_end, epoch - self.mixco_epochs,
+                             self._epochs - self.mixco_epochs)
+
+    # -- forward ---------------------------------------------------------------------------------------
     def backbone_forward(self, x: torch.Tensor, subject: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(shared features (n, width), brain tokens (n, T, D))."""
         h = self.backbone(self.adapters[subject](x))
@@ -256,16 +616,22 @@ class MindEye2(PretrainedMixin, nn.Module):
     def forward(self, x: torch.Tensor, subject: str) -> dict[str, torch.Tensor]:
         h, tokens = self.backbone_forward(x, subject)
         out = {"brain_tokens": tokens, "retrieval": self.retrieval(tokens)}
-        if self.lowlevel is not None and self.config.lowlevel_shape:
-            out["vae_latents"] = self.lowlevel(h).view(len(h), *self.config.lowlevel_shape)
+        if self.lowlevel is not None:
+            latent, feats = self.lowlevel(h)
+            out["vae_latents"] = latent / self.config.vae_scale
+            out["lowlevel_features"] = feats
         return out
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
-        """Prior MSE x 30 + BiMixCo (first third) or SoftCLIP + low-level L1 x 0.5."""
+        """Prior MSE x 30 + BiMixCo or SoftCLIP + 0.5 x (L1 on the scaled latent + 0.1 x ConvNeXt soft contrast).
+
+        Returns ``"loss"``, ``"prior"``, ``"clip"``, ``"lowlevel"`` (L1 + 0.1 x contrast, unweighted),
+        ``"lowlevel_l1"``, ``"lowlevel_cont"`` and ``"clip_temperature"``.
+        """
         c = self.config
         parts = batch["parts"] if "parts" in batch else [batch]
         use_mixco = step < self.mixco_steps
-        hs, toks, targets, perms, betas, lows, low_t = [], [], [], [], [], [], []
+        hs, toks, targets, perms, betas, selects = [], [], [], [], [], []
         offset = 0
         for part in parts:
             x, target = part["x"], part["tokens"]
@@ -274,27 +640,46 @@ class MindEye2(PretrainedMixin, nn.Module):
                                                       f"shape {tuple(target.shape)}",
                                                       "Set decoder.target_tokens to the latent space's token shape"))
             if use_mixco:
-                x, perm, beta, _ = mixco_batch(x)
-                perms.append(perm + offset)
+                x, perm, beta, select = mixco_batch(x)
+                perms.append(perm + offset if c.mixco_labels == "sum" else perm)
                 betas.append(beta)
+                selects.append(select)
             h, tokens = self.backbone_forward(x, part["subject"])
             hs.append(h)
             toks.append(tokens)
             targets.append(target.to(tokens.dtype))
-            if self.lowlevel is not None and "vae_latents" in part:
-                lows.append(self.lowlevel(h))
-                low_t.append(part["vae_latents"].flatten(1))
             offset += len(x)
         tokens, target = torch.cat(toks), torch.cat(targets)
         retr = self.retrieval(tokens)
+        zero = tokens.new_zeros(())
         if use_mixco:
-            clip = mixco_loss(retr, target, torch.cat(perms), torch.cat(betas), temperature=c.mixco_temperature)
+            perm, beta, select = torch.cat(perms), torch.cat(betas), torch.cat(selects)
+            clip = mixco_loss(retr, target, perm, beta, temperature=c.mixco_temperature, labels=c.mixco_labels,
+                              gather=c.gather_negatives)
+            temperature = c.mixco_temperature
         else:
-            clip = soft_clip_loss(retr, target, c.clip_temperature)
+            temperature = self.clip_temperature_at(step)
+            clip = soft_clip_loss(retr, target, temperature, gather=c.gather_negatives)
         prior = self.prior.loss(target, tokens)
-        low = F.l1_loss(torch.cat(lows), torch.cat(low_t).to(tokens.dtype)) if lows else tokens.new_zeros(())
+        l1 = cont = zero
+        if self.lowlevel is not None and all("vae_latents" in p for p in parts):
+            pred, feats = self.lowlevel(torch.cat(hs))
+            latent = torch.cat([p["vae_latents"] for p in parts]).to(pred.dtype) * c.vae_scale
+            if use_mixco:  # the latent targets are mixed like the inputs (Train.ipynb)
+                shape = (-1,) + (1,) * (latent.dim() - 1)
+                b = beta.to(latent.dtype).reshape(shape)
+                latent = torch.where(select.reshape(shape), latent * b + latent[perm] * (1 - b), latent)
+            l1 = F.l1_loss(pred, latent)
+            if all("convnext_maps" in p and "convnext_maps_aug" in p for p in parts):
+                dim = feats.shape[-1]
+                teacher = torch.cat([p["convnext_maps"] for p in parts]).reshape(-1, dim)
+                teacher_aug = torch.cat([p["convnext_maps_aug"] for p in parts]).reshape(-1, dim)
+                cont = soft_cont_loss(feats.reshape(-1, dim), teacher, teacher_aug, c.lowlevel_cont_temperature,
+                                      gather=c.gather_negatives)
+        low = l1 + c.lowlevel_cont_weight * cont
         loss = c.prior_weight * prior + c.clip_weight * clip + c.lowlevel_weight * low
-        return {"loss": loss, "prior": prior, "clip": clip, "lowlevel": low}
+        return {"loss": loss, "prior": prior, "clip": clip, "lowlevel": low, "lowlevel_l1": l1,
+                "lowlevel_cont": cont, "clip_temperature": zero + temperature}
 
     @torch.no_grad()
     def predict_latents(self, X: Any, subject: str, *, batch_size: int = 64, use_prior: bool = True,
@@ -310,16 +695,17 @@ class MindEye2(PretrainedMixin, nn.Module):
         batch_size : int
             Trials per forward pass.
         use_prior : bool
-            Refine the backbone tokens with the diffusion prior (20 DDIM steps by default).
+            Turn the backbone tokens into target tokens with the diffusion prior
+            (``prior_sampling_steps`` DDIM steps, eta ``prior_eta``); ``False`` returns the backbone tokens.
         seed : int
-            Seed of the prior's starting noise.
+            Seed of the prior's noise.
 
         Returns
         -------
         latents : dict
             ``config.target_key`` (``"clip_bigg_tokens"``): ndarray of shape (n_trials, 256, 1664);
             ``"retrieval_embeds"``: ndarray of shape (n_trials, 256, 1664); with a low-level head,
-            ``"vae_latents"``: ndarray of shape (n_trials, c, h, w).
+            ``"vae_latents"``: ndarray of shape (n_trials, 4, 28, 28), raw (unscaled) SD-VAE latents.
         """
         X = check_array(X, "X", ndim=2, dtype=np.float32)
         self.adapters[subject].check_input(torch.empty(0, X.shape[1], device="meta"))
@@ -330,7 +716,7 @@ class MindEye2(PretrainedMixin, nn.Module):
         chunks: dict[str, list[np.ndarray]] = {}
         for lo in range(0, len(X), batch_size):
             out = self(torch.from_numpy(X[lo:lo + batch_size]).to(device), subject)
-            tokens = (self.prior.sample(out["brain_tokens"], self.config.prior_sampling_steps, g)
+            tokens = (self.prior.sample(out["brain_tokens"], self.config.prior_sampling_steps, g, self.config.prior_eta)
                       if use_prior else out["brain_tokens"])
             result = {self.config.target_key: tokens, "retrieval_embeds": out["retrieval"]}
             if "vae_latents" in out:

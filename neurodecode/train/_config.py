@@ -36,6 +36,12 @@ class TrainConfig:
     scheduler : {"onecycle", "cosine", "constant"}
     pct_start : float
         Fraction of the steps spent warming up (OneCycle).
+    final_div_factor : float
+        OneCycle: the last learning rate is ``lr / 25 / final_div_factor`` (PyTorch's default 1e4;
+        MindBridge 100, MindEye2 1000).
+    cycle_momentum : bool
+        OneCycle: cycle Adam's beta1 inversely to the learning rate (0.95 -> 0.85 -> 0.95), PyTorch's
+        default and what MindBridge and MindEye2 ran with.
     betas : tuple of float
         Adam betas.
     max_steps : int or None
@@ -75,6 +81,8 @@ class TrainConfig:
     optimizer: str = "adamw"
     scheduler: str = "onecycle"
     pct_start: float = 2 / 25
+    final_div_factor: float = 1e4
+    cycle_momentum: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     max_steps: int | None = None
     seed: int = 0
@@ -108,6 +116,8 @@ class TrainConfig:
                                                    f"Pass {name}=None to turn it off"))
         if not (self.lr > 0):
             raise ValidationError(format_error("lr", "a positive learning rate", self.lr))
+        if not (self.final_div_factor > 0):
+            raise ValidationError(format_error("final_div_factor", "a positive number", self.final_div_factor))
         if not (0 < self.pct_start < 1):
             raise ValidationError(format_error("pct_start", "a fraction in (0, 1)", self.pct_start))
 

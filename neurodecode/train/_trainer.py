@@ -230,7 +230,9 @@ class Trainer:
 
         if config.scheduler == "onecycle":
             return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total, 2),
-                                                       pct_start=config.pct_start, cycle_momentum=False)
+                                                       pct_start=config.pct_start,
+                                                       final_div_factor=config.final_div_factor,
+                                                       cycle_momentum=config.cycle_momentum)
         if config.scheduler == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
         return torch.optim.lr_scheduler.LambdaLR(optimizer, _constant)

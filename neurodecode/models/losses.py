@@ -11,6 +11,7 @@ one process holding the global batch: the number of processes does not change th
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,25 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+class _AllGather(torch.autograd.Function):
+    """All processes' (equally sized) tensors stacked, shape (world, ...); the backward pass sums the
+    gradients every process computed for this process's slice."""
+
+    @staticmethod
+    def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        world = torch.distributed.get_world_size()
+        parts = [torch.empty_like(t) for _ in range(world)]
+        torch.distributed.all_gather(parts, t.contiguous())
+        ctx.rank = torch.distributed.get_rank()
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        torch.distributed.all_reduce(grad)
+        return grad[ctx.rank]
+
+
 def gather_rows(*tensors: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], int]:
     """Concatenate each tensor's rows over all processes (rank order), keeping gradients.
 
@@ -54,10 +74,7 @@ def gather_rows(*tensors: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], int]:
     rank, world = _world()
     if world == 1:
         return tuple(tensors), 0
-    import torch.distributed.nn.functional as dist_fn
-
-    device = tensors[0].device
-    n_local = torch.tensor([tensors[0].shape[0]], device=device)
+    n_local = torch.tensor([tensors[0].shape[0]], device=tensors[0].device)
     sizes = [torch.zeros_like(n_local) for _ in range(world)]
     torch.distributed.all_gather(sizes, n_local)
     counts = [int(s.item()) for s in sizes]
@@ -67,11 +84,12 @@ def gather_rows(*tensors: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], int]:
         pad = n_max - t.shape[0]
         padded = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) if pad else t
         if t.requires_grad:
-            parts = list(dist_fn.all_gather(padded.contiguous()))
+            stacked = _AllGather.apply(padded)
         else:
             parts = [torch.empty_like(padded) for _ in range(world)]
             torch.distributed.all_gather(parts, padded.contiguous())
-        out.append(torch.cat([p[:c] for p, c in zip(parts, counts)]))
+            stacked = torch.stack(parts)
+        out.append(torch.cat([stacked[r, :c] for r, c in enumerate(counts)]))
     return tuple(out), sum(counts[:rank])
 
 

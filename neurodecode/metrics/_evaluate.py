@@ -82,8 +82,8 @@ def summarize(
     if not finite.any():
         raise ValidationError(format_error("per_item", "at least one finite score", values))
     if not finite.all():
-        logger.warning("%d of %d items have no score (NaN, e.g. a constant image) and are left out",
-                       int((~finite).sum()), len(values))
+        logger.warning("%d of %d items have no score (NaN, e.g. a constant image): the value and CI here are "
+                       "over the others; per_item and n_valid keep them visible", int((~finite).sum()), len(values))
     lo, hi = bootstrap_ci(values, n_boot=n_boot, random_state=random_state)
     return {
         "value": float(values[finite].mean()),

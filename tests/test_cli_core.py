@@ -36,3 +36,19 @@ def test_console_script_runs_as_module():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     json.loads(out.stdout)
+
+
+def test_os_errors_get_one_teaching_line():
+    import errno
+
+    from neurodecode.cli._common import os_error_message
+
+    msg = os_error_message(PermissionError(errno.EACCES, "Permission denied", "/data/out/x.json"))
+    assert "/data/out/x.json" in msg and "EACCES" in msg and "writable folder" in msg
+    # h5py puts the number and the path in its message only
+    msg = os_error_message(OSError("Unable to create file (unable to open file: name = '/ro/x.h5', errno = 30)"))
+    assert "/ro/x.h5" in msg and "EROFS" in msg and "read-only" in msg
+    msg = os_error_message(OSError(errno.ENOSPC, "No space left on device", "/d/f"))
+    assert "disk is full" in msg and "resumes" in msg
+    assert os_error_message(ConnectionError("refused")).startswith("network:")
+    assert "NEURODECODE_OFFLINE=1" in os_error_message(TimeoutError("slow"))

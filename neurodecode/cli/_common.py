@@ -83,16 +83,32 @@ _WRITE_FIXES = {
 }
 
 
+def _is_network_error(exc: OSError) -> bool:
+    import socket
+
+    module = type(exc).__module__
+    return isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, socket.herror)) or \
+        module.startswith(("requests", "urllib3", "huggingface_hub", "http"))
+
+
 def os_error_message(exc: OSError) -> str:
     """One teaching line for an ``OSError``: the path, what the system said, and how to fix it."""
-    code = errno.errorcode.get(exc.errno) if exc.errno is not None else None
+    if _is_network_error(exc):
+        return (f"network: expected to reach the server, got {type(exc).__name__}: {exc}. Check the connection, "
+                "or fetch the weights once with `neurodecode download` on a connected machine and run with "
+                "NEURODECODE_OFFLINE=1.")
+    number = exc.errno
+    if number is None:  # h5py and others put the number in the message: "errno = 30"
+        m = re.search(r"(?:errno = |\[Errno |code: |os error )(\d+)", str(exc))
+        number = int(m.group(1)) if m else None
+    code = errno.errorcode.get(number) if number is not None else None
     reason = (exc.strerror or str(exc)) + (f" ({code})" if code else "")
     if exc.filename is not None:
         where = str(exc.filename) + (f" -> {exc.filename2}" if getattr(exc, "filename2", None) else "")
         got = f"{reason} at {where}"
     else:  # h5py and others put the path in the message
-        got = str(exc) if str(exc) else reason
-    fix = _WRITE_FIXES.get(exc.errno if exc.errno is not None else -1,
+        got = (f"{exc}" + (f" ({code})" if code else "")) if str(exc) else reason
+    fix = _WRITE_FIXES.get(number if number is not None else -1,
                            "Check the path, its permissions and the free disk space")
     return f"file system: expected to read and write the files of this command, got {got}. {fix}."
 

@@ -122,3 +122,23 @@ def test_recipe_with_nothing_to_fetch(tmp_path):
     recipe.write_text('[generate]\ngenerator = "lowlevel"\nweights = "tiny"\n')
     res = runner.invoke(app, ["download", "--pipeline", str(recipe)])
     assert res.exit_code == 0 and "nothing to fetch" in res.stderr
+
+
+def test_download_offline_with_a_complete_cache_succeeds(tmp_path, monkeypatch):
+    """Everything the recipe reads is cached (fp16-variant files, as `hf download` leaves them): exit 0, paths."""
+    from huggingface_hub import constants
+
+    from neurodecode.testing import write_hub_fixture
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snap = write_hub_fixture("sd-vae", tmp_path / "hub", layout="cache", variant="fp16", size="tiny")
+    recipe = tmp_path / "vae.toml"
+    recipe.write_text('[latents.vae_latents]\nspace = "sd-vae"\n\n[generate]\ngenerator = "lowlevel"\nweights = "tiny"\n')
+    res = runner.invoke(app, ["download", "--pipeline", str(recipe), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    (vae,) = [e for e in data["weights"] if e["fetch"]]
+    assert vae["id"] == "stabilityai/sd-vae-ft-mse" and vae["cached"] is True and vae["path"] == str(snap)
+    (snap / "config.json").unlink()  # a partial cache: the missing file is named
+    res = runner.invoke(app, ["download", "--pipeline", str(recipe)])
+    assert res.exit_code == 1 and "config.json" in res.stderr

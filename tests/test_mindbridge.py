@@ -234,3 +234,17 @@ def test_cross_subject_training_identifies_held_out_items_for_every_subject():
         pred = model.predict_latents(xs[s][te], s)["clip_image_tokens"]
         acc, chance = identification(pred, img[te]), identification(pred, img[te][control])
         assert acc >= 0.5 and acc > chance + 0.3, (s, acc, chance)
+
+
+def test_weight_decay_groups_follow_the_reference_optimizer():
+    # trainer.py prepare_optimizer: no decay for names holding 'bias', 'Norm' or 'temperature'; the reference's
+    # LayerNorms sit in nn.Sequential (names like embedder.1.2.weight), so only biases escape decay
+    model = _tiny()
+    decay, no_decay = (set(map(id, g["params"])) for g in model.optimizer_param_groups(0.01))
+    assert id(model.embedders["nsd/subj01"].norm.weight) in decay
+    assert id(model.builders["nsd/subj02"].norm.weight) in decay
+    assert id(model.embedders["nsd/subj01"].norm.bias) in no_decay and id(model.image_head.bias) in no_decay
+    assert len(decay) + len(no_decay) == len(list(model.parameters()))
+    model.reset_tune("nsd/subj05", 8)
+    groups = model.optimizer_param_groups(0.01)
+    assert sum(len(g["params"]) for g in groups) == 2 * 8  # the new embedder (8 tensors) and builder (8) only

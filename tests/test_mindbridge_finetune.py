@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 import torch
 
+from neurodecode.metrics import identification_top1
 from neurodecode.models.mindbridge import MindBridge, MindBridgeConfig
 from neurodecode.train import MultiSubjectBatches, TrainConfig, Trainer
-from neurodecode.train._recipes import identification_top1
 
 Z_DIM = 16
 SIZES = {"nsd/subj02": 50, "nsd/subj05": 64, "nsd/subj01": 47}

@@ -289,3 +289,14 @@ def test_training_reduces_prior_and_retrieval_losses():
     assert result.metrics["val/prior"] < 0.8 * first["val/prior"]
     assert result.metrics["val/clip"] < first["val/clip"]
     assert math.isfinite(result.metrics["loss"])
+
+
+def test_weight_decay_groups_follow_the_reference_optimizer():
+    # Train.ipynb: ridge parameters all decay; backbone and prior: no decay only for names holding 'bias'
+    # (its LayerNorm names are positional, e.g. mixer_blocks1.0.0.weight, so LayerNorm gains decay)
+    model = MindEye2(MindEye2Config.tiny())
+    decay, no_decay = (set(map(id, g["params"])) for g in model.optimizer_param_groups(0.01))
+    assert id(model.adapters["nsd/subj01"].linear.bias) in decay
+    assert id(model.backbone.channel[0][0].weight) in decay and id(model.backbone.channel[0][0].bias) in no_decay
+    assert id(model.prior.rel_pos_bias.weight) in no_decay and id(model.prior.null_brain) in decay
+    assert len(decay) + len(no_decay) == len(list(model.parameters()))

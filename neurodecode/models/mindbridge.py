@@ -288,6 +288,16 @@ class MindBridge(PretrainedMixin, nn.Module):
     def forward(self, x: torch.Tensor, subject: str) -> dict[str, torch.Tensor]:
         return self.heads(self.embed(x, subject))
 
+    def optimizer_param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Trainer hook: weight decay on every trainable parameter except biases (the reference's
+        ``prepare_optimizer``: its LayerNorm gains, named by position, are decayed too)."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if "bias" in name else decay).append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
+
     # -- losses --------------------------------------------------------------------------------------
     def token_loss(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(SoftCLIP, MSE) between predicted and target tokens; the total is ``clip + mse_weight * mse``.

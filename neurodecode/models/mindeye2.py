@@ -584,6 +584,18 @@ class MindEye2(PretrainedMixin, nn.Module):
         self._add(subject, int(n_voxels))
         self.adapters[subject].to(device)
 
+    def optimizer_param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Trainer hook: the reference's groups (``Train.ipynb``): the subject adapters decay entirely
+        (biases included); elsewhere every parameter decays except those whose name holds "bias". The
+        reference's LayerNorm gains are named by position, so they decay; its relative-position
+        bias table (``rel_pos_bias``) does not."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if "bias" in name and not name.startswith("adapters.") else decay).append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
+
     # -- schedules -----------------------------------------------------------------------------------
     def configure_training(self, total_steps: int, steps_per_epoch: int) -> None:
         """Trainer hook: epochs of the run, for BiMixCo's phase and the SoftCLIP temperature schedule."""

@@ -12,7 +12,14 @@ Every ranking score (k-way, top-k, retrieval, identification) goes through one t
 
 from ._controls import noise_input_control, noise_inputs, shuffled_control, shuffled_pairing
 from ._deps import MissingDependencyError
-from ._evaluate import IMAGE_PROTOCOLS, METRICS_VERSION, evaluate_reconstructions, summarize
+from ._evaluate import (
+    IMAGE_METRICS,
+    IMAGE_PROTOCOLS,
+    METRICS_VERSION,
+    TEXT_DEFAULT_METRICS,
+    evaluate_reconstructions,
+    summarize,
+)
 from ._identification import correlation_distance, two_way_identification
 from ._image import pixcorr, pixcorr_brain_diffuser, ssim, ssim_brain_diffuser
 from ._latents_io import read_predicted_latents, save_predicted_latents
@@ -45,6 +52,8 @@ from ._text_ranking import (
 )
 
 __all__ = [
+    "IMAGE_METRICS",
+    "TEXT_DEFAULT_METRICS",
     "METRICS_VERSION",
     "IMAGE_PROTOCOLS",
     "TEXT_PROTOCOLS",

@@ -42,6 +42,7 @@ import numpy as np
 from .._core.errors import DataIntegrityError, MetadataMismatchError, MissingFileError, ValidationError
 from .._core.logging import logger, progress
 from .._core.validation import check_option, format_error
+from ..metrics import topk_identification
 from ._data import load_things_for_recipe
 from ._derivative import (
     _png,
@@ -62,7 +63,6 @@ from ._meeg import (
     _tiny_fields,
     _val_source,
     reconstruct_meeg,
-    topk_identification,
     train_meeg,
 )
 from ._run import fit as _fit

@@ -24,8 +24,6 @@ the text metrics live in :mod:`neurodecode.metrics`, a layer ``train`` does not 
 from __future__ import annotations
 
 import json
-import os
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,7 +50,6 @@ from ._derivative import (
 from ._meeg import (
     _channel_stats,
     _check_field,
-    _ranks,
     _set_input_scaling,
     _space_table,
     _tiny_fields,
@@ -62,7 +59,7 @@ from ._meeg import (
 )
 from ._run import fit as _fit
 
-__all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "train_glim", "read_references"]
+__all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "train_glim"]
 
 DATASETS = ("zuco",)
 
@@ -201,7 +198,10 @@ def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
                            int(is_val.sum()), batch)
     result = _fit(model, config_t, train_src, val, out, ctx.resume)
 
-    # retrieval in shuffled blocks of test trials; candidates: the block's distinct sentences
+    # retrieval as GLIM scores it: fixed-order blocks of `retrieval_block` items reading distinct sentences
+    # (leftovers dropped); candidates: the block's sentences (metrics.block_retrieval, ties are misses)
+    from ..metrics import block_retrieval
+
     evaluate, gen = ctx.evaluate, ctx.generate
     test = np.flatnonzero(is_test)
     prompts = {k: tab[k][test].tolist() for k in ("task", "dataset", "subject")}
@@ -210,20 +210,18 @@ def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
     uniq, inverse = np.unique(texts, return_inverse=True)
     text_emb = model.embed_texts(list(uniq))
     block = int(evaluate.get("retrieval_block", 24))
-    ks = [int(k) for k in evaluate.get("retrieval_topk", [1, 5, 10])]
-    order = np.random.default_rng(int(config_t.seed)).permutation(len(test))
-    rank = np.zeros(len(test), np.int64)
-    own_sim = np.zeros(len(test))
-    n_cand = np.zeros(len(test), np.int64)
-    for b in range(0, len(order), block):
-        rows = order[b:b + block]
-        cand, lab = np.unique(inverse[rows], return_inverse=True)
-        rank[rows], own_sim[rows] = _ranks(emb[rows], text_emb[cand], lab)
-        n_cand[rows] = len(cand)
-    metrics: dict[str, float] = {"test/n_trials": float(len(test)), "test/n_sentences": float(len(uniq))}
+    if len(uniq) < block:
+        logger.warning("GLIM retrieval: %d distinct test sentences for blocks of %d; using blocks of %d",
+                       len(uniq), block, len(uniq))
+        block = len(uniq)
+    ks = [int(k) for k in evaluate.get("retrieval_topk", [1, 5, 10]) if int(k) <= block]
+    scores = block_retrieval(emb, text_emb[inverse], texts.tolist(), block=block, topk=ks)
+    metrics: dict[str, float] = {"test/n_trials": float(len(test)), "test/n_sentences": float(len(uniq)),
+                                 "test/retrieval_block": float(block), "test/retrieval_n_blocks": float(scores["n_blocks"])}
     for k in ks:
-        metrics[f"test/retrieval_top{k}"] = float(np.mean(rank < k))
-        metrics[f"test/retrieval_chance_top{k}"] = float(np.mean(np.minimum(k, n_cand) / n_cand))
+        metrics[f"test/retrieval_top{k}"] = scores[f"top{k}"]
+        metrics[f"test/retrieval_chance_top{k}"] = k / block
+    hit1 = scores["per_item"][f"top{ks[0]}"] if ks else np.full(len(test), np.nan)
 
     # sentences from the EEG alone (no teacher forcing)
     generated = model.generate(tab["X"][test], tab["lengths"][test], **prompts,
@@ -232,8 +230,8 @@ def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
     write_json(out / "generations.json", {
         "teacher_forcing": False, "n": len(generated), "retrieval_block": block,
         "items": [{"subject": prompts["subject"][i], "task": prompts["task"][i], "reference": str(tab["texts"][j]),
-                   "generated": g, "retrieval_rank": int(rank[i]), "retrieval_candidates": int(n_cand[i]),
-                   "similarity": float(own_sim[i])} for i, (j, g) in enumerate(zip(test, generated))]})
+                   "generated": g, f"retrieval_top{ks[0] if ks else 1}": None if np.isnan(hit1[i]) else bool(hit1[i])}
+                  for i, (j, g) in enumerate(zip(test, generated))]})
     metrics["test/n_generated"] = float(len(generated))
     prov = {"models": {"joint": str(out)}, "data": tab["provenance"], "skipped": tab["skipped"],
             "n_train": int(is_train.sum()), "n_train_rows": int(train_src.n_samples), "n_test": int(len(test)),
@@ -281,40 +279,8 @@ def reconstruct(recipe: Mapping[str, Any], data_root: Any, subject: Any, checkpo
                             **kwargs)
 
 
-_REF_COLUMNS = ("sub", "stim", "subject", "task", "sentence_index", "reference")
-
-
-# ---------------------------------------------------------------------------------------- GLIM
 def _zuco_stim_label(task: Any, index: Any) -> str:
     return _stim_label(f"{_label(task)}{int(index):04d}")
-
-
-def _tsv_cell(value: Any) -> str:
-    return re.sub(r"[\t\r\n]+", " ", str(value)).strip()
-
-
-def read_references(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """Rows of a ``references.tsv`` (a header line, then tab-separated cells), as dicts."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    if not lines:
-        return []
-    head = lines[0].split("\t")
-    return [dict(zip(head, line.split("\t"))) for line in lines[1:] if line.strip()]
-
-
-def _write_references(out: Path, rows: list[dict[str, Any]]) -> None:
-    """Merge ``rows`` into ``OUT/references.tsv`` (one row per (sub, stim); the new row wins), atomically."""
-    path = out / "references.tsv"
-    merged: dict[tuple[str, str], dict[str, Any]] = {}
-    if path.is_file():
-        for r in read_references(path):
-            merged[(r.get("sub", ""), r.get("stim", ""))] = r
-    for r in rows:
-        merged[(str(r["sub"]), str(r["stim"]))] = r
-    with atomic_write(path) as fh:
-        fh.write("\t".join(_REF_COLUMNS) + "\n")
-        for r in merged.values():
-            fh.write("\t".join(_tsv_cell(r.get(c, "")) for c in _REF_COLUMNS) + "\n")
 
 
 def _reconstruct_glim(ctx: dict[str, Any], requested: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -392,11 +358,16 @@ def _reconstruct_glim(ctx: dict[str, Any], requested: Any) -> tuple[dict[str, An
                 entry["n_done"] += len(chunk)
         timings["generate_s"] = timings.get("generate_s", 0.0) + time.perf_counter() - t0
     if rank == 0 and refs:
-        _write_references(out, refs)
+        from ..metrics import write_references
+
+        # the sentence read, and its paraphrases when the recipe names a table (data.paraphrases: GLIM's
+        # protocol scores BLEU against them; `neurodecode evaluate --protocol glim`)
+        table = _paraphrases(ctx.root, ctx.data.get("paraphrases"))
+        write_references(out / "references.tsv", refs, paraphrases=table or None)
     extra = {"decoder": {"checkpoint": str(run.resolve()), "class": "GLIM", "sha256": sha_or_none(run / "model.safetensors")},
              "generator": {"generator": "glim", "teacher_forcing": False, "decoding": "greedy" if num_beams == 1
                            else f"beam search ({num_beams} beams)", "max_new_tokens": max_new, "batch_size": bs},
              "seeds": {"base": None, "rule": "deterministic decoding (do_sample=False): no seed is involved"},
-             "items": items, "references": "references.tsv (the sentence read, from the data)",
+             "items": items, "references": "references.tsv (the sentence read, from the data; paraphrases from data.paraphrases)",
              "data_provenance": table["provenance"]}
     return per_subject, extra

@@ -30,48 +30,12 @@ from .._core.errors import MissingFileError, ValidationError
 from .._core.logging import logger
 from .._core.validation import format_error
 
-__all__ = ["train_meeg", "reconstruct_meeg", "ReconstructContext", "topk_identification"]
+__all__ = ["train_meeg", "reconstruct_meeg", "ReconstructContext"]
 
 
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _ranks(emb: np.ndarray, candidates: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rank of each trial's own candidate by cosine similarity (0 = best) and that similarity.
-
-    A candidate as similar as the trial's own counts as ranked above it, so a collapsed (constant)
-    embedding ranks last, never first.
-    """
-    def unit(a: np.ndarray) -> np.ndarray:
-        a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-    sim = unit(emb) @ unit(candidates).T
-    own = sim[np.arange(len(sim)), labels]
-    return (sim >= own[:, None]).sum(1) - 1, own
-
-
-def topk_identification(emb: np.ndarray, candidates: np.ndarray, labels: np.ndarray,
-                        topk: Sequence[int] = (1, 5)) -> dict[int, float]:
-    """Fraction of trials whose own candidate is among the ``k`` most cosine-similar ones.
-
-    Parameters
-    ----------
-    emb : ndarray of shape (n_trials, n_features)
-    candidates : ndarray of shape (n_candidates, n_features)
-    labels : ndarray of int, shape (n_trials,)
-        Row of ``candidates`` that belongs to each trial.
-    topk : sequence of int
-
-    Returns
-    -------
-    scores : dict of int to float
-        ``k -> accuracy`` (chance ``k / n_candidates``); ties count against the trial.
-    """
-    rank, _ = _ranks(emb, candidates, labels)
-    return {int(k): float(np.mean(rank < k)) for k in topk}
-
-
 def _space_table(value: Any, key: str) -> dict[str, Any]:
     """``"name"`` or ``{space = "name", ...}`` -> a table; ``""``/false -> ``{}`` (off)."""
     if value in (None, "", False):

@@ -56,6 +56,32 @@ def _test_trials(recipe: Mapping[str, Any], data_root: Any, subject: Any, verbos
 
 
 
+def _save_latents(out: Path, recipe: Mapping[str, Any], data_root: Any, trials: Any, every: Mapping[str, Any],
+                  decoder: Any, device: Any, verbose: Any) -> None:
+    """Every predicted latent of the subject's test items into ``OUT/latents/`` (:func:`neurodecode.metrics.
+    save_predicted_latents`); with ``retrieval`` among ``[evaluate] metrics``, the true latents too (embedded
+    through the feature cache with the recipe's ``[latents]`` tables), so ``evaluate`` scores retrieval."""
+    from ..metrics import save_predicted_latents
+    from ._run import resolve_cache_root
+    from ._targets import compute_targets, gather_targets
+
+    declared = getattr(type(decoder), "targets", None) or {}
+    to_key = {b: (t.latent_key or getattr(decoder.config, "target_key", b)) for b, t in declared.items()}
+    truth: dict[str, np.ndarray] = {}
+    if "retrieval" in recipe["evaluate"]["metrics"]:
+        tables = {b: t for b, t in recipe["latents"].items() if isinstance(t, Mapping) and t.get("space")}
+        targets = compute_targets(data_root, tables, trials.stimulus_ids,
+                                  cache_root=resolve_cache_root(recipe["latents"], out), captions=recipe["data"]["captions"],
+                                  device=device, dtype="float32", verbose=verbose)
+        truth = {to_key.get(b, b): v for b, v in gather_targets(targets, trials.stimulus_ids).items()}
+    ids = [_stim_label(i) for i in trials.stimulus_ids]
+    for key, pred in every.items():
+        pred = np.asarray(pred)
+        target = truth.get(key)
+        save_predicted_latents(out, trials.subject, ids, pred.reshape(len(pred), -1),
+                               None if target is None else np.asarray(target).reshape(len(pred), -1), space=key)
+
+
 def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], subject: Any,
                 checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, device: Any = "cpu",
                 dtype: Any = None, batch_size: int | None = None, steps: int | None = None, seed: int | None = None,
@@ -148,6 +174,8 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
         every = decoder.predict_latents(trials.X, subject=trials.subject)
         latents = {k: np.asarray(v)[positions[todo]] for k, v in every.items()}
         timings["predict_latents_s"] = time.perf_counter() - t0
+        if rank == 0:
+            _save_latents(out, recipe, data_root, trials, every, decoder, device, verbose)
         t0 = time.perf_counter()
         generator = get_generator(
             str(gen_cfg["generator"]), weights=generator_weights or gen_cfg.get("weights"), device=device,

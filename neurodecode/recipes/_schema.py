@@ -427,6 +427,18 @@ def check_config_fields(config_cls: type, values: Mapping[str, Any], section: st
     return out
 
 
+def _check_metric_names(evaluate: Mapping[str, Any], problems: RecipeProblems) -> None:
+    """``[evaluate] metrics`` / ``text_metrics`` name metrics neurodecode computes (``retrieval``: predicted latents)."""
+    from ..metrics import IMAGE_METRICS, TEXT_DEFAULT_METRICS
+
+    known = {"metrics": (*IMAGE_METRICS, *TEXT_DEFAULT_METRICS, "meteor", "retrieval"),
+             "text_metrics": (*TEXT_DEFAULT_METRICS, "meteor", "retrieval")}
+    for key, allowed in known.items():
+        for name in evaluate.get(key, []):
+            if name not in allowed:
+                problems.unknown(f"evaluate.{key}", str(name), allowed)
+
+
 def check_recipe_tables(recipe: Mapping[str, Any], problems: RecipeProblems, *, datasets: typing.Sequence[str],
                         decoder_config: type, generate: type, train_config: type | None = None,
                         train_table: type = TrainTable, decoder_extra: typing.Iterable[str] = (),
@@ -521,6 +533,7 @@ def check_recipe_tables(recipe: Mapping[str, Any], problems: RecipeProblems, *, 
 
     out["generate"] = check_table(generate, dict(recipe.get("generate", {})), "generate", problems)
     out["evaluate"] = check_table(EvaluateTable, dict(recipe.get("evaluate", {})), "evaluate", problems)
+    _check_metric_names(out["evaluate"], problems)
     weights = recipe.get("weights", {})
     out["weights"] = {}
     if not isinstance(weights, Mapping):

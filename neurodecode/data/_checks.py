@@ -324,12 +324,12 @@ def check_zuco(root: str | os.PathLike[str], subjects: Sequence[str] | None = No
                                 f"(other ZuCo {version}.0 subjects of this tree have these tasks)")
     for code in wanted:
         for task, path in sorted(files.get(code, {}).items()):
-            version = version_of.get(code)
-            if version is None:
+            zuco_version = version_of.get(code)
+            if zuco_version is None:
                 problems.append(f"{path}: {code} is not a ZuCo 1.0 or 2.0 subject code")
                 continue
             try:
-                t = load_zuco(path.parent.parent, code, version=version, task=task, nan_policy="zero")
+                t = load_zuco(path.parent.parent, code, version=zuco_version, task=task, nan_policy="zero")
             except Exception as exc:
                 problems.append(f"{path}: {exc}")
                 continue

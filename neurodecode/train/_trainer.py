@@ -159,7 +159,8 @@ def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     if hasattr(model, "optimizer_param_groups"):
         groups: list[dict[str, Any]] = model.optimizer_param_groups(weight_decay)
         return groups
-    decay, no_decay = [], []
+    decay: list[Any] = []
+    no_decay: list[Any] = []
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue

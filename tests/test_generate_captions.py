@@ -102,3 +102,34 @@ def test_retrieval_tiny_and_errors():
         get_generator("retrieval", weights="tiny", corpus=[]).load()
     with pytest.raises(ValidationError, match="finite"):
         ret.generate({"text_embeds": np.full((1, emb.shape[1]), np.nan)})
+
+
+def test_token_converter_recovers_a_known_linear_map_and_feeds_git(tmp_path):
+    """MindEye2's bigG -> GIT converter (tokens 16 -> 17, channels 48 -> 20 at tiny scale): Y = A X B^T + biases,
+    written here from the paper's structure, is recovered from pairs; the captioner then captions bigG tokens."""
+    from neurodecode.generate._converter import TokenConverter
+
+    rng = np.random.default_rng(7)
+    A, a = rng.standard_normal((17, 16)) / 4, rng.standard_normal(17) / 4
+    B, b = rng.standard_normal((20, 48)) / 7, rng.standard_normal(20) / 4
+
+    def truth(X):
+        mixed = np.einsum("ts,nsd->ntd", A, X) + a[None, :, None]
+        return (mixed @ B.T + b).astype(np.float32)
+
+    X = rng.standard_normal((256, 16, 48)).astype(np.float32)
+    Xt = rng.standard_normal((9, 16, 48)).astype(np.float32)
+    conv = TokenConverter(16, 48, 17, 20, seed=1).fit(X, truth(X), batch_size=50)
+    pred, want = conv.convert(Xt), truth(Xt)
+    r2 = 1 - ((pred - want) ** 2).sum() / ((want - want.mean()) ** 2).sum()
+    assert r2 > 0.9999 and conv.loss_[-1] < 1e-6
+    loaded = TokenConverter.load(conv.save(tmp_path / "conv"))
+    np.testing.assert_allclose(loaded.convert(Xt), pred, rtol=1e-6, atol=1e-6)
+    git = get_generator("git", weights="tiny", converter=tmp_path / "conv")
+    caps = git.generate({"clip_bigg_tokens": Xt[:3]}, max_length=6)
+    direct = get_generator("git", weights="tiny").generate({"git_image_tokens": pred[:3]}, max_length=6)
+    assert caps == direct and len(caps) == 3
+    with pytest.raises(ShapeMismatchError, match="clip_bigg_tokens"):
+        git.generate({"git_image_tokens": pred[:3]})
+    with pytest.raises(ShapeMismatchError, match="X"):
+        conv.convert(np.zeros((2, 256, 1664), np.float32))

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._core.errors import ValidationError
+from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.validation import format_error
 from ._base import Generator
 
@@ -50,6 +50,10 @@ class GitCaptioner(Generator):
     ----------
     latent_key : str
         The key of ``latents`` holding the tokens (default ``"git_image_tokens"``).
+    converter : None, path-like or TokenConverter
+        MindEye2's caption route: a fitted :class:`~neurodecode.generate._converter.TokenConverter`
+        (or its folder) from bigG patch tokens to GIT tokens; the captioner then reads
+        ``latents["clip_bigg_tokens"]`` (n, 256, 1664) and converts them first.
     **kwargs
         See :class:`~neurodecode.generate._base.Generator`.
     """
@@ -62,12 +66,25 @@ class GitCaptioner(Generator):
     #: Tiny tier: the ``git-large-coco-tokens-tiny`` space's encoder (17 x 20: not CLIP-tiny's width 16).
     TINY: ClassVar[dict[str, Any]] = {"width": 20, "image_size": 16, "patch_size": 4, "hidden": 32}
 
-    def __init__(self, weights: Any = None, *, latent_key: str = "git_image_tokens", **kwargs: Any) -> None:
+    def __init__(self, weights: Any = None, *, latent_key: str = "git_image_tokens", converter: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(weights, **kwargs)
         self.latent_key = str(latent_key)
+        if converter is not None and not hasattr(converter, "convert"):
+            from ._converter import TokenConverter
+
+            converter = TokenConverter.load(converter)
+        self.converter = converter
 
     def check_latents(self, latents: Any) -> dict[str, np.ndarray]:
-        if self.latent_key not in latents and "clip_image_tokens" in latents:
+        if self.converter is not None:
+            if "clip_bigg_tokens" not in latents:
+                raise ShapeMismatchError(format_error(
+                    "latents", f"the key 'clip_bigg_tokens' (n, {self.converter.shape_in[0]}, "
+                    f"{self.converter.shape_in[1]}) for the GIT captioner with a token converter", sorted(latents),
+                    "Pass the decoder's bigG tokens, or drop converter= to caption GIT tokens directly"))
+            latents = {self.latent_key: self.converter.convert(latents["clip_bigg_tokens"])}
+        elif self.latent_key not in latents and "clip_image_tokens" in latents:
             latents = {**latents, self.latent_key: latents["clip_image_tokens"]}
         return super().check_latents(latents)
 

@@ -51,7 +51,8 @@ def test_mindbridge_tiny_trains_saves_and_resumes_without_redoing_steps(nsd_root
     n_vox = prov["data"]["nsd/subj02"]["n_voxels"]
     assert model.config.subjects == {"nsd/subj01": prov["data"]["nsd/subj01"]["n_voxels"], "nsd/subj02": n_vox}
     pred = model.predict_latents(np.zeros((4, n_vox), np.float32), subject="nsd/subj02")
-    assert pred["clip_image_tokens"].shape == (4, 17, 16) and "clip_text_tokens" not in pred
+    # the tiny preset trains text tokens too (captions from the tree), as Versatile Diffusion needs both
+    assert pred["clip_image_tokens"].shape == (4, 17, 16) and pred["clip_text_tokens"].shape == (4, 77, 16)
 
     # targets were computed once into the feature cache; a re-run reuses them and does no new step
     shards = sorted(cache.glob("features/clip-vit-l-14-tokens-tiny/*/shard-*.safetensors"))
@@ -132,7 +133,7 @@ def test_bad_recipe_values_exit_1_with_a_fix(nsd_root, tmp_path):
     res = runner.invoke(app, [*base, "--set", "train.epoch=3"])
     assert res.exit_code == 1 and "train.epoch" in res.stderr and "'epochs'" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "x").exists()  # refused before any work
-    res = runner.invoke(app, [*base, "--set", 'latents.text_tokens.space="clip-vit-l-14-text-tokens-tiny"'])
+    res = runner.invoke(app, [*base, "--set", "data.captions=[]"])  # text targets without caption files
     assert res.exit_code == 1 and "data.captions" in res.stderr
     res = runner.invoke(app, [*base[:3], str(tmp_path / "no_nsd"), *base[4:]])
     assert res.exit_code == 1 and "Traceback" not in res.stderr

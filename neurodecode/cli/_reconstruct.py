@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     def reconstruct(
         pipeline: Path | None = typer.Option(None, "--pipeline", help="Recipe TOML (pipelines/<recipe>.toml)."),
         data: Path | None = typer.Option(None, "--data", help="Dataset root (NSD, THINGS-EEG2, THINGS-MEG or ZuCo)."),
-        subject: list[str] = typer.Option([], "--subject", help="NSD: the subject (1, subj01 or nsd/subj01). "
+        subject: list[str] = typer.Option([], "--subject", "--subjects", "-s", help="NSD: the subject (1, subj01 or nsd/subj01). "
                                           "M/EEG: a subject of the run (sub-01, zuco/YAC...), repeatable; "
                                           "default: all of them."),
         checkpoint: Path | None = typer.Option(None, "--checkpoint", help="NSD: the decoder folder "
@@ -56,11 +56,12 @@ def register(app: typer.Typer) -> None:
         from .._core.logging import logger
         from ..recipes import load_recipe, validate_recipe
         from ..recipes import reconstruct as run
-        from ._common import resolve_data_root
+        from ._common import resolve_data_root, split_subjects
 
         recipe = validate_recipe(load_recipe(pipeline, preset=preset, overrides=set_))  # type: ignore[arg-type]
         dataset = recipe["data"]["dataset"]
         data = resolve_data_root(data, dataset)  # type: ignore[arg-type]
+        subject = split_subjects(subject)  # `1,2`, `1 2` and repeats
         if dataset == "nsd" and len(subject) != 1:
             fail(f"reconstruct on NSD needs exactly one --subject (the checkpoint is one subject's decoder); got "
                  f"{len(subject)}. Run it once per subject.", 2)

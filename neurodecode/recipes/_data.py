@@ -131,7 +131,7 @@ def load_things_for_recipe(root: str | Path, dataset: str, data: Mapping[str, An
     except UnsafeCheckpointError as exc:
         raise UnsafeCheckpointError(format_error(
             "data.allow_pickle", "pickle-free .npz twins of the THINGS-EEG2 files, or allow_pickle = true",
-            f"false, and only pickled files for {subject} ({exc})",
+            f"{str(allow).lower()}, and only pickled files for {subject} ({exc})",
             "The published preprocessed_eeg_*.npy files are pickles, and unpickling runs code: for a copy you "
             "trust pass --set data.allow_pickle=true, or convert it once with "
             "neurodecode.data.convert_things_eeg2(root, subject, allow_pickle=True)")) from None
@@ -254,7 +254,8 @@ def load_zuco_for_recipe(root: str | Path, data: Mapping[str, Any], *, splits: S
         usable = 0  # files with sentences within the duration limits
         for task in [t for t in tasks if t in spec[str(version)]["tasks"]]:
             try:
-                tr: Any = load_zuco(vroot, code, version=version, task=task, resample=sfreq, verbose=verbose)
+                tr: Any = load_zuco(vroot, code, version=version, task=task, resample=sfreq,
+                                    nan_policy=str(data.get("nan_policy", "zero")), verbose=verbose)
             except MissingFileError:
                 skipped.append(f"{sid}/{task}")
                 continue

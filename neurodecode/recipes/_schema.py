@@ -103,6 +103,7 @@ class ZucoData:
     max_duration: float | None = None
     split: Literal["unique-sentence"] = "unique-sentence"
     paraphrases: bool | str = False
+    nan_policy: Literal["zero", "raise"] = "zero"
 
 
 #: ``[data] dataset`` -> its table (the one place that lists the datasets a recipe can name).

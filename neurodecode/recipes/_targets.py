@@ -116,13 +116,17 @@ def _load_or_embed(space_name: str, options: dict[str, Any], weights: Any, stimu
 
     folder = target_cache_dir(cache_root, space_name, {**options, "weights": weights}, ids)
     cache = FeatureCache(folder)
+    stale = False
     if (folder / "manifest.json").is_file() and cache.complete:
-        logger.info("targets %s: cache hit at %s", space_name, folder)
-        return cache
+        if cache.matches_stimuli(stimuli, ids):  # keyed by content: other stimuli under the same ids never hit
+            logger.info("targets %s: cache hit at %s", space_name, folder)
+            return cache
+        stale = True
     space = get_space(space_name, weights=weights, device=device, batch_size=batch_size, verbose=verbose,
                       **options)
-    logger.info("targets %s: embedding %d stimuli into %s", space_name, len(ids), folder)
-    return embed_to_cache(space, stimuli, folder, ids=ids, verbose=verbose)
+    logger.info("targets %s: %s %d stimuli into %s", space_name,
+                "the cached stimuli differ (see above): re-embedding" if stale else "embedding", len(ids), folder)
+    return embed_to_cache(space, stimuli, folder, ids=ids, verbose=verbose, overwrite=stale)
 
 
 def compute_targets(root: str | os.PathLike[str], latents: Mapping[str, Any], stimulus_ids: np.ndarray, *,

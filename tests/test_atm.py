@@ -378,7 +378,7 @@ def test_prior_sampling_equals_the_reference_pipe_with_diffusers_ddpm():
 
     torch.manual_seed(3)
     prior = ATMDiffusionPrior(ATMPriorConfig.tiny(num_inference_steps=10)).eval()
-    cond = torch.from_numpy(np.random.default_rng(2).standard_normal((5, 24)).astype(np.float32))
+    cond = torch.from_numpy(np.random.default_rng(2).standard_normal((5, 20)).astype(np.float32))
     ours = prior.sample(cond.numpy(), seed=11)
     sched = DDPMScheduler(num_train_timesteps=100)
     sched.set_timesteps(10)
@@ -414,14 +414,14 @@ def test_prior_ddpm_recovers_target_with_an_oracle_noise_predictor():
 def test_prior_null_condition_is_no_condition_term():
     torch.manual_seed(4)
     prior = ATMDiffusionPrior(ATMPriorConfig.tiny(dropout=0.0)).eval()
-    x, t, cond = torch.randn(3, 24), torch.tensor([5, 50, 99]), torch.randn(3, 24)
+    x, t, cond = torch.randn(3, 24), torch.tensor([5, 50, 99]), torch.randn(3, 20)
     null = prior(x, t, None)
     torch.testing.assert_close(prior(x, t, cond, torch.zeros(3)), null)
     with torch.no_grad():
         for lin in (*prior.encode_cond, *prior.decode_cond):
             lin.bias.normal_()  # a zero condition through the Linear would now differ from "no term"
     torch.testing.assert_close(prior(x, t, None), null)
-    assert not torch.allclose(prior(x, t, torch.zeros(3, 24)), null)
+    assert not torch.allclose(prior(x, t, torch.zeros(3, 20)), null)
 
 
 def test_prior_training_drops_the_condition_for_the_whole_batch():
@@ -435,7 +435,7 @@ def test_prior_training_drops_the_condition_for_the_whole_batch():
         return forward(x_t, t, cond, cond_mask)
 
     prior.forward = spy  # type: ignore[method-assign]
-    batch = {"eeg_embeds": torch.randn(8, 24), "image_embeds": torch.randn(8, 24)}
+    batch = {"eeg_embeds": torch.randn(8, 20), "image_embeds": torch.randn(8, 24)}
     for step in range(300):
         loss = prior.training_step(batch, step)["loss"]
     assert all(no_mask for _, no_mask in seen)  # never a per-row mask: all rows or none
@@ -449,7 +449,7 @@ def test_prior_training_target_is_l2_normalised():
     torch.manual_seed(1)
     prior = ATMDiffusionPrior(ATMPriorConfig.tiny(cond_dropout=0.0))
     img = torch.randn(7, 24) * 5
-    batch = {"eeg_embeds": torch.randn(7, 24), "image_embeds": img}
+    batch = {"eeg_embeds": torch.randn(7, 20), "image_embeds": img}
     torch.manual_seed(2)
     a = prior.training_step(batch, 0)["loss"]
     torch.manual_seed(2)

@@ -47,14 +47,14 @@ def store_channel_scaling(module: nn.Module, mean: Any, std: Any, rows: int | sl
     """
     m = _channel_stat(mean, "mean", n_channels, hint)
     sd = _channel_stat(std, "std", n_channels, hint)
-    ref = module.input_std
+    mean_buf, ref = module.get_buffer("input_mean"), module.get_buffer("input_std")
     m_t, sd_t = (torch.as_tensor(v, dtype=ref.dtype, device=ref.device) for v in (m, sd))
     bad = np.flatnonzero(~(sd_t > 0).cpu().numpy())  # in the buffers' precision: no std rounds to 0
     if bad.size:
         raise ValidationError(format_error(
             "std", "positive values (one per channel)", f"{sd[bad[0]]:g} at channel(s) {bad[:5].tolist()}",
             "Use 1 for a constant (e.g. zero-padded) channel"))
-    module.input_mean[rows] = m_t
-    module.input_std[rows] = sd_t
+    mean_buf[rows] = m_t
+    ref[rows] = sd_t
     for name in ("input_mean", "input_std"):  # from now on the statistics are part of the checkpoint
         module.register_buffer(name, getattr(module, name), persistent=True)

@@ -193,7 +193,7 @@ class ATMConfig:
     @classmethod
     def tiny(cls, **overrides: Any) -> ATMConfig:
         """Same structure at toy width (random init, offline); ``overrides`` replace fields."""
-        base: dict[str, Any] = dict(n_channels=17, n_times=40, sfreq=100.0, d_model=32, n_heads=2, d_ff=32,
+        base: dict[str, Any] = dict(n_channels=17, n_times=40, sfreq=100.0, d_model=32, n_heads=2, d_ff=36,
                                     dropout=0.1, n_filters=8, temporal_kernel=5, pool_size=7, pool_stride=3,
                                     proj_dim=24)  # = clip-vit-h-14-tiny
         base.update(overrides)
@@ -463,9 +463,11 @@ class ATM(PretrainedMixin, nn.Module):
         z = F.elu(self._bn_rows(z, self.bn1))  # batch norm on rows: fast backward on CPU
         z = z.view(b, n_ch, t_out, f).transpose(1, 2).reshape(b * t_out, n_ch * f)  # (B*T', C*F)
         ws = self.spatial.weight.squeeze(-1).permute(2, 1, 0).reshape(n_ch * f, f)  # (C*F_in, F_out)
-        z = F.elu(self._bn_rows(torch.addmm(self.spatial.bias, z, ws), self.bn2))  # (B*T', F)
+        b_sp, b_pw = self.spatial.bias, self.pointwise.bias
+        assert b_sp is not None and b_pw is not None  # the convs are built with biases
+        z = F.elu(self._bn_rows(torch.addmm(b_sp, z, ws), self.bn2))  # (B*T', F)
         z = self.conv_drop(z)
-        z = torch.addmm(self.pointwise.bias, z, self.pointwise.weight.reshape(f, f).t())
+        z = torch.addmm(b_pw, z, self.pointwise.weight.reshape(f, f).t())
         return z.view(b, t_out * f)
 
     @staticmethod
@@ -827,7 +829,7 @@ class ATMPriorConfig:
     @classmethod
     def tiny(cls, **overrides: Any) -> ATMPriorConfig:
         """Same structure at toy width (distinct widths per component)."""
-        base: dict[str, Any] = dict(embed_dim=24, cond_dim=24, hidden_dims=[16, 8], input_width=28, time_embed_dim=12,
+        base: dict[str, Any] = dict(embed_dim=24, cond_dim=20, hidden_dims=[16, 8], input_width=28, time_embed_dim=12,
                                     num_train_timesteps=100, num_inference_steps=10)
         base.update(overrides)
         return cls(**base)
@@ -953,7 +955,7 @@ class ATMDiffusionPrior(PretrainedMixin, nn.Module):
         tf = _timestep_embedding(t, self.config.time_embed_dim)
         keep = None if cond_mask is None else cond_mask.float()[:, None]
 
-        def cond_term(lin: nn.Linear) -> torch.Tensor | float:
+        def cond_term(lin: nn.Module) -> torch.Tensor | float:
             if cond is None:
                 return 0.0
             e = lin(cond.float())

@@ -417,9 +417,10 @@ class GLIM(PretrainedMixin, nn.Module):
             raise ValidationError(format_error("n_heads", f"a divisor of the text model's d_model={d_text}",
                                                c.n_heads, "The pooling heads run at the T5 width"))
         rows = c.prompt_rows
-        self.prompt_tables = nn.ModuleList(nn.Embedding(r, c.n_channels) for r in rows)
-        for table in self.prompt_tables:
+        tables = [nn.Embedding(r, c.n_channels) for r in rows]
+        for table in tables:
             nn.init.normal_(table.weight, std=0.02)
+        self.prompt_tables = nn.ModuleList(tables)
         self.prompt_sigma = nn.Parameter(torch.tensor([r / sum(rows) for r in rows], dtype=torch.float32))
         self.register_buffer("positions", torch.from_numpy(sincos_positions(c.max_times, c.n_channels)).float(),
                              persistent=False)
@@ -503,7 +504,7 @@ class GLIM(PretrainedMixin, nn.Module):
         p = 0.0
         for k, (table, ids) in enumerate(zip(self.prompt_tables, prompts)):
             prob = self.config.prompt_dropout[k]
-            ids = ids.long().to(table.weight.device)
+            ids = ids.long().to(self.prompt_sigma.device)
             if prob >= 1.0:
                 ids = torch.zeros_like(ids)
             elif self.training and prob > 0.0:

@@ -46,8 +46,9 @@ def _edges(modules: dict[str, Path]) -> dict[str, set[str]]:
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = _resolve(mod, is_pkg, node.level, node.module) if node.level else (node.module or "")
-                names = [base]
-                names += [f"{base}.{a.name}" for a in node.names]  # `from pkg import submodule`
+                subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules]
+                # `from pkg import submodule` loads the submodule; any other name is read from pkg itself
+                names = subs + ([base] if len(subs) < len(node.names) else [])
             for name in names:
                 if not name.startswith("neurodecode"):
                     continue

@@ -58,7 +58,7 @@ def check_nsd(root: str | os.PathLike[str], subjects: Sequence[int] | None = Non
     """
     from ..io.hdf5 import get_dataset, open_hdf5
     from ._layout import relative_path
-    from ._nsd import (
+    from ._nsd_files import (
         _max_sessions,
         _read_session_betas,
         nsd_beta_dir,

@@ -27,7 +27,7 @@ from .._core.files import atomic_path, write_json
 from .._core.logging import logger, progress
 from .._core.specs import load_spec
 from .._core.validation import check_indices, format_error
-from ._nsd import (
+from ._nsd_files import (
     _read_session_betas,
     _refuse_holes,
     _subject_number,
@@ -89,7 +89,7 @@ def prepare_nsd(
         The subject's cache folder (pass ``out_dir`` as ``cache_dir`` to :func:`load_nsd`).
     """
     from .._core.validation import check_option
-    from ._nsd import _handle_nonfinite
+    from ._nsd_files import _handle_nonfinite
 
     check_option(nan_policy, "nan_policy", ("raise", "zero"))
     s = _subject_number(subject)
@@ -97,7 +97,7 @@ def prepare_nsd(
     tps = int(load_spec("nsd")["dataset"]["trials_per_session"])
     found = nsd_session_files(root, s, beta_dir, source)
     if not found:
-        from ._nsd import _hint
+        from ._nsd_files import _hint
 
         raise MissingFileError(format_error("root", f"beta files of subj{s:02d} ({beta_dir})", f"none under {root}",
                                             _hint("betas_nifti", subject=s, session=1, beta_dir=beta_dir)))

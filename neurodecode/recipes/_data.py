@@ -41,7 +41,7 @@ ZUCO_VERSIONS = {"zuco1": 1, "zuco2": 2}
 # ---------------------------------------------------------------------------------------- NSD
 def nsd_subject_ids(subjects: Any) -> list[str]:
     """Namespaced NSD ids (``nsd/subj01``) of ``[data] subjects`` (one value or a list)."""
-    from ..data._nsd import nsd_subject_id
+    from ..data._nsd_files import nsd_subject_id
 
     if subjects is None or isinstance(subjects, (str, int)):
         subjects = [subjects]

@@ -37,6 +37,7 @@ from torch import nn
 from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.validation import check_array, check_option, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
+from ._targets import DecoderTarget
 from .adapters import AdapterBank, LinearAdapter
 from .losses import MIXCO_LABELS, cosine_anneal, mixco_batch, mixco_loss, soft_clip_loss, soft_cont_loss
 
@@ -546,6 +547,9 @@ class MindEye2(PretrainedMixin, nn.Module):
     """
 
     config_class = MindEye2Config
+    #: batch key -> what it trains (read by the recipe runner and the contract tests)
+    targets = {"tokens": DecoderTarget("target_tokens", None, True),
+               "vae_latents": DecoderTarget("lowlevel_shape", "vae_latents", False)}
 
     def __init__(self, config: MindEye2Config | None = None) -> None:
         super().__init__()

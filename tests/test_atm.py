@@ -143,6 +143,9 @@ def test_weight_decay_on_every_parameter_like_the_reference():
     assert len(groups) == 1 and groups[0]["weight_decay"] == 0.01
     ids = {id(p) for p in groups[0]["params"]}
     assert ids == {id(p) for p in model.parameters()} and id(model.logit_scale) in ids
+    from neurodecode.train._trainer import _param_groups  # what the trainer builds its optimizer from
+
+    assert _param_groups(model, 0.01) == groups
     split = ATM(ATMConfig.tiny(n_channels=7, n_times=9, decay_all_parameters=False)).optimizer_param_groups(0.01)
     assert [g["weight_decay"] for g in split] == [0.01, 0.0]
     assert all(p.ndim < 2 for p in split[1]["params"])

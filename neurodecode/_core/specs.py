@@ -19,7 +19,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["load_spec", "available_specs", "spec_path"]
+__all__ = ["load_spec", "available_specs", "spec_path", "DATASETS"]
+
+#: The datasets neurodecode reads, by the name recipes and the command line use (spec ``<name>.toml`` with
+#: ``-`` as ``_``). The one list: ``neurodecode.data.DATASETS``, the CLI and the recipe schema all read it.
+DATASETS: tuple[str, ...] = ("nsd", "things-eeg2", "things-meg", "zuco")
 
 
 def _specs_dir() -> Any:

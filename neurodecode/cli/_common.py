@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from .._core.specs import DATASETS
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 STATE: dict[str, Any] = {"debug": False}
@@ -39,7 +41,6 @@ __all__ = ["STATE", "handle_errors", "print_json", "fail", "configure_logging", 
            "NeurodecodeTyper", "NeurodecodeCommand", "split_subjects", "parse_subjects", "resolve_data_root",
            "DATASETS", "SUBJECT_OPTIONS", "nan_policy_option", "allow_pickle_option"]
 
-DATASETS = ("nsd", "things-eeg2", "things-meg", "zuco")
 #: Option names whose values may be given as ``--subjects 1 2`` (spread into repeats before parsing).
 SUBJECT_OPTIONS = ("--subjects", "--subject", "-s")
 

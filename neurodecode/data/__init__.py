@@ -1,5 +1,6 @@
 """Datasets: loaders for NSD, THINGS-EEG2, THINGS-MEG and ZuCo returning :class:`Trials`."""
 
+from .._core.specs import DATASETS
 from ._inputs import BrainArray, as_brain_array
 from ._nsd import load_nsd, load_nsd_stimuli, nsd_trial_table
 from ._nsd_cache import prepare_nsd
@@ -8,6 +9,6 @@ from ._things_meg import load_things_meg
 from ._trials import Trials
 from ._zuco import load_zuco
 
-__all__ = ["Trials", "load_nsd", "load_nsd_stimuli", "nsd_trial_table", "load_things_eeg2", "convert_things_eeg2",
+__all__ = ["DATASETS", "Trials", "load_nsd", "load_nsd_stimuli", "nsd_trial_table", "load_things_eeg2", "convert_things_eeg2",
            "load_things_meg", "load_zuco", "prepare_nsd",
            "as_brain_array", "BrainArray"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from .._core.errors import ValidationError
+from .._core.specs import DATASETS
 
 __all__ = ["NSDData", "ThingsEEG2Data", "ThingsMEGData", "ZucoData", "DATA_TABLES", "LatentTable", "TrainTable",
            "NSDGenerate", "ATMGenerate", "GLIMGenerate", "EvaluateTable", "WeightEntry", "FinetuneTable",
@@ -106,9 +107,9 @@ class ZucoData:
     nan_policy: Literal["zero", "raise"] = "zero"
 
 
-#: ``[data] dataset`` -> its table (the one place that lists the datasets a recipe can name).
-DATA_TABLES: dict[str, type] = {"nsd": NSDData, "things-eeg2": ThingsEEG2Data, "things-meg": ThingsMEGData,
-                                "zuco": ZucoData}
+#: ``[data] dataset`` -> its table, one per name of :data:`neurodecode.data.DATASETS`.
+DATA_TABLES: dict[str, type] = {t().dataset: t for t in (NSDData, ThingsEEG2Data, ThingsMEGData, ZucoData)}
+assert tuple(sorted(DATA_TABLES)) == tuple(sorted(DATASETS)), "one [data] table per dataset of DATASETS"
 
 
 # ------------------------------------------------------------------------------------------- [latents]

@@ -12,9 +12,10 @@ frozen, a source-subject batch mixed into every step (the cycle loss), AdamW wit
 and gets the best of four learning-rate/step settings scored on the test set (an oracle advantage).
 Scoring is top-1 identification among 100 held-out images of the new subject (chance 0.01).
 
-Seeds 0-4 checked locally: reset-tuned 0.85 / 0.85 / 0.85 / 0.87 / 0.85 vs scratch (best of the 4
-settings here) 0.74 / 0.77 / 0.73 / 0.78 / 0.72, and 0.74 / 0.79 / 0.73 / 0.78 / 0.72 for the best of 48
-lr/steps/decay/dropout settings; sources 0.97-1.0.
+Seeds 0-4 checked locally with the reference losses (SoftCLIP at 0.005 and MSE on normalised vectors)
+and the reference's weight-decay groups: reset-tuned 0.70 / 0.63 / 0.58 / 0.61 / 0.50 vs scratch (best of the
+4 settings here) 0.41 / 0.23 / 0.43 / 0.33 / 0.28 (with weight decay 0.01 instead, scratch gets 0.33-0.38 on
+seeds 0-1); sources 0.96-0.99. (With our earlier losses, SoftCLIP at 0.125 on raw tokens: 0.85-0.87 vs 0.72-0.78.)
 
 Where it does not hold (measured, documented in docs/decoders/mindbridge.md): with a strongly
 nonlinear shared map (a 4-d latent, ``z W1`` of std 3 instead of 1) gradient descent through the frozen translator
@@ -102,8 +103,8 @@ def test_reset_tuned_new_subject_beats_scratch_on_small_fraction(seed: int) -> N
     msg = f"seed {seed}: sources {source_top1}, reset-tuned {tuned:.2f}, scratch (best of 4) {scratch:.2f}"
     # the shared network learned the task from the source subjects (chance 0.01)
     assert min(source_top1) > 0.9, msg
-    # scratch learns a lot from 40 trials, so the comparison is against a strong baseline
-    assert scratch > 0.4, msg
+    # scratch learns from 40 trials (20x chance or more), so the comparison is against a real baseline
+    assert scratch > 0.2, msg
     # reset-tuning from 10 % of the trials beats the same network trained from scratch on them
     assert tuned > scratch + 0.04, msg
 

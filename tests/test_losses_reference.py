@@ -32,6 +32,17 @@ def test_soft_clip_equals_the_reference_formula(temperature):
     assert soft_clip_loss(b, t, temperature).item() == pytest.approx(expected, rel=1e-4)
 
 
+def test_contrastive_losses_keep_float32_under_bfloat16_autocast():
+    g = torch.Generator().manual_seed(4)
+    b, t = torch.randn(9, 5, 7, generator=g), torch.randn(9, 5, 7, generator=g)  # cosines ~0.2: logits ~40 at T 0.005
+    expected = soft_clip(unit_rows(b.numpy()), unit_rows(t.numpy()), 0.005)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert soft_clip_loss(b, t, 0.005).item() == pytest.approx(expected, rel=2e-5)  # bfloat16 logits: 1.6e-4 off
+        perm, betas = torch.arange(9).flip(0), torch.full((9,), 0.7)
+        ref = mixco_sum(unit_rows(b.numpy()), unit_rows(t.numpy()), 0.006, perm.numpy(), betas.numpy())
+        assert mixco_loss(b, t, perm, betas, temperature=0.006).item() == pytest.approx(ref, rel=2e-5)
+
+
 def test_mixco_labels_equal_the_reference_formulas_including_self_pairs():
     b, t = _data(1, n=7)
     perm = torch.tensor([3, 1, 0, 6, 4, 2, 5])  # items 1 and 4 are paired with themselves

@@ -32,6 +32,12 @@ def _norm(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.flatten(1).float(), dim=-1)
 
 
+def _fp32(x: torch.Tensor) -> torch.autocast:
+    """Autocast off: similarities divided by temperatures of 0.005 need float32 (bfloat16 resolves
+    logits near 200 to 1.0)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 def _world() -> tuple[int, int]:
     """(rank, world size) of the default process group, (0, 1) without one."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -113,9 +119,10 @@ def clip_loss(brain: torch.Tensor, target: torch.Tensor, logit_scale: torch.Tens
     """
     if gather:
         (brain, target), _ = gather_rows(brain, target)
-    logits = logit_scale * _norm(brain) @ _norm(target).T
-    labels = torch.arange(len(logits), device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    with _fp32(brain):
+        logits = logit_scale * _norm(brain) @ _norm(target).T
+        labels = torch.arange(len(logits), device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
 def soft_clip_loss(brain: torch.Tensor, target: torch.Tensor, temperature: float = 0.125, *,
@@ -140,12 +147,13 @@ def soft_clip_loss(brain: torch.Tensor, target: torch.Tensor, temperature: float
     """
     if gather:
         (brain, target), _ = gather_rows(brain, target)
-    b, t = _norm(brain), _norm(target)
-    soft = (t @ t.T / temperature).softmax(-1)
-    bt = b @ t.T / temperature
-    loss1 = -(bt.log_softmax(-1) * soft).sum(-1).mean()
-    loss2 = -(bt.T.log_softmax(-1) * soft).sum(-1).mean()
-    return 0.5 * (loss1 + loss2)
+    with _fp32(brain):
+        b, t = _norm(brain), _norm(target)
+        soft = (t @ t.T / temperature).softmax(-1)
+        bt = b @ t.T / temperature
+        loss1 = -(bt.log_softmax(-1) * soft).sum(-1).mean()
+        loss2 = -(bt.T.log_softmax(-1) * soft).sum(-1).mean()
+        return 0.5 * (loss1 + loss2)
 
 
 def soft_cont_loss(student: torch.Tensor, teacher: torch.Tensor, teacher_aug: torch.Tensor,
@@ -171,10 +179,11 @@ def soft_cont_loss(student: torch.Tensor, teacher: torch.Tensor, teacher_aug: to
     """
     if gather:
         (student, teacher, teacher_aug), _ = gather_rows(student, teacher, teacher_aug)
-    s, p, a = _norm(student), _norm(teacher), _norm(teacher_aug)
-    loss1 = -((s @ a.T / temperature).log_softmax(-1) * (p @ a.T / temperature).softmax(-1)).sum(-1).mean()
-    loss2 = -((a @ s.T / temperature).log_softmax(-1) * (a @ p.T / temperature).softmax(-1)).sum(-1).mean()
-    return 0.5 * (loss1 + loss2)
+    with _fp32(student):
+        s, p, a = _norm(student), _norm(teacher), _norm(teacher_aug)
+        loss1 = -((s @ a.T / temperature).log_softmax(-1) * (p @ a.T / temperature).softmax(-1)).sum(-1).mean()
+        loss2 = -((a @ s.T / temperature).log_softmax(-1) * (a @ p.T / temperature).softmax(-1)).sum(-1).mean()
+        return 0.5 * (loss1 + loss2)
 
 
 def mixco_batch(x: torch.Tensor, beta: float = 0.15, s_thresh: float = 0.5,
@@ -233,21 +242,22 @@ def mixco_loss(brain: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, be
     if gather:
         (brain, target), offset = gather_rows(brain, target)
         (perm, betas), _ = gather_rows(perm + offset, betas)  # each process shifts its own partners
-    b, t = _norm(brain), _norm(target)
-    logits = b @ t.T / temperature
-    n = len(logits)
-    probs = torch.zeros_like(logits)
-    idx = torch.arange(n, device=logits.device)
-    probs[idx, idx] = betas.float()
-    if labels == "sum":
-        probs[idx, perm] += 1 - betas.float()
-    else:
-        probs[idx, perm] = 1 - betas.float()
-    loss = -(logits.log_softmax(-1) * probs).sum(-1).mean()
-    if bidirectional:
-        loss_t = -(logits.T.log_softmax(-1) * probs.T).sum(-1).mean()
-        loss = 0.5 * (loss + loss_t)
-    return loss
+    with _fp32(brain):
+        b, t = _norm(brain), _norm(target)
+        logits = b @ t.T / temperature
+        n = len(logits)
+        probs = torch.zeros_like(logits)
+        idx = torch.arange(n, device=logits.device)
+        probs[idx, idx] = betas.float()
+        if labels == "sum":
+            probs[idx, perm] += 1 - betas.float()
+        else:
+            probs[idx, perm] = 1 - betas.float()
+        loss = -(logits.log_softmax(-1) * probs).sum(-1).mean()
+        if bidirectional:
+            loss_t = -(logits.T.log_softmax(-1) * probs.T).sum(-1).mean()
+            loss = 0.5 * (loss + loss_t)
+        return loss
 
 
 def cosine_anneal(start: float, end: float, index: int, n: int) -> float:

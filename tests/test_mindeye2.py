@@ -147,7 +147,7 @@ def test_bimixco_phase_equals_the_reference_formula(labels):
     a, b = _batch(g, 5), {**_batch(g, 4), "subject": "nsd/subj02", "x": torch.randn(4, 11, generator=g)}
     torch.manual_seed(7)
     out = model.training_step({"parts": [a, b]}, 29)
-    # replay the mixing draws: one mixco per subject, in order (utils.mixco: select, then perm, then betas)
+    # replay the mixing draws: one mixco_batch per subject, in order, from the same seed
     torch.manual_seed(7)
     from neurodecode.models.losses import mixco_batch
 

@@ -24,11 +24,10 @@ import importlib
 import os
 from typing import Any
 
-from ._download import download_weights, recipe_weights
-from ._run import output_paths, reconstruct
+from ._download import download_weights, recipe_artefacts, recipe_weights
 
-__all__ = ["GENERATORS", "get_generator", "generator_class", "generator_weights", "reconstruct", "output_paths",
-           "recipe_weights", "download_weights", "PixelUnCLIP", "PixelUnCLIPConfig"]
+__all__ = ["GENERATORS", "get_generator", "generator_class", "generator_weights", "recipe_weights", "recipe_artefacts",
+           "download_weights", "PixelUnCLIP", "PixelUnCLIPConfig"]
 
 
 def __getattr__(name: str) -> Any:
@@ -59,10 +58,17 @@ def generator_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 
 
-def generator_weights(name: str) -> dict[str, dict[str, Any]]:
-    """The published weights a generator uses: ``{hub id: {"licence": ..., "purpose": ...}}``."""
-    module = importlib.import_module(GENERATORS[name].split(":")[0])
-    return dict(module.WEIGHTS)
+def generator_weights(name: str, *, weights: Any = None, dtype: Any = None, **kwargs: Any) -> dict[str, dict[str, Any]]:
+    """The hub weights a generator reads: ``{hub id: {"licence", "purpose", "files"}}``.
+
+    Derived from the generator's own declaration (``artefacts``), the single source of truth of
+    ``neurodecode download``; ``files`` lists file groups (alternatives, preferred first).
+    """
+    from ..io.hub import HubArtefact
+
+    arts = generator_class(name).artefacts(weights, dtype, **kwargs)
+    return {a.repo: {"licence": a.licence, "purpose": a.purpose, "files": [list(g) for g in a.files]}
+            for a in arts if isinstance(a, HubArtefact)}
 
 
 def get_generator(name: str, *, weights: str | os.PathLike[str] | None = None, device: Any = "cpu",

@@ -101,7 +101,8 @@ def test_recipe_runs_end_to_end_at_tiny_size(recipe, sims, runs, tmp_path):
 
     if dataset == "zuco":
         texts = sorted(out.rglob("*_recon.txt"))
-        assert texts and all(t.read_text().strip() for t in texts)
+        # one line per sentence (an untrained tiny T5 may well decode an empty one)
+        assert len(texts) == summary["n_done"] and all(t.read_text().count("\n") == 1 for t in texts)
         result = _cli("evaluate", "--recons", out, "--n-boot", "20", "--json")
         assert "bleu1" in result and 0.0 <= result["bleu1"]["value"] <= 1.0
     else:

@@ -202,6 +202,7 @@ def load_things_eeg2(
     meta = _image_metadata(root, allow_pickle)
     Xs, ids, splits, concepts, img_idx, reps, files = [], [], [], [], [], [], []
     times = names = None
+    times_layout = "one time entry per sample"
     for part in parts:
         obj, path = _read_part(root, _PARTS[part], variant, s, allow_pickle)
         files.append(str(path))
@@ -210,6 +211,12 @@ def load_things_eeg2(
             raise ShapeMismatchError(format_error(str(path), "EEG of shape (n_images, n_repetitions, n_channels, "
                                                   "n_times)", data, "Check that this is a preprocessed file"))
         t = np.asarray(obj["times"], dtype=np.float64).ravel()
+        if len(t) > data.shape[-1] and variant == "atm":
+            # the ATM 250 Hz release epochs -0.2..1.0 s (300 samples), saves data[..., 50:] and keeps the
+            # full 300-entry times: the data are the epoch's LAST samples (0 to 1 s after onset)
+            times_layout = f"{len(t)} time entries for {data.shape[-1]} samples: the data are the last " \
+                           f"{data.shape[-1]} (the ATM release's data[..., {len(t) - data.shape[-1]}:])"
+            t = t[len(t) - data.shape[-1]:]
         if len(t) != data.shape[-1]:
             raise ShapeMismatchError(format_error("times", f"{data.shape[-1]} samples (last axis of the EEG)",
                                                   f"{len(t)} in {path}"))
@@ -266,7 +273,7 @@ def load_things_eeg2(
         "n_channels": len(names or []), "average_repeats": bool(average_repeats),
         "repeats": "averaged" if average_repeats else "single trials", "split": parts,
         "image_ids": "image_metadata file names" if meta is not None else "positional (no image metadata read)",
-        "allow_pickle": bool(allow_pickle), "versions": package_versions(("numpy",)),
+        "allow_pickle": bool(allow_pickle), "times": times_layout, "versions": package_versions(("numpy",)),
     }
     return Trials(X=X, stimulus_ids=np.concatenate(ids), subject=f"things-eeg2/sub-{s:02d}",
                   split=np.concatenate(splits), sfreq=sfreq, ch_names=list(names or []), times=times,

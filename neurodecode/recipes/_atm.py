@@ -71,6 +71,9 @@ from ._targets import _load_or_embed
 __all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "train_atm"]
 
 DATASETS = ("things-eeg2", "things-meg")
+#: ``[decoder.prior]`` keys that set the prior's own training (the others are ATMPriorConfig fields); what is
+#: not given follows ``[train]``. The reference: Adam 1e-3, cosine, grad clip 1.0, batch 1024, 150 epochs.
+PRIOR_TRAIN_KEYS = ("epochs", "lr", "batch_size", "optimizer", "scheduler", "grad_clip", "weight_decay")
 
 _IMAGE_DIRS = {"things-eeg2": "image_set", "things-meg": "stimuli"}
 
@@ -292,11 +295,11 @@ def train_atm(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, Any
 
         prior = None
         if prior_tbl:
-            pcfg_fields = {k: v for k, v in prior_tbl.items() if k not in ("epochs", "lr", "batch_size")}
+            pcfg_fields = {k: v for k, v in prior_tbl.items() if k not in PRIOR_TRAIN_KEYS}
             _check_field(pcfg_fields, "embed_dim", int(image_feats.shape[1]), "the image space's width")
             _check_field(pcfg_fields, "cond_dim", int(cfg.proj_dim), "ATM's proj_dim")
             prior = ATMDiffusionPrior(ATMPriorConfig.from_dict(pcfg_fields))
-            tbl = {**ctx.train_table, **{k: prior_tbl[k] for k in ("epochs", "lr", "batch_size") if k in prior_tbl}}
+            tbl = {**ctx.train_table, **{k: prior_tbl[k] for k in PRIOR_TRAIN_KEYS if k in prior_tbl}}
             emb_parts = []
             for s in fit_subjects:
                 a = arrays(trials[s][0])
@@ -363,7 +366,7 @@ def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
 
     return check_recipe_tables(recipe, problems, datasets=DATASETS, decoder_config=ATMConfig, generate=ATMGenerate,
                                train_config=TrainConfig,
-                               decoder_tables={"prior": (ATMPriorConfig, ("epochs", "lr", "batch_size"))},
+                               decoder_tables={"prior": (ATMPriorConfig, PRIOR_TRAIN_KEYS)},
                                latents_extra=("image", "text", "text_template"))
 
 

@@ -141,20 +141,22 @@ def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
 
     root, out, data, latents, decoder = ctx.root, ctx.out, ctx.data, ctx.latents, ctx.decoder
     text_tbl = _space_table(latents.get("text"), "text")
-    if text_tbl:
-        spec = describe_space(str(text_tbl["space"]))
-        if spec.options.get("family") != "t5" or spec.options.get("pooling") != "mean":
-            raise ValidationError(format_error(
-                "latents.text", "the pooled T5 encoder space GLIM aligns to ('flan-t5-large-encoder' or its -tiny "
-                "twin)", repr(text_tbl["space"]), "GLIM's contrastive target is its own frozen T5's pooled encoder"))
+    if text_tbl and describe_space(str(text_tbl["space"])).options.get("family") != "t5":
+        raise ValidationError(format_error(
+            "latents.text", "a T5 encoder space ('flan-t5-large-encoder' or its -tiny twin): the text side GLIM "
+            "aligns to", repr(text_tbl["space"]), "GLIM pools its own frozen T5 (attention pooling on 'To English: "
+            "<sentence>'); name that T5 here or leave latents.text out"))
     tab = _load_zuco_all(root, data, ctx.verbose)
     fields = dict(decoder)
     _check_field(fields, "n_channels", tab["n_channels"], "data.n_channels, the padded montage")
     _check_field(fields, "max_times", tab["max_times"], "data.max_times")
     _check_field(fields, "sfreq", tab["sfreq"], "data.resample_to")
+    defaults = GLIMConfig(text_model=None)
+    aliases = dict(fields.get("task_aliases") or defaults.task_aliases)  # SR is read as NR (GLIM's train.py)
     for key, col in (("tasks", "task"), ("datasets", "dataset")):
-        vocab = [str(v) for v in fields.get(key) or getattr(GLIMConfig(text_model=None), key)]
-        extra_vals = sorted(set(tab[col].tolist()) - set(vocab))
+        vocab = [str(v) for v in fields.get(key) or getattr(defaults, key)]
+        seen = {aliases.get(v, v) if key == "tasks" else v for v in tab[col].tolist()}
+        extra_vals = sorted(seen - set(vocab))
         if extra_vals:
             raise ValidationError(format_error(f"decoder.{key}", f"every {col} of the data", vocab,
                                                f"Add {extra_vals} to decoder.{key}"))
@@ -167,20 +169,23 @@ def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
 
     para = _paraphrases(root, data.get("paraphrases", False))
 
-    def arrays(mask: np.ndarray, with_paraphrases: bool) -> dict[str, Any]:
+    def arrays(mask: np.ndarray, with_paraphrases: bool) -> tuple[dict[str, Any], list[str]]:
+        """Batch arrays of the rows in ``mask`` (one per paraphrase) and the sentence each row read."""
         idx = np.flatnonzero(mask)
-        row_of, texts = [], []
+        row_of, texts, sources = [], [], []
         for i in idx:
             s = str(tab["texts"][i])
             targets = [s, *para.get(s.strip(), [])] if with_paraphrases else [s]
             row_of += [i] * len(targets)
-            texts += targets
+            texts += targets  # the LM learns every paraphrase ...
+            sources += [s] * len(targets)  # ... while the contrastive side sees the sentence read
         rows = np.asarray(row_of, dtype=np.int64)
         n = len(rows)
-        return {"x": IndexedRows(tab["X"], rows), "lengths": tab["lengths"][rows], **model.tokenize(texts),
+        return {"x": IndexedRows(tab["X"], rows), "lengths": tab["lengths"][rows],
+                **model.tokenize(texts, sources=sources),
                 "task": model.prompt_index("task", tab["task"][rows], n),
                 "dataset": model.prompt_index("dataset", tab["dataset"][rows], n),
-                "subject": model.prompt_index("subject", tab["subject"][rows], n)}
+                "subject": model.prompt_index("subject", tab["subject"][rows], n)}, [t.strip() for t in sources]
 
     is_train, is_test = tab["split"] == "train", tab["split"] == "test"
     if not is_train.any() or is_test.sum() < 2:
@@ -188,11 +193,13 @@ def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
                                            f"{int(is_train.sum())} train / {int(is_test.sum())} test",
                                            "Add subjects, tasks or sentences (the split is by unique sentence)"))
     config_t, batch = ctx.config, ctx.config.batch_size
-    train_src = ArrayBatches(arrays(is_train, True), batch)
+    train_arrays, train_sentences = arrays(is_train, True)
+    # no sentence twice in a batch (GLIM's sampler): every other row is a true negative
+    train_src = ArrayBatches(train_arrays, batch, groups=train_sentences)
     is_val = tab["split"] == "val"
     val = None
     if ctx.extra.get("validate"):
-        val = _val_source(arrays(is_val, False), batch) if is_val.sum() >= batch else None
+        val = _val_source(arrays(is_val, False)[0], batch) if is_val.sum() >= batch else None
         if val is None:
             logger.warning("train.validate: %d validation sentences for batches of %d; validation skipped",
                            int(is_val.sum()), batch)
@@ -225,8 +232,8 @@ def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
 
     # sentences from the EEG alone (no teacher forcing)
     generated = model.generate(tab["X"][test], tab["lengths"][test], **prompts,
-                               max_new_tokens=int(gen.get("max_new_tokens", config.max_text_len)),
-                               num_beams=int(gen.get("num_beams", 1)), batch_size=int(gen.get("batch_size", 64)))
+                               max_new_tokens=gen.get("max_new_tokens") or None,
+                               num_beams=int(gen["num_beams"]), batch_size=int(gen["batch_size"]))
     write_json(out / "generations.json", {
         "teacher_forcing": False, "n": len(generated), "retrieval_block": block,
         "items": [{"subject": prompts["subject"][i], "task": prompts["task"][i], "reference": str(tab["texts"][j]),
@@ -310,7 +317,7 @@ def _reconstruct_glim(ctx: dict[str, Any], requested: Any) -> tuple[dict[str, An
                                  verbose=loader_verbose(ctx.verbose))
     timings["load_data_s"] = time.perf_counter() - t0
     max_new = gen_tbl.get("max_new_tokens")
-    num_beams = int(gen_tbl.get("num_beams", 1))
+    num_beams = int(gen_tbl["num_beams"])
     bs = int(ctx.batch_size or gen_tbl.get("batch_size", 16))
     model: Any = None
     per_subject: dict[str, Any] = {}
@@ -362,8 +369,8 @@ def _reconstruct_glim(ctx: dict[str, Any], requested: Any) -> tuple[dict[str, An
 
         # the sentence read, and its paraphrases when the recipe names a table (data.paraphrases: GLIM's
         # protocol scores BLEU against them; `neurodecode evaluate --protocol glim`)
-        table = _paraphrases(ctx.root, ctx.data.get("paraphrases"))
-        write_references(out / "references.tsv", refs, paraphrases=table or None)
+        para_table = _paraphrases(ctx.root, ctx.data.get("paraphrases"))
+        write_references(out / "references.tsv", refs, paraphrases=para_table or None)
     extra = {"decoder": {"checkpoint": str(run.resolve()), "class": "GLIM", "sha256": sha_or_none(run / "model.safetensors")},
              "generator": {"generator": "glim", "teacher_forcing": False, "decoding": "greedy" if num_beams == 1
                            else f"beam search ({num_beams} beams)", "max_new_tokens": max_new, "batch_size": bs},

@@ -180,7 +180,7 @@ class GLIMGenerate:
 
     name: str = "glim"
     max_new_tokens: int | None = None
-    num_beams: int = 1
+    num_beams: int = 2
     batch_size: int = 16
     seed: int = 0
 

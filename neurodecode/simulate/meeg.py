@@ -301,7 +301,10 @@ def simulate_things_eeg2(
         test_concepts = [_concept_name(n_train_concepts + i + 1, str(class_names[labels[j]]), f"test{i + 1}")
                          for i, j in enumerate(test_idx)]
         sfreq = 250.0
-        times = np.round(-0.2 + np.arange(250) / sfreq, 6)
+        # the ATM release's layout: 250 samples 0..1 s after onset, with the epoch's full 300-entry times
+        # (-0.2..0.996 s) kept in the files (the loader takes the last 250)
+        epoch_times = np.round(-0.2 + np.arange(300) / sfreq, 6)
+        times = epoch_times[50:]
         info = fw.eeg_info(fw.EEG63, sfreq)
         root = out / "things-eeg2"
         data: dict[Any, dict[str, Any]] = {}
@@ -316,7 +319,7 @@ def simulate_things_eeg2(
             test = (clean[n_tr:, None] + fw.draw_noise(srng, n_test * test_repetitions, model["l_space"],
                                                         model["l_time"], scale).reshape(
                 n_test, test_repetitions, *clean.shape[1:])).astype(np.float32)
-            write_things_eeg2_subject(root, s, train=train, test=test, ch_names=list(fw.EEG63), times=times,
+            write_things_eeg2_subject(root, s, train=train, test=test, ch_names=list(fw.EEG63), times=epoch_times,
                                       safe_copy=safe_copy,
                                       train_concepts=train_concepts, test_concepts=test_concepts,
                                       images_per_concept=images_per_concept, variant="atm")

@@ -154,6 +154,43 @@ def _gather(tensors: Mapping[str, Any], idx: Any, device: Any) -> dict[str, Any]
     return out
 
 
+def _distinct_group_order(perm: np.ndarray, groups: np.ndarray, batch_size: int) -> np.ndarray:
+    """Reorder ``perm`` so that each consecutive chunk of ``batch_size`` holds distinct groups where possible.
+
+    Walks the permutation; a sample whose group is already in the current batch waits in a queue that
+    is served first when the next batch starts. Deterministic given ``perm``; every sample appears once.
+    """
+    from collections import deque
+
+    out: list[int] = []
+    waiting: deque[int] = deque()
+    pending = iter(perm.tolist())
+    exhausted = False
+    while len(out) < len(perm):
+        used: set[int] = set()
+        batch: list[int] = []
+        for _ in range(len(waiting)):  # deferred samples first, once each per batch
+            i = waiting.popleft()
+            if groups[i] in used or len(batch) == batch_size:
+                waiting.append(i)
+            else:
+                used.add(int(groups[i]))
+                batch.append(i)
+        while len(batch) < batch_size and not exhausted:
+            i = next(pending, None)
+            if i is None:
+                exhausted = True
+            elif groups[i] in used:
+                waiting.append(i)
+            else:
+                used.add(int(groups[i]))
+                batch.append(i)
+        if len(batch) < batch_size and exhausted:  # the data allow no more distinct batches
+            batch += [waiting.popleft() for _ in range(min(batch_size - len(batch), len(waiting)))]
+        out += batch
+    return np.asarray(out, dtype=np.int64)
+
+
 class ArrayBatches:
     """Batches from a dict of equally long arrays (one subject, or homogeneous data).
 
@@ -170,10 +207,16 @@ class ArrayBatches:
         evaluation keeps every sample).
     extra : dict or None
         Constant entries added to every batch (e.g. ``{"subject": "nsd/subj01"}``).
+    groups : array-like of shape (n_samples,) or None
+        A group per sample (e.g. the sentence a row reads): with ``shuffle``, no batch holds two
+        samples of one group where the data allow it (GLIM's batches hold no sentence twice, so
+        the contrastive negatives are all other sentences). Samples are deferred to a later batch,
+        never dropped before the epoch's end.
     """
 
     def __init__(self, arrays: Mapping[str, Any], batch_size: int, shuffle: bool = True,
-                 drop_last: bool | None = None, extra: Mapping[str, Any] | None = None) -> None:
+                 drop_last: bool | None = None, extra: Mapping[str, Any] | None = None,
+                 groups: Any = None) -> None:
         self.tensors = _as_tensors(arrays, "arrays")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValidationError(format_error("batch_size", "a positive integer", batch_size))
@@ -183,6 +226,10 @@ class ArrayBatches:
         self.drop_last = shuffle if drop_last is None else drop_last
         self.extra = dict(extra or {})
         self.device: Any = None
+        self.groups = None if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+        if self.groups is not None and len(self.groups) != self.n_samples:
+            raise ValidationError(format_error("groups", f"one group per sample ({self.n_samples})",
+                                               f"{len(self.groups)} entries"))
         if self.drop_last and self.n_samples < batch_size:
             raise ValidationError(format_error("batch_size", f"at most the {self.n_samples} samples", batch_size,
                                                "Lower the batch size or pass drop_last=False"))
@@ -216,7 +263,10 @@ class ArrayBatches:
         import torch
 
         if self.shuffle:
-            return torch.randperm(self.n_samples, generator=_generator(seed, epoch))
+            perm = torch.randperm(self.n_samples, generator=_generator(seed, epoch))
+            if self.groups is not None:
+                perm = torch.as_tensor(_distinct_group_order(perm.numpy(), self.groups, self.batch_size))
+            return perm
         return torch.arange(self.n_samples)
 
     def epoch(self, epoch: int, *, seed: int = 0, start: int = 0, rank: int = 0,

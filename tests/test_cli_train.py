@@ -100,7 +100,8 @@ def test_mindeye2_tiny_pretrain_then_one_session_finetune(nsd_root, tmp_path):
     summary = _train("mindeye2_nsd.toml", nsd_root, pre, "--max-steps", "2", "--set", 'data.subjects=["nsd/subj02"]')
     assert summary["steps"] == 2
     model = load_decoder(pre)
-    assert model.config.target_tokens == [16, 48] and model.config.lowlevel_shape is None
+    # the low-level head is on, as in the reference; its shape is read from the tiny SD-VAE space (32 px)
+    assert model.config.target_tokens == [16, 48] and list(model.config.lowlevel_shape) == [4, 16, 16]
     out = tmp_path / "one"
     ft = _train("mindeye2_one_session.toml", nsd_root, out, "--max-steps", "2",
                 "--set", f"decoder.init_from={json.dumps(str(pre))}")
@@ -109,7 +110,7 @@ def test_mindeye2_tiny_pretrain_then_one_session_finetune(nsd_root, tmp_path):
     assert sorted(tuned.subjects) == ["nsd/subj01", "nsd/subj02"]
     n_vox = tuned.config.subjects["nsd/subj01"]
     pred = tuned.predict_latents(np.zeros((3, n_vox), np.float32), subject="nsd/subj01")
-    assert pred["clip_bigg_tokens"].shape == (3, 16, 48)
+    assert pred["clip_bigg_tokens"].shape == (3, 16, 48) and pred["vae_latents"].shape == (3, 4, 16, 16)
 
 
 def test_text_targets_from_coco_captions(nsd_root, tmp_path):

@@ -111,6 +111,20 @@ def test_recipe_runs_end_to_end_at_tiny_size(recipe, sims, runs, tmp_path):
         truth = {"nsd": root / "nsddata_stimuli" / "stimuli" / "nsd" / "nsd_stimuli.hdf5",
                  "things-eeg2": root / "image_set" / "test_images",
                  "things-meg": root / "stimuli" / "images_test_meg"}[dataset]
+        if prov["generator"]["generator"] == "nearest-training-image":  # MindEye2's retrieval fallback
+            from PIL import Image
+
+            from neurodecode.data import load_nsd, load_nsd_stimuli
+
+            subj = load_nsd(root, args[args.index("--subject") + 1], sessions=1)
+            chosen = prov["generator"]["chosen_nsd_ids"]
+            assert len(chosen) == len(images) and set(chosen) <= set(subj.train.stimulus_ids.tolist())
+            assert not set(chosen) & set(subj.test.stimulus_ids.tolist())  # never a test image
+            shown = load_nsd_stimuli(root, chosen)
+            written = prov["written"]  # item label -> seed = base + position: generation order, as chosen
+            order = sorted(written, key=written.get)
+            files = {lab: next(p for p in images if f"_stim-{lab}_" in p.name) for lab in order}
+            assert all(np.array_equal(np.asarray(Image.open(files[lab])), img) for lab, img in zip(order, shown))
         result = _cli("evaluate", "--recons", out, "--truth", truth, "--metrics", "pixcorr,ssim", "--weights",
                       "random", "--n-boot", "20", "--out", tmp_path / "ev", "--json")
         assert result["n_items"] == len(images) and -1.0 <= result["pixcorr"]["value"] <= 1.0

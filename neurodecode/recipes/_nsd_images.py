@@ -40,7 +40,79 @@ from ._derivative import (
     output_paths,
 )
 
-__all__ = ["reconstruct_nsd"]
+__all__ = ["reconstruct_nsd", "NearestTrainingImage", "NEAREST"]
+
+#: ``[generate] generator`` of the retrieval fallback (not a diffusion model: see :class:`NearestTrainingImage`).
+NEAREST = "nearest-training-image"
+
+
+class NearestTrainingImage:
+    """The retrieval fallback: each item's image is the subject's TRAINING image whose target is most
+    similar (cosine) to the decoded latent.
+
+    For decoders whose latent space no registered generator reads yet (MindEye2's 256 x 1664 bigG tokens,
+    until its SDXL unCLIP lands), this turns the decoded latent into a picture with no weights beyond the
+    target space, as MindEye's retrieval submodule does. It never shows a test image (the gallery is the
+    subject's training stimuli), so what it writes is a retrieval, not a reconstruction: the provenance
+    says so and records each chosen NSD id.
+
+    Parameters
+    ----------
+    recipe : dict
+        The validated recipe (its ``[latents]`` table of the decoder's main target gives the space).
+    data_root, subject : path-like, int or str
+        The NSD root and subject: the gallery is the subject's training images.
+    decoder : model
+        The trained decoder (its ``targets`` declaration maps the batch key to the predicted key).
+    size : int or None
+        Output side in pixels (default: the stored images').
+    """
+
+    name = NEAREST
+
+    def __init__(self, recipe: Mapping[str, Any], data_root: Any, subject: Any, decoder: Any, *, cache_root: Any,
+                 device: Any = "cpu", verbose: Any = None, size: int | None = None) -> None:
+        from ..data import load_nsd_stimuli
+        from ._targets import compute_targets
+
+        declared = getattr(type(decoder), "targets", None) or {}
+        main = next((b for b, t in declared.items() if t.required), None)
+        if main is None or not isinstance(recipe["latents"].get(main), Mapping):
+            raise ValidationError(format_error("generate.generator", f"a decoder with a [latents.<key>] main target "
+                                               f"for {NEAREST!r}", type(decoder).__name__,
+                                               "Use it with MindBridge / MindEye2 recipes"))
+        self.key = declared[main].latent_key or getattr(decoder.config, "target_key", main)
+        train = load_nsd_for_recipe(data_root, recipe["data"], subject, verbose=verbose).train
+        self.ids = np.unique(train.stimulus_ids)
+        targets = compute_targets(data_root, {main: recipe["latents"][main]}, self.ids,
+                                  cache_root=cache_root, captions=recipe["data"]["captions"], device=device,
+                                  dtype="float32",
+                                  verbose=verbose)
+        feats = targets[main][1].reshape(len(self.ids), -1).astype(np.float64)
+        self.gallery = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        self.root, self.size, self.space = data_root, size, str(recipe["latents"][main].get("space"))
+        self._load = load_nsd_stimuli
+        self.chosen: list[int] = []
+
+    def check_latents(self, latents: Mapping[str, Any]) -> None:
+        if self.key not in latents:
+            raise ValidationError(format_error("latents", f"the key {self.key!r}", sorted(latents)))
+        width = int(np.prod(np.asarray(latents[self.key]).shape[1:]))
+        if width != self.gallery.shape[1]:
+            raise ValidationError(format_error(self.key, f"{self.gallery.shape[1]} features per item (the "
+                                               f"{self.space} targets)", width))
+
+    def generate(self, latents: Mapping[str, Any], **_: Any) -> np.ndarray:
+        pred = np.asarray(latents[self.key], dtype=np.float64).reshape(len(latents[self.key]), -1)
+        pred = pred / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12)
+        best = self.ids[(pred @ self.gallery.T).argmax(1)]
+        self.chosen += [int(i) for i in best]
+        return self._load(self.root, best, size=self.size)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"generator": NEAREST, "kind": "retrieval among the subject's training images (no test image)",
+                "space": self.space, "latent_key": self.key, "gallery_size": int(len(self.ids)),
+                "chosen_nsd_ids": self.chosen}
 
 
 def _test_trials(recipe: Mapping[str, Any], data_root: Any, subject: Any, verbose: Any) -> Any:
@@ -177,11 +249,18 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
         if rank == 0:
             _save_latents(out, recipe, data_root, trials, every, decoder, device, verbose)
         t0 = time.perf_counter()
-        generator = get_generator(
-            str(gen_cfg["generator"]), weights=generator_weights or gen_cfg.get("weights"), device=device,
-            dtype=dtype or gen_cfg["dtype"] or "float32", preset=gen_cfg.get("preset"),
-            compile=bool(gen_cfg.get("compile", False)), preview_vae=bool(gen_cfg.get("preview_vae", False)),
-            config=gen_cfg.get("config"))
+        if gen_cfg["generator"] == NEAREST:
+            from ._run import resolve_cache_root
+
+            generator = NearestTrainingImage(recipe, data_root, subject, decoder, device=device, verbose=verbose,
+                                             cache_root=resolve_cache_root(recipe["latents"], out),
+                                             **dict(gen_cfg.get("options", {})))
+        else:
+            generator = get_generator(
+                str(gen_cfg["generator"]), weights=generator_weights or gen_cfg.get("weights"), device=device,
+                dtype=dtype or gen_cfg["dtype"] or "float32", preset=gen_cfg.get("preset"),
+                compile=bool(gen_cfg.get("compile", False)), preview_vae=bool(gen_cfg.get("preview_vae", False)),
+                config=gen_cfg.get("config"))
         generator.check_latents(latents)  # fail before any work on a wrong space / NaN
         if captioner_name:
             captioner = get_generator(str(captioner_name), weights=gen_cfg["captioner_weights"],
@@ -231,5 +310,6 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
         timings["items_per_s"] = summary["n_done"] / max(timings["generate_s"], 1e-9)
     timings["total_s"] = time.perf_counter() - t_start
     summary["timings"] = timings
-    log.finish(summary=summary)
+    log.finish(summary=summary, **({"generator": generator.provenance()} if isinstance(generator, NearestTrainingImage)
+                                   else {}))
     return summary

@@ -174,9 +174,13 @@ def test_recipe_names_the_paper_settings_and_tiny_preset():
         "vae_latents": [5e4], "clip_image_tokens": [6e4], "clip_text_tokens": [1e5]}
     assert recipe["latents"]["clip_image_tokens"] == {"space": "clip-vit-l-14-tokens", "normalize": "vd",
                                                       "batch_size": 64}
+    # the paper's low-level target and stage 1 (VDVAE, 64 -> 512 px) and one z-score of raw betas / 300
+    assert recipe["latents"]["vae_latents"]["space"] == "vdvae" and data["zscore"] == "none"
+    assert (gen["lowlevel"], gen["lowlevel_options"]) == ("vdvae", {"size": 512})
     # the recipe's decoder table with the paper's sizes is the paper's configuration
     decoder = {k: v for k, v in recipe["decoder"].items() if k != "name"}
     assert BrainDiffuserConfig.from_dict(decoder) == BrainDiffuserConfig()
     tiny = load_recipe(path, preset="tiny")
+    assert tiny["latents"]["vae_latents"]["space"] == "vdvae-tiny"
     decoder = {k: v for k, v in tiny["decoder"].items() if k not in ("name", "base")}
     assert BrainDiffuserConfig.tiny(**decoder) == BrainDiffuserConfig.tiny()

@@ -185,7 +185,7 @@ def test_brain_diffuser_recipe_fits_scores_resumes_and_feeds_reconstruct(tmp_pat
     assert model.config.subject == "nsd/subj01" and set(model.config.target_shapes) == {
         "clip_image_tokens", "clip_text_tokens", "vae_latents"}
     assert model.config.target_shapes["clip_image_tokens"] == (17, 16)
-    assert model.config.target_shapes["vae_latents"] == (4, 16, 16)  # the tiny SD-VAE space (low-level target)
+    assert model.config.target_shapes["vae_latents"] == (1924,)  # the tiny VDVAE's 7 layers (low-level target)
     assert "test/nsd/subj01/vae_latents/top1" in m
     weights = out / "sub-01" / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
@@ -197,4 +197,8 @@ def test_brain_diffuser_recipe_fits_scores_resumes_and_feeds_reconstruct(tmp_pat
                               "--out", str(tmp_path / "rec"), "--device", "cpu", "--limit", "3", "--json"])
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "rec" / "sub-01" / "recon").glob("*_recon.png"))) == 3
+    # stage 1 (VDVAE) wrote its image beside each reconstruction; the provenance names both stages
+    assert len(list((tmp_path / "rec" / "sub-01" / "recon").glob("*_blurry.png"))) == 3
+    run = json.loads((tmp_path / "rec" / "provenance.json").read_text())["runs"][-1]
+    assert run["lowlevel"]["generator"] == "vdvae" and run["generator"]["generator"] == "versatile"
 

@@ -550,6 +550,40 @@ class Generator:
         images = vae.decode(latents.to(dtype=next(vae.parameters()).dtype) / scale).sample
         return (images.float() / 2 + 0.5).clamp(0, 1)
 
+    def encode_images(self, images: Any, *, size: int | None = None) -> np.ndarray:
+        """Images -> raw latents of this generator's own VAE (posterior mean): an img2img init (``vae_latents``).
+
+        Brain-Diffuser's second stage starts Versatile Diffusion from the VDVAE image encoded by VD's
+        own autoencoder; this is that encoder.
+
+        Parameters
+        ----------
+        images : ndarray of uint8, shape (n, H, W, 3)
+        size : int or None
+            Resize (bicubic) to ``size`` x ``size`` first (the VAE's working resolution; default: as given).
+
+        Returns
+        -------
+        latents : ndarray of float32, shape (n, latent_channels, H / f, W / f)
+            Before the VAE scaling factor (the convention of every ``vae_latents`` here).
+        """
+        import torch
+
+        from .._core.validation import check_array
+
+        self.load()
+        arr = check_array(images, "images", ndim=4)
+        if size is not None and arr.shape[1:3] != (size, size):
+            from PIL import Image
+
+            arr = np.stack([np.asarray(Image.fromarray(np.asarray(a, np.uint8)).resize((size, size), Image.BICUBIC))
+                            for a in arr])
+        vae = self.components_["vae"]
+        x = torch.as_tensor(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)), dtype=torch.float32) / 127.5 - 1.0
+        with torch.no_grad():
+            dist = vae.encode(x.to(device=self.execution_device, dtype=next(vae.parameters()).dtype)).latent_dist
+        return dist.mean.float().cpu().numpy()
+
     def _vae_init(self, vae_latents: np.ndarray) -> Any:
         """Raw VAE latents (NumPy) -> scaled diffusion latents on the execution device (img2img start)."""
         return self._tensor(vae_latents) * float(self.components_["vae"].config.scaling_factor)

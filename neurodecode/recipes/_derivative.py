@@ -124,11 +124,13 @@ class ProvenanceLog:
 
 
 def output_paths(out_dir: str | os.PathLike[str], subject: str, stimulus_id: Any, recipe: str) -> dict[str, Path]:
-    """Paths of one item's outputs: ``{"image": ..._recon.png, "caption": ..._caption.txt}``."""
+    """Paths of one item's outputs: ``{"image": ..._recon.png, "caption": ..._caption.txt,
+    "blurry": ..._blurry.png}`` (the low-level stage's image, read by ``neurodecode evaluate --blurry``)."""
     sub = _sub_label(subject)
     stem = f"sub-{sub}_stim-{_stim_label(stimulus_id)}_desc-{_label(recipe)}"
     folder = Path(out_dir) / f"sub-{sub}" / "recon"
-    return {"image": folder / f"{stem}_recon.png", "caption": folder / f"{stem}_caption.txt"}
+    return {"image": folder / f"{stem}_recon.png", "caption": folder / f"{stem}_caption.txt",
+            "blurry": folder / f"{stem}_blurry.png"}
 
 
 def _check_writable(out_dir: Path) -> None:

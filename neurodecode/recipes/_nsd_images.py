@@ -238,7 +238,7 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
     summary: dict[str, Any] = {"n_items": n_items, "n_assigned": len(positions), "n_skipped": len(positions) - len(todo),
                                "n_done": 0, "rank": rank, "world_size": world, "out_dir": str(out),
                                "subject": trials.subject, "recipe": recipe_name}
-    generator = captioner = None
+    generator = captioner = lowlevel = None
     if todo:
         t0 = time.perf_counter()
         # all test items at once (cheap next to generation): decoders that re-standardise per batch
@@ -246,8 +246,6 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
         every = decoder.predict_latents(trials.X, subject=trials.subject)
         latents = {k: np.asarray(v)[positions[todo]] for k, v in every.items()}
         timings["predict_latents_s"] = time.perf_counter() - t0
-        if rank == 0:
-            _save_latents(out, recipe, data_root, trials, every, decoder, device, verbose)
         t0 = time.perf_counter()
         if gen_cfg["generator"] == NEAREST:
             from ._run import resolve_cache_root
@@ -261,12 +259,19 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
                 dtype=dtype or gen_cfg["dtype"] or "float32", preset=gen_cfg.get("preset"),
                 compile=bool(gen_cfg.get("compile", False)), preview_vae=bool(gen_cfg.get("preview_vae", False)),
                 config=gen_cfg.get("config"))
-        generator.check_latents(latents)  # fail before any work on a wrong space / NaN
+        if gen_cfg["lowlevel"]:  # a first stage draws the low-level image; the generator starts from it
+            lowlevel = get_generator(str(gen_cfg["lowlevel"]), weights=gen_cfg["lowlevel_weights"], device=device)
+            lowlevel.check_latents({"vae_latents": latents["vae_latents"]} if "vae_latents" in latents else latents)
+            generator.check_latents({k: v for k, v in latents.items() if k != "vae_latents"})
+        else:
+            generator.check_latents(latents)  # fail before any work on a wrong space / NaN
         if captioner_name:
             captioner = get_generator(str(captioner_name), weights=gen_cfg["captioner_weights"],
                                       device=device, config=gen_cfg.get("captioner_config"))
             captioner.check_latents(latents)
         timings["load_generator_s"] = time.perf_counter() - t0
+        if rank == 0:  # after the checks: nothing is written for latents a generator refuses
+            _save_latents(out, recipe, data_root, trials, every, decoder, device, verbose)
     if rank == 0:
         describe_derivative(out, recipe_name, data_root)
     ckpt = Path(checkpoint)
@@ -277,6 +282,8 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
                     "sha256": sha256_file(weights_file) if weights_file.is_file() else None},
         "generator": generator.provenance() if generator is not None else None,
         "captioner": captioner.provenance() if captioner is not None else None,
+        "lowlevel": None if lowlevel is None else {**lowlevel.provenance(), "encoded_by": "the generator's own VAE "
+                                                  "(posterior mean): its img2img init"},
         "seeds": {"base": base_seed, "rule": "seed of item i = base + i (i = position in the test list)"},
         "data": {"root": str(Path(data_root).resolve()), "provenance": trials.provenance},
         "steps": n_steps, "batch_size": bs, "versions": package_versions(),
@@ -291,6 +298,12 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
                 chunk = list(range(start, min(len(todo), start + bs)))
                 sub = {k: v[chunk] for k, v in latents.items()}
                 seeds = [base_seed + int(positions[todo[j]]) for j in chunk]
+                blurry = None
+                if lowlevel is not None:  # Brain-Diffuser: VDVAE image -> the generator's VAE -> img2img init
+                    lo = dict(gen_cfg["lowlevel_options"])
+                    blurry = lowlevel.generate({"vae_latents": sub["vae_latents"]}, seeds=seeds, batch_size=bs,
+                                               verbose=False, **lo)
+                    sub["vae_latents"] = generator.encode_images(blurry, size=lo.get("size"))
                 images = generator.generate(sub, seeds=seeds, steps=n_steps, guidance=gen_cfg.get("guidance"),
                                             batch_size=bs, verbose=False, **options)
                 captions = (captioner.generate(sub, seeds=seeds, batch_size=bs, verbose=False,
@@ -301,6 +314,8 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
                     if captions is not None:
                         with atomic_write(p["caption"]) as fh:
                             fh.write(captions[k] + "\n")
+                    if blurry is not None:
+                        _png(p["blurry"], blurry[k])
                     _png(p["image"], images[k])  # the image last: its presence marks the item done
                 bar.update(len(chunk))
                 summary["n_done"] += len(chunk)

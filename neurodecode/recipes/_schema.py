@@ -135,7 +135,9 @@ class TrainTable:
 # ------------------------------------------------------------------------------------------ [generate]
 @dataclass
 class NSDGenerate:
-    """``[generate]`` of the NSD recipes: a registered image generator and, optionally, a captioner."""
+    """``[generate]`` of the NSD recipes: a registered image generator, optionally a captioner, and optionally a
+    ``lowlevel`` first stage (a registered generator, e.g. ``"vdvae"``) whose image, encoded by the generator's
+    own VAE, is the img2img init (Brain-Diffuser); its image is also written as ``*_blurry.png``."""
 
     generator: str = ""
     weights: str | None = None
@@ -153,6 +155,9 @@ class NSDGenerate:
     captioner_weights: str | None = None
     captioner_config: dict[str, Any] | None = None
     captioner_options: dict[str, Any] = field(default_factory=dict)
+    lowlevel: str | None = None
+    lowlevel_weights: str | None = None
+    lowlevel_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -187,8 +187,8 @@ class ATMDecoder(BaseEstimator):
         """
         import torch
 
-        from ..train import ArrayBatches, TrainConfig, Trainer
         from ..recipes._meeg import _channel_stats
+        from ..train import ArrayBatches, TrainConfig, Trainer
 
         brain = self._trials(X, fitted=False)
         Xa = np.ascontiguousarray(brain.X)
@@ -216,7 +216,7 @@ class ATMDecoder(BaseEstimator):
         model.set_input_scaling(*_channel_stats([(Xa, None, np.arange(n))]))
         batch = max(2, min(int(self.batch_size), n))
         source = ArrayBatches(arrays, batch, shuffle=True)
-        train_cfg = TrainConfig(epochs=int(self.epochs), batch_size=batch, lr=float(self.lr), weight_decay=0.0,
+        train_cfg = TrainConfig(epochs=int(self.epochs), batch_size=batch, lr=float(self.lr), weight_decay=0.01,  # AdamW default on every parameter, as ATM
                                 scheduler="constant", seed=int(self.random_state), device=self.device,
                                 checkpoint_every=None, log_every=max(1, source.steps_per_epoch), verbose=self.verbose)
         result = Trainer(model, train_cfg).fit(source)

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._core.errors import NotFittedError, ShapeMismatchError, ValidationError
+from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.validation import check_array, check_option, format_error
+from ._ridge import EstimatorNotFittedError
 
 __all__ = ["NeuralDecoder"]
 
@@ -198,7 +199,7 @@ class NeuralDecoder(BaseEstimator):
             e.g. MindEye2's ``"retrieval_embeds"``).
         """
         if not hasattr(self, "model_"):
-            raise NotFittedError(format_error("NeuralDecoder", "a fitted estimator", "not fitted",
+            raise EstimatorNotFittedError(format_error("NeuralDecoder", "a fitted estimator", "not fitted",
                                               "Call fit(X, Y) first"))
         if subject is None:
             if len(self.subjects_) != 1:

@@ -9,11 +9,11 @@ suite; the two fine-tuning recipes start from the run of their pretraining recip
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from typer.testing import CliRunner
 
 from neurodecode.cli import app

@@ -350,8 +350,7 @@ class Generator:
             modules["decoder_vae"] = self.components_["decoder_vae"]
         offload = self.preset == "24gb" and self.device_.type == "cuda"
         for mod in modules.values():
-            first = next(mod.parameters(), None)
-            if first is not None and first.dtype != self.torch_dtype_:
+            if any(p.is_floating_point() and p.dtype != self.torch_dtype_ for p in mod.parameters()):
                 mod.to(dtype=self.torch_dtype_)
             if not offload:
                 mod.to(self.device_)

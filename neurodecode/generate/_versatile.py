@@ -154,14 +154,18 @@ class VersatileGenerator(Generator):
         folder = self._resolve(name_or_path, uncond=self.uncond)
         dtype = self.torch_dtype_
         image_unet = load_component(folder, "image_unet", UNet2DConditionModel, dtype)
-        text_unet = load_component(folder, "text_unet", UNetFlatConditionModel, dtype)
+        # only the text UNet's transformer blocks are kept: load it as stored (memory-mapped, nothing read yet)
+        # and let the dual UNet's cast to ``dtype`` read just those blocks (a whole-UNet cast doubled the peak)
+        text_unet = load_component(folder, "text_unet", UNetFlatConditionModel, None)
         parts = {"vae": AutoencoderKL, "scheduler": UniPCMultistepScheduler}
         if self.uncond == "encoded":
             from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
             parts.update({"text_encoder": CLIPTextModelWithProjection, "image_encoder": CLIPVisionModelWithProjection,
                           "tokenizer": CLIPTokenizer})
-        return {"unet": _make_dual(image_unet, text_unet), **load_subfolders(folder, parts, dtype)}
+        unet = _make_dual(image_unet, text_unet).to(dtype=dtype)  # the borrowed text blocks too
+        del text_unet
+        return {"unet": unet, **load_subfolders(folder, parts, dtype)}
 
     # ------------------------------------------------------------------ inputs
     def _expects(self) -> dict[str, tuple[int | None, ...]]:

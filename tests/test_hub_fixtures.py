@@ -173,3 +173,22 @@ def test_open_clip_space_keeps_weights_in_the_requested_dtype(hub_cache):
     assert {p.dtype for p in full.model.parameters()} == {torch.float32}
     a, b = half.encode_texts(["a cat", "two dogs"]), full.encode_texts(["a cat", "two dogs"])
     assert np.abs(a - b).max() < 0.05 * np.abs(b).max()
+
+
+@pytest.mark.parametrize("variant", ["fp16", "bin"])
+def test_versatile_real_route_reads_only_what_it_uses(tmp_path, variant):
+    """uncond="zeros" (MindBridge) needs no CLIP encoder: they are neither required nor loaded; every UNet
+    block, the text UNet's borrowed ones included, ends in the requested dtype."""
+    import torch
+
+    folder = write_hub_fixture("versatile", tmp_path / "vd", variant=variant, size="tiny")
+    for sub in ("text_encoder", "image_encoder", "tokenizer"):
+        import shutil
+
+        shutil.rmtree(folder / sub)
+    gen = get_generator("versatile", weights=str(folder), dtype="bfloat16").load()
+    assert set(gen.components_) == {"unet", "vae", "scheduler"}
+    assert _params_dtype(gen.components_["unet"]) == {torch.bfloat16}
+    assert gen.expects == {"clip_image_tokens": (None, 257, 32), "clip_text_tokens": (None, 77, 32)}
+    with pytest.raises(MissingFileError, match="text_encoder/config.json"):
+        get_generator("versatile", weights=str(folder), uncond="encoded").load()

@@ -80,6 +80,8 @@ SPACES = [
     ("clip-bigg-14-tokens", "clip-bigg-14", (256, 1664)),
     ("git-large-coco-tokens", "git", (257, 1024)),
     ("sd-vae", "sd-vae", (4, 32, 32)),
+    ("flan-t5-large-encoder", "flan-t5-large", (1024,)),
+    ("flan-t5-large-encoder-tokens", "flan-t5-large", (64, 1024)),
 ]
 
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_hub_fixture", "HUB_FIXTURES", "clip_bpe_tokenizer_files"]
+__all__ = ["write_hub_fixture", "HUB_FIXTURES", "clip_bpe_tokenizer_files", "t5_tokenizer_files"]
 
 VARIANTS = ("full", "fp16", "bin")
 
@@ -48,6 +48,7 @@ HUB_FIXTURES: dict[str, str] = {
     "clip-vit-l-14": "timm/vit_large_patch14_clip_224.openai",
     "clip-vit-h-14": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
     "clip-bigg-14": "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
+    "flan-t5-large": "google/flan-t5-large",
 }
 
 _OPEN_CLIP = {"clip-vit-l-14": ("ViT-L-14", True), "clip-vit-h-14": ("ViT-H-14", False),
@@ -374,10 +375,55 @@ def _write_open_clip(component: str) -> Callable[..., None]:
     return write
 
 
+def t5_tokenizer_files(folder: str | os.PathLike[str]) -> Path:
+    """Write a T5 tokenizer with Flan-T5's vocabulary size (32,000 pieces + 100 sentinels = 32,100; pad 0, eos 1,
+    unk 2) and a synthetic unigram vocabulary: the real SentencePiece model cannot be had offline, so the
+    *pieces* are made up (letters and letter n-grams); sizes, special ids and file layout are the real ones."""
+    import itertools
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import T5TokenizerFast
+
+    letters = string.ascii_lowercase
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("\u2581" + c, -2.0) for c in letters] + [(c, -3.0) for c in letters + string.digits + ".,'!?-"]
+    pieces += [("\u2581" + a + b, -5.0) for a, b in itertools.product(letters, repeat=2)]
+    for prefix in ("", "\u2581"):
+        for a, b, c in itertools.product(letters, repeat=3):
+            if len(pieces) < 32000:
+                pieces.append((prefix + a + b + c, -8.0))
+    tok = Tokenizer(models.Unigram(pieces, unk_id=2))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    folder = Path(folder)
+    T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                    extra_ids=100, model_max_length=512).save_pretrained(folder)
+    return folder
+
+
+def _write_flan_t5(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # google/flan-t5-large config.json: d_model 1024, d_ff 2816, d_kv 64, 16 heads, 24 + 24 layers, vocab 32128,
+    # gated-gelu, untied input / output embeddings
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    if size == "tiny":
+        cfg = T5Config(vocab_size=32128, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=1,
+                       num_decoder_layers=1, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    else:
+        cfg = T5Config(vocab_size=32128, d_model=1024, d_ff=2816, d_kv=64, num_heads=16,
+                       num_layers=_depth(24, depth), num_decoder_layers=_depth(24, depth),
+                       feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0,
+                       pad_token_id=0, eos_token_id=1)
+    _save(T5ForConditionalGeneration(cfg), root, variant)
+    t5_tokenizer_files(root)
+
+
 _WRITERS: dict[str, Callable[..., None]] = {
     "sd-vae": _write_sd_vae, "lowlevel": _write_lowlevel, "versatile": _write_versatile, "unclip": _write_unclip,
     "sdxl-turbo": _write_sdxl_turbo, "ip-adapter": _write_ip_adapter, "git": _write_git,
-    **{name: _write_open_clip(name) for name in _OPEN_CLIP},
+    **{name: _write_open_clip(name) for name in _OPEN_CLIP}, "flan-t5-large": _write_flan_t5,
 }
 
 
@@ -412,7 +458,8 @@ def write_hub_fixture(component: str, root: str | os.PathLike[str], *, layout: s
     ----------
     component : str
         One of :data:`HUB_FIXTURES` (``"sd-vae"``, ``"versatile"``, ``"sdxl-turbo"``, ``"ip-adapter"``,
-        ``"unclip"``, ``"lowlevel"``, ``"git"``, ``"clip-vit-l-14"``, ``"clip-vit-h-14"``, ``"clip-bigg-14"``).
+        ``"unclip"``, ``"lowlevel"``, ``"git"``, ``"clip-vit-l-14"``, ``"clip-vit-h-14"``, ``"clip-bigg-14"``,
+        ``"flan-t5-large"`` (its tokenizer's pieces are synthetic, see :func:`t5_tokenizer_files`)).
     root : path-like
         ``layout="folder"``: the repository folder to write; ``layout="cache"``: the hub cache root
         (``HF_HUB_CACHE``), under which ``models--org--name/`` is written.

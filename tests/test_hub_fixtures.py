@@ -192,3 +192,31 @@ def test_versatile_real_route_reads_only_what_it_uses(tmp_path, variant):
     assert gen.expects == {"clip_image_tokens": (None, 257, 32), "clip_text_tokens": (None, 77, 32)}
     with pytest.raises(MissingFileError, match="text_encoder/config.json"):
         get_generator("versatile", weights=str(folder), uncond="encoded").load()
+
+
+@pytest.mark.parametrize("name", ["lowlevel", "versatile", "unclip", "sdxl-turbo", "git"])
+def test_declared_files_are_exactly_enough(tmp_path, name):
+    """A folder holding only the files a generator declares (one alternative per group) loads and runs: the
+    declaration `neurodecode download` fetches is what the loader reads."""
+    import shutil
+
+    from neurodecode.generate import generator_class
+    from neurodecode.io.hub import group_choice
+
+    full = write_hub_fixture(name, tmp_path / "full", variant="fp16", size="tiny")
+    lean = tmp_path / "lean"
+    groups = generator_class(name).hub_files("bfloat16")
+    for group in groups:
+        choice = group_choice(full, group)
+        assert choice is not None, group
+        (lean / choice).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(full / choice, lean / choice)
+    kw = {}
+    if name == "sdxl-turbo":
+        kw["ip_adapter"] = str(write_hub_fixture("ip-adapter", tmp_path / "ip", variant="fp16", size="tiny"))
+    gen = get_generator(name, weights=str(lean), dtype="bfloat16", **kw).load()
+    shapes = {k: tuple(8 if s is None else s for s in v[1:]) for k, v in gen.expects.items()}
+    rng = np.random.default_rng(0)
+    lat = {k: rng.standard_normal((1, *s)).astype(np.float32) for k, s in shapes.items()}
+    out = gen.generate(lat, seeds=0, steps=1, **({} if name in ("git", "lowlevel") else {"height": 32, "width": 32}))
+    assert len(out) == 1

@@ -264,7 +264,7 @@ def test_reconstruct_teaching_errors(eeg2, zuco, tmp_path):
     assert "stepz" in res.stderr and not list((tmp_path / "o6").glob("sub-*"))
     # NSD still needs exactly one --subject (bad usage)
     nsd = tmp_path / "nsd.toml"
-    nsd.write_text('[data]\ndataset = "nsd"\n[generate]\ngenerator = "versatile"\n')
+    nsd.write_text('[data]\ndataset = "nsd"\n[decoder]\nname = "mindbridge"\n[generate]\ngenerator = "versatile"\n')
     res = _cli("reconstruct", "--pipeline", nsd, "--data", tmp_path, "--checkpoint", tmp_path, "--out",
                tmp_path / "o7", code=2)
     assert "--subject" in res.stderr

@@ -35,7 +35,8 @@ def eeg(tmp_path_factory):
 def test_things_eeg2_layout_read_back_by_the_loader(eeg):
     trials = load_things_eeg2(eeg.root, 2, allow_pickle=True)  # pickled dicts, as published
     assert trials.X.shape == (3 * 4 * 2 + 7 * 8, 63, 250) and trials.sfreq == 250.0
-    assert trials.ch_names == list(fw.EEG63) and np.isclose(trials.times[0], -0.2)
+    assert trials.ch_names == list(fw.EEG63) and np.isclose(trials.times[0], 0.0)
+    assert "the last 250" in trials.provenance["times"]  # the files keep the 300-entry epoch times
     train_con = set(trials.metadata["concept"][trials.split == "train"])
     test_con = set(trials.metadata["concept"][trials.split == "test"])
     assert len(train_con) == 3 and len(test_con) == 7 and not train_con & test_con
@@ -56,7 +57,7 @@ def test_eeg_sources_have_realistic_latencies(eeg):
     early, lat = truth["early"], truth["latency"]
     assert 0.08 < lat[early].mean() < 0.12 and 0.2 < lat[~early].mean() < 0.3
     # image-specific signal: early sources dominate near 100 ms, higher ones near 250 ms
-    times = np.round(-0.2 + np.arange(250) / 250, 6)
+    times = np.round(np.arange(250) / 250, 6)  # the ATM release: 0..1 s after onset (data[..., 50:])
     clean = eeg.data[2]["clean"]
     var_t = (clean - clean.mean(0)).var(axis=(0, 1))
     assert 0.05 < times[np.argmax(var_t)] < 0.35

@@ -174,7 +174,7 @@ def test_things_eeg2_pickles_need_explicit_opt_in(eeg2_root, tmp_path):
 @pytest.mark.parametrize(("override", "field"), [
     ("decoder.d_modle=32", "d_modle"),                       # misspelt config field
     ("decoder.n_times=200", "decoder.n_times"),              # disagrees with the data window (250 samples)
-    ("data.window=[0.0, 1.0]", "data.window"),               # beyond the -0.2..0.8 s epochs
+    ("data.window=[-0.2, 0.8]", "data.window"),              # before onset: the release holds 0..1 s
     ('data.mode="joint"', "data.mode"),
     ("train.epoch=3", "epoch"),
 ])

@@ -20,11 +20,11 @@ is built.
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any
 
 from ._download import download_weights, recipe_artefacts, recipe_weights
+from ._registry import GENERATORS, generator_class
 
 __all__ = ["GENERATORS", "get_generator", "generator_class", "generator_weights", "recipe_weights", "recipe_artefacts",
            "download_weights", "PixelUnCLIP", "PixelUnCLIPConfig"]
@@ -37,26 +37,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(_pixel_unclip, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-#: Generator name -> "module:Class" (imported only when asked for).
-GENERATORS: dict[str, str] = {
-    "versatile": "neurodecode.generate._versatile:VersatileGenerator",
-    "unclip": "neurodecode.generate._unclip:UnCLIPGenerator",
-    "sdxl-turbo": "neurodecode.generate._sdxl_turbo:SDXLTurboGenerator",
-    "lowlevel": "neurodecode.generate._lowlevel:LowLevelGenerator",
-    "git": "neurodecode.generate._captions:GitCaptioner",
-    "retrieval": "neurodecode.generate._captions:CaptionRetriever",
-}
-
-
-def generator_class(name: str) -> type:
-    """The generator class registered under ``name``."""
-    from .._core.validation import check_option
-
-    check_option(name, "generator", list(GENERATORS))
-    module, cls = GENERATORS[name].split(":")
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
-
 
 def generator_weights(name: str, *, weights: Any = None, dtype: Any = None, **kwargs: Any) -> dict[str, dict[str, Any]]:
     """The hub weights a generator reads: ``{hub id: {"licence", "purpose", "files"}}``.

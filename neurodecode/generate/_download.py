@@ -140,7 +140,7 @@ def recipe_artefacts(recipe: Mapping[str, Any], *, dtype: Any = None) -> list[tu
         default: fp16 variant files preferred where a repository has them).
     """
     from ..latents import space_artefacts
-    from . import GENERATORS, generator_class
+    from ._registry import GENERATORS, generator_class
 
     gen = dict(recipe.get("generate", {}) or {})
     dtype = dtype or gen.get("dtype") or "bfloat16"

@@ -19,7 +19,6 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.logging import progress
 from .._core.validation import check_option, describe, format_error
 from .._core.versions import package_versions
+from ._spec import REGISTRY, SpaceSpec, register_space
 
 __all__ = ["LatentSpace", "SpaceSpec", "register_space", "get_space", "available_spaces", "describe_space",
            "space_artefacts"]
@@ -272,41 +272,8 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------- registry
-@dataclass(frozen=True)
-class SpaceSpec:
-    """How to build a named space.
-
-    Attributes
-    ----------
-    name : str
-        Registry name.
-    builder : str
-        ``"module:function"`` building the space (imported lazily).
-    options : dict
-        Keyword arguments given to the builder (architecture, output kind, real weights tag...).
-    description : str
-        One line for listings.
-    """
-
-    name: str
-    builder: str
-    options: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
-
-
-_REGISTRY: dict[str, SpaceSpec] = {}
-
-
-def register_space(spec: SpaceSpec, *, overwrite: bool = False) -> None:
-    """Add a space to the registry (``overwrite`` to replace one)."""
-    if spec.name in _REGISTRY and not overwrite:
-        raise ValidationError(format_error("spec.name", "a name not yet registered", spec.name,
-                                           "Pick another name or pass overwrite=True"))
-    _REGISTRY[spec.name] = spec
-
-
 def _ensure_builtin() -> None:
-    if not _REGISTRY:
+    if not REGISTRY:
         from . import _registry
 
         _registry.register_builtin()
@@ -321,7 +288,7 @@ def available_spaces(*, tiny: bool | None = None) -> list[str]:
         ``True`` only the tiny twins, ``False`` only real spaces, ``None`` both.
     """
     _ensure_builtin()
-    names = sorted(_REGISTRY)
+    names = sorted(REGISTRY)
     if tiny is None:
         return names
     return [n for n in names if n.endswith("-tiny") == tiny]
@@ -330,15 +297,15 @@ def available_spaces(*, tiny: bool | None = None) -> list[str]:
 def describe_space(name: str) -> SpaceSpec:
     """The :class:`SpaceSpec` of a registered space."""
     _ensure_builtin()
-    if name not in _REGISTRY:
+    if name not in REGISTRY:
         _unknown(name)
-    return _REGISTRY[name]
+    return REGISTRY[name]
 
 
 def _unknown(name: str) -> None:
     import difflib
 
-    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
+    close = difflib.get_close_matches(str(name), list(REGISTRY), n=3)
     fix = (f"Did you mean {', '.join(repr(c) for c in close)}?" if close else
            "List them with neurodecode.latents.available_spaces()")
     raise ValidationError(format_error("name", "a registered latent space", describe(name), fix))
@@ -383,9 +350,9 @@ def get_space(name: str, *, weights: Any = None, device: Any = "cpu", dtype: Any
     import importlib
 
     _ensure_builtin()
-    if name not in _REGISTRY:
+    if name not in REGISTRY:
         _unknown(name)
-    spec = _REGISTRY[name]
+    spec = REGISTRY[name]
     module_name, func_name = spec.builder.split(":")
     builder = getattr(importlib.import_module(module_name, package=__package__), func_name)
     merged = {**spec.options, **options}
@@ -419,9 +386,9 @@ def space_artefacts(name: str, *, weights: Any = None, dtype: Any = None, **opti
     from ..io.hub import ExternalArtefact
 
     _ensure_builtin()
-    if name not in _REGISTRY:
+    if name not in REGISTRY:
         _unknown(name)
-    spec = _REGISTRY[name]
+    spec = REGISTRY[name]
     from ._registry import SPACE_ARTEFACTS
 
     target = SPACE_ARTEFACTS.get(spec.builder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import SpaceSpec, register_space
+from ._spec import SpaceSpec, register_space
 
 __all__ = ["register_builtin", "BUILTIN", "SPACE_ARTEFACTS", "vae_artefacts"]
 

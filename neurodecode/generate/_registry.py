@@ -1,0 +1,27 @@
+"""The registry of generators: a name -> ``"module:Class"`` (imported only when asked for)."""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["GENERATORS", "generator_class"]
+
+#: Generator name -> "module:Class" (imported only when asked for).
+GENERATORS: dict[str, str] = {
+    "versatile": "neurodecode.generate._versatile:VersatileGenerator",
+    "unclip": "neurodecode.generate._unclip:UnCLIPGenerator",
+    "sdxl-turbo": "neurodecode.generate._sdxl_turbo:SDXLTurboGenerator",
+    "lowlevel": "neurodecode.generate._lowlevel:LowLevelGenerator",
+    "vdvae": "neurodecode.generate._vdvae:VDVAEGenerator",
+    "git": "neurodecode.generate._captions:GitCaptioner",
+    "retrieval": "neurodecode.generate._captions:CaptionRetriever",
+}
+
+
+def generator_class(name: str) -> type:
+    """The generator class registered under ``name``."""
+    from .._core.validation import check_option
+
+    check_option(name, "generator", list(GENERATORS))
+    module, cls = GENERATORS[name].split(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]

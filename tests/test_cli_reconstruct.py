@@ -223,3 +223,13 @@ def test_no_arguments_runs_demo_or_says_it_is_missing(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib, "import_module", no_demo)
     res = runner.invoke(app, ["reconstruct"])
     assert res.exit_code == 1 and "demo is not available" in res.stderr
+
+
+def test_loading_options_reach_the_generator_constructor(setup, tmp_path):
+    # `uncond` decides what Versatile Diffusion loads (its CLIP encoders for "encoded"): it must reach the
+    # constructor, and the provenance records it
+    out = tmp_path / "enc"
+    res = runner.invoke(app, [*_args(setup, out), "--set", 'generate.options.uncond="encoded"', "--json"])
+    assert res.exit_code == 0, res.output
+    run = json.loads((out / "provenance.json").read_text())["runs"][-1]
+    assert run["generator"]["uncond"] == "encoded"

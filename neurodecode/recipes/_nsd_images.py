@@ -42,6 +42,9 @@ from ._derivative import (
 
 __all__ = ["reconstruct_nsd", "NearestTrainingImage", "NEAREST"]
 
+#: ``[generate.options]`` given to a generator's constructor rather than to each ``generate`` call.
+_BUILD_OPTIONS = ("uncond", "decode_only")
+
 #: ``[generate] generator`` of the retrieval fallback (not a diffusion model: see :class:`NearestTrainingImage`).
 NEAREST = "nearest-training-image"
 
@@ -254,11 +257,14 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
                                              cache_root=resolve_cache_root(recipe["latents"], out),
                                              **dict(gen_cfg.get("options", {})))
         else:
+            # options that decide what a generator loads go to its constructor (Versatile Diffusion's `uncond`
+            # "encoded" needs its CLIP encoders at load time); the rest are per-call options
+            built = {k: gen_cfg["options"][k] for k in _BUILD_OPTIONS if k in gen_cfg["options"]}
             generator = get_generator(
                 str(gen_cfg["generator"]), weights=generator_weights or gen_cfg.get("weights"), device=device,
                 dtype=dtype or gen_cfg["dtype"] or "float32", preset=gen_cfg.get("preset"),
                 compile=bool(gen_cfg.get("compile", False)), preview_vae=bool(gen_cfg.get("preview_vae", False)),
-                config=gen_cfg.get("config"))
+                config=gen_cfg.get("config"), **built)
         if gen_cfg["lowlevel"]:  # a first stage draws the low-level image; the generator starts from it
             lowlevel = get_generator(str(gen_cfg["lowlevel"]), weights=gen_cfg["lowlevel_weights"], device=device)
             lowlevel.check_latents({"vae_latents": latents["vae_latents"]} if "vae_latents" in latents else latents)
@@ -291,7 +297,7 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
     })
     if todo:
         t0 = time.perf_counter()
-        options = dict(gen_cfg.get("options", {}))
+        options = {k: v for k, v in gen_cfg.get("options", {}).items() if k not in _BUILD_OPTIONS}
         with progress(total=len(todo), desc=f"reconstruct sub-{_sub_label(trials.subject)}", unit="img",
                       verbose=verbose) as bar:
             for start in range(0, len(todo), bs):

@@ -186,15 +186,137 @@ def test_local_folder_loads_as_the_real_tier(tmp_path, space, images):
 def test_bad_folders_teach(tmp_path):
     with pytest.raises(MissingFileError, match="vae/config.json"):
         get_space("sd-vae", weights=tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}), encoding="utf-8")
+    with pytest.raises(MissingFileError, match="diffusion_pytorch_model.safetensors or"):
+        get_space("sd-vae", weights=tmp_path)  # config without weights: the missing file is named
+    (tmp_path / "diffusion_pytorch_model.safetensors").write_bytes(b"")
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderTiny"}), encoding="utf-8")
     with pytest.raises(ValidationError, match="AutoencoderKL"):
         get_space("sd-vae", weights=tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}), encoding="utf-8")
-    (tmp_path / "diffusion_pytorch_model.bin").write_bytes(b"")
-    with pytest.raises(MissingFileError, match="safetensors"):
-        get_space("sd-vae", weights=tmp_path)
     with pytest.raises(MissingFileError, match="hub id"):
         get_space("sd-vae", weights=tmp_path / "nope")
+
+
+# ------------------------------------------------------------------------------------ hub layouts
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache that the library reads (``HF_HUB_CACHE``)."""
+    from huggingface_hub import constants
+
+    root = tmp_path / "hub"
+    root.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+    return root
+
+
+def _independent_load(folder, variant):
+    """The same files loaded by diffusers directly (float32), as a lab would without this library."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    kw = {"variant": "fp16"} if variant == "fp16" else {"use_safetensors": False} if variant == "bin" else {}
+    return AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32, **kw)
+
+
+_WEIGHT_NAMES = {"full": "diffusion_pytorch_model.safetensors", "fp16": "diffusion_pytorch_model.fp16.safetensors",
+                 "bin": "diffusion_pytorch_model.bin"}
+
+
+@pytest.mark.parametrize("layout", ["folder", "cache"])
+@pytest.mark.parametrize("variant", ["full", "fp16", "bin"])
+def test_complete_hub_layouts_of_each_variant_load(tmp_path, hub_cache, layout, variant):
+    """stabilityai/sd-vae-ft-mse as `hf download` or diffusers leaves it, fp32-only, fp16-variant-only or .bin-only,
+    in a plain folder (weights=FOLDER) and in the hub cache (weights=None: snapshots/ + refs/main)."""
+    import hashlib
+
+    from neurodecode.testing import write_hub_fixture
+
+    root = tmp_path / "vae" if layout == "folder" else hub_cache
+    folder = write_hub_fixture("sd-vae", root, layout=layout, variant=variant, size="tiny")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["config.json", _WEIGHT_NAMES[variant]])
+    real = get_space("sd-vae", weights=None if layout == "cache" else folder, image_size=32)
+    assert real.weights == ("hub:stabilityai/sd-vae-ft-mse" if layout == "cache" else f"folder:{folder.resolve()}")
+    assert {p.dtype for p in real.vae.parameters()} == {__import__("torch").float32}  # fp16 files upcast
+    # the key hashes the weights file actually read (sha256 of its bytes, through the cache's symlink)
+    want = hashlib.sha256((folder / _WEIGHT_NAMES[variant]).read_bytes()).hexdigest()
+    assert real.cache_key()["weights_sha256"] == want
+    x = np.random.default_rng(7).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    ref = _diffusers_reference(_independent_load(folder, variant), x)
+    np.testing.assert_allclose(real.encode_images(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_partial_cache_raises_offline_error_naming_the_missing_files(hub_cache):
+    """A partly cached repository is refused here, naming what is missing (it used to be accepted and fail later
+    inside diffusers with "no file named ...")."""
+    from neurodecode.testing import write_hub_fixture
+
+    snap = write_hub_fixture("sd-vae", hub_cache, layout="cache", variant="full", size="tiny")
+    (snap / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(OfflineError) as info:
+        get_space("sd-vae")
+    msg = str(info.value)
+    assert "stabilityai/sd-vae-ft-mse" in msg and "partly cached" in msg
+    assert "diffusion_pytorch_model.safetensors or diffusion_pytorch_model.fp16.safetensors" in msg
+    assert "missing: config.json" not in msg and "config.json, " not in msg  # only what is missing
+    # the same cache completed with the pickled weights (as an older `hf download` leaves it): accepted
+    assert write_hub_fixture("sd-vae", hub_cache, layout="cache", variant="bin", size="tiny") == snap
+    assert get_space("sd-vae", image_size=32).shape == (4, 16, 16)
+    (snap / "config.json").unlink()
+    with pytest.raises(OfflineError) as info:
+        get_space("sd-vae")  # the .bin is there now: only config.json is missing
+    assert "missing: config.json" in str(info.value) and "model.bin" not in str(info.value)
+
+
+def test_partial_folder_names_the_missing_file(tmp_path):
+    from neurodecode.testing import write_hub_fixture
+
+    folder = write_hub_fixture("sd-vae", tmp_path / "vae", variant="fp16", size="tiny")
+    (folder / "diffusion_pytorch_model.fp16.safetensors").unlink()
+    with pytest.raises(MissingFileError, match="diffusion_pytorch_model.safetensors or"):
+        get_space("sd-vae", weights=folder)
+
+
+def test_pipeline_cache_reads_its_vae_subfolder_and_names_missing_files(hub_cache):
+    """A Stable Diffusion pipeline's hub id: its vae/ is read from the cache; partly cached, vae/ files are named."""
+    from neurodecode.latents import space_artefacts
+    from neurodecode.testing import write_hub_fixture
+
+    repo = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    snap = write_hub_fixture("lowlevel", hub_cache, layout="cache", variant="fp16", size="tiny")
+    real = get_space("sd-vae", weights=repo, image_size=32)
+    assert real.weights == f"hub:{repo}" and real.shape == (4, 16, 16)
+    x = np.random.default_rng(8).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    ref = _diffusers_reference(_independent_load(snap / "vae", "fp16"), x)
+    np.testing.assert_allclose(real.encode_images(x), ref, rtol=1e-5, atol=1e-5)
+    (art,) = space_artefacts("sd-vae", weights=repo)
+    assert art.repo == repo and art.files[0] == ("vae/config.json",)  # the download list is what is read
+    (snap / "vae" / "diffusion_pytorch_model.fp16.safetensors").unlink()
+    with pytest.raises(OfflineError, match="vae/diffusion_pytorch_model.safetensors or"):
+        get_space("sd-vae", weights=repo)
+
+
+def test_declared_files_are_exactly_enough(tmp_path):
+    """A folder holding only the files the sd-vae space declares (one alternative per group) loads: what
+    `neurodecode download` fetches for the space is what its builder reads."""
+    import shutil
+
+    from neurodecode.io.hub import group_choice
+    from neurodecode.latents import space_artefacts
+    from neurodecode.testing import write_hub_fixture
+
+    (art,) = space_artefacts("sd-vae", dtype="bfloat16")
+    assert art.repo == "stabilityai/sd-vae-ft-mse" and art.files[0] == ("config.json",)
+    assert art.files[1][0] == "diffusion_pytorch_model.safetensors"  # float32 weights: the full file first
+    full = write_hub_fixture("sd-vae", tmp_path / "full", variant="fp16", size="tiny")
+    (full / "README.md").write_text("not read", encoding="utf-8")
+    lean = tmp_path / "lean"
+    lean.mkdir()
+    for group in art.files:
+        choice = group_choice(full, group)
+        assert choice is not None, group
+        shutil.copyfile(full / choice, lean / choice)
+    assert get_space("sd-vae", weights=lean, image_size=32).encode_images(
+        np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 4, 16, 16)
 
 
 def test_bad_inputs_teach(space, images):

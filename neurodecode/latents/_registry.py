@@ -58,11 +58,18 @@ SPACE_ARTEFACTS: dict[str, str] = {
 
 
 def vae_artefacts(name: str, *, weights: Any = None, dtype: Any = None, tiny: bool = False,
-                  hub_id: str = "stabilityai/sd-vae-ft-mse", **options: Any) -> list[Any]:
-    """Files of the ``sd-vae`` space: an ``AutoencoderKL`` at the repository root (``config.json`` + weights)."""
+                  hub_id: str = "stabilityai/sd-vae-ft-mse", subfolder: str | None = None,
+                  **options: Any) -> list[Any]:
+    """Files of the ``sd-vae`` space: an ``AutoencoderKL`` (``config.json`` + weights), what its builder resolves.
+
+    The same list as the builder's (:func:`~neurodecode.latents.vae.vae_files` in the subfolder
+    :func:`~neurodecode.latents.vae.vae_subfolder` finds); the weights are held in float32 whatever
+    ``dtype``, so the full-precision file is preferred.
+    """
     from pathlib import Path
 
-    from ..io.hub import ExternalArtefact, HubArtefact, diffusers_model_files
+    from ..io.hub import ExternalArtefact, HubArtefact
+    from .vae import vae_files, vae_subfolder
 
     if weights == "random" or (weights is None and tiny):
         return [ExternalArtefact(name, "random", "random init (seeded), nothing to fetch")]
@@ -70,7 +77,8 @@ def vae_artefacts(name: str, *, weights: Any = None, dtype: Any = None, tiny: bo
     if Path(target).expanduser().exists():
         return [ExternalArtefact(target, "folder", f"latent space {name}: a local folder (read as is)")]
     licence = "MIT" if target == "stabilityai/sd-vae-ft-mse" else "unknown (see the model card)"
-    return [HubArtefact(target, diffusers_model_files("", dtype), licence, f"latent space {name}: SD VAE")]
+    return [HubArtefact(target, vae_files(vae_subfolder(target, subfolder)), licence,
+                        f"latent space {name}: SD VAE")]
 
 
 def register_builtin() -> None:

@@ -43,7 +43,8 @@ from .._core.validation import check_finite, check_option, describe, format_erro
 from .._core.versions import package_versions
 from ._base import LatentSpace, seeded
 
-__all__ = ["VaeSpace", "DEFAULT_VAE", "SD_VAE_CONFIG", "SAMPLES", "tiny_vae", "build_vae_space"]
+__all__ = ["VaeSpace", "DEFAULT_VAE", "SD_VAE_CONFIG", "SAMPLES", "tiny_vae", "build_vae_space", "vae_files",
+           "vae_subfolder"]
 
 #: Hub id of the real tier's weights.
 DEFAULT_VAE = "stabilityai/sd-vae-ft-mse"
@@ -59,7 +60,6 @@ SD_VAE_CONFIG: dict[str, Any] = {
 }
 
 _WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
-_HUB_PATTERNS = ("config.json", _WEIGHTS_FILE, "vae/config.json", f"vae/{_WEIGHTS_FILE}")
 _TINY_IMAGE_SIZE = 32
 _REAL_IMAGE_SIZE = 256
 
@@ -311,14 +311,54 @@ class VaeSpace(LatentSpace):
 
 
 # ---------------------------------------------------------------------------------------------- builder
-def _load_folder(folder: Path) -> tuple[Any, Path | None, str]:
-    """An ``AutoencoderKL`` from a VAE folder (``config.json``) or a pipeline folder (``vae/config.json``)."""
-    sub = "" if (folder / "config.json").is_file() else "vae" if (folder / "vae" / "config.json").is_file() else None
-    if sub is None:
-        raise MissingFileError(format_error(
-            "weights", "an AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors) or a Stable "
-            "Diffusion folder with vae/", f"{folder} without config.json or vae/config.json",
-            "Save one with AutoencoderKL.save_pretrained(FOLDER), or download stabilityai/sd-vae-ft-mse"))
+def vae_files(sub: str = "") -> tuple[tuple[str, ...], ...]:
+    """The exact files the ``sd-vae`` space reads: ``config.json`` + one weights file, in ``sub``.
+
+    The weights are held in float32 whatever the compute dtype (autocast runs the reduced one), so
+    the full-precision safetensors come first; a folder or cache holding only the ``fp16`` variant
+    or only the pickled ``.bin`` is accepted as well (the order of
+    :func:`~neurodecode.io.hub.weight_group` for float32).
+
+    Parameters
+    ----------
+    sub : str
+        ``""`` (a VAE repository, e.g. ``stabilityai/sd-vae-ft-mse``) or ``"vae"`` (a Stable
+        Diffusion pipeline's ``vae/``).
+
+    Returns
+    -------
+    files : tuple of file groups
+        See :func:`~neurodecode.io.hub.resolve_files`.
+    """
+    from ..io.hub import diffusers_model_files
+
+    return diffusers_model_files(sub, None)
+
+
+def vae_subfolder(target: Any, subfolder: str | None = None) -> str:
+    """Where the ``AutoencoderKL`` sits in ``target`` (a folder or a hub id): ``""`` or ``"vae"``.
+
+    ``subfolder`` decides when given. Otherwise a folder (or the cached snapshot of a hub id)
+    holding ``config.json`` is a VAE repository and one holding only ``vae/config.json`` is a
+    pipeline; anything else (nothing cached yet, a partial cache) is read as a VAE repository,
+    so the missing ``config.json`` is what gets named.
+    """
+    if subfolder is not None:
+        check_option(subfolder, "subfolder", ("", "vae"))
+        return subfolder
+    from ..io.hub import cached_snapshot, looks_like_hub_id
+
+    path = Path(str(target)).expanduser()
+    folder = path if path.is_dir() else cached_snapshot(str(target)) if looks_like_hub_id(str(target)) else None
+    if folder is not None and not (folder / "config.json").is_file() and (folder / "vae" / "config.json").is_file():
+        return "vae"
+    return ""
+
+
+def _load_folder(folder: Path, sub: str) -> tuple[Any, Path, str]:
+    """An ``AutoencoderKL`` from ``folder/sub`` (every file of :func:`vae_files` present), float32 weights."""
+    from ..io.hub import group_choice, pick_variant
+
     where = folder / sub if sub else folder
     try:
         class_name = json.loads((where / "config.json").read_text(encoding="utf-8")).get("_class_name")
@@ -328,26 +368,27 @@ def _load_folder(folder: Path) -> tuple[Any, Path | None, str]:
     if class_name not in (None, "AutoencoderKL"):
         raise ValidationError(format_error("weights", "an AutoencoderKL (KL-regularised VAE)", f"a {class_name} in "
                                            f"{where}", "Point weights at a Stable-Diffusion-class VAE"))
-    weights_file = where / _WEIGHTS_FILE
-    if not weights_file.is_file():
-        raise MissingFileError(format_error(
-            "weights", f"{_WEIGHTS_FILE} in {where}", f"{[p.name for p in where.iterdir()]}",
-            "Only safetensors weights are read (no pickles); convert a .bin with diffusers' save_pretrained"))
+    choice = group_choice(folder, vae_files(sub)[1])
+    if choice is None:  # pragma: no cover - resolve_files checked it
+        raise MissingFileError(format_error("weights", f"{_WEIGHTS_FILE} in {where}", str(where)))
     import torch
 
+    kwargs: dict[str, Any] = {"torch_dtype": torch.float32, "low_cpu_mem_usage": True,
+                              "variant": pick_variant(folder, sub, None)}
+    if choice.endswith(".bin"):
+        kwargs["use_safetensors"] = False  # a pickle-only folder (older repositories), as the generators read it
     try:
-        vae = _autoencoder_kl().from_pretrained(str(folder), subfolder=sub or None, local_files_only=True,
-                                                use_safetensors=True, torch_dtype=torch.float32)
+        vae = _autoencoder_kl().from_pretrained(str(folder), subfolder=sub or None, local_files_only=True, **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
         raise DataIntegrityError(format_error("weights", "an AutoencoderKL loadable by diffusers", str(where),
                                               f"Check the folder ({exc})")) from exc
-    return vae, weights_file, str(where.resolve())
+    return vae, folder / choice, str(where.resolve())
 
 
 def build_vae_space(name: str, *, weights: Any = None, device: Any = "cpu", dtype: Any = "float32",
                     batch_size: int = 32, verbose: Any = None, tiny: bool = False, hub_id: str = DEFAULT_VAE,
                     image_size: int | None = None, sample: str = "mean", scaled: bool = False, seed: int = 0,
-                    compile: bool = False) -> VaeSpace:
+                    compile: bool = False, subfolder: str | None = None) -> VaeSpace:
     """Registry builder of the image-autoencoder spaces (see :func:`~neurodecode.latents.get_space`).
 
     Parameters
@@ -357,7 +398,10 @@ def build_vae_space(name: str, *, weights: Any = None, device: Any = "cpu", dtyp
     weights : None, "random" or path-like or str
         ``None``: ``hub_id`` (tiny twin: seeded random init). ``"random"``: the architecture with
         seeded random weights (SD VAE, or the tiny one for the twin). A local ``AutoencoderKL``
-        folder, a Stable Diffusion folder holding ``vae/``, or a hub id of either.
+        folder, a Stable Diffusion folder holding ``vae/``, or a hub id of either. Exactly the
+        files of :func:`vae_files` are read (full-precision safetensors, else the ``fp16``
+        variant, else the pickled ``.bin``), from the folder or the hub cache (``snapshots/`` +
+        ``refs/main``).
     device, dtype, batch_size, verbose
         See :func:`~neurodecode.latents.get_space`.
     tiny : bool
@@ -375,10 +419,22 @@ def build_vae_space(name: str, *, weights: Any = None, device: Any = "cpu", dtyp
         Seed of a random initialisation.
     compile : bool
         ``torch.compile`` the encoder (GPU).
+    subfolder : {None, "", "vae"}
+        Where the ``AutoencoderKL`` sits in ``weights`` (see :func:`vae_subfolder`); ``None``
+        finds it (``config.json`` at the root, else ``vae/``). Give ``"vae"`` to fetch a
+        pipeline's ``vae/`` from a hub id that is not cached yet.
 
     Returns
     -------
     space : VaeSpace
+
+    Raises
+    ------
+    OfflineError
+        Offline and the hub cache lacks files of :func:`vae_files` (named: a partial cache is
+        refused here, not later inside diffusers).
+    MissingFileError
+        A local folder lacking files (named).
     """
     check_option(sample, "sample", SAMPLES)
     weights_file: Path | None = None
@@ -393,15 +449,22 @@ def build_vae_space(name: str, *, weights: Any = None, device: Any = "cpu", dtyp
             vae = tiny_vae(_TINY_IMAGE_SIZE) if tiny else _autoencoder_kl()(**SD_VAE_CONFIG)
         tag = f"random-init:seed={seed}"
     else:
-        from ..io.hub import resolve_model_dir
+        from ..io.hub import resolve_files
 
         target = weights if weights is not None else hub_id
         local = Path(str(target)).expanduser()
+        if local.is_dir() and subfolder is None and not (local / "config.json").is_file() \
+                and not (local / "vae" / "config.json").is_file():
+            raise MissingFileError(format_error(
+                "weights", "an AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors) or a Stable "
+                "Diffusion folder with vae/", f"{local} without config.json or vae/config.json",
+                f"Save one with AutoencoderKL.save_pretrained(FOLDER), or download {DEFAULT_VAE}"))
+        sub = vae_subfolder(target, subfolder)
         try:
-            folder = resolve_model_dir(target, allow_patterns=list(_HUB_PATTERNS))
+            folder = resolve_files(target, vae_files(sub), what=f"VAE weights {str(target)!r}")
         except OfflineError as exc:
             raise OfflineError(f"VAE weights {str(target)!r}: {exc}") from exc
-        vae, weights_file, where = _load_folder(folder)
+        vae, weights_file, where = _load_folder(folder, sub)
         tag = f"folder:{where}" if local.is_dir() else f"hub:{target}"
     if image_size is None:
         image_size = _TINY_IMAGE_SIZE if tiny else _REAL_IMAGE_SIZE

@@ -56,6 +56,7 @@ LATENT_KEYS: dict[str, str] = {
     "clip_text_tokens": "(n, 77, 768) CLIP ViT-L/14 text tokens",
     "clip_image_embeds": "(n, d) pooled CLIP image embedding (ViT-H-14: 1024; ViT-L-14: 768)",
     "clip_bigg_tokens": "(n, 256, 1664) OpenCLIP ViT-bigG-14 patch tokens",
+    "git_image_tokens": "(n, 257, 1024) GIT-large-coco image-encoder tokens (final LN, unprojected, CLS included)",
     "vae_latents": "(n, c, h, w) image-autoencoder latents for the low-level path",
     "text_embeds": "(n, d) sentence embedding",
 }

@@ -98,6 +98,7 @@ def test_recipe_runs_end_to_end_at_tiny_size(recipe, sims, runs, tmp_path):
     assert summary["n_done"] >= 2 and summary["n_skipped"] == 0
     prov = json.loads((out / "provenance.json").read_text())["runs"][-1]
     assert prov["finished"] is not None
+    assert len(prov["written"]) == summary["n_done"]  # recorded batch by batch, as the items were written
 
     if dataset == "zuco":
         texts = sorted(out.rglob("*_recon.txt"))

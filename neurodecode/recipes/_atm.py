@@ -537,6 +537,7 @@ def _reconstruct_atm(ctx: dict[str, Any], requested: Any) -> tuple[dict[str, Any
                                             verbose=False, **settings["options"])
                 for k, j in enumerate(chunk):
                     _png(paths[todo[j]], images[k])
+                ctx.log.add_items({f"{test.subject}/{labels[int(rows[j])]}": seeds[j] for j in chunk})
                 bar.update(len(chunk))
                 entry["n_done"] += len(chunk)
         timings["generate_s"] = timings.get("generate_s", 0.0) + time.perf_counter() - t0

@@ -28,7 +28,7 @@ from .._core.files import atomic_path, atomic_write, sha256_file, write_json
 from .._core.logging import logger
 from .._core.validation import format_error
 
-__all__ = ["output_paths", "distributed_rank", "describe_derivative", "append_provenance", "ProvenanceLog"]
+__all__ = ["output_paths", "distributed_rank", "describe_derivative", "ProvenanceLog"]
 
 def distributed_rank() -> tuple[int, int]:
     """``(rank, world_size)`` from the launcher's environment (``torchrun``, ``accelerate launch``); (0, 1) alone."""
@@ -70,12 +70,6 @@ def describe_derivative(out: Path, recipe_name: str, data_root: Any) -> None:
                          "Description": "neurodecode reconstruct"}],
         "SourceDatasets": [{"URL": Path(data_root).resolve().as_uri()}],
     })
-
-
-def append_provenance(out: Path, rank: int, world: int, run: dict[str, Any]) -> None:
-    """Add one finished run to ``provenance.json`` (``provenance_rank-<r>.json`` under a launcher)."""
-    log = ProvenanceLog(out, rank, world, run)
-    log.finish()
 
 
 class ProvenanceLog:

@@ -361,6 +361,7 @@ def _reconstruct_glim(ctx: dict[str, Any], requested: Any) -> tuple[dict[str, An
                 for k, j in enumerate(chunk):
                     with atomic_write(paths[todo[j]]) as fh:
                         fh.write(texts[k].replace("\n", " ").strip() + "\n")
+                ctx.log.add_items({f"{sid}/{labels[int(positions[todo[j]])]}": "deterministic" for j in chunk})
                 bar.update(len(chunk))
                 entry["n_done"] += len(chunk)
         timings["generate_s"] = timings.get("generate_s", 0.0) + time.perf_counter() - t0

@@ -232,6 +232,7 @@ class ReconstructContext:
     limit: int | None
     verbose: Any
     timings: dict[str, float] = field(default_factory=dict)
+    log: Any = None  # the run's ProvenanceLog: bodies record each batch's items as they are written
 
 
 def reconstruct_meeg(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], subject: Any,
@@ -271,7 +272,7 @@ def reconstruct_meeg(recipe: Mapping[str, Any], data_root: str | os.PathLike[str
 
     from .._core.device import resolve_device
     from .._core.versions import package_versions
-    from ._derivative import _check_writable, append_provenance, describe_derivative, distributed_rank
+    from ._derivative import ProvenanceLog, _check_writable, describe_derivative, distributed_rank
 
     t_start = time.perf_counter()
     root, run, out = Path(data_root), Path(checkpoint), Path(out_dir)
@@ -290,6 +291,9 @@ def reconstruct_meeg(recipe: Mapping[str, Any], data_root: str | os.PathLike[str
                              dtype=dtype, batch_size=batch_size, steps=steps, seed=seed,
                              generator_weights=generator_weights, limit=None if limit is None else int(limit),
                              verbose=verbose)
+    ctx.log = ProvenanceLog(out, rank, world, {
+        "recipe": dict(recipe), "data": {"root": str(root.resolve()), "dataset": dataset},
+        "versions": package_versions(), "device": str(ctx.device), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     per_subject, extra = reconstruct_body(ctx, subject)
     ctx.timings["total_s"] = time.perf_counter() - t_start
     summary: dict[str, Any] = {
@@ -298,8 +302,5 @@ def reconstruct_meeg(recipe: Mapping[str, Any], data_root: str | os.PathLike[str
                    recipe=recipe_name, timings=ctx.timings)
     if rank == 0:
         describe_derivative(out, recipe_name, root)
-    append_provenance(out, rank, world, {
-        "summary": summary, "recipe": dict(recipe), **extra,
-        "data": {"root": str(root.resolve()), "dataset": dataset},
-        "versions": package_versions(), "device": str(ctx.device)})
+    ctx.log.finish(summary=summary, **extra)
     return summary

@@ -97,7 +97,7 @@ def _embed(table: Mapping[str, Any], stimuli: Any, ids: np.ndarray, *, cache_roo
 def _load_things(root: Path, dataset: str, data: Mapping[str, Any], subject: Any, verbose: Any) -> Any:
     """One subject's THINGS trials cropped to ``data.window``: (train single trials, test).
 
-    The loading lives in :func:`neurodecode.data._recipe_trials.load_things_for_recipe`, shared with
+    The loading lives in :func:`neurodecode.recipes._data.load_things_for_recipe`, shared with
     ``neurodecode reconstruct``.
     """
 
@@ -163,9 +163,9 @@ def train_atm(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, Any
 
     Parameters
     ----------
-    ctx : dict
-        The checked recipe and run settings built by
-        :func:`~neurodecode.train._recipes_meeg.train_meeg_from_recipe`.
+    ctx : RunContext
+        The validated recipe and run settings (:func:`~neurodecode.recipes._run.make_context`, called by
+        :func:`~neurodecode.recipes._meeg.train_meeg`).
 
     Returns
     -------

@@ -84,13 +84,13 @@ def _paraphrases(root: Path, value: Any) -> dict[str, list[str]]:
 def _load_zuco_all(root: Path, data: Mapping[str, Any], verbose: Any) -> dict[str, Any]:
     """Every (subject, task) of the recipe, resampled, length-filtered and padded (raw): one table.
 
-    The loading lives in :func:`neurodecode.data._recipe_trials.load_zuco_for_recipe` (shared with
+    The loading lives in :func:`neurodecode.recipes._data.load_zuco_for_recipe` (shared with
     ``neurodecode reconstruct``); this adds the input statistics of the training sentences.
 
     Returns
     -------
     table : dict
-        The table of :func:`~neurodecode.data._recipe_trials.load_zuco_for_recipe` (``"X"``
+        The table of :func:`~neurodecode.recipes._data.load_zuco_for_recipe` (``"X"``
         (n, n_channels, max_times) float32, zero-padded; ``"lengths"``, ``"texts"``, ``"split"``,
         ``"subject"``, ``"task"``, ``"dataset"``, ``"stimulus_id"`` (n,)...), plus ``"stats"``:
         subject -> per-channel (mean, std) of its training sentences (empty without scaling), and
@@ -122,9 +122,9 @@ def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
 
     Parameters
     ----------
-    ctx : dict
-        The checked recipe and run settings built by
-        :func:`~neurodecode.train._recipes_meeg.train_meeg_from_recipe`.
+    ctx : RunContext
+        The validated recipe and run settings (:func:`~neurodecode.recipes._run.make_context`, called by
+        :func:`~neurodecode.recipes._meeg.train_meeg`).
 
     Returns
     -------

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .._core.validation import check_option
 
 __all__ = ["clip_loss", "soft_clip_loss", "mixco_loss", "mixco_batch", "soft_cont_loss", "cosine_anneal",
-           "gather_rows", "MIXCO_LABELS"]
+           "gather_rows", "broadcast_from_main", "MIXCO_LABELS"]
 
 #: How :func:`mixco_loss` builds its soft labels: "sum" (label ``b_i`` on ``i`` plus ``1 - b_i`` on
 #: ``perm[i]``, so a sample mixed with itself has label 1) or "reference" (MindEye2's
@@ -97,6 +97,32 @@ def gather_rows(*tensors: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], int]:
             stacked = torch.stack(parts)
         out.append(torch.cat([stacked[r, :c] for r, c in enumerate(counts)]))
     return tuple(out), sum(counts[:rank])
+
+
+def broadcast_from_main(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as process 0 holds it, on every process (a copy); ``t`` itself without a process group of
+    more than one.
+
+    For random choices that must agree across processes (e.g. which subjects a multi-subject loss
+    pairs): every process draws from its own generator (the trainer seeds ``seed + rank``), and
+    process 0's draw is used everywhere, so the step equals that of one process on the global batch.
+
+    Parameters
+    ----------
+    t : Tensor of any shape
+        This process's value, on the device of the process group's backend (CPU for gloo, CUDA for NCCL).
+
+    Returns
+    -------
+    t0 : Tensor, shape of ``t``
+        Process 0's value (no gradient).
+    """
+    _, world = _world()
+    if world == 1:
+        return t
+    out = t.detach().contiguous().clone()
+    torch.distributed.broadcast(out, src=0)
+    return out
 
 
 def clip_loss(brain: torch.Tensor, target: torch.Tensor, logit_scale: torch.Tensor | float = 1 / 0.07, *,

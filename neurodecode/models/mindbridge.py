@@ -40,7 +40,7 @@ from .._core.validation import check_array, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
 from ._targets import DecoderTarget
 from .adapters import AdapterBank, MindBridgeBuilder, MindBridgeEmbedder
-from .losses import soft_clip_loss
+from .losses import broadcast_from_main, soft_clip_loss
 
 __all__ = ["MindBridgeConfig", "MindBridge", "vd_normalize"]
 
@@ -324,7 +324,8 @@ class MindBridge(PretrainedMixin, nn.Module):
         """Indices (a, b) of the parts joined by this step's cycle loss, or ``None`` with one subject.
 
         Reset-tuning: from the first source part to the new subject's part (the reference's
-        ``adapting`` pair); otherwise two distinct subjects drawn at random (torch's global RNG).
+        ``adapting`` pair); otherwise two distinct subjects drawn at random (torch's global RNG; under
+        several processes process 0's draw, broadcast, so every process joins the same pair).
         """
         if len(set(subjects)) < 2:
             return None
@@ -332,7 +333,9 @@ class MindBridge(PretrainedMixin, nn.Module):
         if tuning is not None and tuning in subjects:
             b = subjects.index(tuning)
             return next(i for i, s in enumerate(subjects) if s != tuning), b
-        order = torch.randperm(len(subjects)).tolist()
+        # one draw for every process (process 0's): the trainer seeds each rank's generator differently
+        device = next(self.parameters()).device
+        order = broadcast_from_main(torch.randperm(len(subjects)).to(device)).tolist()
         a = order[0]
         return a, next(i for i in order[1:] if subjects[i] != subjects[a])
 

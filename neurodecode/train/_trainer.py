@@ -346,8 +346,8 @@ class Trainer:
             # bounded: the metric history lives in metrics.jsonl; the state only says how many of its lines
             # belong to this checkpoint (a resume drops the lines logged after it)
             state = {"step": step, "epoch": step // spe, "steps_per_epoch": spe, "total_steps": total,
-                     "config": config.to_dict(), "metrics_file": METRICS_NAME, "metrics_lines": len(history),
-                     "last_metrics": history[-1] if history else {}}
+                     "world_size": world, "config": config.to_dict(), "metrics_file": METRICS_NAME,
+                     "metrics_lines": len(history), "last_metrics": history[-1] if history else {}}
             model_state = (acc.get_state_dict(stepper) if config.distributed != "ddp" else model.state_dict())
             if config.distributed != "ddp" and model_state is not None:
                 model_state = {k.removeprefix("model."): v for k, v in model_state.items()}

@@ -12,9 +12,21 @@ For each simulator at its default settings (the NSD one also at lower SNRs), sid
 
 Ratios reported: ridge / ceiling (two-way identification and top-1 retrieval above chance).
 
-    python benchmarks/bench_known_answer.py            # about 1-2 minutes on 2 CPU cores
+Decoders (``decoders`` in the JSON, issue #17 item 6): each decoder family trained on its simulated dataset
+through its shipped recipe, exactly as a lab runs it (``neurodecode simulate`` then ``neurodecode train RECIPE
+--preset tiny --set ...``, one subprocess each, toy width, random-init tiny latent spaces), at a size that
+runs in minutes on 2 CPU cores. Read back from the run's ``metrics.json``: the test identification top-1 among
+the test items, its shuffled-brain control where the runner reports one (NSD decoders: each test trial scored
+against another trial's target), else chance; compared with the simulator's ideal observer (``ceiling.json``,
+top-1 among the same test items) as ``fraction = (score - chance) / (ideal - chance)``. The decoder is scored in
+its own target space (a tiny random CLIP), the ideal observer in the simulator's true model: same candidates,
+same top-1 rule, different representation.
 
-Writes benchmarks/results/known_answer.json (hardware named).
+    python benchmarks/bench_known_answer.py                 # ridge part about 1-2 minutes, decoders about 15
+    python benchmarks/bench_known_answer.py --skip-ridge    # decoders only; keeps the stored ridge entries
+    python benchmarks/bench_known_answer.py --skip-decoders # ridge only; keeps the stored decoder entries
+
+Writes benchmarks/results/known_answer.json atomically (hardware named).
 """
 
 from __future__ import annotations
@@ -23,6 +35,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -163,9 +177,168 @@ def bench_ceiling_only(tmp: Path) -> dict:
     return out
 
 
+#: decoder family -> its recipe's dataset, the ``--set`` overrides on top of ``--preset tiny`` (more data and
+#: steps than the preset's smoke size, still minutes on 2 CPU cores) and how its metrics are read.
+#: NSD: ``data.sessions=2`` loads both simulated sessions, so the test split is the simulator's 100 test images
+#: (the ideal observer's candidates; one session holds only 88 of them).
+DECODERS: dict[str, dict] = {
+    "mindbridge_nsd": {"dataset": "nsd", "kind": "nsd",
+                       "sets": ["data.sessions=2", "train.epochs=6"]},
+    "mindeye2_nsd": {"dataset": "nsd", "kind": "nsd",
+                     "sets": ["data.sessions=2", "train.epochs=1"]},
+    "brain_diffuser_nsd": {"dataset": "nsd", "kind": "brain_diffuser", "target": "clip_image_tokens",
+                           "sets": ["data.sessions=2", 'data.subjects=["nsd/subj01", "nsd/subj02"]']},
+    "atm_things_eeg2": {"dataset": "things-eeg2", "kind": "atm",
+                        "sets": ["train.epochs=12"]},
+    "glim_zuco": {"dataset": "zuco", "kind": "glim",
+                  "sets": ["train.epochs=8"]},
+}
+
+MEASURES = {
+    "nsd": "test/<subject>/top1: each averaged test trial's predicted main target identified among the test "
+           "images' true targets (correlation, top-1); control test/<subject>/shuffled_top1 (test trials paired "
+           "to other trials' targets by a fixed derangement). Ideal: ceiling.json per_subject top1_retrieval "
+           "(Gaussian likelihood under the true model) among the same test images.",
+    "brain_diffuser": "test/<subject>/<target>/top1 for the CLIP-vision tokens (the vision guidance), control "
+                      "test/<subject>/<target>/shuffled_top1; the VDVAE and CLIP-text targets are listed under "
+                      "targets. Ideal: ceiling.json per_subject top1_retrieval among the same test images.",
+    "atm": "test/<subject>/top1: zero-shot identification of each test concept's averaged EEG among all test "
+           "images (n_way); the runner reports no shuffled control, so the control is chance (1 / n_way). "
+           "Ideal: ceiling.json per_subject top1_retrieval among the same test images.",
+    "glim": "test/retrieval_top1: EEG-to-sentence retrieval top-1 within blocks of retrieval_block test trials "
+            "(the runner's blocks: 8 sentences, one block per subject); no shuffled control, so the control is "
+            "test/retrieval_chance_top1. Ideal: ceiling.json top1_retrieval (mean over the subjects) among the "
+            "same test sentences, in the simulator's MiniLM space.",
+}
+
+
+def fraction_of_ideal(score: float, chance: float, ideal: float) -> float | None:
+    """``(score - chance) / (ideal - chance)``: 0 at chance, 1 at the ideal observer (None when ideal <= chance)."""
+    if ideal - chance <= 1e-12:
+        return None
+    return round((score - chance) / (ideal - chance), 4)
+
+
+def _entry(score: float, control: float, chance: float, ideal: float, **extra) -> dict:
+    return {"score": round(float(score), 4), "control": round(float(control), 4), "chance": round(float(chance), 4),
+            "ideal": round(float(ideal), 4), "fraction_of_ideal": fraction_of_ideal(score, chance, ideal),
+            "beats_control": bool(score > control), **extra}
+
+
+def summarise_run(kind: str, metrics: dict, ceiling: dict, target: str | None = None) -> dict:
+    """Per-subject and mean score / control / chance / ideal / fraction from a run's metrics and ``ceiling.json``.
+
+    Parameters
+    ----------
+    kind : {"nsd", "brain_diffuser", "atm", "glim"}
+        How the runner names its test metrics (see ``MEASURES``).
+    metrics : dict
+        ``metrics.json["metrics"]`` of the run.
+    ceiling : dict
+        The simulator's ``ceiling.json``.
+    target : str, optional
+        Brain-Diffuser's latent key scored as the main target.
+
+    Returns
+    -------
+    summary : dict
+        ``subjects`` (per subject, or one pooled entry for GLIM) and the means ``score``, ``control``,
+        ``chance``, ``ideal``, ``fraction_of_ideal`` (of the means), ``beats_control`` (every subject) and
+        ``candidates`` (the run's vs the ideal observer's number of candidates).
+    """
+    per = ceiling["per_subject"]
+    subjects: dict[str, dict] = {}
+    if kind == "glim":
+        chance = metrics["test/retrieval_chance_top1"]
+        ideal = float(np.mean([v["top1_retrieval"] for v in per.values()]))
+        subjects["all"] = _entry(metrics["test/retrieval_top1"], chance, chance, ideal,
+                                 n_candidates=int(metrics["test/retrieval_block"]),
+                                 n_candidates_ideal=int(ceiling["n_test"]), control_kind="chance")
+    else:
+        prefix = {"nsd": "test/nsd/", "brain_diffuser": "test/nsd/", "atm": "test/things-eeg2/"}[kind]
+        names = sorted({k[len(prefix):].split("/")[0] for k in metrics if k.startswith(prefix)})
+        for s in names:
+            key = f"{prefix}{s}"
+            chance = metrics[f"{key}/chance"]
+            extra: dict = {"n_candidates": int(round(1.0 / chance)), "n_candidates_ideal": int(per[s]["n_test"])}
+            if kind == "nsd":
+                score, control = metrics[f"{key}/top1"], metrics[f"{key}/shuffled_top1"]
+                extra["control_kind"] = "shuffled-brain"
+            elif kind == "brain_diffuser":
+                score, control = metrics[f"{key}/{target}/top1"], metrics[f"{key}/{target}/shuffled_top1"]
+                extra["control_kind"] = "shuffled-brain"
+                extra["targets"] = {k.split("/")[-2]: {"top1": round(v, 4),
+                                                       "shuffled_top1": round(metrics[k[:-4] + "shuffled_top1"], 4)}
+                                    for k, v in metrics.items() if k.startswith(key + "/") and k.endswith("/top1")}
+            else:
+                score, control = metrics[f"{key}/top1"], chance
+                extra["control_kind"] = "chance"
+                if f"{key}/prior_top1" in metrics:
+                    extra["prior_top1"] = round(metrics[f"{key}/prior_top1"], 4)
+            subjects[s] = _entry(score, control, chance, per[s]["top1_retrieval"], **extra)
+    if not subjects:
+        raise ValueError(f"no test metrics of kind {kind!r} in the run's metrics.json")
+    mean = {k: float(np.mean([v[k] for v in subjects.values()])) for k in ("score", "control", "chance", "ideal")}
+    out = _entry(**mean)
+    out["beats_control"] = all(v["beats_control"] for v in subjects.values())
+    out["candidates"] = {"run": sorted({v["n_candidates"] for v in subjects.values()}),
+                         "ideal": sorted({v["n_candidates_ideal"] for v in subjects.values()})}
+    out["candidates"]["same_count"] = out["candidates"]["run"] == out["candidates"]["ideal"]
+    out["subjects"] = subjects
+    return out
+
+
+def _cli() -> list[str]:
+    exe = Path(sys.executable).with_name("neurodecode")
+    return [str(exe)] if exe.is_file() else [sys.executable, "-c", "from neurodecode.cli import app; app()"]
+
+
+def bench_decoders(tmp: Path, families: list[str]) -> dict:
+    """Simulate each dataset once (seed 0), train each family's recipe on it, summarise against its ceiling."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "NEURODECODE_OFFLINE": "1",
+           "NEURODECODE_CACHE": str(tmp / "cache")}
+    sims: dict[str, Path] = {}
+    out: dict = {}
+    for fam in families:
+        spec = DECODERS[fam]
+        ds = spec["dataset"]
+        if ds not in sims:
+            sims[ds] = tmp / f"sim-{ds}"
+            subprocess.run([*_cli(), "simulate", ds, str(sims[ds]), "--seed", "0"], check=True, env=env,
+                           stdout=subprocess.DEVNULL)
+        ceiling = json.loads((sims[ds] / "ceiling.json").read_text())
+        run = tmp / f"run-{fam}"
+        cmd = [*_cli(), "train", str(ROOT / "pipelines" / f"{fam}.toml"), "--data", str(sims[ds]), "--out", str(run),
+               "--preset", "tiny", "--device", "cpu", *[a for s in spec["sets"] for a in ("--set", s)]]
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        shown = ["neurodecode", *cmd[len(_cli()):]]
+        shown = [("SIM" if a == str(sims[ds]) else "RUN" if a == str(run) else
+                  f"pipelines/{fam}.toml" if a.endswith(f"{fam}.toml") else a) for a in shown]
+        if proc.returncode != 0:
+            out[fam] = {"error": proc.stderr[-2000:], "command": " ".join(shown), "wall_s": round(wall, 1)}
+            print(f"{fam}: FAILED\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        doc = json.loads((run / "metrics.json").read_text())
+        summary = summarise_run(spec["kind"], doc["metrics"], ceiling, spec.get("target"))
+        out[fam] = {"dataset": ds, "simulator": {"snr": ceiling.get("snr"), "seed": ceiling.get("seed")},
+                    "command": " ".join(shown), "settings": {"preset": "tiny", "set": spec["sets"],
+                                                             "steps": doc.get("steps")},
+                    "measure": MEASURES[spec["kind"]], "wall_s": round(wall, 1),
+                    "load_average_at_start": round(load0, 2), **summary}
+        print(f"{fam}: score {summary['score']:.3f} control {summary['control']:.3f} chance {summary['chance']:.3f} "
+              f"ideal {summary['ideal']:.3f} fraction {summary['fraction_of_ideal']} ({wall:.0f} s)", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snrs", type=float, nargs="+", default=[1.0, 0.3])
+    parser.add_argument("--decoders", nargs="+", default=list(DECODERS), choices=list(DECODERS))
+    parser.add_argument("--skip-ridge", action="store_true", help="keep the stored ridge/ceiling entries")
+    parser.add_argument("--skip-decoders", action="store_true", help="keep the stored decoder entries")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "known_answer.json")
     args = parser.parse_args()
     try:
@@ -174,23 +347,34 @@ def main() -> None:
         torch.set_num_threads(2)
     except ImportError:  # pragma: no cover
         pass
-    t0 = time.perf_counter()
+    from neurodecode._core.files import write_json
+
+    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    result = dict(old)
+    result.update({
+        "benchmark": "known_answer",
+        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+                    f"{platform.system()} (no GPU)",
+        "python": platform.python_version(),
+        "what": __doc__.split("\n\n")[1].replace("\n", " "),
+    })
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        result = {
-            "benchmark": "known_answer",
-            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-                        f"{platform.system()} (no GPU)",
-            "python": platform.python_version(),
-            "what": __doc__.split("\n\n")[1].replace("\n", " "),
-            "nsd": [bench_nsd(tmp, snr) for snr in args.snrs],
-            "things-eeg2": bench_things_eeg2(tmp),
-            **bench_ceiling_only(tmp),
-        }
-    result["total_s"] = round(time.perf_counter() - t0, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(result, indent=2, sort_keys=True))
+        if not args.skip_ridge:
+            t0 = time.perf_counter()
+            result.update({"nsd": [bench_nsd(tmp, snr) for snr in args.snrs], "things-eeg2": bench_things_eeg2(tmp),
+                           **bench_ceiling_only(tmp)})
+            result["total_s"] = round(time.perf_counter() - t0, 1)
+        if not args.skip_decoders:
+            t0 = time.perf_counter()
+            decoders = dict(old.get("decoders", {}))
+            decoders.update(bench_decoders(tmp, args.decoders))
+            result["decoders"] = decoders
+            result["decoders_what"] = __doc__.split("\n\n")[4].replace("\n", " ")
+            result["decoders_total_s"] = round(time.perf_counter() - t0, 1)
+            result["decoders_measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    write_json(args.out, result)
+    print(json.dumps(result.get("decoders", {}), indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,71 @@
+"""The known-answer benchmark's pure part: the fraction of the ideal observer and how a run's metrics are read.
+
+The training runs themselves take minutes (``python benchmarks/bench_known_answer.py``), so they are not here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_known_answer.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_known_answer", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fraction_is_zero_at_chance_one_at_the_ideal_and_linear_between(bench):
+    # chance 1/9, ideal 7/9: a score of 3/9 is (3/9 - 1/9) / (7/9 - 1/9) = 2/6 of the way
+    assert bench.fraction_of_ideal(3 / 9, 1 / 9, 7 / 9) == pytest.approx(1 / 3, abs=1e-4)
+    assert bench.fraction_of_ideal(1 / 9, 1 / 9, 7 / 9) == 0.0
+    assert bench.fraction_of_ideal(7 / 9, 1 / 9, 7 / 9) == 1.0
+    assert bench.fraction_of_ideal(0.0, 1 / 8, 0.5) == pytest.approx(-1 / 3, abs=1e-4)  # below chance: negative
+    assert bench.fraction_of_ideal(0.3, 0.2, 0.2) is None  # an ideal at chance leaves nothing to reach
+
+
+def test_nsd_run_is_read_per_subject_with_its_shuffled_control(bench):
+    metrics = {"test/nsd/subj01/top1": 0.5, "test/nsd/subj01/shuffled_top1": 0.0, "test/nsd/subj01/chance": 0.125,
+               "test/nsd/subj02/top1": 0.25, "test/nsd/subj02/shuffled_top1": 0.375, "test/nsd/subj02/chance": 0.125,
+               "loss": 3.0}
+    ceiling = {"n_test": 8, "per_subject": {"subj01": {"top1_retrieval": 0.875, "n_test": 8},
+                                            "subj02": {"top1_retrieval": 0.625, "n_test": 8}}}
+    out = bench.summarise_run("nsd", metrics, ceiling)
+    s1, s2 = out["subjects"]["subj01"], out["subjects"]["subj02"]
+    assert s1["fraction_of_ideal"] == pytest.approx((0.5 - 0.125) / (0.875 - 0.125), abs=1e-4)
+    assert s2["fraction_of_ideal"] == pytest.approx((0.25 - 0.125) / (0.625 - 0.125), abs=1e-4)
+    assert s1["beats_control"] and not s2["beats_control"] and not out["beats_control"]  # every subject must
+    # the summary is the fraction of the means: (0.375 - 0.125) / (0.75 - 0.125)
+    assert (out["score"], out["control"], out["ideal"]) == (0.375, 0.1875, 0.75)
+    assert out["fraction_of_ideal"] == pytest.approx(0.4, abs=1e-4)
+    assert out["candidates"] == {"run": [8], "ideal": [8], "same_count": True}
+    assert json.loads(json.dumps(out)) == out  # plain JSON
+
+
+def test_atm_without_a_control_uses_chance_and_glim_pools_its_blocks(bench):
+    metrics = {"test/things-eeg2/sub-01/top1": 0.4, "test/things-eeg2/sub-01/chance": 0.1,
+               "test/things-eeg2/sub-01/n_way": 10.0, "test/things-eeg2/sub-01/prior_top1": 0.3}
+    ceiling = {"n_test": 7, "per_subject": {"sub-01": {"top1_retrieval": 0.7, "n_test": 7}}}
+    out = bench.summarise_run("atm", metrics, ceiling)
+    sub = out["subjects"]["sub-01"]
+    assert sub["control"] == 0.1 and sub["control_kind"] == "chance" and sub["prior_top1"] == 0.3
+    assert sub["fraction_of_ideal"] == pytest.approx(0.5, abs=1e-4)
+    assert out["candidates"] == {"run": [10], "ideal": [7], "same_count": False}  # a mismatch is reported
+
+    glim = {"test/retrieval_top1": 0.5, "test/retrieval_chance_top1": 0.125, "test/retrieval_block": 8.0}
+    ceil = {"n_test": 8, "per_subject": {"A": {"top1_retrieval": 0.75}, "B": {"top1_retrieval": 1.0}}}
+    g = bench.summarise_run("glim", glim, ceil)
+    assert g["ideal"] == 0.875 and g["fraction_of_ideal"] == pytest.approx((0.5 - 0.125) / 0.75, abs=1e-4)
+    assert list(g["subjects"]) == ["all"]
+
+
+def test_a_run_without_test_metrics_is_an_error_not_a_zero(bench):
+    with pytest.raises(ValueError, match="no test metrics"):
+        bench.summarise_run("nsd", {"loss": 1.0}, {"n_test": 8, "per_subject": {}})

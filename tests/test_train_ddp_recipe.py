@@ -86,16 +86,14 @@ def test_two_process_torchrun_train_matches_one_process_on_the_same_global_batch
     from safetensors.numpy import load_file
 
     root = make_nsd_fixture(tmp_path / "nsd", subjects=(1, 2), n_sessions=1, seed=3)
-    env = _env(tmp_path / "cache")
     one, two = tmp_path / "one", tmp_path / "two"
-    # one process first: it fills the feature cache that the 2-process run then reads (on a cold cache under
-    # torchrun, embed_to_cache lets a process without shards go on before the others have written theirs, and
-    # loading the targets then fails: a separate issue, not what this test is about)
-    _train([sys.executable], root, one, env)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
                 "--nproc_per_node", "2"]
-    _train(torchrun, root, two, env, "--set", f"train.batch_size={GLOBAL_BATCH // 2}",
+    # the 2-process run on a COLD feature cache: each process embeds its shards and waits for the other's
+    # before reading the targets (a process without shards must not read a half-written cache)
+    _train(torchrun, root, two, _env(tmp_path / "cache2"), "--set", f"train.batch_size={GLOBAL_BATCH // 2}",
            "--set", "train.scale_lr_with_processes=false")
+    _train([sys.executable], root, one, _env(tmp_path / "cache1"))
 
     # the runs are what they claim: 1 and 2 processes, the same global batch, lr and number of steps
     s1, s2 = _state(one), _state(two)

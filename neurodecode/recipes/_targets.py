@@ -126,7 +126,34 @@ def _load_or_embed(space_name: str, options: dict[str, Any], weights: Any, stimu
                       **options)
     logger.info("targets %s: %s %d stimuli into %s", space_name,
                 "the cached stimuli differ (see above): re-embedding" if stale else "embedding", len(ids), folder)
-    return embed_to_cache(space, stimuli, folder, ids=ids, verbose=verbose, overwrite=stale)
+    cache = embed_to_cache(space, stimuli, folder, ids=ids, verbose=verbose, overwrite=stale)
+    return cache if cache.complete else _wait_for_other_processes(folder)
+
+
+#: Seconds a process of a parallel run waits for the others' shards while no new shard appears.
+SHARD_STALL_S = 1800.0
+
+
+def _wait_for_other_processes(folder: Path, poll_s: float = 0.5) -> Any:
+    """Under ``torchrun`` each process embeds its own shards; training needs every target, so wait until
+    the other processes' shards complete the cache (merged by whichever finishes last). Gives up after
+    :data:`SHARD_STALL_S` seconds without a new shard; the load then names the missing shards."""
+    import time
+
+    from ..latents import FeatureCache
+
+    logger.info("targets: waiting for the other processes' shards in %s", folder)
+    last, since = -1, time.monotonic()
+    while True:
+        cache = FeatureCache(folder)  # a fresh read: the manifest is merged once every shard is recorded
+        if cache.complete:
+            return cache
+        n = len(list(folder.glob("shard-*.json")))
+        if n > last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since > SHARD_STALL_S:
+            return cache
+        time.sleep(poll_s)
 
 
 def compute_targets(root: str | os.PathLike[str], latents: Mapping[str, Any], stimulus_ids: np.ndarray, *,

@@ -60,11 +60,11 @@ def register(app: typer.Typer) -> None:
 
         recipe = validate_recipe(load_recipe(pipeline, preset=preset, overrides=set_))  # type: ignore[arg-type]
         dataset = recipe["data"]["dataset"]
-        data = resolve_data_root(data, dataset)  # type: ignore[arg-type]
         subject = split_subjects(subject)  # `1,2`, `1 2` and repeats
-        if dataset == "nsd" and len(subject) != 1:
+        if dataset == "nsd" and len(subject) != 1:  # bad usage first (exit 2), then the data (exit 1)
             fail(f"reconstruct on NSD needs exactly one --subject (the checkpoint is one subject's decoder); got "
                  f"{len(subject)}. Run it once per subject.", 2)
+        data = resolve_data_root(data, dataset)  # type: ignore[arg-type]
         who = subject[0] if dataset == "nsd" else (list(subject) or None)
         summary = run(recipe, data, who, checkpoint, out, device=device, dtype=dtype,  # type: ignore[arg-type]
                       batch_size=batch_size, steps=steps, seed=seed, generator_weights=generator_weights, limit=limit,

@@ -6,7 +6,7 @@ from typing import Any
 
 from ._spec import SpaceSpec, register_space
 
-__all__ = ["register_builtin", "BUILTIN", "SPACE_ARTEFACTS", "vae_artefacts"]
+__all__ = ["register_builtin", "BUILTIN", "SPACE_ARTEFACTS"]
 
 _CLIP = ".clip:build_clip_space"
 _TEXT = ".text:build_text_space"
@@ -51,34 +51,10 @@ BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
 SPACE_ARTEFACTS: dict[str, str] = {
     _CLIP: ".clip:clip_artefacts",
     _TEXT: ".text:text_artefacts",
-    _VAE: "._registry:vae_artefacts",
+    _VAE: ".vae:vae_artefacts",
     _VDVAE: ".vdvae:vdvae_artefacts",
     _GIT: ".git:git_artefacts",
 }
-
-
-def vae_artefacts(name: str, *, weights: Any = None, dtype: Any = None, tiny: bool = False,
-                  hub_id: str = "stabilityai/sd-vae-ft-mse", subfolder: str | None = None,
-                  **options: Any) -> list[Any]:
-    """Files of the ``sd-vae`` space: an ``AutoencoderKL`` (``config.json`` + weights), what its builder resolves.
-
-    The same list as the builder's (:func:`~neurodecode.latents.vae.vae_files` in the subfolder
-    :func:`~neurodecode.latents.vae.vae_subfolder` finds); the weights are held in float32 whatever
-    ``dtype``, so the full-precision file is preferred.
-    """
-    from pathlib import Path
-
-    from ..io.hub import ExternalArtefact, HubArtefact
-    from .vae import vae_files, vae_subfolder
-
-    if weights == "random" or (weights is None and tiny):
-        return [ExternalArtefact(name, "random", "random init (seeded), nothing to fetch")]
-    target = str(weights) if weights is not None else hub_id
-    if Path(target).expanduser().exists():
-        return [ExternalArtefact(target, "folder", f"latent space {name}: a local folder (read as is)")]
-    licence = "MIT" if target == "stabilityai/sd-vae-ft-mse" else "unknown (see the model card)"
-    return [HubArtefact(target, vae_files(vae_subfolder(target, subfolder)), licence,
-                        f"latent space {name}: SD VAE")]
 
 
 def register_builtin() -> None:

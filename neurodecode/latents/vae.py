@@ -44,7 +44,7 @@ from .._core.versions import package_versions
 from ._base import LatentSpace, seeded
 
 __all__ = ["VaeSpace", "DEFAULT_VAE", "SD_VAE_CONFIG", "SAMPLES", "tiny_vae", "build_vae_space", "vae_files",
-           "vae_subfolder"]
+           "vae_subfolder", "vae_artefacts"]
 
 #: Hub id of the real tier's weights.
 DEFAULT_VAE = "stabilityai/sd-vae-ft-mse"
@@ -472,3 +472,24 @@ def build_vae_space(name: str, *, weights: Any = None, device: Any = "cpu", dtyp
     return VaeSpace(name, vae=vae, image_size=image_size, sample=sample, scaled=scaled, weights=tag,
                     weights_file=weights_file, device=device, dtype=dtype, batch_size=batch_size, verbose=verbose,
                     compile=compile)
+
+
+def vae_artefacts(name: str, *, weights: Any = None, dtype: Any = None, tiny: bool = False,
+                  hub_id: str = "stabilityai/sd-vae-ft-mse", subfolder: str | None = None,
+                  **options: Any) -> list[Any]:
+    """Files of the ``sd-vae`` space: an ``AutoencoderKL`` (``config.json`` + weights), what its builder resolves.
+
+    The same list as the builder's (:func:`~neurodecode.latents.vae.vae_files` in the subfolder
+    :func:`~neurodecode.latents.vae.vae_subfolder` finds); the weights are held in float32 whatever
+    ``dtype``, so the full-precision file is preferred.
+    """
+    from ..io.hub import ExternalArtefact, HubArtefact
+
+    if weights == "random" or (weights is None and tiny):
+        return [ExternalArtefact(name, "random", "random init (seeded), nothing to fetch")]
+    target = str(weights) if weights is not None else hub_id
+    if Path(target).expanduser().exists():
+        return [ExternalArtefact(target, "folder", f"latent space {name}: a local folder (read as is)")]
+    licence = "MIT" if target == "stabilityai/sd-vae-ft-mse" else "unknown (see the model card)"
+    return [HubArtefact(target, vae_files(vae_subfolder(target, subfolder)), licence,
+                        f"latent space {name}: SD VAE")]

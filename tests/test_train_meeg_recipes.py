@@ -87,6 +87,12 @@ def _check_atm_metrics(metrics, subject, model, X_test, test_ids, labels, target
     assert metrics[f"{key}/top1"] == pytest.approx(ref[f"top1@{n_way}"])
     assert metrics[f"{key}/top5"] == pytest.approx(ref[f"top5@{n_way}"])
     assert 0.0 <= metrics[f"{key}/prior_top1"] <= 1.0
+    # the shuffled control: each trial against another trial's image (a seeded derangement, rng 0)
+    from neurodecode.metrics import derangement
+
+    wrong = labels[derangement(len(labels), np.random.default_rng(0))]
+    ctrl = kway_topk(model.encode(X_test), targets, ks=(n_way,), topk=(1,), labels=wrong)
+    assert metrics[f"{key}/shuffled_top1"] == pytest.approx(ctrl[f"top1@{n_way}"])
 
 
 def test_atm_things_eeg2_tiny_per_subject_models_metrics_and_resume(eeg2_root, tmp_path):

@@ -33,7 +33,7 @@ from ._retrieval import (
     topk_identification,
     true_rank,
 )
-from ._stats import bootstrap_ci, chance_level
+from ._stats import bootstrap_ci, chance_level, derangement
 from ._text import (
     TEXT_PROTOCOLS,
     bleu_scores,
@@ -52,6 +52,7 @@ from ._text_ranking import (
 )
 
 __all__ = [
+    "derangement",
     "IMAGE_METRICS",
     "TEXT_DEFAULT_METRICS",
     "METRICS_VERSION",

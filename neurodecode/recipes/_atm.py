@@ -42,7 +42,7 @@ import numpy as np
 from .._core.errors import DataIntegrityError, MetadataMismatchError, MissingFileError, ValidationError
 from .._core.logging import logger, progress
 from .._core.validation import check_option, format_error
-from ..metrics import topk_identification
+from ..metrics import derangement, topk_identification
 from ._data import load_things_for_recipe
 from ._derivative import (
     _png,
@@ -321,7 +321,10 @@ def train_atm(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, Any
             n = len(test_ids)
             scores = topk_identification(emb, cand, labels, (1, 5))
             key = f"test/{s}" if mode == "within" else f"test/{s}/loso"
-            metrics.update({f"{key}/top1": scores[1], f"{key}/chance": 1.0 / n, f"{key}/n_way": float(n)})
+            # the shuffled-brain control: each trial scored against another trial's image (seeded, no fixed point)
+            wrong = labels[derangement(len(labels), np.random.default_rng(0))]
+            metrics.update({f"{key}/top1": scores[1], f"{key}/chance": 1.0 / n, f"{key}/n_way": float(n),
+                            f"{key}/shuffled_top1": topk_identification(emb, cand, wrong, (1,))[1]})
             if n > 5:
                 metrics[f"{key}/top5"] = scores[5]
             if prior is not None:

@@ -91,6 +91,7 @@ class LatentSpace:
         self.weights = weights
         self._extra_key = dict(extra_key or {})
         self._weights_sha256: str | None = None
+        self._weights_file: Any = None  # set by a subclass that read weights from a file
 
     # ------------------------------------------------------------------ public
     def encode_images(self, images: Any, *, batch_size: int | None = None) -> np.ndarray:
@@ -145,7 +146,11 @@ class LatentSpace:
         return self.encode_images(stimuli, batch_size=batch_size)
 
     def weights_sha256(self) -> str | None:
-        """SHA-256 of the weights file (``None`` for random init); computed once."""
+        """SHA-256 of the weights file (``None`` for random init); computed once, on first use."""
+        if self._weights_sha256 is None and self._weights_file is not None:
+            from .._core.files import sha256_file
+
+            self._weights_sha256 = sha256_file(self._weights_file)
         return self._weights_sha256
 
     def cache_key(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .._core.errors import DataIntegrityError, MissingFileError, OfflineError, ValidationError
-from .._core.files import sha256_file, write_json
+from .._core.files import write_json
 from .._core.logging import logger
 from .._core.validation import check_option, format_error
 from ._base import LatentSpace, seeded
@@ -418,10 +418,6 @@ class ClipSpace(LatentSpace):
         if modality == "text":
             self._tokenizer = _clip_tokenizer(model_cfg["text_cfg"].get("context_length", 77))
 
-    def weights_sha256(self) -> str | None:
-        if self._weights_sha256 is None and self._weights_file is not None:
-            self._weights_sha256 = sha256_file(self._weights_file)
-        return self._weights_sha256
 
     def _check_structure(self) -> None:
         if self.output in ("image_tokens", "image_patch_tokens"):

@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .._core.files import sha256_file
 from .._core.logging import logger
 from ._base import LatentSpace, seeded
 
@@ -70,10 +69,6 @@ class GitTokenSpace(LatentSpace):
         self._weights_file = weights_file
         self._transform: Any = None
 
-    def weights_sha256(self) -> str | None:
-        if self._weights_sha256 is None and self._weights_file is not None:
-            self._weights_sha256 = sha256_file(self._weights_file)
-        return self._weights_sha256
 
     def _encode_image_batch(self, items: list[Any]) -> Any:
         import torch

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from .._core.errors import MissingFileError, OfflineError, ValidationError
-from .._core.files import sha256_file
 from .._core.logging import logger
 from .._core.validation import check_option, format_error
 from ._base import LatentSpace, seeded
@@ -86,10 +85,6 @@ class HFTextSpace(LatentSpace):
         self.model = model.to(self._device).eval()
         self.tokenizer = tokenizer
 
-    def weights_sha256(self) -> str | None:
-        if self._weights_sha256 is None and self._weights_file is not None:
-            self._weights_sha256 = sha256_file(self._weights_file)
-        return self._weights_sha256
 
     def _encode_text_batch(self, items: list[str]) -> Any:
         import torch

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 
 from .._core.errors import DataIntegrityError, MissingFileError, OfflineError, ShapeMismatchError, ValidationError
-from .._core.files import sha256_file
 from .._core.logging import logger
 from .._core.validation import check_finite, check_option, describe, format_error
 from .._core.versions import package_versions
@@ -209,10 +208,6 @@ class VaeSpace(LatentSpace):
             p.requires_grad_(False)
         self._forward = torch.compile(self._forward_tensor) if compile else self._forward_tensor
 
-    def weights_sha256(self) -> str | None:
-        if self._weights_sha256 is None and self._weights_file is not None:
-            self._weights_sha256 = sha256_file(self._weights_file)
-        return self._weights_sha256
 
     # ------------------------------------------------------------------ public
     def encode_images(self, images: Any, *, batch_size: int | None = None) -> np.ndarray:

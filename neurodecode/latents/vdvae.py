@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 
 from .._core.errors import MissingFileError, OfflineError, ShapeMismatchError, UnsafeCheckpointError, ValidationError
-from .._core.files import sha256_file
 from .._core.logging import logger
 from .._core.validation import check_finite, check_option, format_error
 from ._base import LatentSpace, seeded
@@ -271,10 +270,6 @@ class VdvaeSpace(LatentSpace):
         self.image_size = cfg.image_size
         self._weights_file = weights_file
 
-    def weights_sha256(self) -> str | None:
-        if self._weights_sha256 is None and self._weights_file is not None:
-            self._weights_sha256 = sha256_file(self._weights_file)
-        return self._weights_sha256
 
     # ------------------------------------------------------------------ public
     def encode_images(self, images: Any, *, batch_size: int | None = None) -> np.ndarray:

@@ -13,6 +13,7 @@ _TEXT = ".text:build_text_space"
 _VAE = ".vae:build_vae_space"
 _VDVAE = ".vdvae:build_vdvae_space"
 _GIT = ".git:build_git_space"
+_DINOV2 = ".dinov2:build_dinov2_space"
 
 #: name -> (builder, options, description); every name also gets a ``-tiny`` twin.
 BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -44,6 +45,17 @@ BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
                               "included): the GIT captioner's input; tiny 17 x 20"),
     "vdvae": (_VDVAE, {}, "ImageNet-64 VDVAE, first 31 latent layers concatenated 91,168 (Brain-Diffuser's "
               "low-level target, posterior samples); tiny 1,924 at 32 px"),
+    "dinov2-base": (_DINOV2, {"size": "base", "output": "cls"},
+                    "DINOv2 ViT-B/14 CLS after the final LayerNorm 768 (224 px); tiny 28"),
+    "dinov2-base-tokens": (_DINOV2, {"size": "base", "output": "patch_tokens"},
+                           "DINOv2 ViT-B/14 patch tokens 256 x 768, final LayerNorm, no CLS (224 px; output='q_tokens'"
+                           " for a block's queries); tiny 9 x 28"),
+    "dinov2-base-q-tokens": (_DINOV2, {"size": "base", "output": "q_tokens", "block": -1},
+                             "DINOv2 ViT-B/14 last block's query features 256 x 768, no CLS (the transformer brain "
+                             "encoder's input); tiny 9 x 28"),
+    "dinov2-giant": (_DINOV2, {"size": "giant", "output": "cls"},
+                     "DINOv2 ViT-g/14 CLS after the final LayerNorm 1536 (224 px; the real-time MEG paper's size); "
+                     "tiny 36"),
 }
 
 
@@ -54,6 +66,7 @@ SPACE_ARTEFACTS: dict[str, str] = {
     _VAE: ".vae:vae_artefacts",
     _VDVAE: ".vdvae:vdvae_artefacts",
     _GIT: ".git:git_artefacts",
+    _DINOV2: ".dinov2:dinov2_artefacts",
 }
 
 

@@ -49,6 +49,8 @@ HUB_FIXTURES: dict[str, str] = {
     "clip-vit-h-14": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
     "clip-bigg-14": "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
     "flan-t5-large": "google/flan-t5-large",
+    "dinov2-base": "facebook/dinov2-base",
+    "dinov2-giant": "facebook/dinov2-giant",
 }
 
 _OPEN_CLIP = {"clip-vit-l-14": ("ViT-L-14", True), "clip-vit-h-14": ("ViT-H-14", False),
@@ -420,10 +422,38 @@ def _write_flan_t5(root: Path, size: str, depth: int | None, variant: str, seed:
     t5_tokenizer_files(root)
 
 
+def _write_dinov2(size_name: str) -> Callable[..., None]:
+    def write(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+        # facebook/dinov2-{base,giant} config.json (base 768 x 12 blocks, 12 heads, MLP; giant 1536 x 40 blocks,
+        # 24 heads, SwiGLU; both patch 14 at 518 px, layer scale 1.0) and preprocessor_config.json
+        # (BitImageProcessor: shortest edge 256, bicubic, centre crop 224, ImageNet mean / std)
+        from transformers import Dinov2Config, Dinov2Model
+
+        giant = size_name == "giant"
+        if size == "tiny":  # the tiny twins' widths (28 / 36), 42 px crops, patch 14
+            cfg: dict[str, Any] = {"hidden_size": 36 if giant else 28, "num_hidden_layers": 2,
+                                   "num_attention_heads": 3 if giant else 2, "mlp_ratio": 2, "image_size": 42}
+        else:
+            cfg = {"hidden_size": 1536 if giant else 768, "num_hidden_layers": _depth(40 if giant else 12, depth),
+                   "num_attention_heads": 24 if giant else 12, "mlp_ratio": 4, "image_size": 518}
+        cfg.update(patch_size=14, layerscale_value=1.0, layer_norm_eps=1e-6, qkv_bias=True, use_swiglu_ffn=giant,
+                   hidden_act="gelu")
+        _save(Dinov2Model(Dinov2Config(**cfg)), root, variant)
+        crop = 42 if size == "tiny" else 224
+        (root / "preprocessor_config.json").write_text(json.dumps({
+            "crop_size": {"height": crop, "width": crop}, "do_center_crop": True, "do_convert_rgb": True,
+            "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406],
+            "image_processor_type": "BitImageProcessor", "image_std": [0.229, 0.224, 0.225], "resample": 3,
+            "rescale_factor": 1 / 255, "size": {"shortest_edge": 48 if size == "tiny" else 256}}, indent=2),
+            encoding="utf-8")
+    return write
+
+
 _WRITERS: dict[str, Callable[..., None]] = {
     "sd-vae": _write_sd_vae, "lowlevel": _write_lowlevel, "versatile": _write_versatile, "unclip": _write_unclip,
     "sdxl-turbo": _write_sdxl_turbo, "ip-adapter": _write_ip_adapter, "git": _write_git,
     **{name: _write_open_clip(name) for name in _OPEN_CLIP}, "flan-t5-large": _write_flan_t5,
+    "dinov2-base": _write_dinov2("base"), "dinov2-giant": _write_dinov2("giant"),
 }
 
 
@@ -459,7 +489,8 @@ def write_hub_fixture(component: str, root: str | os.PathLike[str], *, layout: s
     component : str
         One of :data:`HUB_FIXTURES` (``"sd-vae"``, ``"versatile"``, ``"sdxl-turbo"``, ``"ip-adapter"``,
         ``"unclip"``, ``"lowlevel"``, ``"git"``, ``"clip-vit-l-14"``, ``"clip-vit-h-14"``, ``"clip-bigg-14"``,
-        ``"flan-t5-large"`` (its tokenizer's pieces are synthetic, see :func:`t5_tokenizer_files`)).
+        ``"flan-t5-large"`` (its tokenizer's pieces are synthetic, see :func:`t5_tokenizer_files`),
+        ``"dinov2-base"``, ``"dinov2-giant"``).
     root : path-like
         ``layout="folder"``: the repository folder to write; ``layout="cache"``: the hub cache root
         (``HF_HUB_CACHE``), under which ``models--org--name/`` is written.

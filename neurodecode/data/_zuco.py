@@ -21,6 +21,7 @@ from .._core.errors import DataIntegrityError, MetadataMismatchError, MissingFil
 from .._core.specs import load_spec
 from .._core.validation import check_option, format_error
 from ._trials import Trials
+from ._zuco_labels import match_labels, read_zuco_labels
 
 __all__ = ["load_zuco", "sentence_split"]
 
@@ -104,7 +105,9 @@ def load_zuco(
     trials : Trials
         ``X`` float32 of shape (n_sentences, n_channels, max_times), zero-padded, with
         ``lengths``; ``texts`` the sentences; ``stimulus_ids`` the sentence's index in the
-        file; ``split`` by unique sentence; ``metadata`` with ``task``.
+        file; ``split`` by unique sentence; ``metadata`` with ``task``, ``sentiment`` and
+        ``relation`` (GLIM's label words from ``root/task_materials``, ``""`` where a sentence has
+        none or the tables are absent; see :func:`~neurodecode.data._zuco_labels.read_zuco_labels`).
     """
     from ..io.matlab import load_mat, mat_version
 
@@ -213,6 +216,16 @@ def load_zuco(
         "nonfinite_per_channel": dict(sorted(nan_channels.items(), key=lambda kv: -kv[1])[:20]),
         "split": f"by unique sentence ({spec['split']['method']}), fractions {dict(spec['split']['fractions'])}",
     }
+    metadata = {"task": np.full(len(idx), task), "sentiment": np.full(len(idx), ""),
+                "relation": np.full(len(idx), "")}
+    table = read_zuco_labels(root, version, task)
+    if table is None:
+        provenance["labels"] = {"files": [], "note": "no label table for this task under root/task_materials"}
+    else:
+        matched, info = match_labels(texts, idx, table[0], table[1])
+        metadata["sentiment" if task == "SR" else "relation"] = matched
+        provenance["labels"] = {"files": table[2], "kind": "sentiment" if task == "SR" else "relation", **info,
+                                "matching": "by normalised sentence text; repeated texts by nearest file position"}
     return Trials(X=X, stimulus_ids=np.array(idx), subject=f"zuco/{subject}", split=split, sfreq=out_sfreq,
                   ch_names=names, times=np.arange(X.shape[2]) / out_sfreq, texts=texts, lengths=lengths,
-                  metadata={"task": np.full(len(idx), task)}, provenance=provenance)
+                  metadata=metadata, provenance=provenance)

@@ -44,6 +44,7 @@ from ._text import (
     word_tokenize,
 )
 from ._text_ranking import (
+    ZERO_SHOT_TASKS,
     block_retrieval,
     retrieval_blocks,
     zero_shot_classification,
@@ -72,6 +73,7 @@ __all__ = [
     "identification_with_control",
     "block_retrieval",
     "retrieval_blocks",
+    "ZERO_SHOT_TASKS",
     "zero_shot_prompts",
     "zero_shot_targets",
     "zero_shot_classification",

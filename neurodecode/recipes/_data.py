@@ -215,7 +215,8 @@ def load_zuco_for_recipe(root: str | Path, data: Mapping[str, Any], *, splits: S
     table : dict
         ``"X"`` (n, n_channels, max_times) float32, zero-padded; ``"lengths"``, ``"texts"``,
         ``"split"``, ``"subject"``, ``"task"``, ``"dataset"``, ``"stimulus_id"`` (the sentence's
-        index in its subject's task file) of shape (n,); ``"provenance"`` (per subject and task),
+        index in its subject's task file), ``"sentiment"`` and ``"relation"`` (GLIM's zero-shot label
+        words from ZuCo's ``task_materials``, ``""`` where none) of shape (n,); ``"provenance"`` (per subject and task),
         ``"skipped"``, ``"sfreq"``, ``"n_channels"``, ``"max_times"``, ``"scaling"``.
     """
     from .._core.specs import load_spec
@@ -245,7 +246,7 @@ def load_zuco_for_recipe(root: str | Path, data: Mapping[str, Any], *, splits: S
     spec = load_spec("zuco")["versions"]
     subjects = zuco_recipe_subjects(data, versions)
     rows: dict[str, list[Any]] = {k: [] for k in ("X", "lengths", "texts", "split", "subject", "task", "dataset",
-                                                  "stimulus_id")}
+                                                  "stimulus_id", "sentiment", "relation")}
     prov: dict[str, Any] = {}
     skipped: list[str] = []
     for code, version in progress(list(subjects.items()), desc="load", unit="subject", verbose=verbose):
@@ -282,6 +283,8 @@ def load_zuco_for_recipe(root: str | Path, data: Mapping[str, Any], *, splits: S
             rows["task"] += [task] * len(tr)
             rows["dataset"] += [f"zuco{version}"] * len(tr)
             rows["stimulus_id"].append(np.asarray(tr.stimulus_ids))
+            for key in ("sentiment", "relation"):  # GLIM's zero-shot labels ("" where none)
+                rows[key] += [str(x) for x in tr.metadata.get(key, [""] * len(tr))]
         if not usable:
             raise MissingFileError(format_error(
                 "data.subjects", f"results{code}_<task>.mat files for tasks {tasks} of ZuCo {version}.0",
@@ -305,7 +308,9 @@ def load_zuco_for_recipe(root: str | Path, data: Mapping[str, Any], *, splits: S
     table: dict[str, Any] = {"X": X_all, "lengths": np.concatenate(rows["lengths"]),
                              "texts": np.asarray(rows["texts"], dtype=object), "split": np.concatenate(rows["split"]),
                              "subject": np.asarray(rows["subject"]), "task": np.asarray(rows["task"]),
-                             "dataset": np.asarray(rows["dataset"]), "stimulus_id": np.concatenate(rows["stimulus_id"])}
+                             "dataset": np.asarray(rows["dataset"]), "stimulus_id": np.concatenate(rows["stimulus_id"]),
+                             "sentiment": np.asarray(rows["sentiment"], dtype=str),
+                             "relation": np.asarray(rows["relation"], dtype=str)}
     table.update(provenance=prov, skipped=skipped, sfreq=sfreq, n_channels=n_channels, max_times=max_times,
                  scaling=scaling)
     return table

@@ -229,6 +229,7 @@ def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
         metrics[f"test/retrieval_top{k}"] = scores[f"top{k}"]
         metrics[f"test/retrieval_chance_top{k}"] = k / block
     hit1 = scores["per_item"][f"top{ks[0]}"] if ks else np.full(len(test), np.nan)
+    metrics.update(_zero_shot_scores(model, emb, tab, test, evaluate.get("zero_shot", [])))
 
     # sentences from the EEG alone (no teacher forcing)
     generated = model.generate(tab["X"][test], tab["lengths"][test], **prompts,
@@ -249,6 +250,36 @@ def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
             "targets": {"text": {"space": text_tbl.get("space"), "computed": "inside GLIM from its frozen T5 encoder "
                                  "(pooled over tokens) in every step; no feature cache"}}}
     return {"joint": result}, metrics, prov
+
+
+def _zero_shot_scores(model: Any, emb: np.ndarray, tab: Mapping[str, Any], rows: np.ndarray,
+                      tasks: Any) -> dict[str, float]:
+    """GLIM's zero-shot classification of the test sentences (``[evaluate] zero_shot``).
+
+    Each task's class sentences (:func:`neurodecode.metrics.zero_shot_prompts`) are embedded as given
+    (no ``text_template``, as the reference's ``cal_label_embs``) and each test EEG embedding is
+    classified by cosine similarity; accuracy over the sentences that have the label: ``sentiment``
+    (ZuCo 1.0 task SR), ``relation`` (task TSR; top-1 and top-3), ``corpus`` (SR movie reviews against
+    NR/TSR biographies: every sentence). A task whose labels are absent (no ``task_materials`` tables
+    under the data root) is reported with ``n_scored = 0`` and a warning, never as a score.
+    """
+    from ..metrics import ZERO_SHOT_TASKS, zero_shot_classification, zero_shot_prompts, zero_shot_targets
+
+    out: dict[str, float] = {}
+    for task in [str(t) for t in tasks or []]:
+        labels = tab["task"][rows] if task == "corpus" else tab.get(task, np.full(len(tab["task"]), ""))[rows]
+        targets = zero_shot_targets(task, list(labels))
+        out[f"test/zero_shot/{task}/n_scored"] = float((targets >= 0).sum())
+        if not (targets >= 0).any():
+            logger.warning("GLIM zero-shot %s: no test sentence has a %s label (ZuCo's task_materials tables under "
+                           "the data root give them); not scored", task, task)
+            continue
+        cand = model.embed_texts(zero_shot_prompts(task), template="{}")
+        res = zero_shot_classification(emb, cand, targets, topk=ZERO_SHOT_TASKS[task]["topk"])
+        for k in ZERO_SHOT_TASKS[task]["topk"]:
+            out[f"test/zero_shot/{task}/top{k}"] = res[f"top{k}"]
+            out[f"test/zero_shot/{task}/chance_top{k}"] = res["chance"][f"top{k}"]
+    return out
 
 
 def _train_config(values: Mapping[str, Any]) -> Any:

@@ -436,10 +436,10 @@ def check_config_fields(config_cls: type, values: Mapping[str, Any], section: st
 
 def _check_metric_names(evaluate: Mapping[str, Any], problems: RecipeProblems) -> None:
     """``[evaluate] metrics`` / ``text_metrics`` name metrics neurodecode computes (``retrieval``: predicted latents)."""
-    from ..metrics import IMAGE_METRICS, TEXT_DEFAULT_METRICS
+    from ..metrics import IMAGE_METRICS, TEXT_DEFAULT_METRICS, ZERO_SHOT_TASKS
 
     known = {"metrics": (*IMAGE_METRICS, *TEXT_DEFAULT_METRICS, "meteor", "retrieval"),
-             "text_metrics": (*TEXT_DEFAULT_METRICS, "meteor", "retrieval")}
+             "text_metrics": (*TEXT_DEFAULT_METRICS, "meteor", "retrieval"), "zero_shot": tuple(ZERO_SHOT_TASKS)}
     for key, allowed in known.items():
         for name in evaluate.get(key, []):
             if name not in allowed:

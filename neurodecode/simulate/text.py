@@ -213,6 +213,8 @@ def simulate_zuco(
                            projection=proj, semantic_topography=topo, l_space=l_space, noise_scale=np.float64(scale),
                            ramp_mean=ramp_mean_arr)
             data[subject] = {"eeg": eeg, "semantic": topo, "word_part": word_part}
+        if task == "TSR":  # ZuCo 2.0's relation tables: one tsr_<n>.csv per relation, as the release
+            _write_relation_tables(root, texts)
         save_truth_npz(out / "truth" / "sentences.npz", texts=np.array(texts), embedding=emb, split=split,
                        n_samples=np.array([n for _, _, n in timing]))
         write_json(out / "truth" / "model.json", {"dataset": "zuco", "version": 2, "task": task,
@@ -235,3 +237,16 @@ def _semantic_loglik(resid: np.ndarray, topo: np.ndarray, ramp_mean: np.ndarray,
     m = solve_triangular(l_space, topo.T, lower=True).T
     pred = ramp_mean[:, None, None] * m[None]  # (n, n, c)
     return -0.5 * ((r[:, None, :] - pred) ** 2).sum(-1)
+
+
+def _write_relation_tables(root: Path, texts: Sequence[str]) -> None:
+    """Relation type of each simulated TSR sentence (a stable function of its text), one table per type."""
+    import hashlib
+
+    from ..data._zuco_labels import RELATION_WORDS
+    from ..testing import write_zuco_labels
+
+    kinds = sorted(RELATION_WORDS)
+    rel = [kinds[int.from_bytes(hashlib.sha256(t.encode("utf-8")).digest()[:4], "big") % len(kinds)] for t in texts]
+    number = {kind: n for n, kind in enumerate(sorted(set(rel)), start=1)}
+    write_zuco_labels(root, version=2, task="TSR", sentences=list(texts), labels=rel, files=[number[r] for r in rel])

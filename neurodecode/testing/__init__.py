@@ -9,8 +9,8 @@ from ._hub import write_hub_fixture
 from ._nsd import make_nsd_fixture, nsd_path, write_nsd_tree
 from ._things_eeg2 import make_things_eeg2_fixture, write_things_eeg2_subject
 from ._things_meg import ctf_channel_names, make_things_meg_fixture, things_meg_path, write_things_meg_subject
-from ._zuco import make_zuco_fixture, write_zuco_subject, zuco_path
+from ._zuco import make_zuco_fixture, write_zuco_labels, write_zuco_subject, zuco_path
 
 __all__ = ["write_nsd_tree", "make_nsd_fixture", "nsd_path", "write_things_eeg2_subject", "make_things_eeg2_fixture",
            "write_things_meg_subject", "make_things_meg_fixture", "things_meg_path", "ctf_channel_names",
-           "write_zuco_subject", "make_zuco_fixture", "zuco_path", "write_hub_fixture"]
+           "write_zuco_subject", "write_zuco_labels", "make_zuco_fixture", "zuco_path", "write_hub_fixture"]

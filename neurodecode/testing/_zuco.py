@@ -13,7 +13,7 @@ from .._core.errors import ShapeMismatchError
 from .._core.specs import load_spec
 from .._core.validation import check_option, format_error
 
-__all__ = ["write_zuco_subject", "make_zuco_fixture", "zuco_path"]
+__all__ = ["write_zuco_subject", "write_zuco_labels", "make_zuco_fixture", "zuco_path"]
 
 
 def zuco_path(root: str | os.PathLike[str], subject: str, task: str, version: int = 2) -> Path:
@@ -91,6 +91,69 @@ def write_zuco_subject(
     with atomic_path(path, suffix=".mat") as tmp:
         scipy.io.savemat(str(tmp), v5)
     return path
+
+
+def write_zuco_labels(root: str | os.PathLike[str], *, version: int, task: str, sentences: Sequence[str],
+                      labels: Sequence[Any], n_files: int = 1, files: Sequence[int] | None = None) -> list[Path]:
+    """Write ZuCo's ``task_materials`` label table(s) for ``task`` in the release's layout.
+
+    Parameters
+    ----------
+    root : path-like
+        Root of the ZuCo version.
+    version : {1, 2}
+    task : {"SR", "TSR"}
+        ``"SR"`` (1.0 only): ``sentiment_labels_task1.csv`` with ``-1``/``0``/``1`` values and the
+        release's second header line; ``"TSR"``: 1.0 ``relations_labels_task3.csv`` (header
+        ``sentence;relation-type``), 2.0 ``tsr_<n>.csv`` (no header,
+        ``paragraph_id;sentence_id;sentence;label``, the rows split in order over ``n_files`` files).
+    sentences : sequence of str
+    labels : sequence
+        Raw ZuCo values: sentiment ``-1``/``0``/``1``; relation types such as ``"AWARD"`` or
+        ``"CONTROL"``.
+    n_files : int
+        ZuCo 2.0 TSR only: how many ``tsr_<n>.csv`` tables (the release has 7, one relation each).
+    files : sequence of int or None
+        ZuCo 2.0 TSR only: the table number ``n`` (from 1) of each row, instead of ``n_files``.
+
+    Returns
+    -------
+    paths : list of pathlib.Path
+    """
+    from .._core.files import atomic_write
+
+    spec = load_spec("zuco")["labels"][str(version)]
+    check_option(task, "task", list(spec))
+    if len(sentences) != len(labels):
+        raise ShapeMismatchError(format_error("labels", f"one per sentence ({len(sentences)})", f"{len(labels)}"))
+    pattern = spec[task]
+    root = Path(root)
+    if "{n}" not in pattern:
+        head = "sentence;control;sentiment_label" if task == "SR" else "sentence;relation-type"
+        lines = [head] + (["(sentence);(CONTROL or empty);(-1 negative, 0 neutral, 1 positive)"] if task == "SR"
+                          else [])
+        lines += [f"{s};;{lab}" if task == "SR" else f"{s};{lab}" for s, lab in zip(sentences, labels)]
+        path = root / pattern
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as f:
+            f.write("\n".join(lines) + "\n")
+        return [path]
+    if files is not None:
+        numbers = np.asarray(files, dtype=int)
+        if numbers.shape != (len(sentences),) or (len(numbers) and numbers.min() < 1):
+            raise ShapeMismatchError(format_error("files", f"{len(sentences)} table numbers >= 1", numbers))
+        parts = [np.flatnonzero(numbers == n) for n in range(1, int(numbers.max(initial=0)) + 1)]
+    else:
+        parts = np.array_split(np.arange(len(sentences)), max(1, int(n_files)))
+    paths = []
+    for n, part in enumerate(parts, start=1):
+        rows = [f"{n};{k + 1};{sentences[i]};{labels[i]}" for k, i in enumerate(part)]
+        path = root / pattern.format(n=n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as f:
+            f.write("\n".join(rows) + "\n")
+        paths.append(path)
+    return paths
 
 
 def make_zuco_fixture(

@@ -327,6 +327,8 @@ def _is_root(path: Path, dataset: str) -> bool:
         return (path / "nsddata").is_dir() or (path / "nsddata_betas").is_dir()
     if dataset == "things-meg":
         return any(p.is_dir() for p in path.glob("sub-BIGMEG*"))
+    if dataset == "meg-masc":
+        return (path / "stimuli" / "audio").is_dir() and any(p.is_dir() for p in path.glob("sub-*"))
     if dataset == "things-eeg2":
         from .._core.specs import load_spec
 
@@ -408,7 +410,8 @@ def resolve_data_root(path: str | Path, dataset: str, *, param: str = "--data") 
 def _root_marker(dataset: str) -> str:
     return {"nsd": "nsddata/ and nsddata_betas/", "things-meg": "sub-BIGMEG1/ ...",
             "things-eeg2": "the preprocessed-data folder and image_set/",
-            "zuco": "the task folders with results<CODE>_<TASK>.mat"}[dataset]
+            "zuco": "the task folders with results<CODE>_<TASK>.mat",
+            "meg-masc": "sub-01/ ... and stimuli/audio/"}[dataset]
 
 
 # ----------------------------------------------------------------------------------------- shared options

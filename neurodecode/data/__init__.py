@@ -2,13 +2,15 @@
 
 from .._core.specs import DATASETS
 from ._inputs import BrainArray, as_brain_array
+from ._meg_masc import load_meg_masc, load_meg_masc_audio
 from ._nsd import load_nsd, load_nsd_stimuli, nsd_trial_table
 from ._nsd_cache import prepare_nsd
+from ._nsd_rois import noise_ceiling, nsd_atlases, nsd_voxel_labels, read_nsd_ncsnr, select_nsd_rois
 from ._things_eeg2 import convert_things_eeg2, load_things_eeg2
 from ._things_meg import load_things_meg
 from ._trials import Trials
 from ._zuco import load_zuco
 
 __all__ = ["DATASETS", "Trials", "load_nsd", "load_nsd_stimuli", "nsd_trial_table", "load_things_eeg2", "convert_things_eeg2",
-           "load_things_meg", "load_zuco", "prepare_nsd",
+           "load_things_meg", "load_zuco", "load_meg_masc", "load_meg_masc_audio", "prepare_nsd",
            "as_brain_array", "BrainArray"]

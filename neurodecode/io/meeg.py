@@ -16,7 +16,7 @@ from .._core.validation import format_error
 __all__ = ["read_raw", "read_epochs", "RAW_FORMATS"]
 
 RAW_FORMATS = {".fif": "FIF (MNE / MEGIN)", ".fif.gz": "FIF (MNE / MEGIN)", ".ds": "CTF (folder)",
-               ".vhdr": "BrainVision header"}
+               ".vhdr": "BrainVision header", ".con": "KIT/Yokogawa continuous"}
 
 
 def _suffix(p: Path) -> str:
@@ -57,8 +57,10 @@ def read_raw(path: str | os.PathLike[str], *, preload: bool = True, verbose: Any
             return mne.io.read_raw_fif(p, preload=preload, verbose=verbose)
         if kind == ".ds":
             return mne.io.read_raw_ctf(p, preload=preload, verbose=verbose)
+        if kind == ".con":  # KIT (MEG-MASC); BIDS keeps the marker/head-shape files beside it, unused here
+            return mne.io.read_raw_kit(p, preload=preload, verbose=verbose)
         return mne.io.read_raw_brainvision(p, preload=preload, verbose=verbose)
-    except (ValueError, OSError, EOFError, RuntimeError) as exc:
+    except (ValueError, OSError, EOFError, RuntimeError, IndexError) as exc:  # MNE's KIT reader: IndexError
         raise DataIntegrityError(
             format_error("path", f"a readable {RAW_FORMATS[kind]} recording", f"{p} ({type(exc).__name__}: {exc})",
                          "The file is truncated or corrupted; download it again")

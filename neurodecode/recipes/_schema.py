@@ -28,7 +28,7 @@ from typing import Any, Literal, Union
 from .._core.errors import ValidationError
 from .._core.specs import DATASETS
 
-__all__ = ["NSDData", "ThingsEEG2Data", "ThingsMEGData", "ZucoData", "DATA_TABLES", "LatentTable", "TrainTable",
+__all__ = ["NSDData", "ThingsEEG2Data", "ThingsMEGData", "ZucoData", "MEGMASCData", "DATA_TABLES", "LatentTable", "TrainTable",
            "NSDGenerate", "ATMGenerate", "GLIMGenerate", "EvaluateTable", "WeightEntry", "FinetuneTable",
            "SECTIONS", "check_table", "RecipeProblems"]
 
@@ -107,8 +107,28 @@ class ZucoData:
     nan_policy: Literal["zero", "raise"] = "zero"
 
 
+@dataclass
+class MEGMASCData:
+    """``[data]`` of a speech recipe on MEG-MASC (:func:`neurodecode.data.load_meg_masc`): 3 s segments at word
+    onsets, robust-scaled per channel and clipped (Défossez et al. 2023)."""
+
+    dataset: Literal["meg-masc"] = "meg-masc"
+    subjects: list[str | int] = field(default_factory=lambda: [1])
+    sessions: list[int] | None = None
+    tasks: list[int] | None = None
+    sfreq: float = 120.0
+    window: list[float] = field(default_factory=lambda: [-0.5, 2.5])
+    baseline: list[float] | None = field(default_factory=lambda: [-0.5, -0.2])
+    raw_sfreq: float | None = None
+    l_freq: float | None = None
+    h_freq: float | None = None
+    scaling: Literal["robust", "channel-zscore", "none"] = "robust"
+    clip: float | None = 20.0
+
+
 #: ``[data] dataset`` -> its table, one per name of :data:`neurodecode.data.DATASETS`.
-DATA_TABLES: dict[str, type] = {t().dataset: t for t in (NSDData, ThingsEEG2Data, ThingsMEGData, ZucoData)}
+DATA_TABLES: dict[str, type] = {t().dataset: t for t in (NSDData, ThingsEEG2Data, ThingsMEGData, ZucoData,
+                                                         MEGMASCData)}
 assert tuple(sorted(DATA_TABLES)) == tuple(sorted(DATASETS)), "one [data] table per dataset of DATASETS"
 
 

@@ -6,6 +6,13 @@ the real download. Writers take data arrays (so simulations can write known answ
 """
 
 from ._hub import write_hub_fixture
+from ._meg_masc import (
+    kit_channel_names,
+    make_meg_masc_fixture,
+    meg_masc_path,
+    write_meg_masc_recording,
+    write_meg_masc_wav,
+)
 from ._nsd import make_nsd_fixture, nsd_path, write_nsd_tree
 from ._things_eeg2 import make_things_eeg2_fixture, write_things_eeg2_subject
 from ._things_meg import ctf_channel_names, make_things_meg_fixture, things_meg_path, write_things_meg_subject
@@ -13,4 +20,6 @@ from ._zuco import make_zuco_fixture, write_zuco_labels, write_zuco_subject, zuc
 
 __all__ = ["write_nsd_tree", "make_nsd_fixture", "nsd_path", "write_things_eeg2_subject", "make_things_eeg2_fixture",
            "write_things_meg_subject", "make_things_meg_fixture", "things_meg_path", "ctf_channel_names",
-           "write_zuco_subject", "write_zuco_labels", "make_zuco_fixture", "zuco_path", "write_hub_fixture"]
+           "write_zuco_subject", "write_zuco_labels", "make_zuco_fixture", "zuco_path", "write_hub_fixture",
+           "write_meg_masc_recording", "write_meg_masc_wav", "make_meg_masc_fixture", "meg_masc_path",
+           "kit_channel_names"]

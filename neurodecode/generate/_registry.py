@@ -15,6 +15,9 @@ GENERATORS: dict[str, str] = {
     "vdvae": "neurodecode.generate._vdvae:VDVAEGenerator",
     "git": "neurodecode.generate._captions:GitCaptioner",
     "retrieval": "neurodecode.generate._captions:CaptionRetriever",
+    "blip": "neurodecode.generate._blip:BlipCaptioner",
+    "dpt-depth": "neurodecode.generate._depth:DptDepthDecoder",
+    "sd-img2img": "neurodecode.generate._sd_img2img:SDImg2ImgGenerator",
 }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 __all__ = ["DECODERS", "LATENT_KEYS", "decoder_class", "load_decoder", "build_decoder", "DecoderTarget",
            "BrainDiffuser", "BrainDiffuserConfig", "MindBridge", "MindBridgeConfig", "MindEye2", "MindEye2Config",
-           "ATM", "ATMConfig", "GLIM", "GLIMConfig"]
+           "ATM", "ATMConfig", "GLIM", "GLIMConfig", "MEGBrainModule", "MEGBrainModuleConfig"]
 
 #: Public class name -> its module (imported on first access, so one decoder never loads the others).
 _LAZY = {
@@ -28,6 +28,7 @@ _LAZY = {
     "MindBridge": "mindbridge", "MindBridgeConfig": "mindbridge",
     "MindEye2": "mindeye2", "MindEye2Config": "mindeye2",
     "ATM": "atm", "ATMConfig": "atm", "GLIM": "glim", "GLIMConfig": "glim",
+    "MEGBrainModule": "meg_brain_module", "MEGBrainModuleConfig": "meg_brain_module",
     "build_decoder": "_targets", "DecoderTarget": "_targets",
 }
 
@@ -48,6 +49,7 @@ DECODERS: dict[str, str] = {
     "mindeye2": "neurodecode.models.mindeye2:MindEye2",
     "atm": "neurodecode.models.atm:ATM",
     "glim": "neurodecode.models.glim:GLIM",
+    "meg_brain_module": "neurodecode.models.meg_brain_module:MEGBrainModule",
 }
 
 #: Keys of the dict returned by ``predict_latents`` and their shapes (real tier).

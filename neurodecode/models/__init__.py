@@ -20,7 +20,8 @@ from typing import Any
 
 __all__ = ["DECODERS", "LATENT_KEYS", "decoder_class", "load_decoder", "build_decoder", "DecoderTarget",
            "BrainDiffuser", "BrainDiffuserConfig", "MindBridge", "MindBridgeConfig", "MindEye2", "MindEye2Config",
-           "ATM", "ATMConfig", "GLIM", "GLIMConfig", "MEGBrainModule", "MEGBrainModuleConfig"]
+           "ATM", "ATMConfig", "GLIM", "GLIMConfig", "MEGBrainModule", "MEGBrainModuleConfig",
+           "TransformerBrainEncoder", "BrainEncoderConfig", "RidgeBrainEncoder"]
 
 #: Public class name -> its module (imported on first access, so one decoder never loads the others).
 _LAZY = {
@@ -30,6 +31,8 @@ _LAZY = {
     "ATM": "atm", "ATMConfig": "atm", "GLIM": "glim", "GLIMConfig": "glim",
     "MEGBrainModule": "meg_brain_module", "MEGBrainModuleConfig": "meg_brain_module",
     "build_decoder": "_targets", "DecoderTarget": "_targets",
+    "TransformerBrainEncoder": "brain_encoder", "BrainEncoderConfig": "brain_encoder",
+    "RidgeBrainEncoder": "brain_encoder",
 }
 
 

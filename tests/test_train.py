@@ -311,3 +311,30 @@ def test_indexed_rows_give_the_same_batches_without_copying_repeats():
     assert batch["y"].shape == (3, 3, 8)
     with pytest.raises(ValidationError, match="index"):
         IndexedRows(table, np.array([0, 7]))
+
+
+@pytest.mark.parametrize("sched", ["cosine", "constant"])
+def test_warmup_schedules_match_diffusers(tmp_path, sched):
+    """warmup_steps follows diffusers' get_{cosine,constant}_schedule_with_warmup (ATM's prior: 500 steps)."""
+    from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+    mod = _model_module(tmp_path)
+    x, y = _data()
+    torch.manual_seed(0)
+    res = Trainer(mod.Regressor(), _config(scheduler=sched, warmup_steps=3, max_steps=9, log_every=1,
+                                           checkpoint_every=None)).fit(ArrayBatches({"x": x, "y": y}, 8))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=3e-2)
+    ref = (get_cosine_schedule_with_warmup(opt, num_warmup_steps=3, num_training_steps=9) if sched == "cosine"
+           else get_constant_schedule_with_warmup(opt, num_warmup_steps=3))
+    expected = []
+    for _ in range(9):
+        opt.step()
+        ref.step()
+        expected.append(ref.get_last_lr()[0])
+    assert [e["lr"] for e in res.history] == pytest.approx(expected)
+    assert expected[1] == pytest.approx(3e-2 * 2 / 3)  # still warming up after 2 steps
+
+
+def test_warmup_refused_with_onecycle():
+    with pytest.raises(ValidationError, match="warmup_steps"):
+        TrainConfig(scheduler="onecycle", warmup_steps=5)

@@ -72,8 +72,10 @@ __all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "train_atm"]
 
 DATASETS = ("things-eeg2", "things-meg")
 #: ``[decoder.prior]`` keys that set the prior's own training (the others are ATMPriorConfig fields); what is
-#: not given follows ``[train]``. The reference: Adam 1e-3, cosine, grad clip 1.0, batch 1024, 150 epochs.
-PRIOR_TRAIN_KEYS = ("epochs", "lr", "batch_size", "optimizer", "scheduler", "grad_clip", "weight_decay")
+#: not given follows ``[train]``. The reference: Adam 1e-3, cosine with 500 warm-up steps, grad clip 1.0,
+#: batch 1024, 150 epochs.
+PRIOR_TRAIN_KEYS = ("epochs", "lr", "batch_size", "optimizer", "scheduler", "grad_clip", "weight_decay",
+                    "warmup_steps")
 
 _IMAGE_DIRS = {"things-eeg2": "image_set", "things-meg": "stimuli"}
 

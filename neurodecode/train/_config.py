@@ -36,6 +36,10 @@ class TrainConfig:
     scheduler : {"onecycle", "cosine", "constant"}
     pct_start : float
         Fraction of the steps spent warming up (OneCycle).
+    warmup_steps : int
+        ``"cosine"`` and ``"constant"`` only: a linear warm-up from 0 to ``lr`` over this many steps
+        first, then the schedule over the remaining steps (diffusers' ``get_cosine_schedule_with_warmup``
+        / ``get_constant_schedule_with_warmup``; ATM's diffusion prior: 500). 0: none.
     final_div_factor : float
         OneCycle: the last learning rate is ``lr / 25 / final_div_factor`` (PyTorch's default 1e4;
         MindBridge 100, MindEye2 1000).
@@ -81,6 +85,7 @@ class TrainConfig:
     optimizer: str = "adamw"
     scheduler: str = "onecycle"
     pct_start: float = 2 / 25
+    warmup_steps: int = 0
     final_div_factor: float = 1e4
     cycle_momentum: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
@@ -120,6 +125,12 @@ class TrainConfig:
             raise ValidationError(format_error("final_div_factor", "a positive number", self.final_div_factor))
         if not (0 < self.pct_start < 1):
             raise ValidationError(format_error("pct_start", "a fraction in (0, 1)", self.pct_start))
+        w = self.warmup_steps
+        if not isinstance(w, int) or isinstance(w, bool) or w < 0:
+            raise ValidationError(format_error("warmup_steps", "a non-negative integer", w))
+        if w and self.scheduler == "onecycle":
+            raise ValidationError(format_error("warmup_steps", "0 with scheduler='onecycle' (it warms up itself)", w,
+                                               "Set pct_start for OneCycle, or use scheduler='cosine' or 'constant'"))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -22,7 +22,9 @@ are selected with ``TrainConfig.distributed`` and passed through to accelerate (
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import random
 import time
@@ -155,6 +157,16 @@ def _constant(_: int) -> float:
     return 1.0
 
 
+def _warmup_then(step: int, *, warmup: int, total: int, cosine: bool) -> float:
+    """Linear warm-up over ``warmup`` steps, then constant or a half cosine to 0 (diffusers' schedules)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    if not cosine:
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     if hasattr(model, "optimizer_param_groups"):
         groups: list[dict[str, Any]] = model.optimizer_param_groups(weight_decay)
@@ -234,6 +246,9 @@ class Trainer:
                                                        pct_start=config.pct_start,
                                                        final_div_factor=config.final_div_factor,
                                                        cycle_momentum=config.cycle_momentum)
+        if config.warmup_steps:
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+                _warmup_then, warmup=config.warmup_steps, total=max(total, 1), cosine=config.scheduler == "cosine"))
         if config.scheduler == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
         return torch.optim.lr_scheduler.LambdaLR(optimizer, _constant)

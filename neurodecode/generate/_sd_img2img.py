@@ -70,8 +70,11 @@ ALTERNATIVES = {"vae_latents": "init_images", "clip_text_tokens": "captions"}
 _CLIP_VOCAB, _BOS, _EOS = 49408, 49406, 49407
 
 
-def tiny_clip_tokenizer() -> Any:
-    """A ``transformers.CLIPTokenizer`` with the real CLIP BPE (open_clip's vocabulary, 49,408 tokens), offline."""
+def tiny_clip_tokenizer(pad_token: str = "<|endoftext|>") -> Any:
+    """A ``transformers.CLIPTokenizer`` with the real CLIP BPE (open_clip's vocabulary, 49,408 tokens), offline.
+
+    ``pad_token`` as the weights' tokenizer: the end token for SD 1.x, ``"!"`` for SD 2.x (OpenCLIP).
+    """
     import tempfile
 
     from transformers import CLIPTokenizer
@@ -79,7 +82,7 @@ def tiny_clip_tokenizer() -> Any:
     from ..testing._hub import clip_bpe_tokenizer_files
 
     with tempfile.TemporaryDirectory() as tmp:
-        return CLIPTokenizer.from_pretrained(str(clip_bpe_tokenizer_files(tmp)))
+        return CLIPTokenizer.from_pretrained(str(clip_bpe_tokenizer_files(tmp, pad_token=pad_token)))
 
 
 def tiny_clip_text_encoder(width: int, **overrides: Any) -> Any:
@@ -204,7 +207,7 @@ class SDImg2ImgGenerator(Generator):
         return (None, int(te.config.max_position_embeddings), int(te.config.hidden_size))
 
     def _expects(self) -> dict[str, tuple[int | None, ...]]:
-        given = getattr(self, "_given", set())
+        given: set[str] = getattr(self, "_given", set())
         out: dict[str, tuple[int | None, ...]] = {}
         if ALTERNATIVES["vae_latents"] not in given:
             out["vae_latents"] = (None, int(self.components_["vae"].config.latent_channels), None, None)

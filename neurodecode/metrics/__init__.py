@@ -10,6 +10,13 @@ Every ranking score (k-way, top-k, retrieval, identification) goes through one t
 :func:`true_rank` / :func:`topk_identification`: a tie is a miss.
 """
 
+from ._brain_correlation import (
+    BRAIN_CORRELATION_PROTOCOLS,
+    brain_correlation,
+    encoding_accuracy,
+    noise_ceiling_from_ncsnr,
+    roi_masks,
+)
 from ._controls import noise_input_control, noise_inputs, shuffled_control, shuffled_pairing
 from ._deps import MissingDependencyError
 from ._evaluate import (
@@ -100,4 +107,9 @@ __all__ = [
     "render_report",
     "write_report",
     "MissingDependencyError",
+    "BRAIN_CORRELATION_PROTOCOLS",
+    "brain_correlation",
+    "encoding_accuracy",
+    "noise_ceiling_from_ncsnr",
+    "roi_masks",
 ]

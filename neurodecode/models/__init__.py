@@ -21,7 +21,7 @@ from typing import Any
 __all__ = ["DECODERS", "LATENT_KEYS", "decoder_class", "load_decoder", "build_decoder", "DecoderTarget",
            "BrainDiffuser", "BrainDiffuserConfig", "MindBridge", "MindBridgeConfig", "MindEye2", "MindEye2Config",
            "ATM", "ATMConfig", "GLIM", "GLIMConfig", "MEGBrainModule", "MEGBrainModuleConfig",
-           "TransformerBrainEncoder", "BrainEncoderConfig", "RidgeBrainEncoder"]
+           "TransformerBrainEncoder", "BrainEncoderConfig", "RidgeBrainEncoder", "STTM", "STTMConfig"]
 
 #: Public class name -> its module (imported on first access, so one decoder never loads the others).
 _LAZY = {
@@ -33,6 +33,7 @@ _LAZY = {
     "build_decoder": "_targets", "DecoderTarget": "_targets",
     "TransformerBrainEncoder": "brain_encoder", "BrainEncoderConfig": "brain_encoder",
     "RidgeBrainEncoder": "brain_encoder",
+    "STTM": "sttm", "STTMConfig": "sttm",
 }
 
 
@@ -53,6 +54,7 @@ DECODERS: dict[str, str] = {
     "atm": "neurodecode.models.atm:ATM",
     "glim": "neurodecode.models.glim:GLIM",
     "meg_brain_module": "neurodecode.models.meg_brain_module:MEGBrainModule",
+    "sttm": "neurodecode.models.sttm:STTM",
 }
 
 #: Keys of the dict returned by ``predict_latents`` and their shapes (real tier).

@@ -13,4 +13,5 @@ from ._zuco import load_zuco
 
 __all__ = ["DATASETS", "Trials", "load_nsd", "load_nsd_stimuli", "nsd_trial_table", "load_things_eeg2", "convert_things_eeg2",
            "load_things_meg", "load_zuco", "load_meg_masc", "load_meg_masc_audio", "prepare_nsd",
+           "select_nsd_rois", "nsd_voxel_labels", "nsd_atlases", "read_nsd_ncsnr", "noise_ceiling",
            "as_brain_array", "BrainArray"]

@@ -65,9 +65,11 @@ def load_nsd(
     source: str = "auto",
     nan_policy: str = "raise",
     cache_dir: str | os.PathLike[str] | None = None,
+    rois: Any = None,
+    within_nsdgeneral: bool = False,
     verbose: Any = None,
 ) -> Trials:
-    """Load one NSD subject's single-trial betas, masked by nsdgeneral, as :class:`Trials`.
+    """Load one NSD subject's single-trial betas, masked by nsdgeneral (or ROIs), as :class:`Trials`.
 
     Parameters
     ----------
@@ -98,6 +100,19 @@ def load_nsd(
     cache_dir : path-like or None
         Folder given to :func:`prepare_nsd` (``neurodecode prepare nsd``): read the
         converted int16 cache instead of the original files.
+    rois : str, sequence of str, mapping or None
+        None (default): the nsdgeneral voxels. Otherwise ROIs of NSD's atlases
+        (``func1pt8mm/roi/<atlas>.nii.gz`` named by ``<atlas>.mgz.ctab``): ``"early"``,
+        ``("early", "ventral")``, ``"prf-visualrois:V1v"``, ``{"streams": ["early", "ventral"]}``,
+        ``"streams"`` / ``{"streams": "*"}`` for every label; the columns are the union of their voxels in
+        C order of the volume. Unknown names raise an error listing the valid ones. The atlas files,
+        labels and voxel counts are recorded in ``provenance["rois"]``; per-column labels come from
+        :func:`nsd_voxel_labels`.
+    within_nsdgeneral : bool
+        With ``rois``: False (default) takes every ROI voxel wherever it lies, instead of nsdgeneral (as
+        Takagi & Nishimoto select the ``streams`` ROIs); True keeps only ROI voxels inside nsdgeneral.
+        With ``cache_dir`` (which holds the nsdgeneral voxels only) every selected voxel must lie in
+        nsdgeneral.
     %(verbose)s
 
     Returns
@@ -113,6 +128,11 @@ def load_nsd(
     check_option(nan_policy, "nan_policy", ("raise", "zero"))
     check_option(source, "source", _SOURCES)
     s = _subject_number(subject)
+    selection = None
+    if rois is not None:
+        from ._nsd_rois import select_nsd_rois
+
+        selection = select_nsd_rois(root, s, rois, within_nsdgeneral=within_nsdgeneral)
     beta_dir = nsd_beta_dir(beta_version)
     spec = _spec()
     tps = int(spec["dataset"]["trials_per_session"])
@@ -127,6 +147,12 @@ def load_nsd(
         table = cache.trial_table(sessions_list)
         n_voxels = cache.n_voxels
         reader = cache.session_rows
+        if selection is not None:
+            from functools import partial
+
+            cols = _cache_columns(root, s, selection, cache.n_voxels, cache_dir)
+            n_voxels = len(cols)
+            reader = partial(_cached_rows, cache, cols)
         files = [str(cache.path)]
         used_source = "cache"
     else:
@@ -145,7 +171,7 @@ def load_nsd(
             raise MissingFileError(format_error(
                 "sessions", f"beta files for sessions {missing}", f"only sessions 1-{max(found)} under {root}",
                 _hint("betas_nifti", subject=s, session=missing[0], beta_dir=beta_dir)))
-        mask = read_nsd_mask(root, s)
+        mask = read_nsd_mask(root, s) if selection is None else selection.mask
         n_voxels = mask.n_voxels
         files = [str(found[x][1]) for x in sessions_list]
 
@@ -202,7 +228,10 @@ def load_nsd(
         "files": files,
         "sessions": sessions_list,
         "n_sessions": len(sessions_list),
-        "mask": "nsdgeneral == 1 (func1pt8mm), voxels in np.flatnonzero C order",
+        "mask": "nsdgeneral == 1 (func1pt8mm), voxels in np.flatnonzero C order" if selection is None else
+                f"ROIs {', '.join(selection.rois)} ({'within nsdgeneral' if within_nsdgeneral else 'instead of nsdgeneral'}"
+                "; func1pt8mm), voxels in np.flatnonzero C order",
+        "rois": None if selection is None else selection.provenance(),
         "n_voxels": int(n_voxels),
         "scaling": f"stored int16 / {scale:g} = percent signal change",
         "zscore": {"train": "per session, statistics from train trials only (shared-1000 excluded)",
@@ -229,6 +258,27 @@ def load_nsd(
     del n_repeats
     return Trials(X=X, stimulus_ids=stim, subject=f"nsd/subj{s:02d}", split=split, metadata=metadata,
                   provenance=provenance)
+
+
+def _cached_rows(cache: Any, cols: np.ndarray, session: int) -> np.ndarray:
+    return np.ascontiguousarray(cache.session_rows(session)[:, cols])
+
+
+def _cache_columns(root: Any, s: int, selection: Any, n_cached: int, cache_dir: Any) -> np.ndarray:
+    """Positions of the selected ROI voxels among the cached nsdgeneral columns."""
+    general = read_nsd_mask(root, s)
+    if general.n_voxels != n_cached:
+        raise ValidationError(format_error("cache_dir", f"a cache of the {general.n_voxels} nsdgeneral voxels under "
+                                           f"{root}", f"{n_cached} voxels in {cache_dir}",
+                                           "Use the cache prepared from this NSD root"))
+    pos = np.searchsorted(general.flat, selection.mask.flat)
+    inside = (pos < general.n_voxels) & (general.flat[np.minimum(pos, general.n_voxels - 1)] == selection.mask.flat)
+    if not inside.all():
+        raise ValidationError(format_error(
+            "rois", "ROI voxels inside nsdgeneral (the prepared cache holds only those)",
+            f"{int((~inside).sum())} of {len(inside)} selected voxels outside nsdgeneral",
+            "Pass within_nsdgeneral=True, or read the original files (no cache_dir)"))
+    return pos
 
 
 # ----------------------------------------------------------------------------- stimuli

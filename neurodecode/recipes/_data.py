@@ -5,7 +5,8 @@ one place that turns a ``[data]`` table into :class:`~neurodecode.data.Trials`, 
 disagree on betas, sessions, normalisation, a window, a channel pick, a duration limit or a split.
 
 - :func:`load_nsd_for_recipe`: one NSD subject (keys: ``beta_version``, ``sessions``, ``zscore``,
-  ``average_test_repeats``, ``average_train_repeats``, ``source``, ``nan_policy``, ``prepared``);
+  ``average_test_repeats``, ``average_train_repeats``, ``source``, ``nan_policy``, ``prepared``, ``rois``,
+  ``within_nsdgeneral``);
 - :func:`load_things_for_recipe`: one subject's THINGS-EEG2 / THINGS-MEG trials cropped to
   ``[data] window`` (keys: ``sfreq``, ``window``, ``average_test_repetitions``, ``split``;
   THINGS-EEG2: ``variant``, ``allow_pickle``; THINGS-MEG: ``sessions``, ``raw_sfreq``,
@@ -70,7 +71,9 @@ def load_nsd_for_recipe(root: str | Path, data: Mapping[str, Any], subject: Any,
     return load_nsd(root, subject, beta_version=data["beta_version"], sessions=data["sessions"],
                     zscore=data["zscore"], average_test_repeats=data["average_test_repeats"],
                     average_train_repeats=data["average_train_repeats"], source=data["source"],
-                    nan_policy=data["nan_policy"], cache_dir=data["prepared"] or None, verbose=verbose)
+                    nan_policy=data["nan_policy"], cache_dir=data["prepared"] or None,
+                    rois=data.get("rois") or None, within_nsdgeneral=bool(data.get("within_nsdgeneral", False)),
+                    verbose=verbose)
 
 
 # ---------------------------------------------------------------------------------------- THINGS

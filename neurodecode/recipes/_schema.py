@@ -52,6 +52,8 @@ class NSDData:
     nan_policy: Literal["raise", "zero"] = "raise"
     prepared: str = ""
     captions: list[str] = field(default_factory=list)
+    rois: str | list[str] | dict[str, Any] | None = None
+    within_nsdgeneral: bool = False
 
 
 @dataclass

@@ -25,6 +25,12 @@ The model (all of it saved in ``OUT/truth/``):
 5. **Sessions.** Each session adds a per-voxel offset and a linear drift across its 750 trials (both of
    the order of the signal), so per-session z-scoring matters. Betas are written as int16 x 300.
 
+6. **ROIs and noise ceilings on disk.** NSD's ROI files are written from the same model
+   (:func:`nsd_roi_atlases`: ``streams``, ``prf-visualrois``, ``prf-eccrois`` and ``floc-*`` volumes with their
+   ``.mgz.ctab`` tables and ``lh.``/``rh.`` versions), and each voxel's true ``ncsnr`` as
+   ``betas_fithrf_GLMdenoise_RR/ncsnr.nii.gz`` (the SNR of the single-trial noise, without the session offsets
+   and drifts, which per-session z-scoring removes only in part).
+
 The ideal observer knows all of this: it removes the true offsets and drifts, averages the repeats of each
 shared test image, and ranks the test candidates by the Gaussian likelihood of the response under their
 clean responses and the true noise.
@@ -44,11 +50,12 @@ from .._core.errors import ValidationError
 from .._core.files import write_json
 from .._core.logging import logger
 from .._core.validation import check_array, format_error
+from ..data._nsd_rois import noise_ceiling
 from ._common import SimulationResult, check_snr, check_subjects, save_truth_npz, summarise_ceiling
 from ._features import gabor_energy, semantic_features
 from ._ideal import ideal_observer
 
-__all__ = ["simulate_nsd", "nsd_encoding_model", "nsd_volume"]
+__all__ = ["simulate_nsd", "nsd_encoding_model", "nsd_volume", "nsd_roi_atlases"]
 
 _NSDGENERAL = (15724, 14278, 15226, 13153, 13039, 17907, 12682, 14386)
 _TRIALS_PER_SESSION = 750
@@ -80,8 +87,7 @@ def nsd_volume(volume_shape: tuple[int, int, int], n_voxels: int, seed: int) -> 
     """
     rng = np.random.default_rng([seed, 101])
     shape = tuple(int(s) for s in volume_shape)
-    grids = np.meshgrid(*[np.linspace(-1, 1, s) * (s - 1) / s for s in shape], indexing="ij")
-    xn, yn, zn = (g / 0.92 for g in grids)
+    xn, yn, zn = _ellipsoid_grids(shape)
     r = np.sqrt(xn**2 + yn**2 + zn**2)
     mask = np.where(r <= 1.0, 0, -1).astype(np.int16)
     cortex = (r <= 1.0) & (r >= 0.6) & (yn < 0.1) & (zn < 0.7)
@@ -97,6 +103,99 @@ def nsd_volume(volume_shape: tuple[int, int, int], n_voxels: int, seed: int) -> 
     mask.ravel()[chosen] = 1
     coords = np.stack([xn.ravel()[chosen], yn.ravel()[chosen], zn.ravel()[chosen]], axis=1)
     return mask, coords
+
+
+def _ellipsoid_grids(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised (x, y, z) coordinates of every voxel of the ellipsoidal brain (radius 1 at its surface)."""
+    grids = np.meshgrid(*[np.linspace(-1, 1, s) * (s - 1) / s for s in shape], indexing="ij")
+    xn, yn, zn = (g / 0.92 for g in grids)
+    return xn, yn, zn
+
+
+#: NSD's image half-width in degrees of visual angle (8.4 deg square stimuli): the pRF unit of 1.
+_HALF_WIDTH_DEG = 4.2
+
+
+def nsd_roi_atlases(mask: np.ndarray, coords: np.ndarray,
+                    model: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """NSD-style ROI label volumes consistent with a simulated subject's retinotopy.
+
+    Only ROI (``mask == 1``) voxels carry labels (other brain voxels are 0, outside the brain -1), so the
+    atlases partition the simulated nsdgeneral region:
+
+    - ``streams``: the early (retinotopic) voxels are ``early``; the higher voxels are ``ventral`` (lower
+      third of the z range), ``parietal`` (upper part) or ``lateral`` (between), the first 15 % of the
+      posterior-to-anterior rank after early cortex being their ``mid*`` stream.
+    - ``prf-visualrois``: the early region cut in three posterior-to-anterior bands (V1, V2, V3; the
+      simulator has one continuous map, so these are bands, not areas bounded by polar-angle reversals),
+      ``v`` for the ventral half (upper visual field in the simulated pRFs, as in cortex) and ``d`` for the
+      dorsal half; ``hV4`` is the midventral stream.
+    - ``prf-eccrois``: early voxels by their simulated pRF eccentricity, with the image half-width = 4.2 deg
+      (NSD's 8.4 deg stimuli): < 0.5, < 1, < 2, < 4 and >= 4 deg.
+    - ``floc-faces`` / ``-bodies`` / ``-places`` / ``-words``: anatomical placeholders in the higher cortex
+      where the real ones lie (FFA / FBA / PPA / VWFA ventral, OFA / EBA / OWFA lateral, OPA / RSC dorsal;
+      words in the left hemisphere). The simulated tuning is not category-selective by these ROIs.
+
+    Parameters
+    ----------
+    mask : ndarray of shape (X, Y, Z)
+        -1 outside the brain, 0 brain, 1 ROI (:func:`nsd_volume`).
+    coords : ndarray of shape (n_voxels, 3)
+        Normalised coordinates of the ROI voxels, in ``np.flatnonzero(mask == 1)`` order.
+    model : dict
+        :func:`nsd_encoding_model` output (``early`` and ``eccentricity`` are read).
+
+    Returns
+    -------
+    atlases : dict of str to ndarray of int16, shape (X, Y, Z)
+    hemispheres : ndarray of int8, shape (X, Y, Z)
+        1 (left: ``x < 0``, the hemisphere whose pRFs are in the right visual field) or 2 (right) in the
+        brain, 0 outside.
+    """
+    flat = np.flatnonzero(mask.ravel() == 1)
+    xn, yn, zn = coords.T
+    n = len(flat)
+    order = np.argsort(yn, kind="stable")
+    frac = np.empty(n)
+    frac[order] = (np.arange(n) + 0.5) / n
+    early = np.asarray(model["early"], bool)
+    zr = (zn - zn.min()) / max(np.ptp(zn), 1e-9) * 2 - 1
+    mid = ~early & (frac < _EARLY_FRACTION + 0.15)
+    ventral, parietal = zr < -1 / 3, zr > 1 / 3
+    lateral = ~ventral & ~parietal
+    outer = np.abs(xn) >= np.median(np.abs(xn))
+    left = xn < 0
+
+    def volume(codes: np.ndarray) -> np.ndarray:
+        vol = np.where(mask >= 0, 0, -1).astype(np.int16)
+        vol.ravel()[flat] = codes
+        return vol
+
+    streams = np.where(early, 1, 0)
+    for mid_code, far_code, where in ((2, 5, ventral), (3, 6, lateral), (4, 7, parietal)):
+        streams = np.where(~early & where & mid, mid_code, streams)
+        streams = np.where(~early & where & ~mid, far_code, streams)
+    band = np.minimum((frac / _EARLY_FRACTION * 3).astype(int), 2)
+    prf = np.where(early, 1 + 2 * band + (zr >= 0), 0)  # V1v 1, V1d 2, V2v 3, V2d 4, V3v 5, V3d 6
+    prf = np.where(streams == 2, 7, prf)  # hV4
+    deg = np.asarray(model["eccentricity"]) * _HALF_WIDTH_DEG
+    ecc = np.where(early, 1 + np.searchsorted(np.array([0.5, 1.0, 2.0, 4.0]), deg, side="right"), 0)
+    far = ~early & ~mid
+    late = frac >= 0.85
+    faces = np.select([mid & lateral & outer, far & ventral & outer & ~late, far & ventral & outer & late],
+                      [1, 2, 3], 0)  # OFA, FFA-1, FFA-2
+    bodies = np.select([far & lateral & outer, far & ventral & ~outer & ~late, far & ventral & ~outer & late],
+                       [1, 2, 3], 0)  # EBA, FBA-1, FBA-2
+    places = np.select([~early & parietal & ~late, far & ventral & ~outer & late, ~early & parietal & late & ~outer],
+                       [1, 2, 3], 0)  # OPA, PPA, RSC
+    words = np.select([left & mid & lateral, left & far & ventral & outer & ~late,
+                       left & far & ventral & outer & late], [1, 2, 3], 0)  # OWFA, VWFA-1, VWFA-2
+    atlases = {"streams": volume(streams), "prf-visualrois": volume(prf), "prf-eccrois": volume(ecc),
+               "floc-faces": volume(faces), "floc-bodies": volume(bodies), "floc-places": volume(places),
+               "floc-words": volume(words)}
+    gx = _ellipsoid_grids(mask.shape)[0]
+    hemis = np.where(mask >= 0, np.where(gx < 0, 1, 2), 0).astype(np.int8)
+    return atlases, hemis
 
 
 def _retinotopy(coords: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -198,7 +297,7 @@ def nsd_encoding_model(
     clean = baseline + signal_sd * z
     ncsnr = snr * np.exp(rng.normal(np.log(0.35), 0.45, n_vox)) * np.where(early, 1.15, 0.85)
     noise_sd = signal_sd / ncsnr
-    nc = 100 * ncsnr**2 / (ncsnr**2 + 1 / _REPEATS)
+    nc = noise_ceiling(ncsnr, _REPEATS)
     return {"clean": clean.astype(np.float32), "noise_sd": noise_sd, "ncsnr": ncsnr, "noise_ceiling": nc,
             "signal_sd": signal_sd, "baseline": baseline, "prf_x": ret["prf_x"], "prf_y": ret["prf_y"],
             "prf_sigma": ret["prf_sigma"], "eccentricity": ret["eccentricity"],
@@ -332,6 +431,9 @@ def simulate_nsd(
         n_trials = n_sessions * _TRIALS_PER_SESSION
         masks: dict[int, np.ndarray] = {}
         betas: dict[int, np.ndarray] = {}
+        atlases: dict[int, dict[str, np.ndarray]] = {}
+        hemispheres: dict[int, np.ndarray] = {}
+        ncsnr: dict[int, np.ndarray] = {}
         data: dict[Any, dict[str, Any]] = {}
         per_subject: dict[str, Any] = {}
         truth = out / "truth"
@@ -350,6 +452,8 @@ def simulate_nsd(
             raw = model["clean"][stim] + nuisance + noise
             written = np.clip(np.round(raw * 300), -32768, 32767) / 300  # what int16 x 300 keeps
             masks[s], betas[s] = mask, written
+            atlases[s], hemispheres[s] = nsd_roi_atlases(mask, coords, model)
+            ncsnr[s] = model["ncsnr"]
             is_test = masterordering[:n_trials] <= n_shared
             ceiling = _nsd_ideal(written, nuisance, stim, is_test, model)
             per_subject[f"subj{s:02d}"] = ceiling | {"n_voxels": n_s,
@@ -363,7 +467,8 @@ def simulate_nsd(
         caps = None if captions is None else [[str(c), f"an image of a {str(class_names[k]).lower()}"]
                                               for c, k in zip(captions, labels)]
         root = write_nsd_tree(out / "nsd", stimuli=stimuli, subjectim=subjectim, masterordering=masterordering,
-                              sharedix=sharedix, betas=betas, masks=masks, formats=formats, captions=caps)
+                              sharedix=sharedix, betas=betas, masks=masks, formats=formats, captions=caps,
+                              rois=atlases, hemispheres=hemispheres, ncsnr=ncsnr)
         save_truth_npz(truth / "features.npz", gabor_energy=energy.astype(np.float16), semantic=semantic,
                        labels=np.full(len(stimuli), -1) if labels is None else labels,
                        subjectim=subjectim, masterordering=masterordering, sharedix=sharedix)

@@ -13,7 +13,7 @@ from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.specs import load_spec
 from .._core.validation import check_array, check_option, format_error
 
-__all__ = ["write_nsd_tree", "make_nsd_fixture", "nsd_path"]
+__all__ = ["write_nsd_tree", "make_nsd_fixture", "nsd_path", "nsd_fixture_atlases"]
 
 _DEFAULT_AFFINE = np.array([[-1.8, 0, 0, 72.0], [0, 1.8, 0, -92.0], [0, 0, 1.8, -70.0], [0, 0, 0, 1]])
 
@@ -38,6 +38,10 @@ def write_nsd_tree(
     responses: bool = True,
     beta_dtype: str = "int16",
     captions: Sequence[Sequence[str]] | None = None,
+    rois: Mapping[int, Mapping[str, Any]] | None = None,
+    hemispheres: Mapping[int, Any] | None = None,
+    roi_tables: Mapping[str, Sequence[str]] | None = None,
+    ncsnr: Mapping[int, Any] | None = None,
 ) -> Path:
     """Write an NSD tree (real layout, any scale) from arrays.
 
@@ -82,6 +86,19 @@ def write_nsd_tree(
         ``cocoId`` of ``nsd_stim_info_merged.csv``, i.e. ``100000 + i``; ``captions_val2017.json``
         empty), as the recipes' ``[data] captions`` read them. None: one placeholder caption per
         image (``"image 12"``), so every tree can train text targets.
+    rois : dict of int to dict of str to ndarray of int, shape (X, Y, Z), or None
+        Per subject, ROI label volumes by atlas name (``{"streams": vol}``): -1 outside the brain,
+        0 unlabelled, >= 1 a label. Written as ``func1pt8mm/roi/<atlas>.nii.gz`` (int16) with the label
+        table ``nsddata/freesurfer/subjXX/label/<atlas>.mgz.ctab``.
+    hemispheres : dict of int to ndarray of int, shape (X, Y, Z), or None
+        Per subject, 1 (left) / 2 (right) / 0 per voxel: also writes ``lh.<atlas>.nii.gz`` and
+        ``rh.<atlas>.nii.gz`` (the atlas's labels in that hemisphere, 0 in the other, -1 outside the brain).
+    roi_tables : dict of str to sequence of str, or None
+        Label names per atlas, index = value (default: ``[rois.labels]`` of ``data_specs/nsd.toml``, NSD's
+        own tables).
+    ncsnr : dict of int to ndarray, or None
+        Per subject, the noise-ceiling SNR per mask voxel (shape (n_voxels_in_mask,), 0 elsewhere) or a
+        whole (X, Y, Z) volume, written as ``<beta_version>/ncsnr.nii.gz`` (float32).
 
     Returns
     -------
@@ -168,6 +185,19 @@ def write_nsd_tree(
                         h5py.File(tmp, "w") as f:
                     data = np.ascontiguousarray(vol.transpose(3, 2, 1, 0))  # (750, Z, Y, X)
                     f.create_dataset(spec["keys"]["betas_hdf5"], data=data, chunks=(tpsess, 1, 1, 1))
+        if rois and subject in rois:
+            _write_rois(root, subject, rois[subject], None if hemispheres is None else hemispheres.get(subject),
+                        roi_tables, mask, aff)
+        if ncsnr and subject in ncsnr:
+            snr = np.asarray(ncsnr[subject], dtype=np.float32)
+            if snr.shape == (len(flat),):
+                full = np.zeros(mask.size, dtype=np.float32)
+                full[flat] = snr
+                snr = full.reshape(mask.shape)
+            if snr.shape != mask.shape:
+                raise ShapeMismatchError(format_error(f"ncsnr[{subject}]", f"shape ({len(flat)},) or {mask.shape}",
+                                                      snr))
+            save_nifti(nsd_path(root, "ncsnr", subject=subject, beta_dir=beta_version), snr, aff)
         if responses:
             resp = nsd_path(root, "responses", subject=subject)
             n = n_sessions * tpsess
@@ -180,6 +210,92 @@ def write_nsd_tree(
                     run, trial = _run_trial(k)
                     fh.write(f"{subject}\t{sess + 1}\t{run}\t{trial}\t{ids73[t]}\t{mo[t]}\n")
     return root
+
+
+def _write_rois(root: Path, subject: int, atlases: Mapping[str, Any], hemi: Any, tables: Any, mask: np.ndarray,
+                affine: np.ndarray) -> None:
+    from .._core.files import atomic_write
+    from ..io.nifti import save_nifti
+
+    names = dict(load_spec("nsd")["rois"]["labels"])
+    names.update(tables or {})
+    for atlas, vol in atlases.items():
+        vol = check_array(vol, f"rois[{subject}][{atlas!r}]", ndim=3).astype(np.int16)
+        if vol.shape != mask.shape:
+            raise ShapeMismatchError(format_error(f"rois[{subject}][{atlas!r}]", f"shape {mask.shape} (the mask)", vol))
+        if atlas not in names:
+            raise ValidationError(format_error("roi_tables", f"label names for atlas {atlas!r}", sorted(names)))
+        table = list(names[atlas])
+        if vol.max() >= len(table) or vol.min() < -1:
+            raise ValidationError(format_error(f"rois[{subject}][{atlas!r}]", f"values in [-1, {len(table) - 1}]",
+                                               f"[{vol.min()}, {vol.max()}]"))
+        save_nifti(nsd_path(root, "roi", subject=subject, atlas=atlas), vol, affine)
+        with atomic_write(nsd_path(root, "roi_ctab", subject=subject, atlas=atlas)) as fh:
+            fh.write("".join(f"{v} {n}\n" for v, n in enumerate(table)))
+        if hemi is not None:
+            side = check_array(hemi, f"hemispheres[{subject}]", shape=mask.shape)
+            for code, name in ((1, "lh"), (2, "rh")):
+                part = np.where(side == code, vol, np.where(vol < 0, -1, 0)).astype(np.int16)
+                save_nifti(nsd_path(root, "roi_hemi", subject=subject, atlas=atlas, hemi=name), part, affine)
+
+
+def nsd_fixture_atlases(brain: Any, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Label volumes of every NSD atlas of the spec over a brain mask, by position (for fixtures).
+
+    ``streams``: the posterior third of the brain is ``early``; the rest is ventral (lower half) / lateral /
+    parietal (upper half, outer / inner x), the first anterior band of each as its ``mid*`` stream.
+    ``prf-visualrois``: the early band cut in three posterior-to-anterior bands (V1, V2, V3), ventral half
+    ``v`` and dorsal half ``d``, and ``hV4`` at the ventral start of the higher band. ``prf-eccrois``: five
+    bands of the early region. ``floc-*``: small random patches of the higher (non-early) brain.
+
+    Parameters
+    ----------
+    brain : ndarray of shape (X, Y, Z)
+        Anything >= 0 is brain (an nsdgeneral-style mask: -1 outside).
+    seed : int
+        Seed of the floc patches.
+
+    Returns
+    -------
+    atlases : dict of str to ndarray of int16, shape (X, Y, Z)
+    hemispheres : ndarray of int8, shape (X, Y, Z)
+        1 (left) for the lower half of the x axis, 2 (right) for the upper half, 0 outside the brain.
+    """
+    rng = np.random.default_rng([seed, 909])
+    inside = np.asarray(brain) >= 0
+    X, Y, Z = inside.shape
+    x, y, z = np.meshgrid(*(np.arange(n) / max(n - 1, 1) for n in (X, Y, Z)), indexing="ij")
+    early = inside & (y < 1 / 3)
+    higher = inside & ~early
+    mid = higher & (y < 0.55)
+    lower = z < 0.5
+    outer = np.abs(x - 0.5) > 0.25
+    out: dict[str, np.ndarray] = {}
+    streams = np.where(inside, 0, -1).astype(np.int16)
+    streams[early] = 1
+    for mid_code, far_code, where in ((2, 5, lower), (3, 6, ~lower & outer), (4, 7, ~lower & ~outer)):
+        streams[higher & where & mid] = mid_code
+        streams[higher & where & ~mid] = far_code
+    out["streams"] = streams
+    prf = np.where(inside, 0, -1).astype(np.int16)
+    band = np.minimum((y * 9).astype(int), 2)  # 0, 1, 2 within the early third
+    for k in range(3):
+        prf[early & (band == k) & lower] = 1 + 2 * k   # V1v, V2v, V3v
+        prf[early & (band == k) & ~lower] = 2 + 2 * k  # V1d, V2d, V3d
+    prf[higher & lower & (y < 0.45)] = 7              # hV4
+    out["prf-visualrois"] = prf
+    ecc = np.where(inside, 0, -1).astype(np.int16)
+    ecc[early] = 1 + np.minimum((y[early] * 15).astype(int), 4)
+    out["prf-eccrois"] = ecc
+    for atlas, n_labels in (("floc-faces", 5), ("floc-bodies", 4), ("floc-places", 3), ("floc-words", 5)):
+        vol = np.where(inside, 0, -1).astype(np.int16)
+        cand = np.flatnonzero(higher.ravel())
+        if cand.size:
+            pick = rng.choice(cand, size=min(cand.size, 3 * n_labels), replace=False)
+            vol.ravel()[pick] = np.arange(len(pick)) % n_labels + 1
+        out[atlas] = vol
+    hemis = np.where(inside, np.where(x < 0.5, 1, 2), 0).astype(np.int8)
+    return out, hemis
 
 
 def _run_trial(k: int) -> tuple[int, int]:
@@ -231,13 +347,16 @@ def make_nsd_fixture(
     seed: int = 0,
     formats: Sequence[str] = ("nifti", "hdf5"),
     beta_version: str = "betas_fithrf_GLMdenoise_RR",
+    rois: bool = True,
 ) -> Path:
     """A random but structurally faithful NSD tree, built through :func:`write_nsd_tree`.
 
     Each subject sees ``n_sessions * 250`` images three times each (750 trials per
     session, in a random order), the first ``n_shared`` of them shared by all subjects
     (default: 20 % of a subject's images). Masks differ per subject (different voxel
-    counts). Betas are Gaussian percent-signal-change values.
+    counts). Betas are Gaussian percent-signal-change values. With ``rois`` (default) every
+    atlas of :func:`nsd_fixture_atlases` is written (with ``lh.``/``rh.`` volumes and ctabs), and a
+    uniform(0.05, 1.5) ``ncsnr.nii.gz`` over the mask voxels.
 
     Returns
     -------
@@ -270,6 +389,14 @@ def make_nsd_fixture(
         masks[int(subject)] = mask
         n_vox = int((mask == 1).sum())
         betas[int(subject)] = rng.normal(0.5, 2.0, size=(n_trials, n_vox))
+    atlases: dict[int, dict[str, np.ndarray]] = {}
+    hemis: dict[int, np.ndarray] = {}
+    snrs: dict[int, np.ndarray] = {}
+    if rois:
+        for subject, mask in masks.items():
+            atlases[subject], hemis[subject] = nsd_fixture_atlases(mask, seed=seed * 100 + subject)
+            snrs[subject] = np.random.default_rng([seed, subject, 808]).uniform(0.05, 1.5, int((mask == 1).sum()))
     return write_nsd_tree(root, stimuli=stimuli, subjectim=subjectim, masterordering=masterordering,
                           sharedix=sharedix, betas=betas, masks=masks, formats=formats,
-                          beta_version=beta_version)
+                          beta_version=beta_version, rois=atlases or None, hemispheres=hemis or None,
+                          ncsnr=snrs or None)

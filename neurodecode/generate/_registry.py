@@ -9,6 +9,7 @@ __all__ = ["GENERATORS", "generator_class"]
 #: Generator name -> "module:Class" (imported only when asked for).
 GENERATORS: dict[str, str] = {
     "versatile": "neurodecode.generate._versatile:VersatileGenerator",
+    "versatile-image": "neurodecode.generate._versatile_image:VersatileImageVariation",
     "unclip": "neurodecode.generate._unclip:UnCLIPGenerator",
     "sdxl-turbo": "neurodecode.generate._sdxl_turbo:SDXLTurboGenerator",
     "lowlevel": "neurodecode.generate._lowlevel:LowLevelGenerator",

@@ -16,7 +16,8 @@ from ._common import STATE, NeurodecodeTyper, configure_logging
 
 __all__ = ["app", "main"]
 
-_VERB_MODULES = ("_info", "_data", "_simulate", "_embed", "_train", "_reconstruct", "_evaluate", "_download")
+_VERB_MODULES = ("_info", "_data", "_simulate", "_embed", "_train", "_reconstruct", "_evaluate", "_download",
+                 "_stream")
 
 
 def _build_app() -> NeurodecodeTyper:

@@ -4,5 +4,8 @@
 from ._meeg import ATMDecoder
 from ._neural import NeuralDecoder
 from ._ridge import RidgeDecoder
+from ._stream import ArraySource, LSLSource, StreamDecoder
+from ._window_decoders import load_window_decoder
 
-__all__ = ["ATMDecoder", "NeuralDecoder", "RidgeDecoder"]
+__all__ = ["ATMDecoder", "NeuralDecoder", "RidgeDecoder", "StreamDecoder", "ArraySource", "LSLSource",
+           "load_window_decoder"]

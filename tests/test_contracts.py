@@ -66,7 +66,14 @@ def _glim():
     return model, X, {"subject": "zuco/YAC", "lengths": [c.max_times, 30, 17, 9, c.max_times]}
 
 
-BUILDERS = {"mindbridge": _mindbridge, "mindeye2": _mindeye2, "brain_diffuser": _brain_diffuser, "atm": _atm,
+def _simpleconv():
+    from neurodecode.models import SimpleConv, SimpleConvConfig
+
+    model = SimpleConv(SimpleConvConfig.tiny(n_channels=7, n_times=9, subjects=["meg-masc/sub-01"]))
+    return model, RNG.standard_normal((5, 7, 9)).astype(np.float32), {"subject": "meg-masc/sub-01"}
+
+
+BUILDERS = {"simpleconv": _simpleconv, "mindbridge": _mindbridge, "mindeye2": _mindeye2, "brain_diffuser": _brain_diffuser, "atm": _atm,
             "glim": _glim}
 
 
@@ -83,6 +90,8 @@ def _declared_shapes(model) -> dict[str, tuple[int, ...]]:
         return out
     if hasattr(c, "target_shapes"):  # Brain-Diffuser: one ridge per latent space
         return {k: tuple(int(s) for s in v) for k, v in c.target_shapes.items()}
+    if type(model).__name__ == "SimpleConv":  # speech features over the segment
+        return {"speech_features": (int(c.out_dim), int(c.n_times))}
     if type(model).__name__ == "ATM":  # the projection into the image space
         return {"clip_image_embeds": (int(c.proj_dim),)}
     return {"text_embeds": (int(model.text_model.config.d_model),)}  # GLIM: its own T5's width

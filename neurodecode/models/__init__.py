@@ -21,7 +21,8 @@ from typing import Any
 __all__ = ["DECODERS", "LATENT_KEYS", "decoder_class", "load_decoder", "build_decoder", "DecoderTarget",
            "BrainDiffuser", "BrainDiffuserConfig", "MindBridge", "MindBridgeConfig", "MindEye2", "MindEye2Config",
            "ATM", "ATMConfig", "GLIM", "GLIMConfig", "MEGBrainModule", "MEGBrainModuleConfig",
-           "TransformerBrainEncoder", "BrainEncoderConfig", "RidgeBrainEncoder", "STTM", "STTMConfig"]
+           "TransformerBrainEncoder", "BrainEncoderConfig", "RidgeBrainEncoder", "STTM", "STTMConfig",
+           "SimpleConv", "SimpleConvConfig"]
 
 #: Public class name -> its module (imported on first access, so one decoder never loads the others).
 _LAZY = {
@@ -34,6 +35,7 @@ _LAZY = {
     "TransformerBrainEncoder": "brain_encoder", "BrainEncoderConfig": "brain_encoder",
     "RidgeBrainEncoder": "brain_encoder",
     "STTM": "sttm", "STTMConfig": "sttm",
+    "SimpleConv": "simpleconv", "SimpleConvConfig": "simpleconv",
 }
 
 
@@ -55,6 +57,7 @@ DECODERS: dict[str, str] = {
     "glim": "neurodecode.models.glim:GLIM",
     "meg_brain_module": "neurodecode.models.meg_brain_module:MEGBrainModule",
     "sttm": "neurodecode.models.sttm:STTM",
+    "simpleconv": "neurodecode.models.simpleconv:SimpleConv",
 }
 
 #: Keys of the dict returned by ``predict_latents`` and their shapes (real tier).
@@ -66,6 +69,7 @@ LATENT_KEYS: dict[str, str] = {
     "git_image_tokens": "(n, 257, 1024) GIT-large-coco image-encoder tokens (final LN, unprojected, CLS included)",
     "vae_latents": "(n, c, h, w) image-autoencoder latents for the low-level path",
     "text_embeds": "(n, d) sentence embedding",
+    "speech_features": "(n, d, t) speech features over a segment (wav2vec2-xlsr-53 layers 14-18: d = 1024, 120 Hz)",
 }
 
 

@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import diffusers.optimization as diffusers_optimization  # imported at collection: urllib3 probes a socket on import
 import numpy as np
 import pytest
 import torch
@@ -316,8 +317,8 @@ def test_indexed_rows_give_the_same_batches_without_copying_repeats():
 @pytest.mark.parametrize("sched", ["cosine", "constant"])
 def test_warmup_schedules_match_diffusers(tmp_path, sched):
     """warmup_steps follows diffusers' get_{cosine,constant}_schedule_with_warmup (ATM's prior: 500 steps)."""
-    from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
-
+    get_constant_schedule_with_warmup = diffusers_optimization.get_constant_schedule_with_warmup
+    get_cosine_schedule_with_warmup = diffusers_optimization.get_cosine_schedule_with_warmup
     mod = _model_module(tmp_path)
     x, y = _data()
     torch.manual_seed(0)

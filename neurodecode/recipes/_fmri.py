@@ -15,7 +15,10 @@ Training, each step resumable:
    a shuffled-brain control, :func:`neurodecode.metrics.identification_with_control`).
 
 ``[train]`` keys beyond :class:`~neurodecode.train.TrainConfig`'s fields: ``subjects_per_step``,
-``batch_per_process`` (``batch_size`` counts per process) and ``validate``. ``[finetune]``: ``method``
+``batch_per_process`` (``batch_size`` counts per process), ``validate``, ``caption_sampling``
+(text targets: ``"mean"`` of an image's captions, or one caption per step: ``"cycle"`` takes caption
+``step % caption_cycle`` as MindBridge's trainer, ``"random"`` draws one per sample, seeded; see
+:class:`~neurodecode.train.ChoiceRows`) and ``caption_cycle``. ``[finetune]``: ``method``
 ("reset_tune": MindBridge, only the new subject's embedder and builder train, an anchor subject's
 batch is mixed into every step; "full": everything trains on the new subject), ``subject``,
 ``anchor``, ``n_train`` (first N training trials of the new subject).
@@ -37,7 +40,7 @@ from .._core.validation import format_error
 from ._data import load_nsd_for_recipe, nsd_subject_ids
 from ._nsd_images import reconstruct_nsd
 from ._run import RunContext, fit, make_context, seed_everything, write_run_outputs
-from ._targets import compute_targets, gather_targets
+from ._targets import _is_text_space, caption_targets, choice_targets, compute_targets, gather_targets
 
 __all__ = ["DATASETS", "check_recipe", "train", "reconstruct"]
 
@@ -121,6 +124,17 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
     targets = compute_targets(ctx.root, tables, all_ids, cache_root=ctx.cache_root, captions=ctx.data["captions"],
                               device=ctx.latent_device, dtype=ctx.dtype, verbose=verbose)
     shapes = {k: feats.shape[1:] for k, (_, feats) in targets.items()}
+    # text targets: one caption per step ([train] caption_sampling) instead of the mean of an image's captions
+    sampling = str(ctx.extra.get("caption_sampling") or "mean")
+    captions_of: dict[str, Any] = {}
+    if sampling != "mean":
+        from ..latents import describe_space
+
+        for k, t in tables.items():
+            if t.get("space") and k in targets and _is_text_space(describe_space(str(t["space"]))):
+                captions_of[k] = caption_targets(ctx.root, tables, k, all_ids, cache_root=ctx.cache_root,
+                                                 captions=ctx.data["captions"], device=ctx.latent_device,
+                                                 dtype=ctx.dtype, verbose=verbose)
 
     # 3. the decoder, initialised under the run's seed
     seed_everything(ctx.config.seed)
@@ -148,11 +162,14 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
         model = build_decoder(ctx.name, subjects=n_vox, target_shapes=shapes, base=ctx.base, **ctx.decoder)
 
     # 4. batches and training
-    def arrays(t: Any) -> dict[str, Any]:
-        return {"x": t.X, **gather_targets(targets, t.stimulus_ids, lazy=True)}  # no copies of repeats
+    def arrays(t: Any, train: bool = False) -> dict[str, Any]:
+        out = {"x": t.X, **gather_targets(targets, t.stimulus_ids, lazy=True)}  # no copies of repeats
+        for k, table in (captions_of.items() if train else ()):
+            out[k] = choice_targets(table, t.stimulus_ids, mode=sampling, cycle=int(ctx.extra.get("caption_cycle", 3)))
+        return out
 
     fit_subjects = [new_subject] if method == "full" else ([anchor, new_subject] if method else subjects)
-    train_data = {s: arrays(train_sets[s]) for s in fit_subjects if s is not None}
+    train_data = {s: arrays(train_sets[s], train=True) for s in fit_subjects if s is not None}
     per_step = ctx.extra.get("subjects_per_step") or min(2, len(train_data))
     if method == "reset_tune":
         per_step = 2

@@ -152,6 +152,8 @@ class TrainTable:
     subjects_per_step: int | None = None
     batch_per_process: bool = False
     validate: bool = False
+    caption_sampling: Literal["mean", "cycle", "random"] = "mean"
+    caption_cycle: int = 3
 
 
 # ------------------------------------------------------------------------------------------ [generate]

@@ -24,7 +24,8 @@ from .._core.errors import MissingFileError, ValidationError
 from .._core.logging import logger
 from .._core.validation import format_error
 
-__all__ = ["DECODER_TARGETS", "decoder_targets", "target_cache_dir", "compute_targets", "read_nsd_captions"]
+__all__ = ["DECODER_TARGETS", "decoder_targets", "target_cache_dir", "compute_targets", "read_nsd_captions",
+           "caption_targets", "choice_targets"]
 
 #: decoder name -> {batch key: (config field holding its shape, predict_latents key, required)}
 DECODER_TARGETS: dict[str, dict[str, tuple[str, str | None, bool]]] = {
@@ -156,6 +157,75 @@ def _wait_for_other_processes(folder: Path, poll_s: float = 0.5) -> Any:
         time.sleep(poll_s)
 
 
+def _is_text_space(spec: Any) -> bool:
+    return str(spec.options.get("output", "")).startswith("text") or spec.builder.endswith(":build_text_space")
+
+
+def _caption_features(root: Any, key: str, name: str, table: Mapping[str, Any], weights: Any, ids: np.ndarray,
+                      captions: Any, cache_root: Path, device: Any, batch_size: int,
+                      verbose: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every caption of every image embedded (once, into the cache): rows in image order, then caption order."""
+    if not captions:
+        raise ValidationError(format_error(
+            f"latents.{key}", "caption files in data.captions for a text space", "none",
+            "Set data.captions (NSD: nsddata_stimuli/stimuli/nsd/annotations/captions_train2017.json and "
+            "captions_val2017.json), or turn text targets off with --set latents." + key + ".space=''"))
+    caps = read_nsd_captions(root, captions)
+    missing = [int(i) for i in ids if not caps.get(int(i))]
+    if missing:
+        raise ValidationError(format_error("data.captions", "at least one caption per training image",
+                                           f"{len(missing)} images without one (e.g. NSD ids {missing[:3]})",
+                                           "Check the caption files cover every COCO image of the run"))
+    texts, text_ids, counts = [], [], []
+    for i in ids:
+        counts.append(len(caps[int(i)]))
+        for k, c in enumerate(caps[int(i)]):
+            texts.append(c)
+            text_ids.append(f"{int(i)}:{k}")
+    cache = _load_or_embed(name, dict(table), weights, texts, np.asarray(text_ids), cache_root, device, batch_size,
+                           verbose)
+    counts_arr = np.asarray(counts, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts_arr)[:-1]]).astype(np.int64)
+    return cache.load(np.asarray(text_ids), dtype="float32"), starts, counts_arr
+
+
+def caption_targets(root: str | os.PathLike[str], latents: Mapping[str, Any], key: str, stimulus_ids: np.ndarray, *,
+                    cache_root: str | os.PathLike[str], captions: Any, device: Any = "cpu", dtype: str = "float32",
+                    verbose: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each caption's features of the text target ``key`` (the same cache rows :func:`compute_targets` averages).
+
+    Returns
+    -------
+    ids : ndarray of int, shape (n_stimuli,)
+        Sorted unique NSD ids.
+    features : ndarray of shape (n_captions, *target_shape)
+        Image ``ids[j]``'s captions are rows ``starts[j]`` to ``starts[j] + counts[j] - 1``.
+    starts, counts : ndarray of int, shape (n_stimuli,)
+    """
+    from ..latents import describe_space
+
+    table = dict(latents[key])
+    name = str(table.pop("space", "") or "")
+    weights = table.pop("weights", None) or None
+    batch_size = int(table.pop("batch_size", 32))
+    if not name or not _is_text_space(describe_space(name)):
+        raise ValidationError(format_error(f"latents.{key}.space", "a text space (captions)", repr(name)))
+    ids = np.unique(np.asarray(stimulus_ids, dtype=np.int64))
+    feats, starts, counts = _caption_features(root, key, name, table, weights, ids, captions, Path(cache_root),
+                                              device, batch_size, verbose)
+    return ids, feats.astype(dtype), starts, counts
+
+
+def choice_targets(caption_table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], stimulus_ids: np.ndarray,
+                   *, mode: str = "cycle", cycle: int = 3) -> Any:
+    """Per-trial :class:`~neurodecode.train.ChoiceRows`: one caption of the trial's image per step."""
+    from ..train import ChoiceRows
+
+    ids, feats, starts, counts = caption_table
+    rows = np.searchsorted(ids, np.asarray(stimulus_ids, dtype=np.int64))
+    return ChoiceRows(feats, starts[rows], counts[rows], mode=mode, cycle=cycle)
+
+
 def compute_targets(root: str | os.PathLike[str], latents: Mapping[str, Any], stimulus_ids: np.ndarray, *,
                     cache_root: str | os.PathLike[str], captions: Any = None, device: Any = "cpu",
                     dtype: str = "float32", verbose: Any = None) -> dict[str, Any]:
@@ -199,32 +269,11 @@ def compute_targets(root: str | os.PathLike[str], latents: Mapping[str, Any], st
         weights = table.pop("weights", None) or None
         batch_size = int(table.pop("batch_size", 32))
         spec = describe_space(name)
-        if str(spec.options.get("output", "")).startswith("text") or spec.builder.endswith(":build_text_space"):
-            if not captions:
-                raise ValidationError(format_error(
-                    f"latents.{key}", "caption files in data.captions for a text space", "none",
-                    "Set data.captions (NSD: nsddata_stimuli/stimuli/nsd/annotations/captions_train2017.json and "
-                    "captions_val2017.json), or turn text targets off with --set latents." + key + ".space=''"))
-            caps = read_nsd_captions(root, captions)
-            missing = [int(i) for i in ids if not caps.get(int(i))]
-            if missing:
-                raise ValidationError(format_error("data.captions", "at least one caption per training image",
-                                                   f"{len(missing)} images without one (e.g. NSD ids {missing[:3]})",
-                                                   "Check the caption files cover every COCO image of the run"))
-            texts, text_ids, owner = [], [], []
-            for i in ids:
-                for k, c in enumerate(caps[int(i)]):
-                    texts.append(c)
-                    text_ids.append(f"{int(i)}:{k}")
-                    owner.append(int(i))
-            cache = _load_or_embed(name, table, weights, texts, np.asarray(text_ids), Path(cache_root), device,
-                                   batch_size, verbose)
-            per_caption = cache.load(np.asarray(text_ids), dtype="float32")
-            owner_arr = np.asarray(owner)
-            pos = np.searchsorted(ids, owner_arr)
-            sums = np.zeros((len(ids), *per_caption.shape[1:]), dtype=np.float64)
-            np.add.at(sums, pos, per_caption)
-            feats = (sums / np.bincount(pos, minlength=len(ids)).reshape(-1, *[1] * (per_caption.ndim - 1)))
+        if _is_text_space(spec):
+            per_caption, starts, counts = _caption_features(root, key, name, table, weights, ids, captions,
+                                                            Path(cache_root), device, batch_size, verbose)
+            sums = np.add.reduceat(per_caption.astype(np.float64), starts, axis=0)
+            feats = sums / counts.reshape(-1, *[1] * (per_caption.ndim - 1))
             out[key] = (ids, feats.astype(dtype))
         else:
             hdf5 = Path(root) / load_spec("nsd")["paths"]["stimuli"]

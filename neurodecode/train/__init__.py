@@ -9,10 +9,10 @@ See :mod:`neurodecode.train._trainer` for what a trainable model provides.
 
 from __future__ import annotations
 
-from ._batches import ArrayBatches, BatchSource, IndexedRows, MultiSubjectBatches
+from ._batches import ArrayBatches, BatchSource, ChoiceRows, IndexedRows, MultiSubjectBatches
 from ._checkpoint import latest_checkpoint
 from ._config import TrainConfig
 from ._trainer import Trainer, TrainResult, make_accelerator
 
-__all__ = ["TrainConfig", "Trainer", "TrainResult", "ArrayBatches", "MultiSubjectBatches", "BatchSource", "IndexedRows",
+__all__ = ["TrainConfig", "Trainer", "TrainResult", "ArrayBatches", "MultiSubjectBatches", "BatchSource", "IndexedRows", "ChoiceRows",
            "latest_checkpoint", "make_accelerator"]

@@ -18,7 +18,7 @@ from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.logging import logger
 from .._core.validation import format_error
 
-__all__ = ["BatchSource", "ArrayBatches", "MultiSubjectBatches", "IndexedRows"]
+__all__ = ["BatchSource", "ArrayBatches", "MultiSubjectBatches", "IndexedRows", "ChoiceRows"]
 
 def _generator(seed: int, *keys: int) -> Any:
     """A CPU torch generator seeded by a hash of ``(seed, *keys)``."""
@@ -99,6 +99,93 @@ class IndexedRows:
         return self.table.index_select(0, rows.to(self.table.device))
 
 
+class ChoiceRows:
+    """Per-sample groups of rows of ``table``, one row of the group drawn for each batch.
+
+    The text target of an NSD image is one of its COCO captions: MindBridge feeds one caption per
+    step, not their mean. Give each sample the block of rows holding its image's captions; every
+    batch takes one row of each block: ``mode="cycle"`` takes row ``step % cycle`` of every block
+    (modulo the block's size; the reference's ``prompts[train_i % 3]``), ``mode="random"`` draws one
+    uniformly with a generator seeded by (seed, epoch, step), so a resumed run draws the same rows.
+
+    Parameters
+    ----------
+    table : ndarray or Tensor of shape (n_rows, ...)
+        All groups' rows (e.g. one row per caption).
+    starts, counts : ndarray of int, shape (n_samples,)
+        First row and number of rows of each sample's group (counts >= 1).
+    mode : {"cycle", "random"}
+    cycle : int
+        ``mode="cycle"``: the period (the reference: 3).
+    """
+
+    def __init__(self, table: Any, starts: Any, counts: Any, mode: str = "cycle", cycle: int = 3) -> None:
+        import torch
+
+        from .._core.validation import check_option
+
+        check_option(mode, "mode", ("cycle", "random"))
+        self.table = table if isinstance(table, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(table))
+        if self.table.dtype == torch.float64:
+            self.table = self.table.float()
+        self.starts = torch.as_tensor(np.asarray(starts, dtype=np.int64))
+        self.counts = torch.as_tensor(np.asarray(counts, dtype=np.int64))
+        if (self.starts.shape != self.counts.shape or self.starts.ndim != 1
+                or (len(self.counts) and (int(self.counts.min()) < 1 or int(self.starts.min()) < 0
+                                          or int((self.starts + self.counts).max()) > len(self.table)))):
+            raise ValidationError(format_error("starts/counts", f"1-d blocks of >= 1 rows inside [0, {len(self.table)})",
+                                               f"shapes {tuple(self.starts.shape)} / {tuple(self.counts.shape)}"))
+        if not isinstance(cycle, int) or cycle < 1:
+            raise ValidationError(format_error("cycle", "a positive integer", cycle))
+        self.mode, self.cycle = mode, cycle
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def ndim(self) -> int:
+        return int(self.table.ndim)
+
+    @property
+    def device(self) -> Any:
+        return self.table.device
+
+    def numel(self) -> int:
+        return int(self.table.numel() + 2 * self.starts.numel())
+
+    def element_size(self) -> int:
+        return int(self.table.element_size())
+
+    def _like(self, table: Any, starts: Any, counts: Any) -> ChoiceRows:
+        out = ChoiceRows.__new__(ChoiceRows)
+        out.table, out.starts, out.counts, out.mode, out.cycle = table, starts, counts, self.mode, self.cycle
+        return out
+
+    def to(self, device: Any, **kwargs: Any) -> ChoiceRows:
+        return self._like(self.table.to(device, **kwargs), self.starts.to(device, **kwargs),
+                          self.counts.to(device, **kwargs))
+
+    def pin_memory(self) -> ChoiceRows:
+        return self._like(self.table.pin_memory(), self.starts.pin_memory(), self.counts.pin_memory())
+
+    def rows(self, i: Any, *, step: int = 0, generator: Any = None) -> Any:
+        """The table row chosen for samples ``i`` at global ``step`` (a LongTensor)."""
+        import torch
+
+        i = i.to(self.starts.device)
+        start, count = self.starts.index_select(0, i), self.counts.index_select(0, i)
+        if self.mode == "cycle":
+            offset = torch.remainder(torch.full_like(count, int(step) % self.cycle), count)
+        else:
+            u = torch.rand(len(i), generator=generator if generator is not None else _generator(0, int(step)))
+            offset = torch.minimum((u.to(count.device) * count).long(), count - 1)
+        return start + offset
+
+    def index_select(self, dim: int, i: Any, *, step: int = 0, generator: Any = None) -> Any:
+        rows = self.rows(i, step=step, generator=generator)
+        return self.table.index_select(0, rows.to(self.table.device))
+
+
 def _as_tensors(arrays: Mapping[str, Any], param: str) -> dict[str, Any]:
     import torch
 
@@ -107,11 +194,11 @@ def _as_tensors(arrays: Mapping[str, Any], param: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     n = None
     for key, value in arrays.items():
-        if isinstance(value, IndexedRows):
+        if isinstance(value, (IndexedRows, ChoiceRows)):
             t = value
         else:
             t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
-        if not isinstance(t, IndexedRows) and t.dtype == torch.float64:
+        if not isinstance(t, (IndexedRows, ChoiceRows)) and t.dtype == torch.float64:
             t = t.float()
         if t.ndim == 0:
             raise ShapeMismatchError(format_error(f"{param}[{key!r}]", "an array with a leading sample axis", t))
@@ -143,11 +230,17 @@ def _rank_slice(idx: Any, rank: int, world_size: int) -> Any:
     return idx[lo:hi]
 
 
-def _gather(tensors: Mapping[str, Any], idx: Any, device: Any) -> dict[str, Any]:
+def _gather(tensors: Mapping[str, Any], idx: Any, device: Any, *, step: int = 0,
+            choice_keys: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Rows ``idx`` of every array; :class:`ChoiceRows` choose theirs for global ``step``
+    (random draws seeded by ``choice_keys``: the batch source's (seed, epoch, step, ...))."""
     out = {}
     for key, t in tensors.items():
         i = idx.to(t.device) if idx.device != t.device else idx
-        part = t.index_select(0, i) if t.ndim else t
+        if isinstance(t, ChoiceRows):
+            part = t.index_select(0, i, step=step, generator=_generator(*choice_keys) if choice_keys else None)
+        else:
+            part = t.index_select(0, i) if t.ndim else t
         if device is not None and part.device != device:
             part = part.to(device, non_blocking=True)
         out[key] = part
@@ -275,9 +368,11 @@ class ArrayBatches:
         order = self.order(epoch, seed)
         dev = next(iter(self.tensors.values())).device
         order = order.to(dev)
-        for step in range(start, self.steps_per_epoch):
+        spe = self.steps_per_epoch
+        for step in range(start, spe):
             idx = _rank_slice(order[step * self.batch_size:(step + 1) * self.batch_size], rank, world_size)
-            batch = _gather(self.tensors, idx, self.device)
+            batch = _gather(self.tensors, idx, self.device, step=epoch * spe + step,
+                            choice_keys=(seed, epoch, step, rank, 104729))
             batch.update(self.extra)
             yield batch
 
@@ -393,7 +488,9 @@ class MultiSubjectBatches:
             for s, idx in parts:
                 src = self.sources[s]
                 dev = next(iter(src.tensors.values())).device
-                batch = _gather(src.tensors, _rank_slice(idx.to(dev), rank, world_size), src.device)
+                batch = _gather(src.tensors, _rank_slice(idx.to(dev), rank, world_size), src.device,
+                                step=epoch * self._steps + step,
+                                choice_keys=(seed, epoch, step, rank, self.subjects.index(s), 104729))
                 batch["subject"] = s
                 built.append(batch)
             yield built[0] if self.subjects_per_step == 1 else {"parts": built}

@@ -1,0 +1,70 @@
+"""ChoiceRows: one caption of each sample's image per step (MindBridge's trainer.py: prompts[train_i % 3])."""
+
+import numpy as np
+import pytest
+import torch
+
+from neurodecode.errors import ValidationError
+from neurodecode.train import ArrayBatches, ChoiceRows, MultiSubjectBatches
+
+# 3 images with 2, 5 and 3 captions; each caption row holds its (image, caption) code
+COUNTS = np.array([2, 5, 3])
+STARTS = np.array([0, 2, 7])
+TABLE = np.array([[i, k] for i, c in enumerate(COUNTS) for k in range(c)], dtype=np.float32)
+
+
+def _source(mode, shuffle=False):
+    image_of_sample = np.array([0, 1, 2, 1, 0, 2, 1])  # 7 trials (repeats of the 3 images)
+    rows = ChoiceRows(TABLE, STARTS[image_of_sample], COUNTS[image_of_sample], mode=mode, cycle=3)
+    return ArrayBatches({"x": np.arange(7, dtype=np.float32), "text": rows}, batch_size=7, shuffle=shuffle), \
+        image_of_sample
+
+
+def test_cycle_takes_caption_step_mod_3_of_every_image_as_the_reference():
+    src, image = _source("cycle")
+    for epoch in range(4):  # one step per epoch: global step = epoch
+        batch = next(src.epoch(epoch))
+        got = batch["text"].numpy()
+        assert (got[:, 0] == image).all()  # always a caption of the sample's own image
+        expected = [(epoch % 3) % COUNTS[i] for i in image]  # the reference's prompts[train_i % 3]
+        assert got[:, 1].tolist() == expected
+
+
+def test_random_draws_cover_the_captions_and_repeat_under_the_same_seed():
+    src, image = _source("random", shuffle=True)
+    seen = {i: set() for i in range(3)}
+    for epoch in range(40):
+        batch = next(src.epoch(epoch, seed=5))
+        order = batch["x"].long().numpy()
+        got = batch["text"].numpy()
+        assert (got[:, 0] == image[order]).all()
+        for i, k in got:
+            seen[int(i)].add(int(k))
+    assert all(seen[i] == set(range(COUNTS[i])) for i in range(3))  # uniform over each image's captions
+    a = next(src.epoch(3, seed=5))["text"]
+    b = next(src.epoch(3, seed=5))["text"]
+    c = next(src.epoch(3, seed=6))["text"]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # resuming at a step draws what the uninterrupted run drew there
+    two = ArrayBatches({"x": np.arange(7, dtype=np.float32),
+                        "text": ChoiceRows(TABLE, STARTS[image], COUNTS[image], mode="random")}, batch_size=3)
+    full = list(two.epoch(2, seed=1))
+    resumed = list(two.epoch(2, seed=1, start=1))
+    assert torch.equal(full[1]["text"], resumed[0]["text"])
+
+
+def test_multi_subject_batches_choose_per_step():
+    image = np.array([0, 1, 2, 1])
+    data = {s: {"x": np.zeros((4, 2), np.float32),
+                "text": ChoiceRows(TABLE, STARTS[image], COUNTS[image], mode="cycle")} for s in ("a", "b")}
+    src = MultiSubjectBatches(data, batch_size=4, subjects_per_step=2)
+    for step, batch in enumerate(src.epoch(0)):
+        for part in batch["parts"]:
+            assert set(part["text"][:, 1].long().tolist()) <= {step % 3, (step % 3) % 2}
+
+
+def test_blocks_are_checked():
+    with pytest.raises(ValidationError, match="starts/counts"):
+        ChoiceRows(TABLE, [0, 9], [2, 3])  # 9 + 3 > 10 rows
+    with pytest.raises(ValidationError, match="mode"):
+        ChoiceRows(TABLE, [0], [2], mode="mean")

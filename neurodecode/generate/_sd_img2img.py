@@ -149,8 +149,8 @@ class SDImg2ImgGenerator(Generator):
 
     Parameters
     ----------
-    n_samples : int
-        Samples per image of :meth:`generate_samples` (Takagi: 5).
+    n_samples : int or None
+        Samples per image of :meth:`generate_samples` (``None``: ``default_n_samples``, 5 as Takagi).
     **kwargs
         See :class:`~neurodecode.generate._base.Generator`.
 
@@ -166,15 +166,19 @@ class SDImg2ImgGenerator(Generator):
     default_guidance = 5.0
     default_strength = 0.8
     default_scheduler = "ddim"
+    #: Where the init latent is noised by default (see :data:`INIT_NOISE`).
+    default_init_noise = "ldm"
+    #: Samples per image of :meth:`generate_samples` (Takagi & Nishimoto: 5).
+    default_n_samples = 5
     licence = "CreativeML OpenRAIL-M"
     purpose = "SD 1.4 UNet, VAE, CLIP ViT-L/14 text encoder and tokenizer (img2img)"
     optional_keys = ("init_images", "captions")
     #: Tiny tier: text width 40 (not 768: a real-tier condition is refused), UNet at 16 x 16 latents (32 px).
     TINY: ClassVar[dict[str, Any]] = {"text_width": 40, "sample_size": 16}
 
-    def __init__(self, weights: Any = None, *, n_samples: int = 5, **kwargs: Any) -> None:
+    def __init__(self, weights: Any = None, *, n_samples: int | None = None, **kwargs: Any) -> None:
         super().__init__(weights, **kwargs)
-        self.n_samples = n_samples
+        self.n_samples = int(self.default_n_samples if n_samples is None else n_samples)
 
     # ------------------------------------------------------------------ building
     def _build_tiny(self) -> dict[str, Any]:
@@ -338,7 +342,7 @@ class SDImg2ImgGenerator(Generator):
         return self.encode_captions([str(c) for c in latents["captions"]])
 
     def _generate_batch(self, latents: dict[str, np.ndarray], generators: list[Any], *, steps: int, guidance: float,
-                        strength: float | None = None, init_noise: str = "ldm", size: int | None = None,
+                        strength: float | None = None, init_noise: str | None = None, size: int | None = None,
                         scheduler: str | None = None, **options: Any) -> Any:
         c = self.components_
         sched = fresh_scheduler(c["scheduler"], scheduler or self.default_scheduler)
@@ -347,6 +351,7 @@ class SDImg2ImgGenerator(Generator):
         init = self._init_latents(latents, generators, size)
         cond = self._condition(latents)
         uncond = self._empty_prompt().to(cond.dtype).expand(cond.shape[0], -1, -1)
+        init_noise = self.default_init_noise if init_noise is None else init_noise
         lat, timesteps = img2img_start(sched, init, generators, steps=steps, strength=strength, init_noise=init_noise,
                                        device=self.execution_device, dtype=self.torch_dtype_)
         lat = self._denoise(sched, lat, timesteps, cond=cond, uncond=uncond, guidance=guidance, latents=latents,
@@ -369,4 +374,5 @@ class SDImg2ImgGenerator(Generator):
 
     def provenance(self) -> dict[str, Any]:
         return {**super().provenance(), "default_strength": self.default_strength, "n_samples": self.n_samples,
-                "scheduler": self.default_scheduler, "sample_seed_stride": SAMPLE_STRIDE}
+                "scheduler": self.default_scheduler, "init_noise": self.default_init_noise,
+                "sample_seed_stride": SAMPLE_STRIDE}

@@ -68,3 +68,20 @@ def test_blocks_are_checked():
         ChoiceRows(TABLE, [0, 9], [2, 3])  # 9 + 3 > 10 rows
     with pytest.raises(ValidationError, match="mode"):
         ChoiceRows(TABLE, [0], [2], mode="mean")
+
+
+def test_samples_per_epoch_sets_the_steps_of_the_nsd_runner(tmp_path):
+    """MindEye2's epoch is 30,000 samples over all subjects: steps = samples // (batch x subjects per step)."""
+    import json
+    from pathlib import Path
+
+    from neurodecode.recipes import load_recipe, train_from_recipe
+    from neurodecode.simulate import simulate_nsd
+
+    sim = simulate_nsd(tmp_path / "sim", subjects=(1, 2), n_sessions=1, n_shared=40, n_voxels=60, seed=0,
+                       formats=("hdf5",))
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "pipelines" / "mindeye2_nsd.toml", preset="tiny",
+                         overrides=["train.samples_per_epoch=48", "train.epochs=1", "train.log_every=1"])
+    train_from_recipe(recipe, sim.root, tmp_path / "run", device="cpu")
+    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert max(e["step"] for e in lines if "step" in e) == 48 // (8 * 2)  # 3 steps: batch 8 x 2 subjects

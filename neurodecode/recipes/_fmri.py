@@ -18,7 +18,9 @@ Training, each step resumable:
 ``batch_per_process`` (``batch_size`` counts per process), ``validate``, ``caption_sampling``
 (text targets: ``"mean"`` of an image's captions, or one caption per step: ``"cycle"`` takes caption
 ``step % caption_cycle`` as MindBridge's trainer, ``"random"`` draws one per sample, seeded; see
-:class:`~neurodecode.train.ChoiceRows`) and ``caption_cycle``. ``[finetune]``: ``method``
+:class:`~neurodecode.train.ChoiceRows`), ``caption_cycle`` and ``samples_per_epoch`` (an epoch is
+``samples_per_epoch // (batch_size x subjects_per_step)`` steps, MindEye2's 30,000; 0: one pass over the
+data). ``[finetune]``: ``method``
 ("reset_tune": MindBridge, only the new subject's embedder and builder train, an anchor subject's
 batch is mixed into every step; "full": everything trains on the new subject), ``subject``,
 ``anchor``, ``n_train`` (first N training trials of the new subject).
@@ -173,7 +175,14 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
     per_step = ctx.extra.get("subjects_per_step") or min(2, len(train_data))
     if method == "reset_tune":
         per_step = 2
-    source = MultiSubjectBatches(train_data, ctx.config.batch_size, subjects_per_step=min(per_step, len(train_data)),
+    per_step = min(per_step, len(train_data))
+    # an epoch of `samples_per_epoch` samples over all subjects (MindEye2: 750 x sessions = 30,000), else one pass
+    n_epoch = int(ctx.extra.get("samples_per_epoch") or 0)
+    if n_epoch < 0:
+        raise ValidationError(format_error("train.samples_per_epoch", "a positive number of samples, or 0 for one "
+                                           "pass over the data", n_epoch))
+    steps = max(1, n_epoch // (ctx.config.batch_size * per_step)) if n_epoch else None
+    source = MultiSubjectBatches(train_data, ctx.config.batch_size, subjects_per_step=per_step, steps_per_epoch=steps,
                                  anchor=new_subject if method == "reset_tune" else None)
     val = None
     if ctx.extra.get("validate", False):

@@ -25,7 +25,8 @@ from .._core.logging import logger
 __all__ = ["RunContext", "make_context", "seed_everything", "fit", "write_run_outputs", "resolve_cache_root"]
 
 #: ``[train]`` keys the runners read themselves (the rest are :class:`~neurodecode.train.TrainConfig` fields).
-RUNNER_TRAIN_KEYS = ("subjects_per_step", "batch_per_process", "validate", "caption_sampling", "caption_cycle")
+RUNNER_TRAIN_KEYS = ("subjects_per_step", "batch_per_process", "validate", "caption_sampling", "caption_cycle",
+                     "samples_per_epoch")
 
 
 @dataclass

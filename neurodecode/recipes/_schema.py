@@ -154,6 +154,7 @@ class TrainTable:
     validate: bool = False
     caption_sampling: Literal["mean", "cycle", "random"] = "mean"
     caption_cycle: int = 3
+    samples_per_epoch: int = 0
 
 
 # ------------------------------------------------------------------------------------------ [generate]

@@ -11,11 +11,11 @@ from ._common import DATASETS, fail, handle_errors, parse_subjects, print_json
 
 #: Subjects written when --subjects is not given: what the recipes' tiny presets train on.
 DEFAULT_SUBJECTS: dict[str, list[Any]] = {"nsd": [1, 2], "things-eeg2": [1, 2], "things-meg": [1, 2],
-                                          "zuco": ["YAC", "YAG"]}
+                                          "zuco": ["YAC", "YAG"], "meg-masc": [1, 2]}
 
 
 def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None, snr: float = 1.0,
-                   seed: int = 0) -> Any:
+                   seed: int = 0, annotations: str = "shipped", encoder: Path | None = None) -> Any:
     """Call the simulator of ``dataset`` with the CLI's options (library defaults for everything else)."""
     from .._core.files import check_writable
     from .._core.validation import check_option
@@ -27,6 +27,12 @@ def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None
     if dataset == "nsd":
         from ..simulate import simulate_nsd
 
+        if annotations != "shipped":
+            kwargs["annotations"] = annotations
+        if encoder is not None:  # responses from a trained brain encoder instead of the hand-built model
+            from ..simulate._from_encoder import simulate_nsd_from_encoder
+
+            return simulate_nsd_from_encoder(out, encoder, **kwargs)
         return simulate_nsd(out, **kwargs)
     if dataset == "things-eeg2":
         from ..simulate import simulate_things_eeg2
@@ -38,6 +44,10 @@ def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None
         from ..simulate import simulate_things_meg
 
         return simulate_things_meg(out, **kwargs)
+    if dataset == "meg-masc":
+        from ..simulate.speech import simulate_meg_masc
+
+        return simulate_meg_masc(out, **kwargs)
     from ..simulate import simulate_zuco
 
     return simulate_zuco(out, **kwargs)
@@ -55,6 +65,12 @@ def register(app: typer.Typer) -> None:
                                                 "things-meg: 1 2; zuco: YAC YAG)."),
         snr: float = typer.Option(1.0, "--snr", help="Signal-to-noise multiplier (1 = the documented default)."),
         seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes identical data."),
+        annotations: str = typer.Option("shipped", "--annotations",
+                                         help="nsd: 'shipped' captions, or 'image': known-answer captions and depth "
+                                              "maps computed from each image (docs/datasets/simulated.md)."),
+        encoder: Path = typer.Option(None, "--encoder",
+                                     help="nsd: a trained brain-encoder run (pipelines/brain_encoder_nsd.toml): "
+                                          "its predicted responses replace the hand-built encoding model."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
     ) -> None:
         """Write a known-answer dataset: real stimuli -> simulated brain responses in the published layout,
@@ -64,7 +80,14 @@ def register(app: typer.Typer) -> None:
 
             fail(format_error("DATASET", "one of " + ", ".join(DATASETS), repr(dataset),
                               "Run `neurodecode simulate --help`"), 2)
-        result = run_simulation(dataset, out, subjects=parse_subjects(subjects, dataset), snr=snr, seed=seed)
+        if annotations != "shipped" and dataset != "nsd":
+            fail("--annotations applies to nsd only", 2)
+        if encoder is not None and dataset != "nsd":
+            fail("--encoder applies to nsd only (a brain encoder predicts NSD voxels)", 2)
+        if encoder is not None and annotations != "shipped":
+            fail("--encoder writes the shipped captions; --annotations cannot be combined with it", 2)
+        result = run_simulation(dataset, out, subjects=parse_subjects(subjects, dataset), snr=snr, seed=seed,
+                                annotations=annotations, encoder=encoder)
         if json_out:
             print_json({"dataset": result.dataset, "out": result.out, "root": result.root, "truth": result.truth,
                         "subjects": result.subjects, "ceiling": result.ceiling})

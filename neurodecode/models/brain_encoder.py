@@ -55,7 +55,7 @@ from .._core.validation import check_array, check_option, dataclass_from_dict, f
 from ..io.checkpoints import PretrainedMixin
 
 __all__ = ["BrainEncoderConfig", "TransformerBrainEncoder", "RidgeBrainEncoder", "RidgeEncoderConfig", "roi_groups",
-           "sine_position_encoding", "UNLABELLED"]
+           "sine_position_encoding", "load_brain_encoder", "UNLABELLED"]
 
 #: Name of the group of voxels in no ROI.
 UNLABELLED = "unlabelled"
@@ -511,3 +511,61 @@ class RidgeBrainEncoder(PretrainedMixin, nn.Module):
         Z = torch.as_tensor(self._design(X))
         with torch.no_grad():
             return (torch.addmm(self.intercept, Z, self.coef)).numpy()
+
+
+# ------------------------------------------------------------------------------------------ loading a run
+def _subject_folder(subject: Any) -> str:
+    text = str(subject).split("/")[-1]
+    digits = text.removeprefix("sub-").removeprefix("subj")
+    return f"sub-{int(digits):02d}" if digits.isdigit() else f"sub-{text}"
+
+
+def load_brain_encoder(run: Any, subject: Any = None, *, model: str = "encoder") -> tuple[Any, str, Any]:
+    """A trained encoder of a ``neurodecode train`` run on ``pipelines/brain_encoder_nsd.toml``.
+
+    Parameters
+    ----------
+    run : path-like
+        The run folder, a subject folder (``RUN/sub-01``) or the model folder itself (``RUN/sub-01/encoder``).
+    subject : int, str or None
+        Which subject of the run (``None``: the only one).
+    model : {"encoder", "ridge"}
+        The transformer encoder or the ridge baseline.
+
+    Returns
+    -------
+    model : TransformerBrainEncoder or RidgeBrainEncoder
+    space : str
+        The latent space of its inputs (``space.json`` beside the weights).
+    weights : str or None
+        The space's weights as the run used them.
+    """
+    import json
+    from pathlib import Path
+
+    from .._core.errors import MissingFileError
+
+    check_option(model, "model", ("encoder", "ridge"))
+    root = Path(run)
+    folder = root
+    if not (folder / "space.json").is_file():
+        subs = sorted(p for p in root.glob("sub-*") if (p / model / "config.json").is_file())
+        if (root / model / "config.json").is_file():
+            folder = root / model
+        elif subject is not None:
+            folder = root / _subject_folder(subject) / model
+        elif len(subs) == 1:
+            folder = subs[0] / model
+        else:
+            raise MissingFileError(format_error(
+                "run", "a brain-encoder run with one subject, or subject=", f"{root} with {len(subs)} subject folders",
+                "Pass the subject, or the folder RUN/sub-XX/encoder"))
+    if not (folder / "config.json").is_file():
+        raise MissingFileError(format_error("run", f"a trained {model} folder (config.json, model.safetensors, "
+                                            "space.json)", str(folder),
+                                            "Train one with `neurodecode train pipelines/brain_encoder_nsd.toml`"))
+    cls = RidgeBrainEncoder if model == "ridge" else TransformerBrainEncoder
+    enc = cls.from_pretrained(folder)
+    info_path = folder / "space.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    return enc, str(info.get("space", enc.config.space)), info.get("weights")

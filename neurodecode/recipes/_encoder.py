@@ -180,52 +180,10 @@ def train_encoder(model: Any, features: Any, Y: np.ndarray, config: Any, out: Pa
 
 # ------------------------------------------------------------------------------------------ loading
 def load_encoder(run: str | os.PathLike[str], subject: Any = None, *, model: str = "encoder") -> tuple[Any, str, Any]:
-    """A trained encoder of a run: ``(model, space name, space weights)``.
+    """A trained encoder of a run (see :func:`neurodecode.models.brain_encoder.load_brain_encoder`)."""
+    from ..models.brain_encoder import load_brain_encoder
 
-    Parameters
-    ----------
-    run : path-like
-        A run folder of ``neurodecode train`` on a brain-encoder recipe, a subject folder (``RUN/sub-01``) or the
-        model folder itself (``RUN/sub-01/encoder``).
-    subject : int, str or None
-        Which subject of the run (``None``: the only one).
-    model : {"encoder", "ridge"}
-
-    Returns
-    -------
-    model : TransformerBrainEncoder or RidgeBrainEncoder
-    space : str
-        The latent space its inputs come from.
-    weights : str or None
-        The space's weights as the run used them.
-    """
-    import json
-
-    from ..models.brain_encoder import RidgeBrainEncoder, TransformerBrainEncoder
-
-    root = Path(run)
-    folder = root
-    if not (folder / "config.json").is_file():
-        subs = sorted(p for p in root.glob("sub-*") if (p / model / "config.json").is_file())
-        if (root / model / "config.json").is_file():
-            folder = root / model
-        elif subject is not None:
-            folder = root / _folder(nsd_subject_ids(subject)[0]) / model
-        elif len(subs) == 1:
-            folder = subs[0] / model
-        else:
-            raise MissingFileError(format_error(
-                "run", "a brain-encoder run with one subject, or subject=", f"{root} with {len(subs)} subject folders",
-                "Pass subject=..., or the folder RUN/sub-XX/encoder"))
-    if not (folder / "config.json").is_file():
-        raise MissingFileError(format_error("run", f"a trained {model} folder (config.json + model.safetensors)",
-                                            str(folder), "Train one with `neurodecode train "
-                                            "pipelines/brain_encoder_nsd.toml`"))
-    cls = RidgeBrainEncoder if model == "ridge" else TransformerBrainEncoder
-    enc = cls.from_pretrained(folder)
-    info_path = folder / "space.json"
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    return enc, str(info.get("space", enc.config.space)), info.get("weights")
+    return load_brain_encoder(run, subject, model=model)
 
 
 # ------------------------------------------------------------------------------------------ ROIs, ceilings, maps

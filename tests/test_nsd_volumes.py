@@ -149,15 +149,23 @@ def test_bad_volume_options_teach(tree):
         load_nsd_volumes(tree, 1, zscore="session")
 
 
-def test_simulated_volumes_carry_the_signal(tmp_path):
+def test_simulated_volumes_of_different_grids_are_resized_to_one(tmp_path):
+    import json
+
     from neurodecode.simulate import load_truth, simulate_nsd
 
-    sim = simulate_nsd(tmp_path / "sim", subjects=(1, 2), seed=2, n_stimuli=560, n_voxels=120, n_shared=60,
-                       volume_shape=(16, 18, 15), formats=("nifti",))
-    trials = load_nsd_volumes(sim.root, 2, mask_subjects=(1, 2), target_shape=(16, 18, 15), patch_size=7,
+    sim = simulate_nsd(tmp_path / "sim", subjects=(1, 5), seed=2, n_stimuli=560, n_voxels=120, n_shared=60,
+                       volume_shape=(16, 18, 15), formats=("nifti",), volume_shapes="nsd")
+    shapes = json.loads((sim.out / "truth" / "model.json").read_text())["subject_volume_shapes"]
+    # subject 5's func1pt8mm grid is 79 x 97 x 78 against subject 1's 81 x 104 x 83
+    assert shapes == {"subj01": [16, 18, 15], "subj05": [16, 17, 14]}
+    target = (16, 18, 15)
+    trials = load_nsd_volumes(sim.root, 5, mask_subjects=(1, 5), target_shape=target, patch_size=7,
                               zscore=None, average_test_repeats=False)
-    truth = load_truth(sim.out, "subj02")
-    vol = np.zeros((16 * 18 * 15, trials.X.shape[0]), np.float32)
-    vol[np.flatnonzero(truth["mask"].ravel() == 1)] = sim.data[2]["betas"].T
-    grid = nsd_patch_grid(sim.root, (1, 2), target_shape=(16, 18, 15), patch_size=7)
-    np.testing.assert_allclose(trials.X, volume_patches(vol.reshape(16, 18, 15, -1), 7, grid.keep), atol=1e-4)
+    truth = load_truth(sim.out, "subj05")
+    vol = np.zeros((16 * 17 * 14, trials.X.shape[0]), np.float32)
+    vol[np.flatnonzero(truth["mask"].ravel() == 1)] = sim.data[5]["betas"].T
+    grid = nsd_patch_grid(sim.root, (1, 5), target_shape=target, patch_size=7)
+    want = volume_patches(_torch_resize(vol.reshape(16, 17, 14, -1), target, False), 7, grid.keep)
+    np.testing.assert_allclose(trials.X, want, atol=1e-4)
+    assert trials.provenance["native_shape"] == [16, 17, 14]

@@ -7,10 +7,13 @@ truth beside the tree (``OUT/truth/``) and the ideal observer's scores on the te
 
 - :func:`simulate_nsd` (fMRI, NSD), :func:`simulate_things_eeg2`, :func:`simulate_things_meg` (M/EEG, MNE
   forward models), :func:`simulate_zuco` (sentence-level EEG driven by all-MiniLM-L6-v2);
+- :func:`known_answer_captions`, :func:`known_answer_depth`, :func:`load_simulated_depth` (NSD captions and
+  depth maps that are functions of the image: ``simulate_nsd(..., annotations="image")``);
 - :func:`load_stimuli` (shipped Fashion-MNIST subset and scikit-image photographs), :func:`load_truth`;
 - :func:`ideal_observer` and :func:`identification_scores` (the ceiling's scoring).
 """
 
+from ._annotations import known_answer_captions, known_answer_depth, load_simulated_depth
 from ._common import SimulationResult, load_truth
 from ._ideal import ideal_observer, identification_scores
 from .fmri import simulate_nsd
@@ -19,4 +22,5 @@ from .stimuli import load_stimuli
 from .text import make_sentences, simulate_zuco
 
 __all__ = ["SimulationResult", "load_stimuli", "load_truth", "simulate_nsd", "simulate_things_eeg2",
-           "simulate_things_meg", "simulate_zuco", "make_sentences", "ideal_observer", "identification_scores"]
+           "simulate_things_meg", "simulate_zuco", "make_sentences", "ideal_observer", "identification_scores",
+           "known_answer_captions", "known_answer_depth", "load_simulated_depth"]

@@ -349,6 +349,8 @@ def simulate_nsd(
     labels: np.ndarray | None = None,
     n_stimuli: int | None = None,
     formats: Sequence[str] = ("nifti", "hdf5"),
+    annotations: str = "shipped",
+    volume_shapes: str = "same",
     verbose: Any = None,
 ) -> SimulationResult:
     """Simulate NSD betas for real images and write them as an NSD tree, with ground truth and ceiling.
@@ -387,6 +389,17 @@ def simulate_nsd(
         Use only the first ``n_stimuli`` shipped images (when ``stimuli`` is None).
     formats : sequence of {"nifti", "hdf5"}
         Beta files to write.
+    annotations : {"shipped", "image"}
+        Captions written as COCO annotations: ``"shipped"`` (default) the shipped caption and class of each
+        Fashion-MNIST image (placeholders for user images); ``"image"`` known-answer captions and depth maps
+        that are deterministic functions of each image (:mod:`neurodecode.simulate._annotations`: brightness,
+        size, texture, shape and colour words; depth from a ground-plane ramp and the blurred luminance),
+        the depth maps in ``nsddata_stimuli/stimuli/nsd/nsd_depth_simulated.hdf5`` (read them with
+        :func:`~neurodecode.simulate.load_simulated_depth`).
+    volume_shapes : {"same", "nsd"}
+        ``"same"`` (default): every subject's volume is ``volume_shape``; ``"nsd"``: ``volume_shape`` is
+        subject 1's and the others are scaled by the ratio of NSD's func1pt8mm grids (subject 2: 82 x 106 x 84
+        vs 81 x 104 x 83...), so whole-volume models must resample (:func:`~neurodecode.data.load_nsd_volumes`).
     %(verbose)s
 
     Returns
@@ -398,11 +411,14 @@ def simulate_nsd(
         ``clean`` (n_stimuli, n_voxels), ``noise_sd``.
     """
     from .._core.logging import use_log_level
+    from .._core.validation import check_option
     from ..testing import write_nsd_tree
     from .stimuli import load_stimuli, resize_images
 
     subjects = check_subjects(subjects, range(1, 9))
     snr = check_snr(snr)
+    check_option(annotations, "annotations", ("shipped", "image"))
+    check_option(volume_shapes, "volume_shapes", ("same", "nsd"))
     n_sessions, n_shared, n_voxels, image_size = (_check_int(v, p, lo) for v, p, lo in (
         (n_sessions, "n_sessions", 1), (n_shared, "n_shared", 2), (n_voxels, "n_voxels", 4),
         (image_size, "image_size", 8)))
@@ -439,7 +455,7 @@ def simulate_nsd(
         truth = out / "truth"
         for s in subjects:
             n_s = int(round(n_voxels * _NSDGENERAL[s - 1] / _NSDGENERAL[0]))
-            mask, coords = nsd_volume(volume_shape, n_s, seed * 1000 + s)
+            mask, coords = nsd_volume(_subject_shape(volume_shape, s, volume_shapes), n_s, seed * 1000 + s)
             model = nsd_encoding_model(energy, semantic, coords, snr=snr, seed=seed * 1000 + s)
             srng = np.random.default_rng([seed, s, 303])
             offsets = srng.normal(0, 1.0, (n_sessions, n_s)) * model["signal_sd"]
@@ -465,16 +481,26 @@ def simulate_nsd(
                        "nuisance": nuisance, "clean": model["clean"], "noise_sd": model["noise_sd"]}
         # two captions per shipped image (its caption and its class); a user's stimuli get placeholders
         caps = None if captions is None else [[str(c), f"an image of a {str(class_names[k]).lower()}"]
-                                              for c, k in zip(captions, labels)]
+                                              for c, k in zip(captions, labels)]  # type: ignore[arg-type]
+        if annotations == "image":
+            from ._annotations import known_answer_captions
+
+            caps = known_answer_captions(stimuli)
         root = write_nsd_tree(out / "nsd", stimuli=stimuli, subjectim=subjectim, masterordering=masterordering,
                               sharedix=sharedix, betas=betas, masks=masks, formats=formats, captions=caps,
                               rois=atlases, hemispheres=hemispheres, ncsnr=ncsnr)
+        if annotations == "image":
+            from ._annotations import known_answer_depth, write_simulated_depth
+
+            write_simulated_depth(root, known_answer_depth(stimuli))
         save_truth_npz(truth / "features.npz", gabor_energy=energy.astype(np.float16), semantic=semantic,
                        labels=np.full(len(stimuli), -1) if labels is None else labels,
                        subjectim=subjectim, masterordering=masterordering, sharedix=sharedix)
         params = {"dataset": "nsd", "subjects": subjects, "n_sessions": n_sessions, "n_shared": n_shared,
                   "n_voxels": n_voxels, "snr": snr, "seed": seed, "image_size": image_size,
-                  "volume_shape": list(volume_shape), "n_stimuli": len(stimuli),
+                  "volume_shape": list(volume_shape), "volume_shapes": volume_shapes,
+                  "subject_volume_shapes": {f"subj{x:02d}": list(masks[x].shape) for x in subjects},
+                  "annotations": annotations, "n_stimuli": len(stimuli),
                   "stimuli": source,
                   "train_images_disjoint_across_subjects": disjoint,
                   "features": {"gabor_energy": "3 scales (H/16, H/8, H/4 px) x 4 orientations, 16 x 16 grid",
@@ -486,6 +512,17 @@ def simulate_nsd(
                                            "removed; test repeats averaged")
         write_json(out / "ceiling.json", ceiling)
     return SimulationResult("nsd", out, Path(root), truth, ceiling, list(subjects), data)
+
+
+def _subject_shape(volume_shape: Sequence[int], subject: int, mode: str) -> tuple[int, int, int]:
+    """Subject ``subject``'s volume: ``volume_shape``, or scaled by NSD's func1pt8mm grids (``mode="nsd"``)."""
+    shape = tuple(int(v) for v in volume_shape)
+    if mode == "same":
+        return shape  # type: ignore[return-value]
+    from .._core.specs import load_spec
+
+    grids = load_spec("nsd")["volumes"]["func1pt8mm_shapes"]
+    return tuple(max(4, int(round(v * a / b))) for v, a, b in zip(shape, grids[subject - 1], grids[0]))  # type: ignore[return-value]
 
 
 def _nsd_ideal(betas: np.ndarray, nuisance: np.ndarray, stim: np.ndarray, is_test: np.ndarray,

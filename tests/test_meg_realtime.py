@@ -176,11 +176,16 @@ def test_time_resolved_per_window_models_and_curve(run):
     assert png.size[0] > 100 and png.size[1] > 100
 
 
-def test_shifting_windows_one_model(meg_root, tmp_path):
+def test_shifting_windows_one_model_on_dinov2_targets(meg_root, tmp_path):
+    from neurodecode.models import load_decoder
+
     out = tmp_path / "shift"
     summary = _train(meg_root, out, "--max-steps", "1", "--set", 'decoder.time.mode="shifting"',
                      "--set", "decoder.selection.clip_weights=[0.75]", "--set", "decoder.ridge.enabled=false",
-                     "--set", "decoder.retrieval.large_set=false")
+                     "--set", "decoder.retrieval.large_set=false", "--set", 'latents.image="dinov2-giant-tiny"')
+    model = load_decoder(out)
+    assert model.config.latent_dim == 36 and model.config.clip_weight == 0.75  # DINOv2-giant CLS (tiny twin)
+    assert load_decoder(out / "time" / "shifting").config.n_times == 10
     assert sorted(p.name for p in (out / "time").iterdir()) == ["shifting"]
     keys = [k for k in summary["metrics"] if k.startswith("time/shifting/")]
     assert all("/top" in k for k in keys)

@@ -19,8 +19,12 @@ def encoder_run(tmp_path_factory):
     import torch
 
     from neurodecode._core.files import write_json
-    from neurodecode.models.brain_encoder import (RidgeBrainEncoder, RidgeEncoderConfig, TransformerBrainEncoder,
-                                                  roi_groups)
+    from neurodecode.models.brain_encoder import (
+        RidgeBrainEncoder,
+        RidgeEncoderConfig,
+        TransformerBrainEncoder,
+        roi_groups,
+    )
 
     run = tmp_path_factory.mktemp("enc-run")
     rng = np.random.default_rng(0)

@@ -335,8 +335,11 @@ def train_meg_realtime(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict
         """Training windows per subject: all (None), without the validation concepts (False), or only them."""
         outp = {}
         for s, (tr, _) in trials.items():
+            if val is None:  # every training window, no copy
+                outp[s] = _Part(tr.X, rows_of(tr.stimulus_ids), tr.stimulus_ids.astype(str))
+                continue
             is_val = np.isin(tr.metadata["concept"].astype(str), list(val_concepts))
-            keep = np.ones(len(tr), bool) if val is None else (is_val if val else ~is_val)
+            keep = is_val if val else ~is_val
             outp[s] = _Part(tr.X[keep], rows_of(tr.stimulus_ids[keep]), tr.stimulus_ids[keep].astype(str))
         return outp
 
@@ -347,8 +350,15 @@ def train_meg_realtime(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict
         return st
 
     def batches(parts: Mapping[str, _Part], x_of: Any = None) -> Any:
-        xs = [x_of(p.X) if x_of else p.X for p in parts.values()]
-        arrays = {"x": np.concatenate(xs), "image_embeds": IndexedRows(feats, np.concatenate([p.rows for p in parts.values()])),
+        """Training batches mixing subjects (a ``subject`` index column); ``x_of(subject, X)`` transforms X."""
+        n = sum(len(p.X) for p in parts.values())
+        first = next(iter(parts.values())).X
+        x = np.empty((n, *first.shape[1:]), dtype=np.float32)
+        a = 0
+        for s, p in parts.items():
+            x[a:a + len(p.X)] = x_of(s, p.X) if x_of else p.X
+            a += len(p.X)
+        arrays = {"x": x, "image_embeds": IndexedRows(feats, np.concatenate([p.rows for p in parts.values()])),
                   "subject": np.concatenate([np.full(len(p.X), i, np.int64) for i, p in enumerate(parts.values())])}
         return ArrayBatches(arrays, ctx.config.batch_size, drop_last=True)
 
@@ -491,17 +501,21 @@ def _time_resolved(ctx: Any, tcfg: TimeTable, trials: Mapping[str, tuple[Any, An
                    build: Any, stats_of: Any, batches: Any, results: dict[str, Any],
                    metrics: dict[str, float]) -> dict[str, Any]:
     """Retrieval (averaged test, n-way) as a function of the window start; writes the JSON and the plot."""
-    from dataclasses import replace
-
     out = ctx.out
     wins = time_windows(times, tcfg.window, tcfg.step, sfreq)
     n_w = int(round(tcfg.window * sfreq))
 
-    def corrected(X: np.ndarray) -> np.ndarray:  # baseline of the whole epoch, then the windows are cut
-        return (X - X[:, :, :baseline].mean(axis=2, keepdims=True)) if baseline else X
+    def base_of(X: np.ndarray) -> np.ndarray:  # per trial and channel: the epoch's pre-stimulus mean
+        return X[:, :, :baseline].mean(axis=2, keepdims=True) if baseline else np.zeros(X.shape[:2] + (1,), X.dtype)
 
-    parts = {s: _Part(corrected(tr.X), rows_of(tr.stimulus_ids), tr.stimulus_ids.astype(str))
-             for s, (tr, _) in trials.items()}
+    def corrected(X: np.ndarray) -> np.ndarray:  # baseline of the whole epoch, then the windows are cut
+        return X - base_of(X)
+
+    bases = {s: base_of(tr.X) for s, (tr, _) in trials.items()}
+
+    def cut(start: int) -> dict[str, _Part]:  # baseline-corrected windows, without copying whole epochs
+        return {s: _Part(tr.X[:, :, start:start + n_w] - bases[s], rows_of(tr.stimulus_ids),
+                         tr.stimulus_ids.astype(str)) for s, (tr, _) in trials.items()}
     tests = {s: corrected(te.average_repeats().X) for s, (_, te) in trials.items()}
     test_labels = {s: np.searchsorted(test_ids, te.average_repeats().stimulus_ids.astype(str))
                    for s, (_, te) in trials.items()}
@@ -532,15 +546,18 @@ def _time_resolved(ctx: Any, tcfg: TimeTable, trials: Mapping[str, tuple[Any, An
 
     if tcfg.mode == "per-window":
         for start, t0 in progress(wins, desc="time windows", unit="window", verbose=ctx.verbose):
-            sub = {s: replace(p, X=p.X[:, :, start:start + n_w]) for s, p in parts.items()}
+            sub = cut(start)
             model = _new_model(build(n_w, 0, lam), stats_of(sub, 0), int(ctx.config.seed))
             name = f"{int(round(t0 * 1000)):+d}ms"
             results[f"window-model/{name}"] = _fit(model, tconf, batches(sub), None, out / "time" / name, ctx.resume)
             score(model, start, t0)
     else:
         # statistics over every window position of the epoch, one model trained on random windows of it
-        model = _new_model(build(n_w, 0, lam), stats_of(parts, 0), int(ctx.config.seed))
-        results["window-model/shifting"] = _fit(model, tconf, batches(parts), None, out / "time" / "shifting", ctx.resume)
+        parts = {s: _Part(tr.X, rows_of(tr.stimulus_ids), tr.stimulus_ids.astype(str)) for s, (tr, _) in trials.items()}
+        stats = stats_of({s: _Part(p.X[:2000] - bases[s][:2000], p.rows, p.ids) for s, p in parts.items()}, 0)
+        model = _new_model(build(n_w, 0, lam), stats, int(ctx.config.seed))
+        src = batches(parts, lambda s, X: X - bases[s])  # one corrected copy, in the batch source
+        results["window-model/shifting"] = _fit(model, tconf, src, None, out / "time" / "shifting", ctx.resume)
         for start, t0 in wins:
             score(model, start, t0)
     chance = 1.0 / len(test_ids)

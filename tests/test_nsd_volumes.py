@@ -169,3 +169,12 @@ def test_simulated_volumes_of_different_grids_are_resized_to_one(tmp_path):
     want = volume_patches(_torch_resize(vol.reshape(16, 17, 14, -1), target, False), 7, grid.keep)
     np.testing.assert_allclose(trials.X, want, atol=1e-4)
     assert trials.provenance["native_shape"] == [16, 17, 14]
+
+
+def test_hdf5_and_nifti_betas_give_the_same_patches(tmp_path):
+    root = make_nsd_fixture(tmp_path / "nsd", subjects=(1,), n_sessions=1, n_shared=40, volume_shape=(6, 7, 5))
+    kw = dict(target_shape=(8, 8, 8), patch_size=4, zscore="train")
+    h5 = load_nsd_volumes(root, 1, source="hdf5", **kw)
+    nii = load_nsd_volumes(root, 1, source="nifti", **kw)
+    assert h5.provenance["files"][0].endswith(".hdf5") and nii.provenance["files"][0].endswith(".nii.gz")
+    np.testing.assert_array_equal(h5.X, nii.X)

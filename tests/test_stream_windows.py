@@ -61,14 +61,15 @@ def test_windows_equal_the_offline_loader_epochs(meg_run, l_freq, h_freq, tmin, 
 
 
 def test_window_on_a_grid_with_up_not_one_equals_whole_signal_resampling(rng):
+    """The event is output sample 0 of its window: on the whole signal's grid, the same samples."""
     # 1000 Hz -> 120 Hz: up 3, down 25; the whole signal's length is a multiple of 25 (MNE's ratio is then 3/25)
     x = rng.standard_normal((3, 25 * 400))
     whole = mne.filter.resample(x, up=120.0, down=1000.0, method="polyphase", verbose="error")
     spec = WindowSpec(("a", "b", "c"), 120.0, -0.1, 37)
     plan = plan_windows(spec, 1000.0)
     assert (plan.up, plan.down) == (3, 25)
-    for event in (1234, 4001, 5555, 7777):
-        k = int(np.round(event * 120.0 / 1000.0)) + int(round(-0.1 * 120.0))
+    for event in (1250, 4000, 5575, 7775):  # on the 120 Hz grid of the whole signal (multiples of 25 / 3)
+        k = event * 3 // 25 + int(round(-0.1 * 120.0))
         start, stop = plan.extent(event)
         win = extract_window(plan, x[:, start:stop], event, offset=start)
         np.testing.assert_allclose(win, whole[:, k:k + 37], rtol=0, atol=1e-6)
@@ -165,3 +166,35 @@ def test_a_stream_at_another_rate_or_without_the_channels_is_refused(rng):
         StreamDecoder(_Linear(spec, np.eye(2)), _source(rng)[1], hop=-1.0).run()
     with pytest.raises(ValidationError, match="lsl://"):
         StreamDecoder(_Linear(spec, np.eye(2)), "MEG", hop=1.0).run()
+
+
+def test_lsl_replay_gives_the_in_memory_answers(rng):
+    """A short recording replayed by mne-lsl's player (localhost LSL; liblsl's C sockets are not Python
+    sockets, so pytest-socket does not block them) decodes to the same windows as the array source."""
+    import uuid
+
+    from mne_lsl.player import PlayerLSL
+
+    sfreq, names = 250.0, ["c0", "c1", "stim", "c2"]
+    data = rng.standard_normal((4, 705)) * 1e-12  # not a whole number of chunks (the player warns then)
+    onsets = [1.2, 1.7, 2.1]  # a lead-in: samples pushed before the inlet connects are not received
+    raw = mne.io.RawArray(data, mne.create_info(names, sfreq, "mag"), verbose="error")
+    raw.set_annotations(mne.Annotations(onsets, 0.0, ["x", "y", "x"]))
+    spec = WindowSpec(("c2", "c0", "c1"), 125.0, -0.1, 25, raw_sfreq=sfreq)
+    W = rng.standard_normal((3, 4)) * 1e12
+    offline = StreamDecoder(_Linear(spec, W), ArraySource(data, sfreq, names, markers=list(zip(onsets, "xyx")))).run()
+    assert [r["event"] for r in offline] == ["x", "y", "x"]
+    name = f"nd-unit-{uuid.uuid4().hex[:8]}"
+    player = PlayerLSL(raw, chunk_size=10, n_repeat=1, name=name, annotations=True,
+                       annotations_encoding="string").start()
+    try:
+        live = StreamDecoder(_Linear(spec, W), f"lsl://{name}", markers=f"lsl://{name}-annotations",
+                             marker_delay=1.0 / sfreq, max_windows=3, timeout=5.0).run()
+    finally:
+        player.stop() if player.running else None
+    assert [r["event"] for r in live] == ["x", "y", "x"]
+    # counted from the first sample received: the spacing is the recording's
+    assert np.diff([r["event_sample"] for r in live]).tolist() == np.diff(np.round(np.multiply(onsets, sfreq))).tolist()
+    np.testing.assert_allclose(np.stack([r["embedding"] for r in live]),
+                               np.stack([r["embedding"] for r in offline]), rtol=1e-5, atol=1e-6)
+    assert all(-10 / sfreq - 1e-3 < r["latency_s"] < 2.0 for r in live)  # stamps run up to a chunk ahead

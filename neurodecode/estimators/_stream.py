@@ -232,7 +232,7 @@ class StreamDecoder:
         picks, plan = self._check_stream(meta, decoder)
         self.decoder_, self.stream_, self.plan_ = decoder, meta, plan
         self.results_: list[dict[str, Any]] = []
-        start, stop = plan.extent(0.0)
+        start, stop = plan.extent(0)
         span = stop - start
         buffer_s = self.buffer_s if self.buffer_s is not None else span / meta.sfreq + 5.0
         if buffer_s * meta.sfreq < 2 * span:

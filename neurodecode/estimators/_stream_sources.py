@@ -35,6 +35,19 @@ class StreamNotFoundError(NeurodecodeError, TimeoutError):
     """No LSL stream of the requested name answered in time."""
 
 
+def _lsl() -> Any:
+    """``mne_lsl.lsl``, or an error naming the package to install."""
+    try:
+        import mne_lsl.lsl as lsl
+    except ImportError as exc:
+        from ..metrics._deps import MissingDependencyError
+
+        raise MissingDependencyError(format_error(
+            "mne_lsl", "the mne-lsl package to read LSL streams (it ships liblsl)", f"not installed ({exc})",
+            "pip install 'mne-lsl>=1.14'")) from None
+    return lsl
+
+
 @dataclass(frozen=True)
 class StreamMeta:
     """The stream's name, channel names and nominal rate (Hz)."""
@@ -156,17 +169,18 @@ class LSLSource:
         self.max_buffered = max_buffered
 
     def clock(self) -> float:
-        from mne_lsl.lsl import local_clock
-
-        return float(local_clock())
+        """LSL's clock (the timestamps' clock, after clock synchronisation)."""
+        if getattr(self, "_local_clock", None) is None:
+            self._local_clock = _lsl().local_clock
+        return float(self._local_clock())
 
     @staticmethod
     def _strip(name: str) -> str:
         return name[len("lsl://"):] if str(name).startswith("lsl://") else str(name)
 
     def _inlet(self, name: str, *, flags: Sequence[str], what: str) -> Any:
-        from mne_lsl.lsl import StreamInlet, resolve_streams
-
+        lsl = _lsl()
+        StreamInlet, resolve_streams = lsl.StreamInlet, lsl.resolve_streams
         found = resolve_streams(timeout=float(self.timeout), name=name)
         if not found:
             seen = sorted({s.name for s in resolve_streams(timeout=0.5)})

@@ -6,18 +6,25 @@ new grid (``np.round(sample * sfreq / raw_sfreq)``) and epoch ``[event + round(t
 n_times)`` (optional baseline). A live decoder only ever holds a stretch of the recording, so
 :func:`extract_window` does the same on a stretch with margins:
 
-- resampling: the stretch starts on the full run's output grid (output sample ``k`` sits at input
-  ``k * down / up``, with ``up / down`` the reduced ratio) and reaches ``10 * max(up, down) / up`` input
-  samples beyond the window on each side, the half-length of the polyphase filter MNE designs (Kaiser
-  5.0, the SciPy default); its length is a multiple of ``down``, so MNE derives the same ``up / down``
-  and the same filter from it. Inside the margins the output equals the full run's to float rounding.
+- resampling: the output grid is anchored on the event (its sample is output sample 0; output sample
+  ``k`` sits at input ``event + k * down / up``, with ``up / down`` the reduced ratio); the stretch
+  starts on that grid and reaches ``10 * max(up, down) / up`` input samples beyond the window on each
+  side, the half-length of the polyphase filter MNE designs (Kaiser 5.0, the SciPy default); its length
+  is a multiple of ``down``, so MNE derives the same ``up / down`` and the same filter from it. Inside
+  the margins the output equals the full run's to float rounding.
 - band-pass: a further margin of half the FIR filter's length (what ``mne.filter.create_filter``
   designs for the rate and band edges), filtered, then dropped.
 
-The full run's grid matches this one when the run's length is a multiple of ``down`` (MNE derives its
-ratio from the lengths); for another length MNE stretches its output grid by under one input sample
-over the run. The margins are latency: a window is ready ``margin`` seconds after its last sample
-(50 ms for 1200 -> 200 Hz; a 0.1 Hz high-pass needs ~16 s of future samples).
+Why the event anchors the grid: a live stream has no "first sample of the run" (the decoder receives
+from whenever it connected), and the event is the one time both share. The loaders anchor their grid
+on the run's first sample and round each event onto it, so the windows are the same whenever the
+event's sample lies on that grid (a multiple of ``down / up``, e.g. of 6 for 1200 -> 200 Hz; the
+simulated THINGS-MEG onsets do); otherwise the offline epoch sits up to half an output sample from the
+event and the live one exactly on it. The full run's grid is also this one only when the run's length
+is a multiple of ``down`` (MNE derives its ratio from the lengths; for another length it stretches its
+grid by under one input sample over the run). The margins are latency: a window is ready ``margin``
+seconds after its last sample (55 ms for 1200 -> 200 Hz; a 0.1 Hz high-pass needs ~16 s of future
+samples).
 """
 
 from __future__ import annotations
@@ -94,26 +101,22 @@ class WindowPlan:
     filter_margin: int
     margin_out: int
 
-    def anchor(self, event: float) -> int:
-        """The event's sample on the output grid (the loaders' ``np.round(sample * sfreq / raw_sfreq)``)."""
-        return int(np.round(float(event) * self.spec.sfreq / self.stream_sfreq))
-
-    def extent(self, event: float) -> tuple[int, int]:
+    def extent(self, event: int) -> tuple[int, int]:
         """Input samples ``[start, stop)`` the window of the event at input sample ``event`` needs."""
-        k_start, n_out = self._output_span(event)
-        s0 = k_start * self.down // self.up
+        k_start, n_out = self._output_span()
+        s0 = int(event) + k_start * self.down // self.up
         return s0 - self.filter_margin, s0 + n_out * self.down // self.up + self.filter_margin
 
-    def window_end(self, event: float) -> int:
+    def window_end(self, event: int) -> int:
         """Input sample at (or just before) the window's last output sample."""
-        last = self.anchor(event) + self.spec.i0 + self.spec.n_times - 1
-        return int(math.floor(last * self.down / self.up))
+        return int(event) + (self.spec.i0 + self.spec.n_times - 1) * self.down // self.up
 
-    def _output_span(self, event: float) -> tuple[int, int]:
-        first = self.anchor(event) + self.spec.i0
+    def _output_span(self) -> tuple[int, int]:
+        """First output sample (relative to the event, a multiple of ``up``) and output samples resampled."""
+        first = self.spec.i0
         if self.up == self.down == 1:
             return first, self.spec.n_times
-        k_start = (first - self.margin_out) // self.up * self.up  # on the full run's grid
+        k_start = (first - self.margin_out) // self.up * self.up  # on the grid: an integer input sample
         need = first + self.spec.n_times + self.margin_out - k_start
         n_out = -(-need // self.up) * self.up  # a multiple of up: the input length is a multiple of down
         return k_start, n_out
@@ -159,7 +162,7 @@ def plan_windows(spec: WindowSpec, stream_sfreq: float) -> WindowPlan:
                       margin_out=margin_out)
 
 
-def extract_window(plan: WindowPlan, data: np.ndarray, event: float, offset: int = 0) -> np.ndarray:
+def extract_window(plan: WindowPlan, data: np.ndarray, event: int, offset: int = 0) -> np.ndarray:
     """The model window of one event, prepared as the offline loader prepares its epochs.
 
     Parameters
@@ -169,8 +172,8 @@ def extract_window(plan: WindowPlan, data: np.ndarray, event: float, offset: int
     data : ndarray of shape (n_channels, n_samples)
         Continuous samples at the stream's rate, channels in the model's order; column ``j`` is the
         stream's sample ``offset + j``.
-    event : float
-        The event's input sample (stream sample counter).
+    event : int
+        The event's input sample (stream sample counter); it is output sample 0.
     offset : int
         Stream sample of ``data[:, 0]``.
 
@@ -190,12 +193,12 @@ def extract_window(plan: WindowPlan, data: np.ndarray, event: float, offset: int
 
         seg = mne.filter.filter_data(seg, plan.stream_sfreq, spec.l_freq, spec.h_freq, verbose="error")
         seg = seg[:, plan.filter_margin:seg.shape[1] - plan.filter_margin]
-    k_start, _ = plan._output_span(event)
+    k_start, _ = plan._output_span()
     if not plan.up == plan.down == 1:
         import mne
 
         seg = mne.filter.resample(seg, up=spec.sfreq, down=plan.stream_sfreq, method="polyphase", verbose="error")
-    first = plan.anchor(event) + spec.i0 - k_start
+    first = spec.i0 - k_start
     out = seg[:, first:first + spec.n_times]
     if spec.baseline is not None:
         from mne.baseline import rescale

@@ -66,7 +66,7 @@ BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
     "sd14-vae-320": (_VAE, {"hub_id": "CompVis/stable-diffusion-v1-4", "subfolder": "vae", "image_size": 320,
                             "scaled": True, "tiny_image_size": 40},
                      "SD-1.4 VAE latent at 320 px, x 0.18215 (Takagi's init_latent) 4 x 40 x 40; tiny 4 x 20 x 20"),
-    "sd14-text-cond": (_SD_TEXT, {}, "SD-1.4 text conditioning of a caption 77 x 768 (final LN; recipes average "
+    "sd14-text-cond": (_SD_TEXT, {"output": "text_tokens"}, "SD-1.4 text conditioning of a caption 77 x 768 (final LN; recipes average "
                        "an image's captions, as Takagi's c); tiny 77 x 40"),
 }
 

@@ -115,7 +115,7 @@ class SdTextCondSpace(LatentSpace):
 
 def build_sd_text_space(name: str, *, weights: Any = None, device: Any = "cpu", dtype: Any = "float32",
                         batch_size: int = 32, verbose: Any = None, tiny: bool = False, seed: int = 0,
-                        hub_id: str = SD14_HUB_ID) -> SdTextCondSpace:
+                        hub_id: str = SD14_HUB_ID, output: str = "text_tokens") -> SdTextCondSpace:
     """Registry builder of ``sd14-text-cond`` / ``-tiny`` (see :func:`~neurodecode.latents.get_space`).
 
     Parameters
@@ -126,8 +126,14 @@ def build_sd_text_space(name: str, *, weights: Any = None, device: Any = "cpu", 
         ``text_encoder/`` and ``tokenizer/``.
     hub_id : str
         The published weights (default ``CompVis/stable-diffusion-v1-4``).
+    output : {"text_tokens"}
+        The one output (named so that recipes read the space as a text space: captions in, mean per image).
     """
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .._core.validation import check_option
+
+    check_option(output, "output", ("text_tokens",))
 
     weights_file: Path | None = None
     if weights == "random" or (weights is None and tiny):

@@ -70,6 +70,8 @@ LATENT_KEYS: dict[str, str] = {
     "vae_latents": "(n, c, h, w) image-autoencoder latents for the low-level path",
     "text_embeds": "(n, d) sentence embedding",
     "speech_features": "(n, d, t) speech features over a segment (wav2vec2-xlsr-53 layers 14-18: d = 1024, 120 Hz)",
+    "blip_image_tokens": "(n, 226, 768) BLIP-base (CapFilt-L) vision-encoder tokens at 240 px (Takagi's captions)",
+    "dpt_hidden_states": "(n, 4, 577, 1024) DPT-large backbone hidden states at its 4 backbone_out_indices (depth)",
 }
 
 

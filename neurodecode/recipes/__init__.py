@@ -35,6 +35,8 @@ RUNNERS: dict[str, str] = {
     "brain_encoder": "neurodecode.recipes._encoder",
     "meg_brain_module": "neurodecode.recipes._meg_realtime",
     "sttm": "neurodecode.recipes._sttm",
+    "takagi": "neurodecode.recipes._multi_input",
+    "brain_captioning": "neurodecode.recipes._multi_input",
 }
 
 

@@ -40,6 +40,7 @@ from ._retrieval import (
     topk_identification,
     true_rank,
 )
+from ._segments import SPEECH_PAPER_RESULTS, segment_retrieval
 from ._stats import bootstrap_ci, chance_level, derangement
 from ._text import (
     TEXT_PROTOCOLS,
@@ -112,4 +113,6 @@ __all__ = [
     "encoding_accuracy",
     "noise_ceiling_from_ncsnr",
     "roi_masks",
+    "segment_retrieval",
+    "SPEECH_PAPER_RESULTS",
 ]

@@ -120,6 +120,16 @@ def test_caption_is_encoded_by_sd_text_encoder(gen):
     assert np.abs(d.astype(int) - a).max() <= 1
 
 
+def test_scaled_latents_are_unscaled_before_decoding(gen):
+    """Takagi's init_latent (and the sd14-vae-320 space) is scaled by 0.18215: scaled_latents=True divides first."""
+    z = _latents(n=2, seed=6)["vae_latents"]
+    scaled = get_generator("sd-img2img", weights="tiny", scaled_latents=True)
+    factor = float(gen.components_["vae"].config.scaling_factor)
+    assert factor == pytest.approx(0.18215)
+    np.testing.assert_array_equal(scaled.init_pixels({"vae_latents": z * factor}), gen.init_pixels({"vae_latents": z}))
+    assert scaled.provenance()["scaled_latents"] is True
+
+
 def test_teaching_errors(gen):
     lat = _latents(n=2)
     with pytest.raises(ShapeMismatchError, match="clip_text_tokens"):

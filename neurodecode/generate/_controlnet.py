@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._base import denoise, load_subfolders, tiny_unet_config, tiny_vae
-from ._sd_img2img import SDImg2ImgGenerator, ddim_config, tiny_clip_text_encoder, tiny_clip_tokenizer
+from ._sd_img2img import SDImg2ImgGenerator, ddim_config, sd_ddim, tiny_clip_text_encoder, tiny_clip_tokenizer
 
 __all__ = ["ControlNetDepthGenerator", "CONTROLNET", "control_image"]
 
@@ -146,6 +146,7 @@ class ControlNetDepthGenerator(SDImg2ImgGenerator):
         cn_folder = resolve_files(str(self.controlnet), diffusers_model_files("", self._load_dtype_name()),
                                   what="depth ControlNet weights")
         parts["controlnet"] = load_component(cn_folder, "", ControlNetModel, self.torch_dtype_)
+        parts["scheduler"] = sd_ddim(parts["scheduler"])
         return parts
 
     def _extra_expects(self) -> dict[str, tuple[int | None, ...]]:

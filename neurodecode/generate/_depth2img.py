@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._base import denoise, load_subfolders, tiny_unet_config, tiny_vae
-from ._sd_img2img import SDImg2ImgGenerator, ddim_config, tiny_clip_text_encoder, tiny_clip_tokenizer
+from ._sd_img2img import SDImg2ImgGenerator, ddim_config, sd_ddim, tiny_clip_text_encoder, tiny_clip_tokenizer
 
 __all__ = ["Depth2ImgGenerator", "depth_condition"]
 
@@ -101,9 +101,11 @@ class Depth2ImgGenerator(SDImg2ImgGenerator):
         from transformers import CLIPTextModel, CLIPTokenizer
 
         folder = self._resolve(name_or_path)
-        return load_subfolders(folder, {
+        parts = load_subfolders(folder, {
             "unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
             "tokenizer": CLIPTokenizer, "scheduler": DDIMScheduler}, self.torch_dtype_)
+        parts["scheduler"] = sd_ddim(parts["scheduler"])
+        return parts
 
     def _extra_expects(self) -> dict[str, tuple[int | None, ...]]:
         return {"depth_maps": (None, None, None)}

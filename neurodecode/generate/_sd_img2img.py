@@ -102,6 +102,18 @@ def ddim_config() -> dict[str, Any]:
     return {**SD_BETAS, "steps_offset": 1, "clip_sample": False, "set_alpha_to_one": False}
 
 
+def sd_ddim(scheduler: Any) -> Any:
+    """A DDIM scheduler on ``scheduler``'s noise schedule with SD's DDIM conventions (:func:`ddim_config`) enforced.
+
+    Repositories ship a PNDM config whose ``steps_offset`` / ``clip_sample`` entries vary with their age (a missing
+    ``clip_sample`` would make DDIM clip); the reference LDM sampler neither clips nor starts at timestep 0.
+    """
+    from diffusers import DDIMScheduler
+
+    fixed = {k: v for k, v in ddim_config().items() if k not in SD_BETAS}
+    return DDIMScheduler.from_config(scheduler.config, **fixed)
+
+
 def img2img_start(scheduler: Any, init_latents: Any, generators: Sequence[Any], *, steps: int, strength: float,
                   init_noise: str, device: Any, dtype: Any) -> tuple[Any, Any]:
     """Noised init latents and the timesteps to run (img2img at ``strength``).
@@ -135,8 +147,9 @@ def img2img_start(scheduler: Any, init_latents: Any, generators: Sequence[Any], 
 class SDImg2ImgGenerator(Generator):
     """Stable Diffusion 1.4 img2img from a decoded init latent and a decoded text condition (Takagi & Nishimoto).
 
-    Expects ``latents["vae_latents"]`` of shape (n, 4, h, w) (raw VAE latents, before the scaling factor;
-    4 x 40 x 40 at 320 px for Takagi's ``init_latent``) **or** ``latents["init_images"]`` (n, H, W, 3) in
+    Expects ``latents["vae_latents"]`` of shape (n, 4, h, w) (raw VAE latents, before the scaling factor, or
+    scaled with ``scaled_latents=True``: 4 x 40 x 40 at 320 px for Takagi's ``init_latent``, the ``sd14-vae-320``
+    space) **or** ``latents["init_images"]`` (n, H, W, 3) in
     0-255; and ``latents["clip_text_tokens"]`` of shape (n, 77, 768) (the SD-1.4 condition, CLIP ViT-L/14
     text tokens) **or** ``latents["captions"]`` (n strings, encoded by SD's text encoder).
 
@@ -151,6 +164,10 @@ class SDImg2ImgGenerator(Generator):
     ----------
     n_samples : int or None
         Samples per image of :meth:`generate_samples` (``None``: ``default_n_samples``, 5 as Takagi).
+    scaled_latents : bool
+        ``vae_latents`` are given times the VAE's scaling factor (diffusers' UNet space; Takagi's ``init_latent``
+        and the ``sd14-vae-320`` space are): they are divided by it before decoding. Default: raw latents, the
+        ``vae_latents`` convention of :mod:`neurodecode.generate`.
     **kwargs
         See :class:`~neurodecode.generate._base.Generator`.
 
@@ -176,9 +193,11 @@ class SDImg2ImgGenerator(Generator):
     #: Tiny tier: text width 40 (not 768: a real-tier condition is refused), UNet at 16 x 16 latents (32 px).
     TINY: ClassVar[dict[str, Any]] = {"text_width": 40, "sample_size": 16}
 
-    def __init__(self, weights: Any = None, *, n_samples: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, weights: Any = None, *, n_samples: int | None = None, scaled_latents: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(weights, **kwargs)
         self.n_samples = int(self.default_n_samples if n_samples is None else n_samples)
+        self.scaled_latents = bool(scaled_latents)
 
     # ------------------------------------------------------------------ building
     def _build_tiny(self) -> dict[str, Any]:
@@ -201,9 +220,11 @@ class SDImg2ImgGenerator(Generator):
         from transformers import CLIPTextModel, CLIPTokenizer
 
         folder = self._resolve(name_or_path)
-        return load_subfolders(folder, {
+        parts = load_subfolders(folder, {
             "unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
             "tokenizer": CLIPTokenizer, "scheduler": DDIMScheduler}, self.torch_dtype_)
+        parts["scheduler"] = sd_ddim(parts["scheduler"])
+        return parts
 
     # ------------------------------------------------------------------ inputs
     def _text_shape(self) -> tuple[int | None, ...]:
@@ -309,6 +330,8 @@ class SDImg2ImgGenerator(Generator):
         else:
             vae = self.components_["vae"]
             z = torch.as_tensor(np.asarray(latents["vae_latents"], dtype=np.float32))
+            if self.scaled_latents:
+                z = z / float(vae.config.scaling_factor)
             with torch.inference_mode():
                 x = vae.decode(z.to(device=self.execution_device, dtype=next(vae.parameters()).dtype)).sample
             x = torch.clamp((x.float() + 1.0) / 2.0, 0.0, 1.0).permute(0, 2, 3, 1).cpu().numpy()
@@ -375,4 +398,4 @@ class SDImg2ImgGenerator(Generator):
     def provenance(self) -> dict[str, Any]:
         return {**super().provenance(), "default_strength": self.default_strength, "n_samples": self.n_samples,
                 "scheduler": self.default_scheduler, "init_noise": self.default_init_noise,
-                "sample_seed_stride": SAMPLE_STRIDE}
+                "sample_seed_stride": SAMPLE_STRIDE, "scaled_latents": self.scaled_latents}

@@ -54,6 +54,8 @@ HUB_FIXTURES: dict[str, str] = {
     "blip-base": "Salesforce/blip-image-captioning-base",
     "dpt-large": "Intel/dpt-large",
     "sd-v1-4": "CompVis/stable-diffusion-v1-4",
+    "sd2-depth": "stabilityai/stable-diffusion-2-depth",
+    "sd-controlnet-depth": "lllyasviel/sd-controlnet-depth",
 }
 
 _OPEN_CLIP = {"clip-vit-l-14": ("ViT-L-14", True), "clip-vit-h-14": ("ViT-H-14", False),
@@ -516,6 +518,40 @@ def _write_dinov2(size_name: str) -> Callable[..., None]:
     return write
 
 
+def _write_sd2_depth(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # stabilityai/stable-diffusion-2-depth: UNet with 5 input channels (4 latent + depth), cross 1024, heads
+    # (5, 10, 20, 20), linear projection, 64 x 64 latents (512 px); the SD VAE; OpenCLIP-H text encoder (1024 wide,
+    # 23 layers, 16 heads, GELU); tokenizer padded with "!"; PNDM scheduler (epsilon). Its depth_estimator
+    # (DPT-hybrid) and feature_extractor are not written: the sd2-depth generator takes the depth map as input.
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    tiny = size == "tiny"
+    unet_kw: dict[str, Any] = {"in_channels": 5}
+    if not tiny:
+        unet_kw.update(attention_head_dim=(5, 10, 20, 20), use_linear_projection=True)
+    _save(UNet2DConditionModel(**_sd_unet_config(size, depth, cross=32 if tiny else 1024, **unet_kw)),
+          root / "unet", variant)
+    _save(AutoencoderKL(**_vae_config(size, sample_size=32 if tiny else 512)), root / "vae", variant)
+    _save(CLIPTextModel(_clip_text_config(size, depth, width=1024, layers=23, heads=16, ffn=4096, act="gelu")),
+          root / "text_encoder", variant)
+    clip_bpe_tokenizer_files(root / "tokenizer", pad_token="!")
+    _scheduler(root / "scheduler", "PNDMScheduler", **_SD_BETAS, skip_prk_steps=True, steps_offset=1,
+               set_alpha_to_one=False)
+
+
+def _write_controlnet_depth(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # lllyasviel/sd-controlnet-depth (config.json + diffusion_pytorch_model at the root): SD 1.5's UNet encoder
+    # (cross 768, (320, 640, 1280, 1280), 8 heads), conditioning embedding (16, 32, 96, 256) (x8, the SD VAE's
+    # factor), RGB conditioning; tiny: (16, 32), x2 as the tiny VAE
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    tiny = size == "tiny"
+    unet = UNet2DConditionModel(**_sd_unet_config(size, depth, cross=32 if tiny else 768))
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32) if tiny else (16, 32, 96, 256))
+    _save(net, root, variant)
+
+
 _WRITERS: dict[str, Callable[..., None]] = {
     "sd-vae": _write_sd_vae, "lowlevel": _write_lowlevel, "versatile": _write_versatile, "unclip": _write_unclip,
     "sdxl-turbo": _write_sdxl_turbo, "ip-adapter": _write_ip_adapter, "git": _write_git,
@@ -523,6 +559,7 @@ _WRITERS: dict[str, Callable[..., None]] = {
     "dinov2-base": _write_dinov2("base"), "dinov2-giant": _write_dinov2("giant"),
     # CompVis/stable-diffusion-v1-4 has SD 1.5's architecture and layout (unet, vae, CLIP-L text encoder, tokenizer)
     "blip-base": _write_blip_base, "dpt-large": _write_dpt_large, "sd-v1-4": _write_lowlevel,
+    "sd2-depth": _write_sd2_depth, "sd-controlnet-depth": _write_controlnet_depth,
 }
 
 

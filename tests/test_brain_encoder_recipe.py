@@ -90,3 +90,24 @@ def test_step_lr_is_the_references_schedule():
         step = int(round(step_epoch * spe))
         assert lr == pytest.approx(5e-4 * 0.1 ** (step // (2 * spe)), rel=1e-6)
     assert bool(model.fitted) and torch.isfinite(model.readout.weight).all()
+
+
+def test_reconstruct_identifies_among_training_images_only(run, sim, tmp_path):
+    from PIL import Image
+
+    from neurodecode.data import load_nsd, load_nsd_stimuli
+    from neurodecode.recipes import load_recipe, reconstruct
+
+    out, _ = run
+    summary = reconstruct(load_recipe(PIPELINE, preset="tiny"), sim, 1, out, tmp_path / "recons", limit=3)
+    assert summary["n_done"] == 3
+    prov = json.loads((tmp_path / "recons" / "provenance.json").read_text())["runs"][-1]
+    chosen = prov["generator"]["chosen_nsd_ids"]
+    trials = load_nsd(sim, 1, sessions=1)
+    assert set(chosen) <= set(trials.train.stimulus_ids.tolist())
+    assert not set(chosen) & set(trials.test.stimulus_ids.tolist())  # never a test image
+    pngs = sorted((tmp_path / "recons").rglob("*_recon.png"))
+    written = {p.name.split("_stim-")[1].split("_")[0]: p for p in pngs}
+    for label, item in prov["written"].items():
+        img = np.asarray(Image.open(written[label]))
+        np.testing.assert_array_equal(img, load_nsd_stimuli(sim, [item["nsd_id"]])[0])

@@ -22,6 +22,9 @@ Per subject of ``[data]``:
    ``space.json``, what :func:`load_encoder` and ``neurodecode simulate nsd --encoder`` read), the
    per-voxel scores (``OUT/sub-XX/voxel_scores.npz``) and voxel maps of r^2 / NC (or r) plotted with nilearn
    (``OUT/sub-XX/nc_r2_<model>.png``).
+
+``reconstruct`` identifies each test response's image among the subject's training images with the encoder
+(no generator): see :func:`reconstruct`.
 """
 
 from __future__ import annotations
@@ -83,12 +86,107 @@ def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
     return out
 
 
-def reconstruct(recipe: Mapping[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """An encoder predicts voxels, it reconstructs nothing: use ``neurodecode simulate nsd --encoder RUN``."""
-    raise ValidationError(format_error("decoder.name", "a decoder recipe for reconstruct", "'brain_encoder'",
-                                       "The brain encoder predicts brain responses: simulate from it with "
-                                       "`neurodecode simulate nsd --encoder RUN OUT`, or score reconstructions with "
-                                       "neurodecode.metrics.brain_correlation"))
+def reconstruct(recipe: Mapping[str, Any], data_root: Any, subject: Any, checkpoint: Any, out_dir: Any, *,
+                device: Any = "cpu", batch_size: int | None = None, limit: int | None = None, verbose: Any = None,
+                **_: Any) -> dict[str, Any]:
+    """Identify each test response's image among the subject's *training* images with the encoder (no generator).
+
+    An encoder reconstructs by identification (Kay et al. 2008; Naselaris et al. 2009 with an image prior): every
+    training image of the subject (the prior; never a test image) is encoded into predicted voxels, and each test
+    response gets the candidate whose prediction correlates best with it across voxels. The chosen image is
+    written as the item's ``_recon.png`` (a BIDS-style derivative like every ``reconstruct``); the provenance
+    names each chosen NSD id and its correlation.
+
+    Parameters
+    ----------
+    recipe : dict
+        The validated brain-encoder recipe.
+    data_root : path-like
+        The NSD root.
+    subject : int or str
+        The subject (one of the run).
+    checkpoint : path-like
+        The run folder (or ``RUN/sub-XX`` / ``RUN/sub-XX/encoder``).
+    out_dir : path-like
+        Derivative root.
+    device : str
+        Where the latent space runs.
+    batch_size : int or None
+        Candidates encoded per forward pass.
+    limit : int or None
+        Only the first ``limit`` test stimuli.
+    verbose : bool or str or None
+
+    Returns
+    -------
+    summary : dict
+        ``n_items``, ``n_done``, ``n_skipped``, ``rank``, ``world_size``, ``out_dir``, ``timings``.
+    """
+    import time
+
+    from .._core.versions import package_versions
+    from ..data import load_nsd_stimuli
+    from ..latents import get_space
+    from ..models.brain_encoder import load_brain_encoder
+    from ._derivative import ProvenanceLog, _png, describe_derivative, distributed_rank, output_paths
+
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe_name = str(recipe.get("_source", {}).get("name", "recipe"))
+    rank, world = distributed_rank()
+    s = nsd_subject_ids(subject)[0]
+    enc, space_name, weights = load_brain_encoder(checkpoint, s)
+    trials = load_nsd_for_recipe(Path(data_root), recipe["data"], s, verbose=verbose)
+    test, train_ids = trials.test, np.unique(trials.train.stimulus_ids)
+    if len(np.unique(test.stimulus_ids)) != len(test):
+        test = test.average_repeats()
+    if limit is not None:
+        test = test.subset(np.arange(min(int(limit), len(test))), note=f"first {limit} test stimuli")
+    if enc.config.n_voxels != test.n_features:
+        raise ValidationError(format_error("checkpoint", f"an encoder of {test.n_features} voxels (this subject's)",
+                                           f"{enc.config.n_voxels} voxels", "Pass the run of this subject and [data]"))
+    positions = np.arange(rank, len(test), world)
+    paths = [output_paths(out, test.subject, test.stimulus_ids[i], recipe_name) for i in positions]
+    todo = [k for k, p in enumerate(paths) if not p["image"].is_file()]
+    summary: dict[str, Any] = {"n_items": len(test), "n_assigned": len(positions),
+                               "n_skipped": len(positions) - len(todo), "n_done": 0, "rank": rank,
+                               "world_size": world, "out_dir": str(out), "subject": test.subject,
+                               "recipe": recipe_name}
+    chosen: dict[str, Any] = {}
+    if todo:
+        space = get_space(space_name, weights=weights, device=device, verbose=verbose)
+        candidates = load_nsd_stimuli(Path(data_root), train_ids)
+        pred = enc.predict(space.encode_images(candidates, batch_size=batch_size))  # (n_candidates, n_voxels)
+        measured = test.X[positions[todo]]
+        scores = _row_z(measured) @ _row_z(pred).T / pred.shape[1]  # Pearson r across voxels, every pair
+        best = np.nanargmax(np.nan_to_num(scores, nan=-np.inf), axis=1)
+        for j, k in enumerate(todo):
+            _png(paths[k]["image"], candidates[best[j]])
+            label = paths[k]["image"].name.split("_stim-")[1].split("_")[0]
+            chosen[label] = {"nsd_id": int(train_ids[best[j]]), "r": float(scores[j, best[j]])}
+        summary["n_done"] = len(todo)
+    if rank == 0:
+        describe_derivative(out, recipe_name, data_root)
+    log = ProvenanceLog(out, rank, world, {
+        "recipe": dict(recipe), "decoder": {"checkpoint": str(Path(checkpoint).resolve()), "class": type(enc).__name__},
+        "generator": {"generator": "encoder-identification", "space": space_name, "prior": "the subject's training "
+                      "images", "n_candidates": int(len(train_ids)), "chosen_nsd_ids": [v["nsd_id"]
+                                                                                         for v in chosen.values()]},
+        "data": {"root": str(Path(data_root).resolve()), "provenance": test.provenance},
+        "versions": package_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    log.add_items(chosen, n_done=summary["n_done"])
+    summary["timings"] = {"total_s": time.perf_counter() - t_start}
+    log.finish(summary=summary)
+    return summary
+
+
+def _row_z(a: np.ndarray) -> np.ndarray:
+    """Each row centred and scaled to unit variance (ddof 0; a constant row stays 0)."""
+    x = np.asarray(a, dtype=np.float64)
+    x = x - x.mean(1, keepdims=True)
+    sd = x.std(1, keepdims=True)
+    return np.asarray(x / np.where(sd > 0, sd, 1.0))
 
 
 def _folder(subject: str) -> str:

@@ -176,16 +176,26 @@ def test_time_resolved_per_window_models_and_curve(run):
     assert png.size[0] > 100 and png.size[1] > 100
 
 
-def test_shifting_windows_one_model_on_dinov2_targets(meg_root, tmp_path):
+def test_shifting_windows_dinov2_targets_and_a_generation_model(meg_root, tmp_path):
     from neurodecode.models import load_decoder
 
     out = tmp_path / "shift"
     summary = _train(meg_root, out, "--max-steps", "1", "--set", 'decoder.time.mode="shifting"',
                      "--set", "decoder.selection.clip_weights=[0.75]", "--set", "decoder.ridge.enabled=false",
-                     "--set", "decoder.retrieval.large_set=false", "--set", 'latents.image="dinov2-giant-tiny"')
+                     "--set", "decoder.retrieval.large_set=false", "--set", 'latents.image="dinov2-giant-tiny"',
+                     "--set", 'latents.generation="clip-vit-h-14-tiny"')
     model = load_decoder(out)
-    assert model.config.latent_dim == 36 and model.config.clip_weight == 0.75  # DINOv2-giant CLS (tiny twin)
+    # retrieval on DINOv2-giant CLS (tiny twin, 36 wide); a second model regresses unCLIP's space (24)
+    assert (model.config.latent_dim, model.config.clip_weight, model.config.latent_key) == (36, 0.75, "image_embeds")
+    gen = load_decoder(out / "generation")
+    assert (gen.config.latent_dim, gen.config.latent_key) == (24, "clip_image_embeds")
     assert load_decoder(out / "time" / "shifting").config.n_times == 10
+    recon = _cli("reconstruct", "--pipeline", PIPELINES / RECIPE, "--preset", "tiny", "--data", meg_root,
+                 "--checkpoint", out, "--out", tmp_path / "recon", "--device", "cpu", "--limit", "1", "--json",
+                 "--subject", "sub-BIGMEG1")
+    assert json.loads(recon.stdout)["n_done"] == 1
+    prov = json.loads(next((tmp_path / "recon").rglob("provenance*.json")).read_text())
+    assert str(out / "generation") in json.dumps(prov)
     assert sorted(p.name for p in (out / "time").iterdir()) == ["shifting"]
     keys = [k for k in summary["metrics"] if k.startswith("time/shifting/")]
     assert all("/top" in k for k in keys)

@@ -22,7 +22,7 @@ __all__ = ["DECODERS", "LATENT_KEYS", "decoder_class", "load_decoder", "build_de
            "BrainDiffuser", "BrainDiffuserConfig", "MindBridge", "MindBridgeConfig", "MindEye2", "MindEye2Config",
            "ATM", "ATMConfig", "GLIM", "GLIMConfig", "MEGBrainModule", "MEGBrainModuleConfig",
            "TransformerBrainEncoder", "BrainEncoderConfig", "RidgeBrainEncoder", "STTM", "STTMConfig",
-           "SimpleConv", "SimpleConvConfig"]
+           "SimpleConv", "SimpleConvConfig", "NVL", "NVLConfig", "NVLBrainLLM"]
 
 #: Public class name -> its module (imported on first access, so one decoder never loads the others).
 _LAZY = {
@@ -36,6 +36,7 @@ _LAZY = {
     "RidgeBrainEncoder": "brain_encoder",
     "STTM": "sttm", "STTMConfig": "sttm",
     "SimpleConv": "simpleconv", "SimpleConvConfig": "simpleconv",
+    "NVL": "nvl", "NVLConfig": "nvl", "NVLBrainLLM": "nvl",
 }
 
 
@@ -58,6 +59,7 @@ DECODERS: dict[str, str] = {
     "meg_brain_module": "neurodecode.models.meg_brain_module:MEGBrainModule",
     "sttm": "neurodecode.models.sttm:STTM",
     "simpleconv": "neurodecode.models.simpleconv:SimpleConv",
+    "nvl": "neurodecode.models.nvl:NVL",
 }
 
 #: Keys of the dict returned by ``predict_latents`` and their shapes (real tier).
@@ -69,6 +71,7 @@ LATENT_KEYS: dict[str, str] = {
     "git_image_tokens": "(n, 257, 1024) GIT-large-coco image-encoder tokens (final LN, unprojected, CLS included)",
     "vae_latents": "(n, c, h, w) image-autoencoder latents for the low-level path",
     "text_embeds": "(n, d) sentence embedding",
+    "image_embeds": "(n, d) pooled embedding of another image space (e.g. DINOv2 CLS: giant 1536)",
     "speech_features": "(n, d, t) speech features over a segment (wav2vec2-xlsr-53 layers 14-18: d = 1024, 120 Hz)",
     "blip_image_tokens": "(n, 226, 768) BLIP-base (CapFilt-L) vision-encoder tokens at 240 px (Takagi's captions)",
     "dpt_hidden_states": "(n, 4, 577, 1024) DPT-large backbone hidden states at its 4 backbone_out_indices (depth)",

@@ -183,13 +183,16 @@ def _embed(table: Mapping[str, Any], stimuli: Any, ids: np.ndarray, ctx: Any) ->
 # ------------------------------------------------------------------------------------------ model config
 def _model_config(ctx: Any, *, n_channels: int, n_times: int, sfreq: float, tmin: float, ch_names: list[str],
                   subjects: list[str], latent_dim: int, baseline_samples: int, clip_weight: float,
-                  latent_key: str) -> Any:
+                  latent_key: str, check_latent_dim: bool = True) -> Any:
     from ..models.meg_brain_module import MEGBrainModuleConfig
 
     fields = {k: v for k, v in ctx.decoder.items() if k not in (*_TABLES, "baseline_samples")}
     _check_field(fields, "n_channels", n_channels, "the data's channels")
     _check_field(fields, "sfreq", sfreq, "the data's sampling rate")
-    _check_field(fields, "latent_dim", latent_dim, "the image space's width")
+    if check_latent_dim:
+        _check_field(fields, "latent_dim", latent_dim, "the image space's width")
+    else:  # the generation model's width is its own space's
+        fields["latent_dim"] = latent_dim
     fields.update(n_times=n_times, tmin=tmin, ch_names=ch_names, subjects=subjects, baseline_samples=baseline_samples,
                   clip_weight=clip_weight, latent_key=latent_key)
     if ctx.base == "tiny":
@@ -316,8 +319,13 @@ def train_meg_realtime(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict
     con_cat = np.concatenate(con_all)[first]
     folder = Path(str(data.get("images") or "stimuli")).expanduser()
     folder = folder if folder.is_absolute() else root / folder
-    feats = _embed(img_tbl, str(folder), _image_paths(folder, ids_cat, con_cat), ctx)
-    latent_key = str(ctx.generate.get("latent_key") or "clip_image_embeds")
+    paths = _image_paths(folder, ids_cat, con_cat)
+    feats = _embed(img_tbl, str(folder), paths, ctx)
+    gen_key = str(ctx.generate.get("latent_key") or "clip_image_embeds")
+    gen_tbl = _space_table(latents.get("generation"), "generation")
+    separate_gen = bool(gen_tbl) and gen_tbl["space"] != img_tbl["space"]
+    # the key of predict_latents: the generator's for the model whose space the generator takes
+    latent_key = "image_embeds" if separate_gen else gen_key
 
     def rows_of(ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(ids_cat, ids.astype(str))
@@ -349,7 +357,7 @@ def train_meg_realtime(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict
         st["pooled"] = robust_channel_statistics(pooled, n_base, seed=int(ctx.config.seed))
         return st
 
-    def batches(parts: Mapping[str, _Part], x_of: Any = None) -> Any:
+    def batches(parts: Mapping[str, _Part], x_of: Any = None, table: np.ndarray | None = None) -> Any:
         """Training batches mixing subjects (a ``subject`` index column); ``x_of(subject, X)`` transforms X."""
         n = sum(len(p.X) for p in parts.values())
         first = next(iter(parts.values())).X
@@ -358,14 +366,17 @@ def train_meg_realtime(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict
         for s, p in parts.items():
             x[a:a + len(p.X)] = x_of(s, p.X) if x_of else p.X
             a += len(p.X)
-        arrays = {"x": x, "image_embeds": IndexedRows(feats, np.concatenate([p.rows for p in parts.values()])),
+        rows = np.concatenate([p.rows for p in parts.values()])
+        arrays = {"x": x, "image_embeds": IndexedRows(feats if table is None else table, rows),
                   "subject": np.concatenate([np.full(len(p.X), i, np.int64) for i, p in enumerate(parts.values())])}
         return ArrayBatches(arrays, ctx.config.batch_size, drop_last=True)
 
-    def build(n_t: int, n_base: int, lam: float) -> Any:
+    def build(n_t: int, n_base: int, lam: float, gen: np.ndarray | None = None) -> Any:
         return _model_config(ctx, n_channels=len(ch_names), n_times=n_t, sfreq=sfreq, tmin=float(times[0]),
-                             ch_names=ch_names, subjects=subjects, latent_dim=int(feats.shape[1]),
-                             baseline_samples=n_base, clip_weight=lam, latent_key=latent_key)
+                             ch_names=ch_names, subjects=subjects,
+                             latent_dim=int((feats if gen is None else gen).shape[1]), baseline_samples=n_base,
+                             clip_weight=lam, latent_key=latent_key if gen is None else gen_key,
+                             check_latent_dim=gen is None)
 
     results: dict[str, Any] = {}
     metrics: dict[str, float] = {}
@@ -410,6 +421,13 @@ def train_meg_realtime(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict
         model = _new_model(build(n_times, baseline, best), stats, int(ctx.config.seed))
         logger.info("MEG real-time: training the cross-subject model (lambda %g) on %s", best, ", ".join(subjects))
         results["model"] = _fit(model, ctx.config, batches(final_parts), None, out, ctx.resume)
+    gen_feats = None
+    if separate_gen:  # a second model regresses the generator's space (same lambda, same windows)
+        gen_feats = _embed(gen_tbl, str(folder), paths, ctx)
+        gen_model = _new_model(build(n_times, baseline, best, gen_feats), stats, int(ctx.config.seed))
+        logger.info("MEG real-time: training the generation model on %s", gen_tbl["space"])
+        results["generation"] = _fit(gen_model, ctx.config, batches(final_parts, table=gen_feats), None,
+                                     out / "generation", ctx.resume)
 
     # 5. test: averaged and single trial, 200-way (n-way) and the larger set
     test_ids = np.unique(np.concatenate([te.stimulus_ids.astype(str) for _, te in trials.values()]))
@@ -454,6 +472,9 @@ def train_meg_realtime(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict
             "n_test": {s: len(te) for s, (_, te) in trials.items()},
             "window": {"tmin": float(times[0]), "n_times": n_times, "sfreq": sfreq, "baseline_samples": baseline},
             "targets": {"image": {"space": img_tbl["space"], "shape": list(feats.shape[1:]), "folder": str(folder)},
+                        "generation": None if gen_feats is None else {
+                            "space": gen_tbl["space"], "shape": list(gen_feats.shape[1:]),
+                            "model": str(out / "generation")},
                         "cache_root": str(ctx.cache_root)},
             "selection": {"clip_weights": sweep, "chosen": best, "on": "validation split of the training concepts "
                           "(never the test set)", "val_concepts": sorted(val_concepts), "refit": selection.refit,
@@ -608,7 +629,7 @@ def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
     return check_recipe_tables(recipe, problems, datasets=DATASETS, decoder_config=MEGBrainModuleConfig,
                                generate=ATMGenerate, train_config=TrainConfig,
                                decoder_tables={k: (v, ()) for k, v in _TABLES.items()},
-                               latents_extra=("image",))
+                               latents_extra=("image", "generation"))
 
 
 def train(recipe: Mapping[str, Any], data_root: Any, out_dir: Any, **kwargs: Any) -> Any:
@@ -658,14 +679,16 @@ def _reconstruct_meg(ctx: Any, requested: Any) -> tuple[dict[str, Any], dict[str
         raise not_a_run(run, "meg_brain_module", ctx.recipe_name, f"a {model_class(run)} checkpoint" if
                         model_class(run) else "no MEGBrainModule in the folder")
     t0 = time.perf_counter()
-    model = MEGBrainModule.from_pretrained(run, device=str(ctx.device))
+    folder = run / "generation" if model_class(run / "generation") == "MEGBrainModule" else run
+    model = MEGBrainModule.from_pretrained(folder, device=str(ctx.device))
     ctx.timings["load_decoder_s"] = time.perf_counter() - t0
     subjects = pick_subjects(requested, list(model.config.subjects), run)
     settings = _generator_settings(dict(ctx.recipe["generate"]), ctx, int(model.config.latent_dim))
     if settings["latent_key"] != model.config.latent_key:
         raise ValidationError(format_error("generate.latent_key", f"{model.config.latent_key!r} (what the run's model "
                                            "regresses)", repr(settings["latent_key"]),
-                                           "Train with a target space the generator takes"))
+                                           "Train with latents.image in the generator's space, or add "
+                                           "latents.generation = \"clip-vit-h-14\" (a second model for it)"))
     generator: Any = None
     per_subject: dict[str, Any] = {}
     seeds_prov: dict[str, Any] = {}
@@ -723,8 +746,8 @@ def _reconstruct_meg(ctx: Any, requested: Any) -> tuple[dict[str, Any], dict[str
     gen_prov = None if generator is None else {
         **generator.provenance(), **{k: settings[k] for k in ("steps", "guidance", "options", "latent_key",
                                                               "batch_size", "config")}}
-    extra = {"decoder": {"checkpoint": str(run.resolve()), "class": "MEGBrainModule",
-                         "sha256": sha_or_none(run / "model.safetensors"), "head": "mse"},
+    extra = {"decoder": {"checkpoint": str(folder.resolve()), "class": "MEGBrainModule",
+                         "sha256": sha_or_none(folder / "model.safetensors"), "head": "mse"},
              "data_provenance": data_prov, "generator": gen_prov,
              "seeds": {"base": settings["seed"], "rule": "seed of item i = base + i (position in the subject's test "
                        "list)", "items": seeds_prov}}

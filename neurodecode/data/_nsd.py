@@ -179,8 +179,8 @@ def load_nsd(
             fmt, path = found[session]
             return _read_session_betas(fmt, path, mask, tps)
 
-        used_source = sorted({found[x][0] for x in sessions_list})
-        used_source = used_source[0] if len(used_source) == 1 else "mixed"
+        formats_used = sorted({found[x][0] for x in sessions_list})
+        used_source = formats_used[0] if len(formats_used) == 1 else "mixed"
 
     n = len(table["session"])
     X = np.empty((n, n_voxels), dtype=np.float32)
@@ -312,6 +312,6 @@ def load_nsd_stimuli(root: str | os.PathLike[str], ids: Any, *, size: int | Sequ
         from PIL import Image
 
         h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-        images = np.stack([np.asarray(Image.fromarray(im).resize((int(w), int(h)), Image.BILINEAR))
+        images = np.stack([np.asarray(Image.fromarray(im).resize((int(w), int(h)), Image.Resampling.BILINEAR))
                            for im in images])
     return images.astype(np.uint8, copy=False)

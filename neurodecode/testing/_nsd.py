@@ -174,9 +174,9 @@ def write_nsd_tree(
                 stored = np.clip(np.round(np.nan_to_num(rows)), -32768, 32767).astype(np.int16)
             else:
                 stored = rows.astype(np.float32)
-            vol = np.zeros((mask.size, tpsess), dtype=stored.dtype)
-            vol[flat] = stored.T
-            vol = vol.reshape(mask.shape + (tpsess,))
+            flat_vol = np.zeros((mask.size, tpsess), dtype=stored.dtype)
+            flat_vol[flat] = stored.T
+            vol = flat_vol.reshape(mask.shape + (tpsess,))
             fields = {"subject": subject, "session": s + 1, "beta_dir": beta_version}
             if "nifti" in formats:
                 save_nifti(nsd_path(root, "betas_nifti", **fields), vol, aff)

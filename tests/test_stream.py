@@ -163,3 +163,34 @@ def test_cli_stream_and_its_exit_codes(atm_run, tmp_path):
     assert summary["n_windows"] == 1 and summary["latency_ms"]["median"] > 0
     window = [json.loads(x) for x in out.read_text().splitlines()][1]
     assert window["event"] == atm_run["stems"][0] and len(window["top_k"]) == 4  # every test image, best first
+
+
+@pytest.mark.slow
+def test_a_meg_realtime_run_decodes_a_replay_like_offline(atm_run, tmp_path):
+    """The MEG brain-module run (recipes/_meg_realtime.py, its load_run) through the same window protocol,
+    on an in-memory replay of the same recording (40 Hz, -0.5..1.0 s windows, baseline inside the model)."""
+    from neurodecode.data import load_things_meg
+    from neurodecode.estimators import ArraySource, StreamDecoder, load_window_decoder
+    from neurodecode.recipes._meg_realtime import load_run
+
+    root, out = atm_run["root"], tmp_path / "megrt"
+    res = runner.invoke(app, ["train", str(PIPELINES / "meg_realtime_things.toml"), "--data", str(root), "--out",
+                              str(out), "--preset", "tiny", "--device", "cpu", "--json", "--max-steps", "1",
+                              "--set", 'data.subjects=["sub-BIGMEG1"]', "--set", 'decoder.time.mode="shifting"',
+                              "--set", "decoder.selection.clip_weights=[0.75]", "--set", "decoder.ridge.enabled=false",
+                              "--set", "decoder.retrieval.large_set=false", "--set", "latents.cache_dir=out"])
+    assert res.exit_code == 0, res.output
+    dec = load_window_decoder(out, subject="sub-BIGMEG1")
+    assert (dec.spec.sfreq, dec.spec.tmin, dec.spec.n_times, dec.spec.raw_sfreq) == (40.0, -0.5, 60, 1200.0)
+    raw = atm_run["raw"]
+    markers = [(float(a["onset"]), str(a["description"])) for a in raw.annotations]
+    results = StreamDecoder(dec, ArraySource(raw.get_data(), raw.info["sfreq"], raw.ch_names, markers=markers)).run()
+    trials = load_things_meg(root, 1, sessions=[1], sfreq=40.0, tmin=-0.5, tmax=1.0 - 1 / 40.0)
+    offline_run = load_run(out)
+    n = len(results)
+    assert n >= 2 and [r["event"] for r in results] == list(trials.stimulus_ids[:n])
+    offline = offline_run.decode(trials.X[:n], offline_run.subjects[0])
+    np.testing.assert_allclose(np.stack([r["embedding"] for r in results]), offline, rtol=1e-4,
+                               atol=1e-5 * np.abs(offline).max())
+    ids, _ = offline_run.retrieve(trials.X[:n], offline_run.subjects[0], k=3)
+    assert [[k["id"] for k in r["top_k"][:3]] for r in results] == ids.tolist()

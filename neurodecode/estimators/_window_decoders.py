@@ -11,8 +11,9 @@ A *window decoder* has
 - ``provenance``: a dict naming the checkpoint.
 
 :func:`load_window_decoder` builds one from a run folder of ``neurodecode train``: an ATM run
-(``pipelines/atm_things_*.toml``), or a run of a runner module that exposes its own
-``load_window_decoder(run, ...)`` (the MEG brain-module runner, ``recipes/_meg_realtime.py``).
+(``pipelines/atm_things_*.toml``), a MEG real-time run (``pipelines/meg_realtime_things.toml``, through
+its runner's ``load_run``), or a run of a runner module that exposes its own
+``load_window_decoder(run, ...)``.
 """
 
 from __future__ import annotations
@@ -66,6 +67,26 @@ class ATMWindowDecoder:
         """
         return np.asarray(self.model.encode(X, self.token,
                                             ch_names=list(self.spec.ch_names), sfreq=self.spec.sfreq))
+
+
+@dataclass
+class MEGRunWindowDecoder:
+    """A MEG real-time run (:func:`neurodecode.recipes._meg_realtime.load_run`) as a window decoder.
+
+    One cross-subject model: ``subject`` (resolved at loading) picks its subject layer; None decodes
+    with the mean subject layer (an unknown subject). ``decode`` uses the retrieval (CLIP) head.
+    """
+
+    run: Any
+    subject: str | None
+    spec: WindowSpec
+    candidates: np.ndarray | None = None
+    candidate_ids: np.ndarray | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def decode(self, X: np.ndarray, subject: str | None = None) -> np.ndarray:
+        """Embeddings (n_windows, latent_dim) of raw windows; ``subject`` is not used (chosen at loading)."""
+        return np.asarray(self.run.decode(X, self.subject, head="clip"))
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -196,6 +217,8 @@ def load_window_decoder(checkpoint: Any, *, subject: str | None = None, candidat
     run = _run_root(given)
     recipe = _read_json(run / "recipe.json", "the resolved recipe")
     name = str(recipe.get("decoder", {}).get("name"))
+    if name == "meg_brain_module":
+        return _meg_run_decoder(run, recipe, subject, candidates, raw_sfreq, device, verbose)
     if name != "atm":
         module = importlib.import_module(RUNNERS[name]) if name in RUNNERS else None
         loader = getattr(module, "load_window_decoder", None)
@@ -232,3 +255,46 @@ def load_window_decoder(checkpoint: Any, *, subject: str | None = None, candidat
                   "dataset": dataset, **cand_prov}
     return ATMWindowDecoder(model=model, token=token, spec=spec, candidates=emb, candidate_ids=ids,
                             provenance=provenance)
+
+
+def _meg_run_decoder(run: Path, recipe: dict[str, Any], subject: str | None, candidates: Any,
+                     raw_sfreq: float | None, device: Any, verbose: Any) -> MEGRunWindowDecoder:
+    """Wrap the MEG real-time runner's :func:`load_run` (its model and the test images' embeddings)."""
+    from .._core.device import resolve_device
+    from .._core.files import sha256_file
+    from ..recipes._meg_realtime import load_run
+
+    dev = resolve_device(device)
+    loaded = load_run(run, device=str(dev))
+    cfg = loaded.model.config
+    if not cfg.ch_names:
+        raise ValidationError(format_error("checkpoint", "a model that names its channels (config ch_names)",
+                                           "none", "Retrain from recordings with channel names"))
+    token = None
+    if subject is not None:
+        want = str(subject).rsplit("/", 1)[-1]
+        hit = [s for s in loaded.subjects if str(s).rsplit("/", 1)[-1].removeprefix("sub-") == want.removeprefix("sub-")]
+        if not hit:
+            raise ValidationError(format_error("subject", f"one of the run's subjects {loaded.subjects} (or none: the "
+                                               "mean subject layer)", repr(subject)))
+        token = str(hit[0])
+    data = dict(recipe.get("data", {}))
+    dataset = str(data.get("dataset"))
+    rate = raw_sfreq if raw_sfreq is not None else (data.get("raw_sfreq") or _RAW_RATES.get(dataset, cfg.sfreq))
+    spec = WindowSpec(ch_names=tuple(cfg.ch_names), sfreq=float(cfg.sfreq), tmin=float(cfg.tmin),
+                      n_times=int(cfg.n_times), raw_sfreq=float(rate), l_freq=data.get("l_freq") or None,
+                      h_freq=data.get("h_freq") or None, baseline=None)  # the model baseline-corrects itself
+    emb: np.ndarray | None
+    ids: np.ndarray | None
+    if candidates is None:  # the run's test images, embedded at training
+        emb, ids = loaded.candidate_embeds[:loaded.n_test], loaded.candidate_ids[:loaded.n_test]
+        cand_prov: dict[str, Any] = {"candidates": "the run's test images (candidates.npz)", "space": loaded.space,
+                                     "n": int(loaded.n_test)}
+    else:
+        prov = _read_json(run / "provenance.json", "the run's provenance")
+        emb, ids, cand_prov = _candidates(recipe, prov, run, candidates, dev, verbose)
+    provenance = {"checkpoint": str(run.resolve()), "run": str(run.resolve()), "decoder": "meg_brain_module",
+                  "recipe": str(recipe.get("_source", {}).get("name", "recipe")),
+                  "sha256": sha256_file(run / "model.safetensors"), "subject": token, "dataset": dataset, **cand_prov}
+    return MEGRunWindowDecoder(run=loaded, subject=token, spec=spec, candidates=emb, candidate_ids=ids,
+                               provenance=provenance)

@@ -63,9 +63,10 @@ class MultiInputDecoder:
     rois : dict of str to list of str
         Per latent key, the ``streams`` ROI names its ridge reads (a subset of the loaded voxels); a key
         without an entry reads every loaded voxel.
-    cv, alpha_per_target, restandardize, dtype, target_batch
+    cv, alpha_per_target, restandardize, dtype, target_batch, zscore_ddof
         As :class:`~neurodecode.models.brain_diffuser.BrainDiffuserConfig` (Takagi: himalaya's ``RidgeCV``
-        defaults, 5 folds, alpha chosen per target, predictions not re-standardised).
+        defaults, 5 folds, alpha chosen per target, predictions not re-standardised, voxels standardised
+        with sklearn's ``StandardScaler``: ddof 0).
     """
 
     alphas: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +76,7 @@ class MultiInputDecoder:
     restandardize: Literal["batch", "train", "none"] = "none"
     dtype: Literal["float32", "float64"] = "float32"
     target_batch: int = 16384
+    zscore_ddof: int = 0
 
 
 @dataclass
@@ -234,8 +236,10 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
     shapes = {k: tuple(int(s) for s in feats.shape[1:]) for k, (_, feats) in targets.items()}
     alphas = dict(dec.get("alphas", {}))
     groups = _groups(list(shapes), dict(dec.get("rois", {})))
-    ridge = {k: dec[k] for k in ("cv", "alpha_per_target", "restandardize", "dtype", "target_batch") if k in dec}
+    ridge = {k: dec[k] for k in ("cv", "alpha_per_target", "restandardize", "dtype", "target_batch", "zscore_ddof")
+             if k in dec}
     ridge.setdefault("cv", 5)
+    ridge.setdefault("zscore_ddof", 0)
     ridge.setdefault("alpha_per_target", True)
     ridge.setdefault("restandardize", "none")
     if ridge["cv"] == "none":

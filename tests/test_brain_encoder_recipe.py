@@ -111,3 +111,22 @@ def test_reconstruct_identifies_among_training_images_only(run, sim, tmp_path):
     for label, item in prov["written"].items():
         img = np.asarray(Image.open(written[label]))
         np.testing.assert_array_equal(img, load_nsd_stimuli(sim, [item["nsd_id"]])[0])
+
+
+def test_brain_correlation_of_a_derivative_ranks_true_images_above_shuffled(run, sim, tmp_path):
+    """Reconstructions that ARE the seen images score their ceiling; the shuffled pairing scores less."""
+    from neurodecode.data import load_nsd, load_nsd_stimuli
+    from neurodecode.recipes._derivative import _png, output_paths
+    from neurodecode.recipes._encoder import brain_correlation_of_reconstructions
+
+    out, _ = run
+    test = load_nsd(sim, 1, sessions=1, average_test_repeats=True).test
+    ids = test.stimulus_ids[:12]
+    for i, img in zip(ids, load_nsd_stimuli(sim, ids)):
+        _png(output_paths(tmp_path / "perfect", "nsd/subj01", int(i), "x")["image"], img)
+    res = brain_correlation_of_reconstructions(tmp_path / "perfect", out, sim, 1, model="ridge")
+    assert res["n_items"] == 12 and res["protocol"] == "mindeye2"
+    row = res["rois"]["all"]
+    assert row["brain_corr"] == pytest.approx(row["seen"], abs=1e-6)  # the reconstructions are the seen images
+    assert row["brain_corr"] > row["shuffled"]
+    assert set(res["rois"]) >= {"all"} and len(res["per_item"]["all"]) == 12

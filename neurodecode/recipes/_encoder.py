@@ -45,7 +45,7 @@ from ._data import load_nsd_for_recipe, nsd_subject_ids
 from ._targets import compute_targets
 
 __all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "StepLRTrainer", "load_encoder", "train_encoder",
-           "EncoderTrain"]
+           "EncoderTrain", "brain_correlation_of_reconstructions"]
 
 DATASETS = ("nsd",)
 _LATENT_KEYS = ("image_tokens",)
@@ -179,6 +179,84 @@ def reconstruct(recipe: Mapping[str, Any], data_root: Any, subject: Any, checkpo
     summary["timings"] = {"total_s": time.perf_counter() - t_start}
     log.finish(summary=summary)
     return summary
+
+
+def brain_correlation_of_reconstructions(recons: Any, encoder_run: Any, data_root: Any, subject: Any, *,
+                                         data: Mapping[str, Any] | None = None, protocol: str = "mindeye2",
+                                         model: str = "encoder", device: Any = "cpu", seed: int = 0,
+                                         verbose: Any = None) -> dict[str, Any]:
+    """MindEye2's brain correlation of a ``reconstruct`` derivative, with a trained brain encoder as GNet.
+
+    Parameters
+    ----------
+    recons : path-like
+        A reconstruct derivative (``sub-XX/recon/*_stim-<nsd id>_*_recon.png``) of any NSD decoder.
+    encoder_run : path-like
+        A brain-encoder run of the same subject (its ROI groups are the ROIs scored).
+    data_root : path-like
+        The NSD root.
+    subject : int or str
+    data : mapping or None
+        A validated ``[data]`` table (``load_nsd`` options); default: the encoder run's own (``recipe.json``),
+        so the measured responses are read as the encoder was trained on them.
+    protocol : {"mindeye2", "per-voxel"}
+        See :func:`neurodecode.metrics.brain_correlation`.
+    model : {"encoder", "ridge"}
+    device : str
+    seed : int
+        Seed of the shuffled control.
+    verbose : bool or str or None
+
+    Returns
+    -------
+    result : dict
+        :func:`~neurodecode.metrics.brain_correlation`'s result (per ROI ``brain_corr``, ``shuffled`` and
+        ``seen``, the encoder's ceiling on the seen images) plus ``subject``, ``n_items`` and ``encoder``.
+    """
+    from ..data import load_nsd_stimuli
+    from ..latents import get_space
+    from ..metrics import brain_correlation
+    from ..metrics._sources import find_images, item_key
+    from ..models.brain_encoder import load_brain_encoder
+
+    s = nsd_subject_ids(subject)[0]
+    enc, space_name, weights = load_brain_encoder(encoder_run, s, model=model)
+    if data is None:  # the run's own reading of the data (its recipe.json, up to two folders above the model)
+        import json
+
+        here = Path(encoder_run)
+        found = next((p / "recipe.json" for p in (here, here.parent, here.parent.parent)
+                      if (p / "recipe.json").is_file()), None)
+        if found is None:
+            raise MissingFileError(format_error("data", "the [data] table the encoder was trained with",
+                                                f"no recipe.json in or above {here}",
+                                                "Pass data= (a recipe's [data] table)"))
+        data = json.loads(found.read_text(encoding="utf-8"))["data"]
+    test = load_nsd_for_recipe(Path(data_root), data, s, verbose=verbose).test
+    if len(np.unique(test.stimulus_ids)) != len(test):
+        test = test.average_repeats()
+    files = [p for p in find_images(recons) if f"sub-{s.split('subj')[-1]}" in p.name or "sub-" not in p.name]
+    ids = np.array([int(item_key(p)) for p in files])
+    rows = {int(i): k for k, i in enumerate(test.stimulus_ids)}
+    keep = [k for k, i in enumerate(ids) if int(i) in rows]
+    if len(keep) < 2:
+        raise ValidationError(format_error("recons", f"at least 2 reconstructions of {s}'s test images",
+                                           f"{len(keep)} in {recons}", "Pass the derivative of this subject"))
+    from PIL import Image
+
+    recon_imgs = [np.asarray(Image.open(files[k]).convert("RGB")) for k in keep]
+    measured = test.X[[rows[int(ids[k])] for k in keep]]
+    seen = load_nsd_stimuli(Path(data_root), ids[keep])
+    space = get_space(space_name, weights=weights, device=device, verbose=verbose)
+
+    def encode(images: Any) -> np.ndarray:
+        return np.asarray(enc.predict(space.encode_images(images)))
+
+    mem = enc.membership.numpy().astype(bool) if hasattr(enc, "membership") else None
+    names = list(getattr(enc.config, "roi_names", []))
+    rois = {n: m for n, m in zip(names, mem)} if mem is not None and len(names) > 1 else None
+    res = brain_correlation(recon_imgs, measured, encode, rois=rois, protocol=protocol, seen=seen, seed=seed)
+    return {**res, "subject": s, "n_items": len(keep), "encoder": str(encoder_run), "space": space_name}
 
 
 def _row_z(a: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -118,7 +119,8 @@ def test_roi_groups_read_exactly_the_atlas_voxels(takagi_run):
 
     base, _ = takagi_run
     root = resolve_data_root(base / "sim", "nsd")
-    atlas = np.asarray(nib.load(root / "nsddata/ppdata/subj01/func1pt8mm/roi/streams.nii.gz").dataobj)
+    img: Any = nib.load(root / "nsddata/ppdata/subj01/func1pt8mm/roi/streams.nii.gz")
+    atlas = np.asarray(img.dataobj)
     table = {line.split()[1]: int(line.split()[0]) for line in
              (root / "nsddata/freesurfer/subj01/label/streams.mgz.ctab").read_text().splitlines() if line.strip()}
 

@@ -204,6 +204,43 @@ def test_shifting_windows_dinov2_targets_and_a_generation_model(meg_root, tmp_pa
     assert not any("/ridge/" in k or "/large/" in k for k in summary["metrics"])
 
 
+def test_large_set_of_the_test_concepts_images(meg_root, tmp_path):
+    """The paper's large set: the other images of the test concepts (images_meg/<test concept>/) join the candidates."""
+    import shutil
+
+    from neurodecode.data import load_things_meg
+    from neurodecode.models import load_decoder
+
+    root = tmp_path / "things-meg"
+    shutil.copytree(meg_root, root)
+    test = load_things_meg(root, 1, tmin=-0.5, tmax=1.0 - 1 / 40, sfreq=40.0, average_test_repeats=True).test
+    concept = str(test.metadata["concept"][0])
+    folder = root / "stimuli" / "images_meg" / concept
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{concept}_extra{k}.jpg")
+    out = tmp_path / "run"
+    summary = _train(root, out, "--max-steps", "1", "--set", "decoder.selection.clip_weights=[1.0]",
+                     "--set", "decoder.ridge.enabled=false", "--set", "decoder.time.enabled=false",
+                     "--set", 'decoder.retrieval.large_set_images="test-concepts"')
+    m = summary["metrics"]
+    key = "test/things-meg/sub-BIGMEG1/averaged/large"
+    assert m[f"{key}/n_way"] == N_TEST + 3
+    ids = np.unique(test.stimulus_ids.astype(str))
+    extra = [f"{concept}_extra{k}" for k in range(3)]
+    cand = np.concatenate([_embeds(root, ids), _embeds(root, extra)])
+    labels = np.searchsorted(ids, test.stimulus_ids.astype(str))
+    emb = load_decoder(out).encode(test.X, SUBJECTS[0])
+    assert m[f"{key}/top5"] == pytest.approx(_topk(emb, cand, labels, 5))
+    with np.load(out / "candidates.npz") as z:
+        assert sorted(z["extra_ids"].tolist()) == extra
+    bad = _train(meg_root, tmp_path / "none", "--max-steps", "1", "--set", "decoder.selection.clip_weights=[1.0]",
+                 "--set", 'decoder.retrieval.large_set_images="test-concepts"', code=1)
+    assert "large_set_images" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "none" / "model.safetensors").exists()  # refused before any training
+
+
 def test_load_run_decodes_like_the_model_and_retrieves_test_images(meg_root, run):
     from neurodecode.data import load_things_meg
     from neurodecode.recipes._meg_realtime import load_run

@@ -17,9 +17,10 @@ generation, time-resolved decoding, and the trained run as a live decoder (:func
    pooled for unknown subjects) inside the model, so the saved model takes raw windows.
 5. **Test** per subject: zero-shot retrieval of each test trial's image among the test images, averaged
    over repetitions (``averaged``) and single trials (``single``), top-1 / top-5, with a shuffled-brain
-   control; the larger-set option (``[decoder.retrieval] large_set``) adds every training image as a
-   distractor (a harder open set; the paper's ~2.4k large set instead re-used the training images of
-   the test categories, which the official split drops).
+   control; the larger-set option (``[decoder.retrieval] large_set``) adds distractor images:
+   ``large_set_images = "train"``, every training image; ``"test-concepts"``, the images of the test
+   concepts found under ``[data] images`` other than the test images (the candidate set of the paper's
+   ~2.4k large test set; its MEG trials, which the official split drops from training, are not scored).
 6. **Linear baseline** (``[decoder.ridge]``): closed-form ridge (:func:`~neurodecode.models.ridge.ridge_fit`,
    alpha by leave-one-out on the training windows) from the same prepared windows (baseline, robust
    scaling, clamp; optionally time-decimated) to the same targets; its scores sit beside the model's
@@ -31,8 +32,8 @@ generation, time-resolved decoding, and the trained run as a live decoder (:func
    ``metrics.json`` (``time/<mode>/<start_ms>ms/top5`` ...), ``time_resolved.json`` and the plot
    ``time_resolved.png``.
 
-``OUT/candidates.npz`` holds the test images' ids and embeddings (and the training images' with the
-large set): :func:`load_run` returns the model with them, for live decoding.
+``OUT/candidates.npz`` holds the test images' ids and embeddings (then the large set's other images):
+:func:`load_run` returns the model with them, for live decoding.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class RetrievalTable:
     """``[decoder.retrieval]``: which candidate sets the test trials are scored against."""
 
     large_set: bool = True
+    large_set_images: Literal["train", "test-concepts"] = "train"
     topk: list[int] = field(default_factory=lambda: [1, 5])
 
 
@@ -330,6 +332,17 @@ def train_meg_realtime(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict
     def rows_of(ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(ids_cat, ids.astype(str))
 
+    # the large set's extra candidates, found before any training (a missing folder fails early)
+    test_ids = np.unique(np.concatenate([te.stimulus_ids.astype(str) for _, te in trials.values()]))
+    extra_ids, extra = np.zeros(0, str), np.zeros((0, feats.shape[1]), np.float32)
+    if retr.large_set and retr.large_set_images == "train":
+        extra_ids = np.setdiff1d(ids_cat, test_ids)
+        extra = feats[rows_of(extra_ids)]
+    elif retr.large_set:
+        test_concepts = {str(c) for _, te in trials.values() for c in te.metadata["concept"].astype(str)}
+        extra_ids, extra_paths = _concept_images(folder, test_concepts, set(test_ids.tolist()))
+        extra = _embed(img_tbl, str(folder), extra_paths, ctx)
+
     # 3. validation concepts (training concepts only), seeded
     train_concepts = np.unique(np.concatenate([tr.metadata["concept"].astype(str) for tr, _ in trials.values()]))
     rng = np.random.default_rng(int(ctx.config.seed))
@@ -430,12 +443,9 @@ def train_meg_realtime(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict
                                      out / "generation", ctx.resume)
 
     # 5. test: averaged and single trial, 200-way (n-way) and the larger set
-    test_ids = np.unique(np.concatenate([te.stimulus_ids.astype(str) for _, te in trials.values()]))
-    train_ids = np.setdiff1d(ids_cat, test_ids)
-    cand_ids = np.concatenate([test_ids, train_ids]) if retr.large_set else test_ids
-    cand = feats[rows_of(cand_ids)]
-    _save_candidates(out, test_ids, feats[rows_of(test_ids)], train_ids if retr.large_set else None,
-                     feats[rows_of(train_ids)] if retr.large_set else None, str(img_tbl["space"]))
+    cand = np.concatenate([feats[rows_of(test_ids)], extra])
+    _save_candidates(out, test_ids, feats[rows_of(test_ids)], extra_ids if retr.large_set else None,
+                     extra if retr.large_set else None, str(img_tbl["space"]))
     ridge = _fit_ridge(model, final_parts, feats, rcfg) if rcfg.enabled else None
     for s, (_, te) in trials.items():
         avg = te.average_repeats()
@@ -480,10 +490,25 @@ def train_meg_realtime(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict
                           "(never the test set)", "val_concepts": sorted(val_concepts), "refit": selection.refit,
                           "metric": selection.metric},
             "ridge": asdict(rcfg) if ridge is None else {**asdict(rcfg), "best_alphas": ridge["alphas"]},
-            "retrieval": {**asdict(retr), "candidates": {"test": len(test_ids), "large": len(cand_ids)}},
+            "retrieval": {**asdict(retr), "candidates": {"test": len(test_ids), "large": len(cand)}},
             "scaling": "robust per channel (median / IQR) after the baseline, clamped; inside the model",
             "time_resolved": time_prov}
     return results, metrics, prov
+
+
+def _concept_images(folder: Path, concepts: set[str], exclude: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Ids (file stems) and relative paths of the images under ``folder`` whose folder is one of ``concepts``,
+    other than the ``exclude`` ids (the test images): the paper's large-set additions."""
+    from ..latents._stimuli import IMAGE_SUFFIXES
+
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and p.parent.name in concepts and p.stem not in exclude and p.name not in exclude)
+    if not found:
+        raise MissingFileError(format_error(
+            "decoder.retrieval.large_set_images", "images of the test concepts besides the test images under "
+            f"{folder} (THINGS: images_meg/<concept>/ holds the 12 exemplars of every concept)", "none",
+            "Point data.images at the full THINGS image set, or use large_set_images = \"train\""))
+    return np.array([p.stem for p in found]), np.array([p.relative_to(folder).as_posix() for p in found])
 
 
 def _save_candidates(out: Path, test_ids: np.ndarray, test_emb: np.ndarray, train_ids: np.ndarray | None,
@@ -493,7 +518,7 @@ def _save_candidates(out: Path, test_ids: np.ndarray, test_emb: np.ndarray, trai
     arrays: dict[str, Any] = {"test_ids": test_ids.astype(str), "test_embeds": test_emb.astype(np.float32),
                               "space": np.asarray(space)}
     if train_ids is not None and train_emb is not None:
-        arrays.update(train_ids=train_ids.astype(str), train_embeds=train_emb.astype(np.float32))
+        arrays.update(extra_ids=train_ids.astype(str), extra_embeds=train_emb.astype(np.float32))
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "candidates.npz") as tmp:
         with open(tmp, "wb") as fh:
@@ -764,7 +789,7 @@ class MEGRun:
     model : MEGBrainModule
         In eval mode; takes RAW windows (baseline, scaling and clamp are inside).
     candidate_ids : ndarray of str, shape (n_candidates,)
-        Stimulus ids of the candidate images (the test images, then the training images with the large set).
+        Stimulus ids of the candidate images (the test images, then the large set's other images).
     candidate_embeds : ndarray of shape (n_candidates, latent_dim)
         Their embeddings in the run's image space.
     n_test : int
@@ -856,9 +881,9 @@ def load_run(run: Any, *, device: str = "cpu") -> MEGRun:
     with np.load(cand_file, allow_pickle=False) as z:
         ids = [z["test_ids"].astype(str)]
         emb = [z["test_embeds"]]
-        if "train_ids" in z.files:
-            ids.append(z["train_ids"].astype(str))
-            emb.append(z["train_embeds"])
+        if "extra_ids" in z.files:
+            ids.append(z["extra_ids"].astype(str))
+            emb.append(z["extra_embeds"])
         space = str(z["space"])
     return MEGRun(model=model, candidate_ids=np.concatenate(ids), candidate_embeds=np.concatenate(emb).astype(np.float32),
                   n_test=len(ids[0]), space=space, run=folder)

@@ -11,7 +11,8 @@ n_times)`` (optional baseline). A live decoder only ever holds a stretch of the 
   starts on that grid and reaches ``10 * max(up, down) / up`` input samples beyond the window on each
   side, the half-length of the polyphase filter MNE designs (Kaiser 5.0, the SciPy default); its length
   is a multiple of ``down``, so MNE derives the same ``up / down`` and the same filter from it. Inside
-  the margins the output equals the full run's to float rounding.
+  the margins the output equals the full run's to float rounding. The call is the one MNE makes
+  (``scipy.signal.resample_poly`` with that filter, reflected edges), with the filter designed once.
 - band-pass: a further margin of half the FIR filter's length (what ``mne.filter.create_filter``
   designs for the rate and band edges), filtered, then dropped.
 
@@ -29,6 +30,7 @@ samples).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -194,10 +196,11 @@ def extract_window(plan: WindowPlan, data: np.ndarray, event: int, offset: int =
         seg = mne.filter.filter_data(seg, plan.stream_sfreq, spec.l_freq, spec.h_freq, verbose="error")
         seg = seg[:, plan.filter_margin:seg.shape[1] - plan.filter_margin]
     k_start, _ = plan._output_span()
-    if not plan.up == plan.down == 1:
-        import mne
+    if not plan.up == plan.down == 1:  # the call mne.filter.resample(method="polyphase") makes, filter cached
+        from scipy.signal import resample_poly
 
-        seg = mne.filter.resample(seg, up=spec.sfreq, down=plan.stream_sfreq, method="polyphase", verbose="error")
+        seg = resample_poly(seg, plan.up, plan.down, axis=-1, window=_polyphase_filter(plan.up, plan.down),
+                            padtype="reflect")
     first = spec.i0 - k_start
     out = seg[:, first:first + spec.n_times]
     if spec.baseline is not None:
@@ -206,6 +209,16 @@ def extract_window(plan: WindowPlan, data: np.ndarray, event: int, offset: int =
         times = (spec.i0 + np.arange(spec.n_times)) / spec.sfreq
         out = rescale(out, times, spec.baseline, mode="mean", copy=True, verbose="error")
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _polyphase_filter(up: int, down: int) -> np.ndarray:
+    """The low-pass FIR ``mne.filter.resample(method="polyphase")`` designs for ``up / down`` (SciPy's
+    default: Kaiser 5.0, ``10 * max(up, down)`` taps each side, cutoff at the lower Nyquist)."""
+    from scipy.signal import firwin
+
+    rate = max(int(up), int(down))
+    return np.asarray(firwin(2 * 10 * rate + 1, 1.0 / rate, window=("kaiser", 5.0)), dtype=np.float64)
 
 
 def channel_picks(model_channels: Sequence[str], stream_channels: Sequence[str], stream: str) -> np.ndarray:

@@ -18,7 +18,7 @@ def sim(tmp_path_factory):
     from neurodecode.simulate import simulate_nsd
 
     out = tmp_path_factory.mktemp("sim-enc")
-    simulate_nsd(out, subjects=(1,), n_sessions=1, n_shared=40, n_voxels=60, seed=0)
+    simulate_nsd(out, subjects=(1,), n_sessions=1, n_shared=40, n_voxels=60, seed=0, n_stimuli=300)
     return out / "nsd"
 
 

@@ -144,3 +144,23 @@ def test_real_architecture_fixture_both_routes(tmp_path, monkeypatch):
     np.testing.assert_allclose(fa, fb, rtol=1e-5, atol=1e-5)
     caps = get_generator("blip", weights=None).generate({"blip_image_tokens": fa}, max_length=8, min_length=2)
     assert len(caps) == 1 and isinstance(caps[0], str)
+
+
+@pytest.mark.realarch
+@pytest.mark.slow
+def test_caption_from_a_ridges_predicted_tokens_at_real_widths(tmp_path):
+    """Brain data -> ridge -> BLIP tokens (226 x 768) -> a caption, on the real-architecture fixture (depth 1)."""
+    from neurodecode.models.brain_diffuser import BrainDiffuser, BrainDiffuserConfig
+
+    folder = write_hub_fixture("blip-base", tmp_path / "blip", depth=1)
+    space = get_space("blip-base-capfilt-tokens", weights=str(folder))
+    images = _images(n=9, h=31, w=37, seed=4)
+    tokens = space.encode_images(images)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((9, 13)).astype(np.float32)
+    cfg = BrainDiffuserConfig(n_voxels=13, subject="nsd/subj01", target_shapes={"blip_image_tokens": (226, 768)},
+                              alphas={"blip_image_tokens": (1.0,)}, cv=None, restandardize="none", zscore_ddof=0)
+    pred = BrainDiffuser(cfg).fit(X[:7], {"blip_image_tokens": tokens[:7]}).predict_latents(X[7:], "nsd/subj01")
+    assert pred["blip_image_tokens"].shape == (2, 226, 768)
+    caps = get_generator("blip", weights=str(folder)).generate(pred, max_length=10, min_length=3)
+    assert len(caps) == 2 and all(isinstance(c, str) for c in caps)

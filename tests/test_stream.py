@@ -33,6 +33,8 @@ from typer.testing import CliRunner
 
 from neurodecode.cli import app
 
+# mne-lsl's player pushes each annotation as a one-sample chunk and says so
+pytestmark = pytest.mark.filterwarnings("ignore:A single sample is pushed:RuntimeWarning")
 runner = CliRunner()
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 N_WINDOWS = 3

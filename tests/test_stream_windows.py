@@ -198,3 +198,17 @@ def test_lsl_replay_gives_the_in_memory_answers(rng):
     np.testing.assert_allclose(np.stack([r["embedding"] for r in live]),
                                np.stack([r["embedding"] for r in offline]), rtol=1e-5, atol=1e-6)
     assert all(-10 / sfreq - 1e-3 < r["latency_s"] < 2.0 for r in live)  # stamps run up to a chunk ahead
+
+
+def test_a_folder_that_is_not_a_run_is_explained(tmp_path):
+    from neurodecode._core.errors import MissingFileError
+    from neurodecode.estimators import load_window_decoder
+
+    with pytest.raises(MissingFileError, match="nothing at"):
+        load_window_decoder(tmp_path / "absent")
+    (tmp_path / "model").mkdir()
+    with pytest.raises(MissingFileError, match="no recipe.json in .*model or its parent"):
+        load_window_decoder(tmp_path / "model")
+    (tmp_path / "model" / "recipe.json").write_text(json.dumps({"decoder": {"name": "mindbridge"}, "data": {}}))
+    with pytest.raises(ValidationError, match="decodes windows live.*a 'mindbridge' run"):
+        load_window_decoder(tmp_path / "model")

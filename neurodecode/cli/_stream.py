@@ -20,14 +20,15 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def stream(
         checkpoint: Path = typer.Option(..., "--checkpoint", help="The run folder of neurodecode train (ATM on "
-                                        "THINGS-MEG/EEG2, or a subject's folder in it)."),
+                                        "THINGS-MEG/EEG2, or a subject's folder in it; the MEG real-time "
+                                        "brain module)."),
         source: str = typer.Option(..., "--source", help="lsl://<name> of the data stream."),
         markers: str | None = typer.Option(None, "--markers", help="lsl://<name> of the event-marker stream."),
         hop: float | None = typer.Option(None, "--hop", help="Without markers: seconds between window starts."),
         out: Path | None = typer.Option(None, "--out", help="JSON-lines file the results are appended to."),
         max_windows: int | None = typer.Option(None, "--max-windows", min=1, help="Stop after N windows."),
         subject: str | None = typer.Option(None, "--subject", "-s", help="Which model of a per-subject run "
-                                           "(sub-BIGMEG1...)."),
+                                           "(sub-BIGMEG1...), or the subject layer of a cross-subject one."),
         candidates: Path | None = typer.Option(None, "--candidates", help="Folder of candidate images for "
                                                "retrieval (default: the test images of the run's dataset)."),
         top_k: int = typer.Option(5, "--top-k", min=1, help="Candidates listed per window."),

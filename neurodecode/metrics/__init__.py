@@ -17,6 +17,18 @@ from ._brain_correlation import (
     noise_ceiling_from_ncsnr,
     roi_masks,
 )
+from ._captions import (
+    CAPTION_DEFAULT_METRICS,
+    CAPTION_METRICS,
+    cider_d,
+    clip_score,
+    coco_bleu,
+    coco_meteor,
+    coco_rouge_l,
+    coco_tokenize,
+    evaluate_captions,
+    spice_scores,
+)
 from ._controls import noise_input_control, noise_inputs, shuffled_control, shuffled_pairing
 from ._deps import MissingDependencyError
 from ._evaluate import (
@@ -99,6 +111,16 @@ __all__ = [
     "word_tokenize",
     "embedding_similarity",
     "evaluate_text",
+    "CAPTION_METRICS",
+    "CAPTION_DEFAULT_METRICS",
+    "evaluate_captions",
+    "coco_tokenize",
+    "coco_bleu",
+    "coco_rouge_l",
+    "cider_d",
+    "coco_meteor",
+    "spice_scores",
+    "clip_score",
     "read_references",
     "write_references",
     "read_paraphrases",

@@ -56,6 +56,23 @@ PUBLISHED_ROWS: list[dict[str, Any]] = [
     {"name": "GLIM (released test outputs)", "protocol": "glim",
      "source": "GLIM's released test outputs scored per sentence (specs/decoders.md)",
      "values": {"bleu1@paraphrases": 0.260, "bleu1@raw": 0.078}},
+    # Captions of NSD test images vs their COCO captions (coco-caption + CLIP-S; tables print x 100)
+    {"name": "Brain Captioning", "protocol": "coco-captions",
+     "source": "Ferrante et al. 2023, as reported in NVL (Shen et al., NeurIPS 2024) Table 1, values derived from "
+               "UMBRAE (specs/seed-systems.md 3)",
+     "values": {"bleu1": 0.5596, "bleu2": 0.3621, "bleu3": 0.2270, "bleu4": 0.1451, "meteor": 0.1668,
+                "rougeL": 0.4069, "cider": 0.4130, "spice": 0.0906, "clip_s": 0.6431}},
+    {"name": "Takagi & Nishimoto (SDRecon, BLIP captions)", "protocol": "coco-captions",
+     "source": "NVL (Shen et al., NeurIPS 2024) Table 1, via UMBRAE (specs/seed-systems.md 2)",
+     "values": {"bleu1": 0.3621, "bleu4": 0.0343, "meteor": 0.1003, "rougeL": 0.2513, "cider": 0.1383,
+                "spice": 0.0502, "clip_s": 0.6107}},
+    {"name": "NVL", "protocol": "coco-captions",
+     "source": "Shen et al., NeurIPS 2024, Table 1, vs COCO captions (specs/seed-systems.md 5)",
+     "values": {"bleu1": 0.5719, "bleu4": 0.1585, "meteor": 0.1860, "rougeL": 0.3667, "cider": 0.4951,
+                "spice": 0.1239, "clip_s": 0.6549}},
+    {"name": "UMBRAE", "protocol": "coco-captions",
+     "source": "Xia et al., ECCV 2024, as reported in NVL Table 1 (specs/seed-systems.md 3)",
+     "values": {"bleu1": 0.5784, "bleu4": 0.1717, "meteor": 0.1870, "cider": 0.5387}},
 ]
 
 #: Backwards-compatible views: the rows of each protocol as {name: values}.
@@ -76,7 +93,8 @@ _LABELS = {"pixcorr": "PixCorr", "ssim": "SSIM", "alex2": "Alex(2)", "alex5": "A
            "rouge1_r": "ROUGE-1 R", "rouge1_f": "ROUGE-1 F", "rougeL_f": "ROUGE-L F", "wer": "WER (lower is better)",
            "meteor": "METEOR", "sentence_sim": "Sentence similarity", "clip_text_sim": "CLIP-text similarity",
            "image_retrieval": "Image retrieval (MindEye2 FwdRetrieval)",
-           "brain_retrieval": "Brain retrieval (MindEye2 BwdRetrieval)"}
+           "brain_retrieval": "Brain retrieval (MindEye2 BwdRetrieval)",
+           "rougeL": "ROUGE-L (coco-caption)", "cider": "CIDEr-D", "spice": "SPICE", "clip_s": "CLIP-S"}
 
 
 def _label(name: str) -> str:

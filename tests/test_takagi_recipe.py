@@ -170,3 +170,25 @@ def test_reconstruct_writes_captions_depth_and_samples_from_the_ridges(takagi_ru
         assert np.array_equal(np.asarray(Image.open(samples[0])), np.asarray(Image.open(folder / f"{stem}_recon.png")))
     prov = json.loads((base / "recons" / "provenance.json").read_text())["runs"][-1]
     assert prov["vae_latents_scaled"] is True and prov["samples"] == 2 and prov["text"] == "caption"
+
+
+def test_trial_rows_fit_equals_the_gathered_targets():
+    """Single-trial targets read through the per-stimulus view fit the same ridge as the materialised copy."""
+    from neurodecode.models.brain_diffuser import BrainDiffuser, BrainDiffuserConfig
+    from neurodecode.recipes._multi_input import trial_targets
+
+    rng = np.random.default_rng(0)
+    ids = np.array([3, 5, 8, 11, 13])
+    feats = rng.standard_normal((5, 4, 7, 9)).astype(np.float32)
+    stim = np.array([3, 5, 5, 8, 11, 13, 13, 3, 8, 11, 5])
+    X = rng.standard_normal((11, 6)).astype(np.float32)
+    view = trial_targets({"dpt_hidden_states": (ids, feats)}, stim, ["dpt_hidden_states"])["dpt_hidden_states"]
+    gathered = feats[np.searchsorted(ids, stim)]
+    assert view.shape == gathered.shape
+    np.testing.assert_array_equal(view[:, 1:3], gathered[:, 1:3])
+    cfg = BrainDiffuserConfig(n_voxels=6, subject="s", target_shapes={"dpt_hidden_states": (4, 7, 9)},
+                              alphas={"dpt_hidden_states": (0.5, 5.0)}, cv=3, alpha_per_target=True,
+                              restandardize="none", target_batch=50)
+    a = BrainDiffuser(cfg).fit(X, {"dpt_hidden_states": view}).predict_latents(X, "s")["dpt_hidden_states"]
+    b = BrainDiffuser(cfg).fit(X, {"dpt_hidden_states": gathered}).predict_latents(X, "s")["dpt_hidden_states"]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

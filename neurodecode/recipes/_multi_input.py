@@ -42,7 +42,8 @@ from .._core.logging import logger, progress
 from .._core.validation import format_error
 from ._data import load_nsd_for_recipe, nsd_subject_ids
 
-__all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "MultiInputDecoder", "MultiInputGenerate"]
+__all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "MultiInputDecoder", "MultiInputGenerate", "TrialRows",
+           "trial_targets"]
 
 DATASETS = ("nsd",)
 #: The latent keys the runner decodes (keys of neurodecode.models.LATENT_KEYS).
@@ -175,6 +176,50 @@ def _columns(root: Any, trials: Any, roi_names: tuple[str, ...]) -> np.ndarray:
     return cols
 
 
+class TrialRows:
+    """Per-trial targets as a read-only array view of a per-stimulus table: ``view[i] = table[rows[i]]``.
+
+    Takagi & Nishimoto fit on single trials (each image up to three times): gathering the targets per
+    trial would store each one up to three times (the DPT target alone is 2.4 M values per image). The
+    ridge reads targets in column blocks (``Y[:, a:b]``); this view reads those columns of the table and
+    gathers the rows, so the per-trial array is never materialised.
+
+    Parameters
+    ----------
+    table : ndarray of shape (n_stimuli, ...)
+        One target per stimulus.
+    rows : ndarray of int, shape (n_trials,)
+        The table row of each trial.
+    """
+
+    def __init__(self, table: np.ndarray, rows: np.ndarray) -> None:
+        self.table = table
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), *table.shape[1:])
+        self.dtype = table.dtype
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple) and len(key) >= 1 and key[0] == slice(None):
+            return np.asarray(self.table[(slice(None), *key[1:])])[self.rows]
+        if key == slice(None):
+            return np.asarray(self.table)[self.rows]
+        return np.asarray(self.table)[self.rows][key]
+
+
+def trial_targets(targets: Mapping[str, tuple[np.ndarray, np.ndarray]], stimulus_ids: np.ndarray,
+                  keys: list[str]) -> dict[str, TrialRows]:
+    """Per-trial :class:`TrialRows` views of the per-stimulus targets of ``keys``."""
+    out: dict[str, TrialRows] = {}
+    for key in keys:
+        ids, feats = targets[key]
+        out[key] = TrialRows(feats, np.searchsorted(ids, np.asarray(stimulus_ids, dtype=np.int64)))
+    return out
+
+
 def _sub_folder(subject: str) -> str:
     from ._derivative import _sub_label
 
@@ -267,8 +312,7 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
                     logger.warning("%s holds a ridge with another config; refitting it", folder)
                     model = None
             if model is None:
-                model = BrainDiffuser(config).fit(tr.X[:, cols], gather_targets({k: targets[k] for k in keys},
-                                                                                  tr.stimulus_ids),
+                model = BrainDiffuser(config).fit(tr.X[:, cols], trial_targets(targets, tr.stimulus_ids, keys),
                                                   device=dev, verbose=verbose)
                 model.save_pretrained(folder, metadata={"subject": s, "rois": list(rois), "atlas": ROI_ATLAS,
                                                         "n_voxels": len(cols)})

@@ -31,6 +31,15 @@ from ._captions import (
 )
 from ._controls import noise_input_control, noise_inputs, shuffled_control, shuffled_pairing
 from ._deps import MissingDependencyError
+from ._depth import (
+    DEPTH_ALIGN,
+    DEPTH_METRICS,
+    abs_rel,
+    align_depth,
+    depth_correlation,
+    evaluate_depth,
+    scale_invariant_log_error,
+)
 from ._evaluate import (
     IMAGE_METRICS,
     IMAGE_PROTOCOLS,
@@ -121,6 +130,13 @@ __all__ = [
     "coco_meteor",
     "spice_scores",
     "clip_score",
+    "DEPTH_METRICS",
+    "DEPTH_ALIGN",
+    "evaluate_depth",
+    "scale_invariant_log_error",
+    "abs_rel",
+    "depth_correlation",
+    "align_depth",
     "read_references",
     "write_references",
     "read_paraphrases",

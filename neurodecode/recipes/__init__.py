@@ -32,9 +32,11 @@ RUNNERS: dict[str, str] = {
     "brain_diffuser": "neurodecode.recipes._brain_diffuser",
     "atm": "neurodecode.recipes._atm",
     "glim": "neurodecode.recipes._glim",
+    "simpleconv": "neurodecode.recipes._speech",
     "brain_encoder": "neurodecode.recipes._encoder",
     "meg_brain_module": "neurodecode.recipes._meg_realtime",
     "sttm": "neurodecode.recipes._sttm",
+    "nvl": "neurodecode.recipes._nvl",
     "takagi": "neurodecode.recipes._multi_input",
     "brain_captioning": "neurodecode.recipes._multi_input",
 }

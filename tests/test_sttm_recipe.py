@@ -94,3 +94,20 @@ def test_sttm_new_subject_transfers_from_a_run_without_it(sim, tmp_path):
                               "--set", f'decoder.init_from="{tmp_path / "pre"}"', "--set", 'finetune.subject="nsd/subj02"',
                               "--set", 'data.subjects=["nsd/subj02"]'])
     assert res.exit_code != 0 and "has not seen" in res.output
+
+
+def test_recipes_are_checked_whole_with_teaching_errors():
+    from neurodecode._core.errors import ValidationError
+    from neurodecode.recipes import load_recipe, validate_recipe
+
+    ok = validate_recipe(load_recipe(PIPELINES / "sttm_new_subject.toml", preset="tiny"))
+    assert ok["finetune"] == {"method": "adapter", "subject": "nsd/subj01", "n_train": None, "fraction": 0.25}
+    real = validate_recipe(load_recipe(PIPELINES / "sttm_nsd.toml"))
+    assert real["decoder"]["name"] == "sttm" and set(real["latents"]) >= {"image_tokens", "text_embeds", "vae_latents"}
+    bad = load_recipe(PIPELINES / "sttm_new_subject.toml", overrides=[
+        'finetune.method="reset_tune"', "finetune.fraction=1.5", "decoder.prior_heds=3", "latents.tokens.space='x'"])
+    with pytest.raises(ValidationError) as info:
+        validate_recipe(bad)
+    text = str(info.value)
+    for where in ("finetune.method", "finetune.fraction", "prior_heads", "latents.tokens"):
+        assert where in text, where  # every problem at once, with close matches

@@ -4,7 +4,7 @@ A simulated acquisition device pushes a THINGS-MEG-like stream over LSL on this 
 channels at 1200 Hz, one chunk every ``--chunk`` samples, each chunk pushed once its last sample's
 time has come and stamped with the LSL clock at that moment, as an acquisition system does) and a
 marker stream (one image id per onset, every ``--soa`` seconds, stamped with the onset's time).
-:class:`neurodecode.estimators.StreamDecoder` reads both with mne-lsl, cuts the 0-1 s window of each
+:class:`neurodecode.estimators.stream.StreamDecoder` reads both with mne-lsl, cuts the 0-1 s window of each
 onset, resamples it to 200 Hz as the THINGS-MEG loader does, and decodes it with ATM at the paper's
 size (271 channels x 200 samples -> 1024, random weights: the cost does not depend on them) against
 200 candidate embeddings (the THINGS-MEG test set's size), writing JSON lines.
@@ -91,9 +91,9 @@ def main() -> None:
 
     import torch
 
-    from neurodecode.estimators import StreamDecoder
     from neurodecode.estimators._stream_windows import WindowSpec, extract_window, plan_windows
     from neurodecode.estimators._window_decoders import ATMWindowDecoder
+    from neurodecode.estimators.stream import StreamDecoder
     from neurodecode.models.atm import ATM, ATMConfig
 
     torch.manual_seed(0)

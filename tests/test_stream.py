@@ -93,7 +93,7 @@ def _candidates(root):
 
 @pytest.mark.slow
 def test_live_lsl_decoding_equals_offline_decoding(atm_run, tmp_path):
-    from neurodecode.estimators import StreamDecoder
+    from neurodecode.estimators.stream import StreamDecoder
 
     name = f"nd-test-{uuid.uuid4().hex[:8]}"
     player = _player(atm_run["raw"], name)
@@ -172,7 +172,7 @@ def test_a_meg_realtime_run_decodes_a_replay_like_offline(atm_run, tmp_path):
     """The MEG brain-module run (recipes/_meg_realtime.py, its load_run) through the same window protocol,
     on an in-memory replay of the same recording (40 Hz, -0.5..1.0 s windows, baseline inside the model)."""
     from neurodecode.data import load_things_meg
-    from neurodecode.estimators import ArraySource, StreamDecoder, load_window_decoder
+    from neurodecode.estimators.stream import ArraySource, StreamDecoder, load_window_decoder
     from neurodecode.recipes._meg_realtime import load_run
 
     root, out = atm_run["root"], tmp_path / "megrt"

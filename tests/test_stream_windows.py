@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from neurodecode._core.errors import MetadataMismatchError, ValidationError
-from neurodecode.estimators import ArraySource, StreamDecoder
 from neurodecode.estimators._stream_windows import WindowSpec, channel_picks, extract_window, plan_windows
+from neurodecode.estimators.stream import ArraySource, StreamDecoder
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ def test_lsl_replay_gives_the_in_memory_answers(rng):
 
 def test_a_folder_that_is_not_a_run_is_explained(tmp_path):
     from neurodecode._core.errors import MissingFileError
-    from neurodecode.estimators import load_window_decoder
+    from neurodecode.estimators.stream import load_window_decoder
 
     with pytest.raises(MissingFileError, match="nothing at"):
         load_window_decoder(tmp_path / "absent")

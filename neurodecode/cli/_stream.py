@@ -1,6 +1,6 @@
 """`neurodecode stream`: decode a live MEG/EEG LSL stream with a trained run, window by window.
 
-A thin call into :class:`neurodecode.estimators.StreamDecoder`: each window's result (embedding,
+A thin call into :class:`neurodecode.estimators.stream.StreamDecoder`: each window's result (embedding,
 top-k candidate images, latency stamps) is appended to ``--out`` as one JSON line, flushed, and a
 one-line summary is printed per window (``--json``: one summary document at the end).
 """
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         import numpy as np
 
         from .._core.logging import logger
-        from ..estimators import StreamDecoder
+        from ..estimators.stream import StreamDecoder
 
         live = StreamDecoder(checkpoint, source, markers=markers, hop=hop, subject=subject,
                              events=list(events) or None, top_k=top_k, out=out, max_windows=max_windows,

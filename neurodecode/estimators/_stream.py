@@ -2,7 +2,7 @@
 prepare it as the offline loaders prepare their epochs, decode it with a trained model, and write
 each result as it comes.
 
->>> from neurodecode.estimators import StreamDecoder                                  # doctest: +SKIP
+>>> from neurodecode.estimators.stream import StreamDecoder                                  # doctest: +SKIP
 >>> live = StreamDecoder("runs/atm-meg/sub-BIGMEG1", "lsl://MEG", markers="lsl://Markers",
 ...                      out="live.jsonl", max_windows=100)                           # doctest: +SKIP
 >>> for result in live.iter_results():                                                # doctest: +SKIP

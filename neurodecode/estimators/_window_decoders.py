@@ -39,7 +39,7 @@ _TEST_IMAGES = {"things-meg": "images_test_meg", "things-eeg2": "test_images"}
 
 @runtime_checkable
 class WindowDecoder(Protocol):
-    """What :class:`~neurodecode.estimators.StreamDecoder` needs from a trained model."""
+    """What :class:`~neurodecode.estimators.stream.StreamDecoder` needs from a trained model."""
 
     spec: WindowSpec
     candidates: np.ndarray | None

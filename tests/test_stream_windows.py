@@ -212,3 +212,17 @@ def test_a_folder_that_is_not_a_run_is_explained(tmp_path):
     (tmp_path / "model" / "recipe.json").write_text(json.dumps({"decoder": {"name": "mindbridge"}, "data": {}}))
     with pytest.raises(ValidationError, match="decodes windows live.*a 'mindbridge' run"):
         load_window_decoder(tmp_path / "model")
+
+
+def test_the_ring_buffer_keeps_the_newest_samples_by_counter():
+    from neurodecode.estimators._stream import _Ring
+
+    ring, total = _Ring(2, 10), 0
+    for k in (3, 4, 12, 5, 9, 1, 25, 2):  # chunks shorter and longer than the buffer
+        counter = np.arange(total, total + k, dtype=float)
+        ring.append(np.stack([counter, -counter]), counter, 0.0)
+        total += k
+        assert ring.stop == total and min(total, 10) <= ring.n <= 20
+        np.testing.assert_array_equal(ring.data[0, :ring.n], np.arange(ring.start, ring.stop))  # no gap, no reorder
+        np.testing.assert_array_equal(ring.data[1, :ring.n], -np.arange(ring.start, ring.stop))
+    assert ring.sample_at(total - 1.4) == total - 1 and ring.sample_at(ring.start - 5.0) is None

@@ -62,10 +62,9 @@ class _Ring:
 
     def append(self, x: np.ndarray, ts: np.ndarray, recv: float) -> None:
         k = len(ts)
-        if k > self.capacity:
-            x, ts = x[:, -self.capacity:], ts[-self.capacity:]
-            self.start += k - self.capacity
-            k = self.capacity
+        if k >= self.capacity:  # a chunk longer than the buffer: only its newest samples are kept
+            self.start, self.n = self.stop + k - self.capacity, 0
+            x, ts, k = x[:, k - self.capacity:], ts[k - self.capacity:], self.capacity
         if self.n + k > 2 * self.capacity:  # keep the newest capacity - k, move them to the front
             keep = self.capacity - k
             drop = self.n - keep

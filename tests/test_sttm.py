@@ -458,3 +458,17 @@ def test_contract_predicts_what_it_declares_and_round_trips(tmp_path):
     off = build_decoder("sttm", subjects={"s1": 7}, base="tiny", target_shapes={"image_tokens": (17, 16)})
     assert off.pixel is None and off.config.text_shape is None
     assert set(off.predict_latents(X[:, :7], subject="s1", use_prior=False)) == {"clip_image_tokens", "text_embeds"}
+
+
+def test_bimixco_phase_pixel_branch_reads_the_unmixed_voxels():
+    model = _model()
+    model.configure_training(total_steps=100, steps_per_epoch=10)
+    a, b = _parts(torch.Generator().manual_seed(6))
+    torch.manual_seed(3)
+    out = model.training_step({"parts": [a, b]}, 0)  # BiMixCo: the voxels of the contrast are mixed
+    with torch.no_grad():
+        xa, xb = model.input_scaling["nsd/subj01"](a["x"]), model.input_scaling["nsd/subj02"](b["x"])
+        pred = torch.cat([model.pixel(xa, "nsd/subj01", model.features(xa, "nsd/subj01")),
+                          model.pixel(xb, "nsd/subj02", model.features(xb, "nsd/subj02"))]).numpy()
+    target = 0.18215 * torch.cat([a["vae_latents"], b["vae_latents"]]).numpy()
+    assert out["lowlevel"].item() == pytest.approx(np.abs(pred - target).mean(), rel=1e-5)

@@ -748,11 +748,16 @@ class STTM(PretrainedMixin, nn.Module):
         return step // self._steps_per_epoch < self.mixco_epochs + self.config.smoothing_epochs
 
     # -- forward ---------------------------------------------------------------------------------------
-    def backbone_forward(self, x: torch.Tensor, subject: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(shared feature h (n, width), brain tokens (n, T, D)) from z-scored voxels."""
+    def features(self, x: torch.Tensor, subject: str) -> torch.Tensor:
+        """The shared feature h (n, width) from z-scored voxels: the adapter and the 4 shared blocks."""
         h = self.adapters[subject](x)
         for block in self.backbone:
             h = h + block(h)
+        return h  # type: ignore[no-any-return]
+
+    def backbone_forward(self, x: torch.Tensor, subject: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(shared feature h (n, width), brain tokens (n, T, D)) from z-scored voxels."""
+        h = self.features(x, subject)
         tok = self.to_tokens(h).view(len(h), self.config.target_tokens[0], self.config.token_dim)
         return h, self.token_attention(tok)
 
@@ -841,6 +846,9 @@ class STTM(PretrainedMixin, nn.Module):
         loss = w0 * (clip + g * (glob_img + glob_txt)) + w1 * c.prior_weight * prior
         low = zero
         if self.pixel is not None and len(latents) == len(parts):
+            if use_mixco:  # the guidance of the unmixed voxels (the pixel targets are not mixed)
+                with torch.set_grad_enabled(torch.is_grad_enabled() and not c.detach_guidance):
+                    hs = [self.features(x, s) for x, s in zip(xs, subjects)]
             preds = [self.pixel(x, s, h.detach() if c.detach_guidance else h) for x, s, h in zip(xs, subjects, hs)]
             pred = torch.cat(preds)
             low = F.l1_loss(pred, torch.cat(latents).to(pred.dtype) * c.vae_scale)

@@ -30,10 +30,10 @@ def test_vae_320_real_shape_by_hand_and_scale():
     assert space.image_size == 320
 
 
-def test_vae_320_tiny_is_scaled_posterior_mean_and_distinct_from_sd_vae_tiny():
+def test_vae_320_tiny_mean_is_the_scaled_posterior_mean_and_distinct_from_sd_vae_tiny():
     import torch
 
-    space: Any = get_space("sd14-vae-320-tiny")
+    space: Any = get_space("sd14-vae-320-tiny", sample="mean")
     assert space.shape == (4, 20, 20)  # 40 px through one x2 downsampling; sd-vae-tiny is (4, 16, 16)
     assert get_space("sd-vae-tiny").shape == (4, 16, 16)
     images = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)  # no resize at 40 px
@@ -42,6 +42,36 @@ def test_vae_320_tiny_is_scaled_posterior_mean_and_distinct_from_sd_vae_tiny():
     with torch.no_grad():
         want = space.vae.encode(x).latent_dist.mean.numpy() * 0.18215  # LDM's get_first_stage_encoding scale
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_vae_320_default_is_a_seeded_posterior_sample_as_ldm():
+    import torch
+
+    space: Any = get_space("sd14-vae-320-tiny")
+    assert space.sample == "sample" and space.interpolation == "lanczos"
+    images = np.random.default_rng(1).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    z = space.encode_images(images)
+    # the draw depends on the image only (not on its batch): equal up to float noise across batch sizes
+    np.testing.assert_allclose(z[1:2], space.encode_images(images[1:2]), rtol=1e-4, atol=1e-5)
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32)) / 255.0 * 2.0 - 1.0
+    with torch.no_grad():
+        dist = space.vae.encode(x).latent_dist
+    eps = (z / 0.18215 - dist.mean.numpy()) / dist.std.numpy()  # z = (mean + std * eps) * 0.18215
+    assert abs(eps.mean()) < 0.1 and abs(eps.std() - 1.0) < 0.1  # 3 x 1,600 standard normal draws
+    other = get_space("sd14-vae-320-tiny", sample_seed=1).encode_images(images)
+    assert not np.allclose(other, z) and other.shape == z.shape
+
+
+def test_vae_320_resizes_with_pil_lanczos():
+    from PIL import Image
+
+    space: Any = get_space("sd14-vae-320-tiny", sample="mean")
+    big = np.random.default_rng(2).integers(0, 256, (2, 57, 57, 3), dtype=np.uint8)
+    small = np.stack([np.asarray(Image.fromarray(im).resize((40, 40), resample=Image.Resampling.LANCZOS))
+                      for im in big])  # img2feat_sd.py's load_img_from_arr (8-bit here, float inside the space)
+    np.testing.assert_allclose(space.encode_images(big), space.encode_images(small), atol=0.02)
+    bicubic = get_space("sd14-vae-320-tiny", sample="mean", interpolation="bicubic")
+    assert bicubic.cache_key_hash() != space.cache_key_hash()
 
 
 def test_vae_320_reads_a_pipeline_vae_folder(sd14):

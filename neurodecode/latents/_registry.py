@@ -64,8 +64,9 @@ BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
     "dpt-large-hidden": (_DPT, {}, "DPT-large backbone hidden states at backbone_out_indices 4 x 577 x 1024 at 384 px "
                          "(Takagi's depth target); tiny 4 x 17 x 52"),
     "sd14-vae-320": (_VAE, {"hub_id": "CompVis/stable-diffusion-v1-4", "subfolder": "vae", "image_size": 320,
-                            "scaled": True, "tiny_image_size": 40},
-                     "SD-1.4 VAE latent at 320 px, x 0.18215 (Takagi's init_latent) 4 x 40 x 40; tiny 4 x 20 x 20"),
+                            "scaled": True, "tiny_image_size": 40, "sample": "sample", "interpolation": "lanczos"},
+                     "SD-1.4 VAE latent at 320 px (Lanczos), posterior sample x 0.18215 (Takagi's init_latent) "
+                     "4 x 40 x 40; tiny 4 x 20 x 20"),
     "sd14-text-cond": (_SD_TEXT, {"output": "text_tokens"}, "SD-1.4 text conditioning of a caption 77 x 768 (final LN; recipes average "
                        "an image's captions, as Takagi's c); tiny 77 x 40"),
 }

@@ -11,6 +11,13 @@
     32 / 64, one x2 downsampling), randomly initialised with a fixed seed, offline: 32 px
     images -> (4, 16, 16), the latent size of the tiny generators.
 
+``sd14-vae-320``
+    Takagi & Nishimoto's ``init_latent`` (``img2feat_sd.py``): Stable Diffusion 1.4's VAE
+    (``CompVis/stable-diffusion-v1-4``, ``vae/``) on the image resized to 320 px with PIL's Lanczos, a
+    posterior *sample* times 0.18215 (LDM's ``get_first_stage_encoding``): (4, 40, 40). The sample's noise
+    is seeded by the resized pixels and ``sample_seed``, so an image always gets the same latent. Its tiny
+    twin encodes 40 px images: (4, 20, 20).
+
 Latent scale
     By default the latents are *raw* (before the VAE's scaling factor). That is the
     ``vae_latents`` convention of :mod:`neurodecode.generate`, whose generators multiply by
@@ -42,14 +49,18 @@ from .._core.validation import check_finite, check_option, describe, format_erro
 from .._core.versions import package_versions
 from ._base import LatentSpace, seeded
 
-__all__ = ["VaeSpace", "DEFAULT_VAE", "SD_VAE_CONFIG", "SAMPLES", "tiny_vae", "build_vae_space", "vae_files",
+__all__ = ["VaeSpace", "DEFAULT_VAE", "SD_VAE_CONFIG", "SAMPLES", "INTERPOLATIONS", "tiny_vae", "build_vae_space", "vae_files",
            "vae_subfolder", "vae_artefacts"]
 
 #: Hub id of the real tier's weights.
 DEFAULT_VAE = "stabilityai/sd-vae-ft-mse"
 
-#: How a latent is read from the posterior (the mean: deterministic, the same for every batch split).
-SAMPLES = ("mean",)
+#: How a latent is read from the posterior: the mean (deterministic), or a sample seeded by the image's own pixels
+#: and ``sample_seed`` (the same image always gets the same draw, whatever the batch split): LDM's
+#: ``get_first_stage_encoding``, which Takagi & Nishimoto's init latents use.
+SAMPLES = ("mean", "sample")
+#: How images are resized: torch's antialiased bicubic, or PIL's Lanczos (Takagi & Nishimoto's ``load_img_from_arr``).
+INTERPOLATIONS = ("bicubic", "lanczos")
 
 #: Architecture of the Stable Diffusion VAE (83.7 M parameters): ``weights="random"`` builds it offline.
 SD_VAE_CONFIG: dict[str, Any] = {
@@ -157,8 +168,10 @@ class VaeSpace(LatentSpace):
         The frozen autoencoder (float32 weights; ``dtype`` runs it under autocast).
     image_size : int
         Side of the square images the encoder sees.
-    sample : {"mean"}
-        How the latent is read from the posterior.
+    sample : {"mean", "sample"}
+        How the latent is read from the posterior (see :data:`SAMPLES`).
+    interpolation : {"bicubic", "lanczos"}
+        How images are resized (see :data:`INTERPOLATIONS`).
     scaled : bool
         Whether the latents are multiplied by the VAE's scaling factor (diffusers' UNet space).
     scaling_factor, shift_factor : float
@@ -173,10 +186,11 @@ class VaeSpace(LatentSpace):
 
     def __init__(self, name: str, *, vae: Any, image_size: int, sample: str, scaled: bool, weights: str,
                  weights_file: Path | None, device: Any, dtype: Any, batch_size: int, verbose: Any,
-                 compile: bool = False) -> None:
+                 compile: bool = False, interpolation: str = "bicubic", sample_seed: int = 0) -> None:
         import torch
 
         check_option(sample, "sample", SAMPLES)
+        check_option(interpolation, "interpolation", INTERPOLATIONS)
         cfg = vae.config
         factor = 2 ** (len(cfg.block_out_channels) - 1)
         size = int(image_size)
@@ -184,12 +198,15 @@ class VaeSpace(LatentSpace):
             raise ValidationError(format_error(
                 "image_size", f"a positive multiple of the VAE's downsampling factor {factor}", image_size,
                 f"Use e.g. {max(factor, size - size % factor)} (latents are image_size / {factor} on a side)"))
-        pre = {"kind": "vae", "size": size, "resize_mode": "shortest", "crop": "center", "interpolation": "bicubic",
+        pre = {"kind": "vae", "size": size, "resize_mode": "shortest", "crop": "center", "interpolation": interpolation,
                "antialias": True, "input": "uint8 / 255 or float in [0, 1]", "range": [-1.0, 1.0]}
+        if interpolation == "lanczos":
+            pre["antialias"] = "PIL"
         config_key = {k: v for k, v in dict(cfg).items() if not str(k).startswith("_")}
         super().__init__(name, shape=(int(cfg.latent_channels), size // factor, size // factor), modality="image",
                          device=device, dtype=dtype, batch_size=batch_size, verbose=verbose, preprocessing=pre,
                          weights=weights, extra_key={"sample": sample, "scaled": bool(scaled),
+                                                     **({"sample_seed": int(sample_seed)} if sample == "sample" else {}),
                                                      "vae_config": config_key,
                                                      "library": package_versions(("diffusers",))})
         if self._dtype == torch.float16 and getattr(cfg, "force_upcast", False):
@@ -198,6 +215,8 @@ class VaeSpace(LatentSpace):
             self._dtype, self.dtype = torch.float32, "float32"
         self.image_size = size
         self.sample = sample
+        self.sample_seed = int(sample_seed)
+        self.interpolation = interpolation
         self.scaled = bool(scaled)
         self.scaling_factor = float(getattr(cfg, "scaling_factor", 1.0) or 1.0)
         self.shift_factor = float(getattr(cfg, "shift_factor", None) or 0.0)
@@ -282,7 +301,9 @@ class VaeSpace(LatentSpace):
         t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
         size = self.image_size
         h, w = t.shape[-2:]
-        if (h, w) != (size, size):
+        if (h, w) != (size, size) and self.interpolation == "lanczos":
+            t = _lanczos(t[0].cpu(), size).to(self._device)[None]
+        elif (h, w) != (size, size):
             scale = size / min(h, w)
             nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
             t = F.interpolate(t, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
@@ -302,7 +323,37 @@ class VaeSpace(LatentSpace):
 
         with torch.autocast(device_type=self._device.type, enabled=False):
             pixels = torch.stack([self._pixels(im) for im in items])
-        return self._forward(pixels)
+        if self.sample == "mean":
+            return self._forward(pixels)
+        # a posterior sample per image, its noise seeded by the image's pixels and sample_seed (batch-independent)
+        from .vdvae import _content_seed
+
+        dist = self.vae.encode(pixels).latent_dist
+        eps = torch.stack([torch.randn(tuple(dist.mean.shape[1:]), dtype=torch.float32, generator=torch.Generator(
+            "cpu").manual_seed(_content_seed(p.float().cpu().numpy(), self.sample_seed))) for p in pixels])
+        z = dist.mean + dist.std * eps.to(dist.mean.device, dist.mean.dtype)
+        if self.scaled:
+            z = (z - self.shift_factor) * self.scaling_factor
+        return z
+
+
+def _lanczos(t: Any, size: int) -> Any:
+    """(3, H, W) float in [0, 1] -> (3, size, size): shorter side to ``size`` with PIL's Lanczos, centre crop.
+
+    Per channel in PIL's 32-bit float mode, so no 8-bit rounding is added; for a square image this is
+    ``Image.resize((size, size), LANCZOS)`` of the reference.
+    """
+    import torch
+    from PIL import Image
+
+    h, w = int(t.shape[-2]), int(t.shape[-1])
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    chans = [np.asarray(Image.fromarray(c.numpy().astype(np.float32), mode="F").resize(
+        (nw, nh), resample=Image.Resampling.LANCZOS)) for c in t]
+    top, left = (nh - size) // 2, (nw - size) // 2
+    out = np.stack(chans)[:, top:top + size, left:left + size]
+    return torch.from_numpy(np.ascontiguousarray(out))
 
 
 # ---------------------------------------------------------------------------------------------- builder
@@ -383,6 +434,7 @@ def _load_folder(folder: Path, sub: str) -> tuple[Any, Path, str]:
 def build_vae_space(name: str, *, weights: Any = None, device: Any = "cpu", dtype: Any = "float32",
                     batch_size: int = 32, verbose: Any = None, tiny: bool = False, hub_id: str = DEFAULT_VAE,
                     image_size: int | None = None, sample: str = "mean", scaled: bool = False, seed: int = 0,
+                    interpolation: str = "bicubic", sample_seed: int = 0,
                     compile: bool = False, subfolder: str | None = None,
                     tiny_image_size: int | None = None) -> VaeSpace:
     """Registry builder of the image-autoencoder spaces (see :func:`~neurodecode.latents.get_space`).
@@ -406,8 +458,13 @@ def build_vae_space(name: str, *, weights: Any = None, device: Any = "cpu", dtyp
         Hub id of the published weights (default ``stabilityai/sd-vae-ft-mse``).
     image_size : int or None
         Side of the encoded images, a multiple of the downsampling factor (default 256; tiny 32).
-    sample : {"mean"}
-        The posterior mean (deterministic).
+    sample : {"mean", "sample"}
+        The posterior mean (deterministic, default), or a posterior sample whose noise is seeded by the
+        image's resized pixels and ``sample_seed`` (LDM's ``get_first_stage_encoding``; ``sd14-vae-320``).
+    interpolation : {"bicubic", "lanczos"}
+        Resize with torch's antialiased bicubic (default) or PIL's Lanczos (``sd14-vae-320``, as Takagi).
+    sample_seed : int
+        Seed of the posterior samples (combined with each image's pixels).
     scaled : bool
         Multiply the latents by the VAE's scaling factor (diffusers' UNet space); default raw,
         the ``vae_latents`` convention of :mod:`neurodecode.generate`.
@@ -472,7 +529,7 @@ def build_vae_space(name: str, *, weights: Any = None, device: Any = "cpu", dtyp
     logger.info("latent space %s: %s", name, tag)
     return VaeSpace(name, vae=vae, image_size=image_size, sample=sample, scaled=scaled, weights=tag,
                     weights_file=weights_file, device=device, dtype=dtype, batch_size=batch_size, verbose=verbose,
-                    compile=compile)
+                    compile=compile, interpolation=interpolation, sample_seed=sample_seed)
 
 
 def vae_artefacts(name: str, *, weights: Any = None, dtype: Any = None, tiny: bool = False,

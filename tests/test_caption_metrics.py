@@ -177,3 +177,16 @@ def test_published_rows_with_sources():
     assert rows["NVL"]["values"]["cider"] == 0.4951
     assert all("NVL" in r["source"] or "Shen" in r["source"] for r in rows.values())
     assert set().union(*(r["values"] for r in rows.values())) <= set(CAPTION_METRICS)
+
+
+def test_recipes_may_name_caption_and_depth_metrics():
+    from neurodecode.recipes._schema import RecipeProblems, _check_metric_names
+
+    ok = RecipeProblems()
+    _check_metric_names({"metrics": ["cider", "spice", "clip_s", "si_log", "abs_rel"],
+                         "text_metrics": ["bleu4", "rougeL", "cider"]}, ok)
+    ok.raise_if_any()
+    bad = RecipeProblems()
+    _check_metric_names({"metrics": ["ciderr"]}, bad)
+    with pytest.raises(ValueError, match="ciderr"):
+        bad.raise_if_any()

@@ -54,6 +54,7 @@ class NSDData:
     captions: list[str] = field(default_factory=list)
     rois: str | list[str] | dict[str, Any] | None = None
     within_nsdgeneral: bool = False
+    volumes: dict[str, Any] | None = None
 
 
 @dataclass
@@ -461,10 +462,12 @@ def check_config_fields(config_cls: type, values: Mapping[str, Any], section: st
 
 def _check_metric_names(evaluate: Mapping[str, Any], problems: RecipeProblems) -> None:
     """``[evaluate] metrics`` / ``text_metrics`` name metrics neurodecode computes (``retrieval``: predicted latents)."""
-    from ..metrics import IMAGE_METRICS, TEXT_DEFAULT_METRICS, ZERO_SHOT_TASKS
+    from ..metrics import CAPTION_METRICS, DEPTH_METRICS, IMAGE_METRICS, TEXT_DEFAULT_METRICS, ZERO_SHOT_TASKS
 
-    known = {"metrics": (*IMAGE_METRICS, *TEXT_DEFAULT_METRICS, "meteor", "retrieval"),
-             "text_metrics": (*TEXT_DEFAULT_METRICS, "meteor", "retrieval"), "zero_shot": tuple(ZERO_SHOT_TASKS)}
+    known = {"metrics": (*IMAGE_METRICS, *TEXT_DEFAULT_METRICS, "meteor", "retrieval", *CAPTION_METRICS,
+                         *DEPTH_METRICS),
+             "text_metrics": (*TEXT_DEFAULT_METRICS, "meteor", "retrieval", *CAPTION_METRICS),
+             "zero_shot": tuple(ZERO_SHOT_TASKS)}
     for key, allowed in known.items():
         for name in evaluate.get(key, []):
             if name not in allowed:

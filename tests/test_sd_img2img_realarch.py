@@ -61,3 +61,40 @@ def test_real_architecture_both_routes(name, fixtures, inputs, expects, hub_cach
         assert out.shape == (1, 64, 64, 3) and out.dtype == np.uint8
         outs.append(out)
     np.testing.assert_array_equal(outs[0], outs[1])  # the same files through either route
+
+
+LEAN = [("sd-img2img", "sd-v1-4", None), ("sd2-depth", "sd2-depth", None),
+        ("sd-controlnet-depth", "lowlevel", "sd-controlnet-depth")]
+
+
+@pytest.mark.parametrize(("name", "main", "extra"), LEAN, ids=[c[0] for c in LEAN])
+def test_declared_files_are_exactly_enough(tmp_path, name, main, extra):
+    """A folder holding only the declared files (one alternative per group; tiny-size fixtures in the real layout)
+    loads and runs: what ``neurodecode download`` fetches is what the loader reads."""
+    import shutil
+
+    from neurodecode.generate import generator_class
+    from neurodecode.io.hub import group_choice
+
+    def lean(component, groups, where):
+        full = write_hub_fixture(component, tmp_path / f"full-{where}", variant="fp16", size="tiny")
+        for group in groups:
+            choice = group_choice(full, group)
+            assert choice is not None, group
+            (tmp_path / where / choice).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(full / choice, tmp_path / where / choice)
+        return str(tmp_path / where)
+
+    cls = generator_class(name)
+    kw = {}
+    if extra is not None:
+        art = cls.extra_artefacts("bfloat16")[0]
+        kw["controlnet"] = lean(extra, art.files, "controlnet")
+    gen = get_generator(name, weights=lean(main, cls.hub_files("bfloat16"), "main"), dtype="bfloat16", **kw).load()
+    rng = np.random.default_rng(0)
+    inputs = {"vae_latents": rng.standard_normal((1, 4, 6, 6)).astype(np.float32), "captions": ["a cat"],
+              "depth_maps": rng.random((1, 12, 12)).astype(np.float32)}
+    if "depth_maps" not in gen.expects:
+        del inputs["depth_maps"]
+    out = gen.generate(inputs, seeds=0, steps=2)
+    assert out.shape == (1, 32, 32, 3)

@@ -314,7 +314,9 @@ def _subject_number(dataset: str, value: str) -> int:
         value = m.group(1) if m else value
         return parse_subject_number(value, "things_meg", "sub-BIGMEG", int(load_spec("things_meg")["dataset"]["n_subjects"]))
     spec_name = dataset.replace("-", "_")
-    prefix = "subj" if dataset == "nsd" else "sub-"
+    if dataset == "bold5000":
+        value = value.removeprefix("bold5000/")
+    prefix = "subj" if dataset == "nsd" else "CSI" if dataset == "bold5000" else "sub-"
     return parse_subject_number(value, spec_name, prefix, int(load_spec(spec_name)["dataset"]["n_subjects"]))
 
 
@@ -327,6 +329,8 @@ def _is_root(path: Path, dataset: str) -> bool:
         return (path / "nsddata").is_dir() or (path / "nsddata_betas").is_dir()
     if dataset == "things-meg":
         return any(p.is_dir() for p in path.glob("sub-BIGMEG*"))
+    if dataset == "bold5000":
+        return (path / "BOLD5000_Stimuli").is_dir()
     if dataset == "meg-masc":
         return (path / "stimuli" / "audio").is_dir() and any(p.is_dir() for p in path.glob("sub-*"))
     if dataset == "things-eeg2":
@@ -411,7 +415,7 @@ def _root_marker(dataset: str) -> str:
     return {"nsd": "nsddata/ and nsddata_betas/", "things-meg": "sub-BIGMEG1/ ...",
             "things-eeg2": "the preprocessed-data folder and image_set/",
             "zuco": "the task folders with results<CODE>_<TASK>.mat",
-            "meg-masc": "sub-01/ ... and stimuli/audio/"}[dataset]
+            "meg-masc": "sub-01/ ... and stimuli/audio/", "bold5000": "BOLD5000_Stimuli/"}[dataset]
 
 
 # ----------------------------------------------------------------------------------------- shared options

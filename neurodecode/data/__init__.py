@@ -1,6 +1,7 @@
 """Datasets: loaders for NSD, THINGS-EEG2, THINGS-MEG and ZuCo returning :class:`Trials`."""
 
 from .._core.specs import DATASETS
+from ._bold5000 import load_bold5000, load_bold5000_stimuli, read_atlas_labels, schaefer_networks
 from ._inputs import BrainArray, as_brain_array
 from ._meg_masc import load_meg_masc, load_meg_masc_audio
 from ._nsd import load_nsd, load_nsd_stimuli, nsd_trial_table
@@ -16,4 +17,5 @@ __all__ = ["DATASETS", "Trials", "load_nsd", "load_nsd_stimuli", "nsd_trial_tabl
            "load_things_meg", "load_zuco", "load_meg_masc", "load_meg_masc_audio", "prepare_nsd",
            "select_nsd_rois", "nsd_voxel_labels", "nsd_atlases", "read_nsd_ncsnr", "noise_ceiling",
            "load_nsd_volumes", "nsd_patch_grid", "patches_to_volume", "resample_volume", "volume_patches",
-           "as_brain_array", "BrainArray"]
+           "as_brain_array", "BrainArray", "load_bold5000", "load_bold5000_stimuli",
+           "read_atlas_labels", "schaefer_networks"]

@@ -363,7 +363,7 @@ def check_dataset(dataset: str, root: str | os.PathLike[str], subjects: Sequence
     """
     from .._core.validation import check_option
 
-    check_option(dataset, "dataset", ("nsd", "things-eeg2", "things-meg", "zuco", "meg-masc"))
+    check_option(dataset, "dataset", ("nsd", "things-eeg2", "things-meg", "zuco", "meg-masc", "bold5000"))
     if dataset == "nsd":
         report, problems, warnings = check_nsd(root, subjects)
     elif dataset == "things-eeg2":
@@ -372,6 +372,11 @@ def check_dataset(dataset: str, root: str | os.PathLike[str], subjects: Sequence
         from ._things_meg import check_things_meg
 
         report, problems = check_things_meg(root, subjects)
+        warnings = report.pop("warnings", [])
+    elif dataset == "bold5000":
+        from ._bold5000 import check_bold5000
+
+        report, problems = check_bold5000(root, subjects)
         warnings = report.pop("warnings", [])
     elif dataset == "meg-masc":
         from ._meg_masc import check_meg_masc

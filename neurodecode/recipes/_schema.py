@@ -28,7 +28,7 @@ from typing import Any, Literal, Union
 from .._core.errors import ValidationError
 from .._core.specs import DATASETS
 
-__all__ = ["NSDData", "ThingsEEG2Data", "ThingsMEGData", "ZucoData", "MEGMASCData", "DATA_TABLES", "LatentTable", "TrainTable",
+__all__ = ["NSDData", "BOLD5000Data", "ThingsEEG2Data", "ThingsMEGData", "ZucoData", "MEGMASCData", "DATA_TABLES", "LatentTable", "TrainTable",
            "NSDGenerate", "ATMGenerate", "GLIMGenerate", "EvaluateTable", "WeightEntry", "FinetuneTable",
            "SECTIONS", "check_table", "RecipeProblems"]
 
@@ -129,9 +129,27 @@ class MEGMASCData:
     clip: float | None = 20.0
 
 
+@dataclass
+class BOLD5000Data:
+    """``[data]`` of a BOLD5000 recipe (:func:`neurodecode.data.load_bold5000`): whole-brain parcel time series
+    (``data = "parcels"``, an atlas and its lookup table, relative to the data root unless absolute) or ROI
+    betas."""
+
+    dataset: Literal["bold5000"] = "bold5000"
+    subjects: list[str | int] = field(default_factory=lambda: [1])
+    data: Literal["parcels", "roi"] = "parcels"
+    atlas: str | None = None
+    atlas_labels: str | None = None
+    rois: list[str] | None = None
+    n_trs: int = 5
+    standardize: str | bool = "zscore_sample"
+    average_test_repeats: bool = True
+    bold_pattern: str | None = None
+
+
 #: ``[data] dataset`` -> its table, one per name of :data:`neurodecode.data.DATASETS`.
 DATA_TABLES: dict[str, type] = {t().dataset: t for t in (NSDData, ThingsEEG2Data, ThingsMEGData, ZucoData,
-                                                         MEGMASCData)}
+                                                         MEGMASCData, BOLD5000Data)}
 assert tuple(sorted(DATA_TABLES)) == tuple(sorted(DATASETS)), "one [data] table per dataset of DATASETS"
 
 

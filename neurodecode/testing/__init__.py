@@ -5,6 +5,7 @@ the real download. Writers take data arrays (so simulations can write known answ
 ``make_*_fixture`` fill them with random but structurally faithful values.
 """
 
+from ._bold5000 import make_bold5000_fixture, write_bold5000_stimuli, write_bold5000_subject, write_schaefer_atlas
 from ._hub import write_hub_fixture
 from ._meg_masc import (
     kit_channel_names,
@@ -22,4 +23,5 @@ __all__ = ["write_nsd_tree", "make_nsd_fixture", "nsd_path", "write_things_eeg2_
            "write_things_meg_subject", "make_things_meg_fixture", "things_meg_path", "ctf_channel_names",
            "write_zuco_subject", "write_zuco_labels", "make_zuco_fixture", "zuco_path", "write_hub_fixture",
            "write_meg_masc_recording", "write_meg_masc_wav", "make_meg_masc_fixture", "meg_masc_path",
-           "kit_channel_names"]
+           "kit_channel_names", "write_bold5000_subject", "write_bold5000_stimuli", "write_schaefer_atlas",
+           "make_bold5000_fixture"]

@@ -91,3 +91,15 @@ def test_declared_weights_and_errors(gen):
     inp = _inputs()
     with pytest.raises(ShapeMismatchError, match="depth_maps"):
         gen.generate({k: v for k, v in inp.items() if k != "depth_maps"}, steps=2)
+
+
+def test_memory_preset_offload_chain_includes_the_controlnet():
+    """preset="24gb" on CUDA chains accelerate offload hooks; the ControlNet must be in the chain (else it would stay
+    on the CPU while the latents are on the GPU). Checked here with the execution device = CPU."""
+    g = get_generator("sd-controlnet-depth", weights="tiny").load()
+    inp = _inputs()
+    before = g.generate(inp, seeds=[3, 4], steps=2)
+    modules = {k: v for k, v in g.components_.items() if isinstance(v, torch.nn.Module)}
+    g._enable_cpu_offload(modules)
+    assert all(hasattr(modules[k], "_hf_hook") for k in ("text_encoder", "controlnet", "unet", "vae"))
+    np.testing.assert_array_equal(g.generate(inp, seeds=[3, 4], steps=2), before)

@@ -100,10 +100,17 @@ def test_tokens_equal_the_java_ptb_tokenizer():
 def test_meteor_15_through_the_jar():
     """METEOR 1.5 runs offline through coco-caption's jar (Java) on our tokens (the JVM loads its paraphrase
     table: ~20 s)."""
-    score, items = coco_meteor(HYPS + ["the cat sat on the mat"], REFS + [["The cat sat on the mat."]])
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    scorer = Meteor()
+    score, items = coco_meteor(HYPS + ["the cat sat on the mat"], REFS + [["The cat sat on the mat."]], scorer=scorer)
     assert items.shape == (6,) and 0.2 < score < 0.7
     assert items[5] > 0.9  # identical caption: one chunk, a tiny fragmentation penalty
     assert items[0] > items[2]  # "a man rides a horse on a beach" matches its references better than "a plate of rice"
+    five, _ = coco_meteor(HYPS, REFS, scorer=scorer)
+    del scorer
+    res = evaluate_captions(HYPS, REFS, metrics="meteor", n_boot=10, n_shuffles=2)  # one JVM for all pairings
+    assert res["meteor"]["value"] == pytest.approx(five) and res["meteor"]["shuffled"] < five
 
 
 def test_spice_needs_its_jars_or_says_what_to_install(monkeypatch):

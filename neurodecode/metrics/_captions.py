@@ -257,8 +257,17 @@ def _java_inputs(predictions: Sequence[str], references: Sequence[Any]) -> tuple
     return {i: rs for i, rs in enumerate(refs)}, {i: [h] for i, h in enumerate(hyps)}
 
 
-def coco_meteor(predictions: Sequence[str], references: Sequence[Any]) -> tuple[float, np.ndarray]:
+def coco_meteor(predictions: Sequence[str], references: Sequence[Any], *,
+                scorer: Any = None) -> tuple[float, np.ndarray]:
     """METEOR 1.5 (coco-caption's ``meteor-1.5.jar``: English, normalised, with its paraphrase table).
+
+    Parameters
+    ----------
+    predictions, references
+        As for :func:`coco_bleu`.
+    scorer : pycocoevalcap.meteor.meteor.Meteor or None
+        A running METEOR process to reuse (its JVM loads the paraphrase table once); ``None`` starts one
+        and ends it.
 
     Returns
     -------
@@ -277,11 +286,13 @@ def coco_meteor(predictions: Sequence[str], references: Sequence[Any]) -> tuple[
     from pycocoevalcap.meteor.meteor import Meteor
 
     gts, res = _java_inputs(predictions, references)
-    scorer = Meteor()  # one Java process; its __del__ ends it
+    own = scorer is None
+    scorer = Meteor() if own else scorer  # one Java process; its __del__ ends it
     try:
         score, per_item = scorer.compute_score(gts, res)
     finally:
-        del scorer
+        if own:
+            del scorer
     return float(score), np.asarray(per_item, dtype=float)
 
 
@@ -368,14 +379,21 @@ def _scores(preds: list[str], refs: list[list[str]], metrics: list[str], images:
     if "cider" in metrics:
         value, v = cider_d(preds, refs)
         out["cider"] = (value, v, None)
-    for key, fn in (("meteor", coco_meteor), ("spice", spice_scores)):
+    for key in ("meteor", "spice"):
         if key in metrics:
             ok, reason = java_metric_available(key)
-            if ok:
-                value, v = fn(preds, refs)
-                out[key] = (value, v, None)
-            else:
+            if not ok:
                 out[key] = reason
+                continue
+            if key == "meteor":
+                if "meteor_scorer" not in cache:
+                    from pycocoevalcap.meteor.meteor import Meteor
+
+                    cache["meteor_scorer"] = Meteor()
+                value, v = coco_meteor(preds, refs, scorer=cache["meteor_scorer"])
+            else:
+                value, v = spice_scores(preds, refs)
+            out[key] = (value, v, None)
     if "sentence_sim" in metrics:
         v, info = embedding_similarity(preds, refs, "minilm-l6", weights, device=device, verbose=verbose)
         out["sentence_sim"] = (float(v.mean()), v, None)
@@ -442,16 +460,19 @@ def evaluate_captions(
     if int(n_shuffles) < 1:
         raise ValidationError(format_error("n_shuffles", "at least 1", n_shuffles))
     cache: dict[str, Any] = {}
-    scores = _scores(preds, refs, metrics, images, weights, device, verbose, cache)
     shuffled: dict[str, list[float]] = {k: [] for k in metrics}
-    if len(preds) >= 2:
-        rng = as_rng(random_state)
-        for _ in range(int(n_shuffles)):
-            perm = derangement(len(preds), rng)
-            s = _scores(preds, [refs[j] for j in perm], metrics, images, weights, device, verbose, cache, perm)
-            for k, v in s.items():
-                if isinstance(v, tuple):
-                    shuffled[k].append(v[0])
+    try:
+        scores = _scores(preds, refs, metrics, images, weights, device, verbose, cache)
+        if len(preds) >= 2:
+            rng = as_rng(random_state)
+            for _ in range(int(n_shuffles)):
+                perm = derangement(len(preds), rng)
+                s = _scores(preds, [refs[j] for j in perm], metrics, images, weights, device, verbose, cache, perm)
+                for k, v in s.items():
+                    if isinstance(v, tuple):
+                        shuffled[k].append(v[0])
+    finally:
+        cache.pop("meteor_scorer", None)  # ends the METEOR JVM
     out: dict[str, Any] = {}
     used: dict[str, Any] = {}
     for k in metrics:

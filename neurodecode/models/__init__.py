@@ -22,7 +22,8 @@ __all__ = ["DECODERS", "LATENT_KEYS", "decoder_class", "load_decoder", "build_de
            "BrainDiffuser", "BrainDiffuserConfig", "MindBridge", "MindBridgeConfig", "MindEye2", "MindEye2Config",
            "ATM", "ATMConfig", "GLIM", "GLIMConfig", "MEGBrainModule", "MEGBrainModuleConfig",
            "TransformerBrainEncoder", "BrainEncoderConfig", "RidgeBrainEncoder", "STTM", "STTMConfig",
-           "SimpleConv", "SimpleConvConfig", "NVL", "NVLConfig", "NVLBrainLLM"]
+           "SimpleConv", "SimpleConvConfig", "NVL", "NVLConfig", "NVLBrainLLM",
+           "WAVE", "WAVEConfig"]
 
 #: Public class name -> its module (imported on first access, so one decoder never loads the others).
 _LAZY = {
@@ -37,6 +38,7 @@ _LAZY = {
     "STTM": "sttm", "STTMConfig": "sttm",
     "SimpleConv": "simpleconv", "SimpleConvConfig": "simpleconv",
     "NVL": "nvl", "NVLConfig": "nvl", "NVLBrainLLM": "nvl",
+    "WAVE": "wave", "WAVEConfig": "wave",
 }
 
 
@@ -60,6 +62,7 @@ DECODERS: dict[str, str] = {
     "sttm": "neurodecode.models.sttm:STTM",
     "simpleconv": "neurodecode.models.simpleconv:SimpleConv",
     "nvl": "neurodecode.models.nvl:NVL",
+    "wave": "neurodecode.models.wave:WAVE",
 }
 
 #: Keys of the dict returned by ``predict_latents`` and their shapes (real tier).

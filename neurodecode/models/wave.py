@@ -1,0 +1,392 @@
+"""WAVE: whole-brain parcel time series -> CLIP ViT-L/14 space (Wang et al., arXiv 2411.07121).
+
+One self-contained file a reader can hold against the paper and its code (``src/model/fvl.py``, "FVL"):
+
+1. **fMRI foundation encoder**: the learning-from-brains GPT (Thomas, Ré & Poldrack, NeurIPS 2022;
+   ``--architecture GPT --training-style CSM``, their defaults: 4 GPT-2 blocks of width 768, 12 heads,
+   512 positions, input of 1024 parcels). Each TR's parcel vector is embedded by Linear -> LayerNorm ->
+   Dropout and added to a learned embedding of its time ``t_r`` (0.2 s precision, up to 300 s, one extra
+   "dummy" entry); a learned ``cls_embed`` (in parcel space) is inserted after the last valid TR with
+   the dummy time; a causal GPT-2 runs over the sequence; the output at the CLS position goes through
+   the pooler (Linear 768 -> 768, Tanh, Dropout): ``pooler_outputs``. Submodule and parameter names
+   follow the learning-from-brains checkpoint (``embedder.*``, ``decoder.*``), so
+   :meth:`WAVE.load_encoder_checkpoint` loads ``checkpoints/upstream/GPT/pytorch_model.bin`` unchanged.
+2. **Projector**: Linear 768 -> 768 onto the CLIP ViT-L/14 image embedding.
+3. **Tri-contrastive loss**: the mean of two symmetric InfoNCE losses, fMRI <-> CLIP image embedding and
+   fMRI <-> CLIP text embedding, each with its own learnable logit scale ``exp(s)``, ``s`` initialised
+   at ``ln(1/0.07)``.
+4. **Prompt learning** (``prompt="token-ids"``, the reference): a meta-net on ``[fMRI || image]`` features
+   (Linear 1536 -> 96, ReLU, Linear 96 -> 8) plus a learned 8-d context vector gives 8 values that the
+   reference turns into pseudo token ids, ``long(relu(ctx) * 1000)``, inserted after the BOS token of the
+   label's CLIP tokens (tokenised to 77 - 8 = 69 tokens) before the frozen CLIP text encoder. Integer ids
+   carry no gradient, so in the reference the meta-net is never updated (it stays at its random
+   initialisation); neurodecode reproduces that. ``prompt="none"`` contrasts with the plain label's text
+   embedding (the reference's ``is_prompt=False``).
+5. **Training augmentation** (reference, on by default): 20 % of the input values zeroed at random
+   (``sparse_ratio``) and the first 5 TRs of each sample shuffled (``shuffle_trs``).
+
+Inputs follow the loader (:func:`neurodecode.data.load_bold5000` with ``data="parcels"``): ``X`` of shape
+(n, n_parcels, n_trs); the model transposes it to the GPT's (n, n_trs, n_parcels) sequence, with the
+valid length per sample (``lengths``) and TR times ``t_rs = arange(n_trs) * tr``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._core.errors import ShapeMismatchError, ValidationError
+from .._core.validation import check_array, check_option, format_error
+from ..io.checkpoints import PretrainedMixin, load_state_dict
+from .losses import clip_loss
+
+__all__ = ["WAVEConfig", "WAVE", "prompt_token_ids"]
+
+
+@dataclass
+class WAVEConfig:
+    """Architecture and loss of :class:`WAVE` (defaults: the published model).
+
+    Parameters
+    ----------
+    n_parcels : int
+        Input width (learning-from-brains: 1024 DiFuMo parcels; any atlas when not loading its checkpoint).
+    embed_dim, n_layers, n_heads, n_positions : int
+        GPT-2 encoder (768, 4, 12, 512).
+    embedder_layers : int
+        Linear layers of the TR embedder (1).
+    t_r_precision, t_r_max : float
+        Time embedding grid in seconds (0.2, 300).
+    dropout : float
+        Dropout of embedder, GPT-2 and pooler (0.1).
+    clip_dim : int
+        CLIP ViT-L/14 embedding width (768); the projector maps ``embed_dim`` to it.
+    ctx_dim : int
+        Prompt context values (8); the meta-net is ``2 clip_dim -> 2 clip_dim // 16 -> ctx_dim``.
+    prompt : {"token-ids", "none"}
+    text_length : int
+        CLIP text context (77); labels are tokenised to ``text_length - ctx_dim``.
+    logit_scale_init : float
+        Initial ``s`` of both scales (``ln(1/0.07)``).
+    sparse_ratio : float
+        Fraction of input values zeroed in training (0.2).
+    shuffle_trs : int
+        Leading TRs shuffled in training (5; 0 disables).
+    tr : float
+        Seconds per TR of the inputs (BOLD5000: 2.0).
+    """
+
+    n_parcels: int = 1024
+    embed_dim: int = 768
+    n_layers: int = 4
+    n_heads: int = 12
+    n_positions: int = 512
+    embedder_layers: int = 1
+    t_r_precision: float = 0.2
+    t_r_max: float = 300.0
+    dropout: float = 0.1
+    clip_dim: int = 768
+    ctx_dim: int = 8
+    prompt: str = "token-ids"
+    text_length: int = 77
+    logit_scale_init: float = field(default_factory=lambda: math.log(1 / 0.07))
+    sparse_ratio: float = 0.2
+    shuffle_trs: int = 5
+    tr: float = 2.0
+
+    def __post_init__(self) -> None:
+        check_option(self.prompt, "prompt", ("token-ids", "none"))
+        if self.embed_dim % self.n_heads:
+            raise ValidationError(format_error("embed_dim", f"a multiple of n_heads ({self.n_heads})", self.embed_dim))
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> WAVEConfig:
+        """Toy widths, all distinct (parcels 7, GPT 24 with 2 layers of 3 heads, CLIP 20, context 5)."""
+        values: dict[str, Any] = {"n_parcels": 7, "embed_dim": 24, "n_layers": 2, "n_heads": 3, "n_positions": 16,
+                                  "clip_dim": 20, "ctx_dim": 5, "text_length": 13, "t_r_max": 60.0}
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def n_t_r_embeddings(self) -> int:
+        return int(self.t_r_max / self.t_r_precision)
+
+
+def prompt_token_ids(token_ids: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """The reference's prompt: ``[BOS, long(relu(context) * 1000), tokens[1:]]``.
+
+    Parameters
+    ----------
+    token_ids : LongTensor of shape (batch, text_length - ctx_dim)
+        CLIP tokens of the labels (BOS first).
+    context : Tensor of shape (batch, ctx_dim)
+
+    Returns
+    -------
+    ids : LongTensor of shape (batch, text_length)
+    """
+    pseudo = (F.relu(context) * 1000).long()
+    return torch.cat([token_ids[:, :1], pseudo.to(token_ids.device), token_ids[:, 1:]], dim=1)
+
+
+class _EmbedModel(nn.Module):
+    def __init__(self, c: WAVEConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(c.embedder_layers - 1):
+            layers += [nn.Linear(c.n_parcels, c.embed_dim), nn.LayerNorm(c.embed_dim), nn.GELU(), nn.Dropout(c.dropout)]
+        first = c.embed_dim if c.embedder_layers > 1 else c.n_parcels
+        layers += [nn.Linear(first, c.embed_dim), nn.LayerNorm(c.embed_dim), nn.Dropout(c.dropout)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class _Embedder(nn.Module):
+    """TR embedding + time embedding, with the CSM embedder's ``msk_embed`` / ``cls_embed``."""
+
+    def __init__(self, c: WAVEConfig) -> None:
+        super().__init__()
+        self.c = c
+        self.embed_model = _EmbedModel(c)
+        self.wt_re = nn.Embedding(c.n_t_r_embeddings + 1, c.embed_dim)  # last row: the dummy time (CLS)
+        self.msk_embed = nn.Parameter(torch.randn(1, 1, c.n_parcels))  # CSM pretraining only; kept for the keys
+        self.cls_embed = nn.Parameter(torch.randn(1, 1, c.n_parcels))
+
+    def time_ids(self, t_rs: torch.Tensor) -> torch.Tensor:
+        c = self.c
+        ids = (torch.round(t_rs / c.t_r_precision) * round(1 / c.t_r_precision)).long()
+        return torch.where(ids >= 0, ids, torch.full_like(ids, c.n_t_r_embeddings))
+
+    def forward(self, inputs: torch.Tensor, t_rs: torch.Tensor) -> torch.Tensor:
+        return self.embed_model(inputs) + self.wt_re(self.time_ids(t_rs))
+
+
+class _Decoder(nn.Module):
+    def __init__(self, c: WAVEConfig) -> None:
+        super().__init__()
+        from transformers import GPT2Config, GPT2Model
+
+        cfg = GPT2Config(vocab_size=1, n_positions=c.n_positions, n_embd=c.embed_dim, n_layer=c.n_layers,
+                         n_head=c.n_heads, n_inner=4 * c.embed_dim, resid_pdrop=c.dropout, attn_pdrop=c.dropout,
+                         embd_pdrop=c.dropout, activation_function="gelu", bos_token_id=None, eos_token_id=None)
+        cfg._attn_implementation = "sdpa"
+        self.transformer = GPT2Model(cfg)
+        self.pooler_layer = nn.Sequential(nn.Linear(c.embed_dim, c.embed_dim), nn.Tanh(), nn.Dropout(c.dropout))
+
+
+class WAVE(PretrainedMixin, nn.Module):
+    """WAVE's fMRI encoder, projector, prompt meta-net and logit scales.
+
+    Parameters
+    ----------
+    config : WAVEConfig
+        :meth:`WAVEConfig.tiny` for the toy tier.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model = WAVE(WAVEConfig.tiny()).eval()
+    >>> model.predict_latents(np.zeros((3, 7, 5), dtype="float32"))["clip_image_embeds"].shape
+    (3, 20)
+    """
+
+    config_class = WAVEConfig
+
+    def __init__(self, config: WAVEConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config if config is not None else WAVEConfig()
+        self.embedder = _Embedder(c)
+        self.decoder = _Decoder(c)
+        self.fmri_projector = nn.Linear(c.embed_dim, c.clip_dim)
+        meta = 2 * c.clip_dim
+        self.meta_net = nn.Sequential(nn.Linear(meta, meta // 16), nn.ReLU(), nn.Linear(meta // 16, c.ctx_dim))
+        self.context_vector = nn.Parameter(torch.zeros(1, c.ctx_dim))
+        self.img_logit_scale = nn.Parameter(torch.tensor(float(c.logit_scale_init)))
+        self.txt_logit_scale = nn.Parameter(torch.tensor(float(c.logit_scale_init)))
+        self._text_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    # ---- encoder
+
+    def pooled(self, inputs: torch.Tensor, lengths: torch.Tensor, t_rs: torch.Tensor) -> torch.Tensor:
+        """``pooler_outputs`` of the GPT encoder.
+
+        Parameters
+        ----------
+        inputs : Tensor of shape (batch, n_trs, n_parcels)
+        lengths : LongTensor of shape (batch,)
+            Valid TRs per sample (the rest is padding).
+        t_rs : Tensor of shape (batch, n_trs)
+            Time of each TR in seconds.
+
+        Returns
+        -------
+        pooled : Tensor of shape (batch, embed_dim)
+        """
+        b, t, p = inputs.shape
+        if p != self.config.n_parcels:
+            raise ShapeMismatchError(format_error("X", f"{self.config.n_parcels} parcels", p,
+                                                  "Use the atlas the model was trained with"))
+        if t + 1 > self.config.n_positions:
+            raise ShapeMismatchError(format_error("X", f"at most {self.config.n_positions - 1} TRs", t))
+        idx = torch.arange(t + 1, device=inputs.device)[None]
+        lengths = lengths.to(inputs.device).long()
+        # insert the CLS input (and the dummy time -1) after the last valid TR
+        src = torch.where(idx <= lengths[:, None], idx, idx - 1).clamp(max=t - 1)
+        seq = torch.gather(inputs, 1, src[..., None].expand(b, t + 1, p))
+        seq = torch.where((idx == lengths[:, None])[..., None], self.embedder.cls_embed.to(seq.dtype), seq)
+        times = torch.gather(t_rs, 1, src)
+        times = torch.where(idx == lengths[:, None], torch.full_like(times, -1.0), times)
+        mask = (idx <= lengths[:, None]).long()
+        seq = torch.where(mask[..., None].bool(), seq, torch.zeros_like(seq))
+        emb = self.embedder(seq, times)
+        h = self.decoder.transformer(inputs_embeds=emb, attention_mask=mask, return_dict=True).last_hidden_state
+        cls = h[torch.arange(b, device=h.device), lengths]
+        return self.decoder.pooler_layer(cls)
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None,
+                t_rs: torch.Tensor | None = None) -> torch.Tensor:
+        """Projected fMRI features, shape (batch, clip_dim), from inputs of shape (batch, n_trs, n_parcels)."""
+        b, t, _ = inputs.shape
+        if lengths is None:
+            lengths = torch.full((b,), t, dtype=torch.long, device=inputs.device)
+        if t_rs is None:
+            t_rs = (torch.arange(t, device=inputs.device, dtype=inputs.dtype) * self.config.tr).expand(b, t)
+        return self.fmri_projector(self.pooled(inputs, lengths, t_rs))
+
+    # ---- text prompts
+
+    def set_text_encoder(self, encoder: Callable[[torch.Tensor], torch.Tensor] | None) -> WAVE:
+        """The frozen CLIP text encoder (token ids (batch, text_length) -> (batch, clip_dim)) for prompts."""
+        self._text_encoder = encoder
+        return self
+
+    def context(self, fmri: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The 8 prompt values per sample: ``meta_net([fmri || image]) + context_vector``."""
+        return self.meta_net(torch.cat([fmri, image.to(fmri.dtype)], dim=1)) + self.context_vector
+
+    # ---- training
+
+    def augment(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Reference augmentation: zero ``sparse_ratio`` of the values, shuffle the first ``shuffle_trs`` TRs."""
+        c = self.config
+        if c.sparse_ratio > 0:
+            inputs = inputs * (torch.rand(inputs.shape, device=inputs.device) > c.sparse_ratio).to(inputs.dtype)
+        k = min(c.shuffle_trs, inputs.shape[1])
+        if k > 1:
+            perm = torch.argsort(torch.rand(inputs.shape[0], k, device=inputs.device), dim=1)
+            head = torch.gather(inputs[:, :k], 1, perm[..., None].expand(-1, -1, inputs.shape[2]))
+            inputs = torch.cat([head, inputs[:, k:]], dim=1)
+        return inputs
+
+    def loss(self, fmri: torch.Tensor, image: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mean of the symmetric InfoNCE fMRI <-> image and fMRI <-> text losses (separate scales)."""
+        li = clip_loss(fmri, image, self.img_logit_scale.exp())
+        lt = clip_loss(fmri, text, self.txt_logit_scale.exp())
+        return {"loss": 0.5 * (li + lt), "loss_image": li.detach(), "loss_text": lt.detach(),
+                "img_logit_scale": self.img_logit_scale.detach().exp(),
+                "txt_logit_scale": self.txt_logit_scale.detach().exp()}
+
+    def training_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        """One step for :class:`neurodecode.train.Trainer`.
+
+        Parameters
+        ----------
+        batch : dict
+            ``"x"`` (batch, n_parcels, n_trs); optional ``"lengths"`` (batch,); ``"image_embeds"``
+            (batch, clip_dim); ``"text_embeds"`` (batch, clip_dim) with ``prompt="none"``, or
+            ``"text_ids"`` (batch, text_length - ctx_dim) with ``prompt="token-ids"`` and a text encoder
+            set (:meth:`set_text_encoder`); without one, ``"text_embeds"`` is used.
+        step : int
+            Unused.
+        """
+        x = batch["x"].float().transpose(1, 2)
+        if x.shape[0] < 2:
+            raise ValidationError(format_error("batch", "at least 2 samples (contrastive loss)", x.shape[0],
+                                               "Use a larger batch_size or drop the last incomplete batch"))
+        if self.training:
+            x = self.augment(x)
+        fmri = self(x, batch.get("lengths"))
+        image = batch["image_embeds"].float()
+        if self.config.prompt == "token-ids" and self._text_encoder is not None and "text_ids" in batch:
+            with torch.no_grad():  # integer pseudo-tokens: no gradient reaches the meta-net (reference)
+                ids = prompt_token_ids(batch["text_ids"].long(), self.context(fmri, image))
+                text = self._text_encoder(ids).float()
+        else:
+            text = batch["text_embeds"].float()
+        return self.loss(fmri, image, text)
+
+    # ---- checkpoints
+
+    def load_encoder_checkpoint(self, path: str | os.PathLike[str], *, allow_pickle: bool = False) -> list[str]:
+        """Load the learning-from-brains GPT checkpoint (``embedder.*``, ``decoder.*`` keys) into the encoder.
+
+        Parameters
+        ----------
+        path : path-like
+            ``pytorch_model.bin`` (a torch pickle: needs ``allow_pickle``, read with ``weights_only=True``)
+            or a ``.safetensors`` conversion of it.
+
+        Returns
+        -------
+        skipped : list of str
+            Keys of the file that are not part of WAVE (the CSM unembedder, a decoding head).
+        """
+        state = load_state_dict(path, allow_pickle=allow_pickle)
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(("embedder.", "decoder."))}
+        theirs = {k: v for k, v in state.items() if k in own}
+        skipped = sorted(set(state) - set(own))
+        missing = sorted(k for k in own if k not in theirs and not k.endswith(".attn.bias")
+                         and not k.endswith(".attn.masked_bias"))
+        bad = [f"{k}: {tuple(theirs[k].shape)} vs {tuple(own[k].shape)}" for k in theirs
+               if tuple(theirs[k].shape) != tuple(own[k].shape)]
+        if missing or bad:
+            raise ShapeMismatchError(format_error(
+                "checkpoint", "the learning-from-brains GPT encoder of this config", f"missing {missing[:5]}, "
+                f"shape mismatches {bad[:5]}", "Set n_parcels / embed_dim / n_layers / n_heads / n_positions to "
+                "the checkpoint's (defaults: 1024 / 768 / 4 / 12 / 512)"))
+        self.load_state_dict(theirs, strict=False)
+        return skipped
+
+    # ---- NumPy API
+
+    @torch.no_grad()
+    def encode(self, X: Any, lengths: Sequence[int] | np.ndarray | None = None, *, batch_size: int = 64
+               ) -> np.ndarray:
+        """Projected fMRI features.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_parcels, n_trs)
+        lengths : array-like of int, shape (n,) or None
+            Valid TRs per sample (default all).
+
+        Returns
+        -------
+        emb : ndarray of shape (n, clip_dim)
+        """
+        X = check_array(X, "X", ndim=3)
+        if X.shape[1] != self.config.n_parcels:
+            raise ShapeMismatchError(format_error("X", f"shape (n, {self.config.n_parcels} parcels, n_trs)",
+                                                  X.shape, "Parcels on axis 1, TRs on axis 2 (load_bold5000)"))
+        dev = next(self.parameters()).device
+        lens = np.full(len(X), X.shape[2]) if lengths is None else np.asarray(lengths)
+        out = []
+        for i in range(0, len(X), batch_size):
+            x = torch.as_tensor(np.asarray(X[i:i + batch_size], dtype=np.float32), device=dev).transpose(1, 2)
+            out.append(self(x, torch.as_tensor(lens[i:i + batch_size], device=dev)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.config.clip_dim), np.float32)
+
+    def predict_latents(self, X: Any, subject: Any = None, *, lengths: Any = None, **kwargs: Any
+                        ) -> dict[str, np.ndarray]:
+        """``{"clip_image_embeds": encode(X)}``: the fMRI feature in the CLIP ViT-L/14 image space."""
+        return {"clip_image_embeds": self.encode(X, lengths, **kwargs)}

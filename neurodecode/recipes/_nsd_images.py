@@ -160,7 +160,8 @@ def _save_latents(out: Path, recipe: Mapping[str, Any], data_root: Any, trials: 
 def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], subject: Any,
                 checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, device: Any = "cpu",
                 dtype: Any = None, batch_size: int | None = None, steps: int | None = None, seed: int | None = None,
-                generator_weights: str | None = None, limit: int | None = None, verbose: Any = None) -> dict[str, Any]:
+                generator_weights: str | None = None, limit: int | None = None, verbose: Any = None,
+                trials: Any = None, decoder: Any = None, captions_fn: Any = None) -> dict[str, Any]:
     """Reconstruct a subject's test stimuli and write the derivative.
 
     Parameters
@@ -190,6 +191,15 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
         Only the first ``limit`` test stimuli.
     verbose : bool or str or None
         Progress bar (items/s) and logging.
+    trials : Trials or None
+        The test items, already loaded (a runner with another input view, e.g. NVL's patched volumes);
+        None reads them with the recipe's ``[data]``.
+    decoder : object or None
+        The decoder, already loaded (``checkpoint`` is then only recorded); None loads ``checkpoint``.
+    captions_fn : callable or None
+        ``captions_fn(rows) -> list of str``: the caption of the test items ``rows`` (positions in the
+        test list), written as each item's ``_recon.txt`` (a decoder that writes text itself, e.g. NVL's
+        language model); used when no ``captioner`` is named.
 
     Returns
     -------
@@ -213,14 +223,14 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
 
     # data
     t0 = time.perf_counter()
-    trials = _test_trials(recipe, data_root, subject, verbose)
-    if limit is not None:
+    trials = _test_trials(recipe, data_root, subject, verbose) if trials is None else trials
+    if limit is not None and len(trials) > int(limit):
         trials = trials.subset(np.arange(min(int(limit), len(trials))), note=f"first {limit} test stimuli")
     timings["load_data_s"] = time.perf_counter() - t0
 
     # decoder
     t0 = time.perf_counter()
-    decoder = load_decoder(checkpoint)
+    decoder = load_decoder(checkpoint) if decoder is None else decoder
     known = _decoder_subjects(decoder)
     if known and trials.subject not in known:
         raise MetadataMismatchError(format_error(
@@ -233,7 +243,7 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
     positions = np.arange(rank, n_items, world)
     paths = [output_paths(out, trials.subject, trials.stimulus_ids[i], recipe_name) for i in positions]
     captioner_name = gen_cfg.get("captioner")
-    needed = ["image"] + (["caption"] if captioner_name else [])
+    needed = ["image"] + (["caption"] if captioner_name or captions_fn is not None else [])
     todo = [k for k, p in enumerate(paths) if not all(p[n].is_file() for n in needed)]
     base_seed = int(seed if seed is not None else gen_cfg.get("seed", 0))
     bs = int(batch_size or gen_cfg.get("batch_size", 8))
@@ -315,6 +325,8 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
                 captions = (captioner.generate(sub, seeds=seeds, batch_size=bs, verbose=False,
                                                **dict(gen_cfg.get("captioner_options", {})))
                             if captioner is not None else None)
+                if captions is None and captions_fn is not None:
+                    captions = list(captions_fn(positions[[todo[j] for j in chunk]]))
                 for k, j in enumerate(chunk):
                     p = paths[todo[j]]
                     if captions is not None:

@@ -10,6 +10,7 @@ Every ranking score (k-way, top-k, retrieval, identification) goes through one t
 :func:`true_rank` / :func:`topk_identification`: a tie is a miss.
 """
 
+from ._ablation import YEO7_NETWORKS, ablation_masks, network_ablation
 from ._brain_correlation import (
     BRAIN_CORRELATION_PROTOCOLS,
     brain_correlation,
@@ -82,6 +83,9 @@ from ._text_ranking import (
 )
 
 __all__ = [
+    "network_ablation",
+    "ablation_masks",
+    "YEO7_NETWORKS",
     "derangement",
     "IMAGE_METRICS",
     "TEXT_DEFAULT_METRICS",

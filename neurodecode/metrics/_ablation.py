@@ -142,7 +142,7 @@ def network_ablation(
             entry[k] = {"ablated": float(np.nanmean(abl[k])), "drop": float(np.nanmean(drop)),
                         "drop_ci": [low, high]}
         nets[name] = entry
-    ranking = {k: [n for _, n in sorted((-float(nets[n][k]["drop"]), i, n) for i, n in enumerate(nets))]
+    ranking = {k: [n for _, _, n in sorted((-float(nets[n][k]["drop"]), i, n) for i, n in enumerate(nets))]
                for k in base}
     return {"baseline": {k: float(np.nanmean(v)) for k, v in base.items()}, "networks": nets, "ranking": ranking,
             "n_items": n_items,

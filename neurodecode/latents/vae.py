@@ -37,6 +37,7 @@ Preprocessing (recorded in the cache key)
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -326,7 +327,6 @@ class VaeSpace(LatentSpace):
         if self.sample == "mean":
             return self._forward(pixels)
         # a posterior sample per image, its noise seeded by the image's pixels and sample_seed (batch-independent)
-        from .vdvae import _content_seed
 
         dist = self.vae.encode(pixels).latent_dist
         eps = torch.stack([torch.randn(tuple(dist.mean.shape[1:]), dtype=torch.float32, generator=torch.Generator(
@@ -552,3 +552,9 @@ def vae_artefacts(name: str, *, weights: Any = None, dtype: Any = None, tiny: bo
                "CompVis/stable-diffusion-v1-4": "CreativeML OpenRAIL-M"}.get(target, "unknown (see the model card)")
     return [HubArtefact(target, vae_files(vae_subfolder(target, subfolder)), licence,
                         f"latent space {name}: SD VAE")]
+
+
+def _content_seed(pixels: np.ndarray, seed: int) -> int:
+    """A 63-bit seed from an image's resized pixels and the space's seed (same image -> same draw)."""
+    digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes() + int(seed).to_bytes(8, "little", signed=True))
+    return int.from_bytes(digest.digest()[:8], "little") >> 1

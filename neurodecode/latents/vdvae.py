@@ -31,7 +31,6 @@ layers drawn from the prior at ``temperature``, pixels sampled from the output m
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +43,7 @@ from .._core.logging import logger
 from .._core.validation import check_finite, check_option, format_error
 from ._base import LatentSpace, seeded
 from ._vdvae_net import IMAGENET64, TINY, VDVAE, VDVAEConfig, reference_to_ours
-from .vae import _as_pixel_list
+from .vae import _as_pixel_list, _content_seed
 
 __all__ = ["VdvaeSpace", "build_vdvae_space", "build_vdvae", "load_vdvae", "convert_vdvae_checkpoint",
            "find_vdvae_weights", "decode_vdvae", "vdvae_artefacts", "WEIGHTS_FILE", "WEIGHTS_URL", "SAMPLES", "PIXELS"]
@@ -362,12 +361,6 @@ class VdvaeSpace(LatentSpace):
             gens = [torch.Generator("cpu").manual_seed(_content_seed(a, self.sample_seed)) for a in u8]
             noise = [t.to(param.device) for t in _item_noise(self.net.layout, gens)]
         return self.net.encode(pixels, noise)
-
-
-def _content_seed(pixels: np.ndarray, seed: int) -> int:
-    """A 63-bit seed from an image's resized pixels and the space's seed (same image -> same draw)."""
-    digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes() + int(seed).to_bytes(8, "little", signed=True))
-    return int.from_bytes(digest.digest()[:8], "little") >> 1
 
 
 # ---------------------------------------------------------------------------------------------- builder

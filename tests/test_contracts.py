@@ -73,8 +73,31 @@ def _simpleconv():
     return model, RNG.standard_normal((5, 7, 9)).astype(np.float32), {"subject": "meg-masc/sub-01"}
 
 
-BUILDERS = {"simpleconv": _simpleconv, "mindbridge": _mindbridge, "mindeye2": _mindeye2, "brain_diffuser": _brain_diffuser, "atm": _atm,
-            "glim": _glim}
+def _meg_brain_module():
+    from neurodecode.models import MEGBrainModule, MEGBrainModuleConfig
+
+    model = MEGBrainModule(MEGBrainModuleConfig.tiny(subjects=["s1", "s2"]))
+    c = model.config
+    return model, RNG.standard_normal((5, c.n_channels, c.n_times)).astype(np.float32), {"subject": "s2"}
+
+
+def _sttm():
+    from neurodecode.models import STTM, STTMConfig
+
+    model = STTM(STTMConfig.tiny({"s1": 7, "s2": 9}))
+    return model, RNG.standard_normal((5, 9)).astype(np.float32), {"subject": "s2", "use_prior": False}
+
+
+def _nvl():
+    from neurodecode.models import NVL, NVLConfig
+
+    model = NVL(NVLConfig.tiny(n_patches=7, patch_dim=8))
+    return model, RNG.standard_normal((5, 7, 8)).astype(np.float32), {}
+
+
+BUILDERS = {"simpleconv": _simpleconv, "mindbridge": _mindbridge, "mindeye2": _mindeye2,
+            "brain_diffuser": _brain_diffuser, "atm": _atm, "glim": _glim, "meg_brain_module": _meg_brain_module,
+            "sttm": _sttm, "nvl": _nvl}
 
 
 def _declared_shapes(model) -> dict[str, tuple[int, ...]]:
@@ -92,6 +115,8 @@ def _declared_shapes(model) -> dict[str, tuple[int, ...]]:
         return {k: tuple(int(s) for s in v) for k, v in c.target_shapes.items()}
     if type(model).__name__ == "SimpleConv":  # speech features over the segment
         return {"speech_features": (int(c.out_dim), int(c.n_times))}
+    if type(model).__name__ == "MEGBrainModule":  # the regressed image embedding
+        return {c.latent_key: (int(c.latent_dim),)}
     if type(model).__name__ == "ATM":  # the projection into the image space
         return {"clip_image_embeds": (int(c.proj_dim),)}
     return {"text_embeds": (int(model.text_model.config.d_model),)}  # GLIM: its own T5's width
@@ -133,7 +158,10 @@ def test_generator_consumes_what_it_expects(name):
                for k, shape in expects.items()}
     gen.check_latents(latents)
     out = gen.generate(latents, seeds=[0, 1], steps=1)
-    if isinstance(out, np.ndarray):
+    if isinstance(out, np.ndarray) and out.ndim == 3:  # depth maps (dpt-depth): float in [-1, 1]
+        assert out.shape[0] == 2 and np.issubdtype(out.dtype, np.floating) and np.isfinite(out).all()
+        assert out.min() >= -1 and out.max() <= 1
+    elif isinstance(out, np.ndarray):
         assert out.dtype == np.uint8 and out.ndim == 4 and out.shape[0] == 2 and out.shape[-1] == 3
     else:
         assert len(out) == 2 and all(isinstance(t, str) for t in out)

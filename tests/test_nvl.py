@@ -20,7 +20,7 @@ def _vit_block(d: int, hidden: int) -> int:
 def test_real_size_parameters_follow_the_paper():
     """16 layers of width 768 (FFN 4x) over 14^3-voxel patches; CLS heads of hidden 1024 to CLIP-L 768 and VAE."""
     with torch.device("meta"):
-        model = NVL(NVLConfig(n_patches=180, vae_shape=[4, 64, 64]))
+        model = NVL(NVLConfig(n_patches=180, vae_shape=[4, 64, 64], clip_shape=[768]))
     d, h, p, n = 768, 3072, 14 ** 3, 180
     encoder = 16 * _vit_block(d, h)
     assert sum(x.numel() for x in model.blocks.parameters()) == encoder

@@ -74,8 +74,8 @@ class NVLConfig:
         Patches kept by the mask union (at most 6 x 8 x 6 = 288 on the 83 x 104 x 81 grid).
     width, depth, heads, mlp_ratio, dropout
         The Transformer encoder (768, 16, 12, 4, 0.0).
-    clip_dim : int
-        CLIP ViT-L/14 image embedding (768).
+    clip_shape : list of int
+        Shape of one CLIP ViT-L/14 image embedding target ([768]).
     vae_shape : list of int or None
         Shape of one VAE latent target (None: no VAE stream).
     head_hidden : int
@@ -106,7 +106,7 @@ class NVLConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     dropout: float = 0.0
-    clip_dim: int = 768
+    clip_shape: list[int] = field(default_factory=lambda: [768])
     vae_shape: list[int] | None = field(default_factory=lambda: [4, 64, 64])
     head_hidden: int = 1024
     vae_weight: float = 1 / 64
@@ -125,7 +125,10 @@ class NVLConfig:
             self.llm = None
         if self.width % self.heads:
             raise ValidationError(format_error("heads", f"a divisor of width={self.width}", self.heads))
-        for name in ("patch_dim", "n_patches", "width", "depth", "clip_dim", "head_hidden", "max_text_len"):
+        self.clip_shape = [int(v) for v in np.atleast_1d(self.clip_shape)]
+        if len(self.clip_shape) != 1:
+            raise ValidationError(format_error("clip_shape", "one pooled embedding width, e.g. [768]", self.clip_shape))
+        for name in ("patch_dim", "n_patches", "width", "depth", "head_hidden", "max_text_len"):
             if int(getattr(self, name)) < 1:
                 raise ValidationError(format_error(name, "a positive integer", getattr(self, name)))
         if self.vae_shape is not None:
@@ -139,7 +142,7 @@ class NVLConfig:
         (``clip-vit-l-14-tiny``), VAE 4 x 16 x 16 (``sd-vae-tiny``), LM 40.
         """
         base: dict[str, Any] = dict(patch_dim=27, n_patches=9, width=24, depth=2, heads=4, head_hidden=28,
-                                    clip_dim=16, vae_shape=[4, 16, 16], llm=None, llm_config=dict(TINY_LLM),
+                                    clip_shape=[16], vae_shape=[4, 16, 16], llm=None, llm_config=dict(TINY_LLM),
                                     max_text_len=48)
         base.update(overrides)
         return cls(**base)
@@ -197,7 +200,7 @@ class NVL(PretrainedMixin, nn.Module):
 
     config_class = NVLConfig
     #: batch key -> what it trains (read by the recipe runner and the contract tests)
-    targets = {"clip": DecoderTarget("clip_dim", "clip_image_embeds", True),
+    targets = {"clip": DecoderTarget("clip_shape", "clip_image_embeds", True),
                "vae_latents": DecoderTarget("vae_shape", "vae_latents", False)}
 
     def __init__(self, config: NVLConfig | None = None) -> None:
@@ -210,7 +213,7 @@ class NVL(PretrainedMixin, nn.Module):
         nn.init.trunc_normal_(self.cls, std=0.02)
         self.blocks = nn.ModuleList([_Block(c.width, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.depth)])
         self.norm = nn.LayerNorm(c.width)
-        self.to_clip = _head(c.width, c.head_hidden, c.clip_dim)
+        self.to_clip = _head(c.width, c.head_hidden, c.clip_shape[0])
         self.to_vae = _head(c.width, c.head_hidden, int(np.prod(c.vae_shape))) if c.vae_shape else None
 
     # -- forward -----------------------------------------------------------------------------------
@@ -241,7 +244,7 @@ class NVL(PretrainedMixin, nn.Module):
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
         """``||f_wc(h0) - CLIP||^2 + vae_weight ||f_wv(h0) - VAE||^2`` (means), with repeat MixUp.
 
-        ``batch``: ``"x"`` (n, n_patches, patch_dim), ``"clip"`` (n, clip_dim), optionally
+        ``batch``: ``"x"`` (n, n_patches, patch_dim), ``"clip"`` (n, clip_shape[0]), optionally
         ``"vae_latents"`` (n, *vae_shape) and ``"x_pair"`` (another repeat of the same image).
         """
         x = batch["x"].float()
@@ -282,7 +285,7 @@ class NVL(PretrainedMixin, nn.Module):
         Returns
         -------
         latents : dict
-            ``"clip_image_embeds"`` (n_trials, clip_dim); ``"vae_latents"`` (n_trials, *vae_shape).
+            ``"clip_image_embeds"`` (n_trials, clip_shape[0]); ``"vae_latents"`` (n_trials, *vae_shape).
         """
         X = self._check(X)
         was = self.training
@@ -313,7 +316,7 @@ class NVL(PretrainedMixin, nn.Module):
         Parameters
         ----------
         X : ndarray of shape (n_trials, n_patches, patch_dim)
-        concept_embedding : ndarray of shape (clip_dim,)
+        concept_embedding : ndarray of shape (clip_shape[0],)
 
         Returns
         -------
@@ -323,8 +326,8 @@ class NVL(PretrainedMixin, nn.Module):
         """
         X = self._check(X)
         e = check_array(concept_embedding, "concept_embedding", ndim=1, dtype="float")
-        if len(e) != self.config.clip_dim:
-            raise ShapeMismatchError(format_error("concept_embedding", f"{self.config.clip_dim} values", len(e)))
+        if len(e) != self.config.clip_shape[0]:
+            raise ShapeMismatchError(format_error("concept_embedding", f"{self.config.clip_shape[0]} values", len(e)))
         dev = self._device()
         was = self.training
         self.eval()

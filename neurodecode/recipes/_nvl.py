@@ -91,7 +91,7 @@ def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
                          f"instruction kinds among {list(INSTRUCTIONS)}, got {kind!r}")
     if stage.get("stage2", "lora") not in ("none", "lora", "full"):
         problems.add("decoder.llm_stage.stage2", f"expected 'none', 'lora' or 'full', got {stage.get('stage2')!r}")
-    for key in ("n_patches", "patch_dim", "clip_dim", "vae_shape"):
+    for key in ("n_patches", "patch_dim", "clip_shape", "vae_shape"):
         if key in out["decoder"]:
             problems.add(f"decoder.{key}", "comes from the data and the latent spaces; remove it from the recipe")
     return out
@@ -153,7 +153,7 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
     first = next(iter(trials.values()))
     n_patches, patch_dim = int(first.X.shape[1]), int(first.X.shape[2])
     decoder = {k: v for k, v in ctx.decoder.items() if k != "llm_stage"}
-    fields = dict(decoder, n_patches=n_patches, patch_dim=patch_dim, clip_dim=int(targets["clip"][1].shape[1]),
+    fields = dict(decoder, n_patches=n_patches, patch_dim=patch_dim, clip_shape=[int(targets["clip"][1].shape[1])],
                   vae_shape=[int(v) for v in targets["vae_latents"][1].shape[1:]] if "vae_latents" in targets else None)
     config = NVLConfig.tiny(**fields) if ctx.base == "tiny" else NVLConfig(**fields)
     rng = np.random.default_rng(ctx.config.seed)

@@ -25,6 +25,14 @@ TINY_SHAPES = {
     "minilm-l6-tiny": (32,),
     "flan-t5-large-encoder-tiny": (32,),
     "flan-t5-large-encoder-tokens-tiny": (64, 32),
+    "dinov2-base-tiny": (28,),
+    "dinov2-base-tokens-tiny": (9, 28),
+    "dinov2-base-q-tokens-tiny": (9, 28),
+    "dinov2-giant-tiny": (36,),
+    "blip-base-capfilt-tokens-tiny": (26, 44),
+    "dpt-large-hidden-tiny": (4, 17, 52),
+    "sd14-vae-320-tiny": (4, 20, 20),
+    "sd14-text-cond-tiny": (77, 40),
 }
 TEXTS = ["a cat sits on a mat", "two dogs run on the beach at dawn", "x"]
 

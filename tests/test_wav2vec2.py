@@ -148,3 +148,17 @@ def test_real_widths_depth_1_folder_loads_and_embeds(tmp_path):
     assert space.dim == 1024 and space.model.config.do_stable_layer_norm
     f = space.encode(_wave(0.5), SR)
     assert f.shape == (1024, 60) and np.isfinite(f).all()
+
+
+def test_release_layout_pytorch_model_bin_loads(tmp_path):
+    # facebook/wav2vec2-large-xlsr-53 ships config.json + pytorch_model.bin (read with weights_only=True)
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(5)
+    model = Wav2Vec2Model(Wav2Vec2Config(**TINY_WAV2VEC2_CONFIG))
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    model.config.save_pretrained(tmp_path)
+    space = get_speech_space("wav2vec2-xlsr-53", weights=str(tmp_path))
+    got, ref = space.model.state_dict(), model.state_dict()
+    assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)

@@ -12,6 +12,7 @@ GENERATORS: dict[str, str] = {
     "versatile-image": "neurodecode.generate._versatile_image:VersatileImageVariation",
     "unclip": "neurodecode.generate._unclip:UnCLIPGenerator",
     "sdxl-turbo": "neurodecode.generate._sdxl_turbo:SDXLTurboGenerator",
+    "sdxl-unclip": "neurodecode.generate._sdxl_unclip:SDXLUnCLIPGenerator",
     "lowlevel": "neurodecode.generate._lowlevel:LowLevelGenerator",
     "vdvae": "neurodecode.generate._vdvae:VDVAEGenerator",
     "git": "neurodecode.generate._captions:GitCaptioner",

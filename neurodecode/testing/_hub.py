@@ -43,6 +43,8 @@ HUB_FIXTURES: dict[str, str] = {
     "versatile": "shi-labs/versatile-diffusion",
     "unclip": "stabilityai/stable-diffusion-2-1-unclip",
     "sdxl-turbo": "stabilityai/sdxl-turbo",
+    "sdxl-base": "stabilityai/stable-diffusion-xl-base-1.0",
+    "mindeye2-unclip": "pscotti/mindeyev2",
     "ip-adapter": "h94/IP-Adapter",
     "git": "microsoft/git-large-coco",
     "clip-vit-l-14": "timm/vit_large_patch14_clip_224.openai",
@@ -281,6 +283,136 @@ def _write_sdxl_turbo(root: Path, size: str, depth: int | None, variant: str, se
     clip_bpe_tokenizer_files(root / "tokenizer")
     clip_bpe_tokenizer_files(root / "tokenizer_2", pad_token="!")
     _scheduler(root / "scheduler", "EulerAncestralDiscreteScheduler", **_SD_BETAS, timestep_spacing="trailing")
+
+
+#: Components whose hub repository is a dataset repository (``datasets--org--name`` in a hub cache).
+_DATASET_REPOS = ("mindeye2-unclip",)
+
+_SGM_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+               "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+_SGM_TOP = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
+            "time_embedding.linear_2": "time_embed.2", "add_embedding.linear_1": "label_emb.0.0",
+            "add_embedding.linear_2": "label_emb.0.2", "conv_norm_out": "out.0", "conv_out": "out.2"}
+_LDM_VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def _sgm_unet_key(key: str, layers: int, up_attention: set[int]) -> str:
+    """The SGM ``UNetModel`` name of a diffusers ``UNet2DConditionModel`` parameter (openaimodel.py's layout:
+    ``input_blocks.<i>.<0 resnet | 1 transformer>``, ``input_blocks.<i>.0.op`` downsamplers, ``middle_block.0/1/2``,
+    ``output_blocks.<i>.<0 resnet | 1 transformer | 1 or 2 upsampler .conv>``, resnets' ``in_layers`` /
+    ``emb_layers`` / ``out_layers`` / ``skip_connection``; transformer internals keep their names)."""
+    for ours, theirs in _SGM_TOP.items():
+        if key.startswith(ours + "."):
+            return theirs + key[len(ours):]
+    parts = key.split(".")
+
+    def resnet(rest: list[str]) -> str:
+        return ".".join([_SGM_RESNET[rest[0]], *rest[1:]])
+
+    if parts[0] == "down_blocks":
+        b, kind = int(parts[1]), parts[2]
+        if kind == "downsamplers":
+            return f"input_blocks.{1 + b * (layers + 1) + layers}.0.op.{parts[-1]}"
+        idx = 1 + b * (layers + 1) + int(parts[3])
+        return f"input_blocks.{idx}.0.{resnet(parts[4:])}" if kind == "resnets" else \
+            f"input_blocks.{idx}.1.{'.'.join(parts[4:])}"
+    if parts[0] == "mid_block":
+        if parts[1] == "resnets":
+            return f"middle_block.{2 * int(parts[2])}.{resnet(parts[3:])}"
+        return f"middle_block.1.{'.'.join(parts[3:])}"
+    if parts[0] == "up_blocks":
+        b, kind = int(parts[1]), parts[2]
+        if kind == "upsamplers":
+            return f"output_blocks.{b * (layers + 1) + layers}.{2 if b in up_attention else 1}.conv.{parts[-1]}"
+        idx = b * (layers + 1) + int(parts[3])
+        return f"output_blocks.{idx}.0.{resnet(parts[4:])}" if kind == "resnets" else \
+            f"output_blocks.{idx}.1.{'.'.join(parts[4:])}"
+    raise KeyError(key)
+
+
+def _ldm_vae_key(key: str, n_levels: int) -> str:
+    """The LDM ``AutoencoderKL`` name of a diffusers ``AutoencoderKL`` parameter (``encoder.down.<i>.block.<j>``,
+    ``decoder.up.<n - 1 - i>``, ``mid.block_1/2``, ``mid.attn_1.{norm,q,k,v,proj_out}``, ``norm_out``,
+    ``nin_shortcut``)."""
+    parts = key.split(".")
+    side = parts[0]
+    if parts[1] in ("conv_in", "conv_out") or side in ("quant_conv", "post_quant_conv"):
+        return key
+    if parts[1] == "conv_norm_out":
+        return f"{side}.norm_out.{parts[-1]}"
+    if parts[1] == "mid_block":
+        if parts[2] == "resnets":
+            rest = ".".join(parts[4:]).replace("conv_shortcut", "nin_shortcut")
+            return f"{side}.mid.block_{int(parts[3]) + 1}.{rest}"
+        inner = ".".join(parts[4:-1])
+        return f"{side}.mid.attn_1.{_LDM_VAE_ATTN[inner]}.{parts[-1]}"
+    level = int(parts[2])
+    name, level = ("down", level) if parts[1] == "down_blocks" else ("up", n_levels - 1 - level)
+    if parts[3] in ("downsamplers", "upsamplers"):
+        return f"{side}.{name}.{level}.{'downsample' if name == 'down' else 'upsample'}.conv.{parts[-1]}"
+    rest = ".".join(parts[5:]).replace("conv_shortcut", "nin_shortcut")
+    return f"{side}.{name}.{level}.block.{int(parts[4])}.{rest}"
+
+
+def sgm_unclip_state_dict(unet: Any, vae: Any) -> dict[str, Any]:
+    """A diffusers UNet + VAE as the state dict of an SGM ``DiffusionEngine`` (MindEye2's unCLIP checkpoint layout).
+
+    Keys ``model.diffusion_model.*`` (the UNet) and ``first_stage_model.*`` (the VAE; attention projections
+    as 1x1 convolutions, as LDM stores them). Written independently of diffusers' converter (the inverse
+    direction), so a round trip through :func:`neurodecode.generate._sdxl_unclip.convert_unclip_checkpoint`
+    checks both.
+    """
+    layers = int(unet.config.layers_per_block)
+    up_attention = {i for i, t in enumerate(unet.config.up_block_types) if "CrossAttn" in t}
+    out = {f"model.diffusion_model.{_sgm_unet_key(k, layers, up_attention)}": v for k, v in unet.state_dict().items()}
+    n_levels = len(vae.config.block_out_channels)
+    for k, v in vae.state_dict().items():
+        new = _ldm_vae_key(k, n_levels)
+        if ".mid.attn_1." in new and new.endswith(".weight") and v.ndim == 2:
+            v = v[:, :, None, None]
+        out[f"first_stage_model.{new}"] = v
+    return out
+
+
+def _mindeye2_unclip_parts(size: str, depth: int | None) -> tuple[Any, Any]:
+    """MindEye2's unCLIP UNet (unclip6.yaml: SDXL base with context_dim 1664, adm_in_channels 1024) and SDXL VAE."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    if size == "tiny":  # the sdxl-unclip generator's tiny tier (bigG-tiny tokens 16 x 48)
+        cfg = {"sample_size": 16, "in_channels": 4, "out_channels": 4, "block_out_channels": (64, 128),
+               "layers_per_block": 1, "transformer_layers_per_block": (1, 2), "attention_head_dim": (1, 2),
+               "use_linear_projection": True, "norm_num_groups": 32,
+               "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+               "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"), "cross_attention_dim": 48,
+               "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+               "projection_class_embeddings_input_dim": 32}
+        vae_cfg = _vae_config("tiny", scaling_factor=0.13025, force_upcast=True)
+    else:
+        cfg = {**_sdxl_unet_config("real", depth), "cross_attention_dim": 1664,
+               "projection_class_embeddings_input_dim": 1024, "sample_size": 96}
+        vae_cfg = _vae_config("real", sample_size=1024, scaling_factor=0.13025, force_upcast=True)
+    return UNet2DConditionModel(**cfg), AutoencoderKL(**vae_cfg)
+
+
+def _write_mindeye2_unclip(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # pscotti/mindeyev2 (a dataset repository) unclip6_epoch0_step110000.ckpt: a Lightning checkpoint (torch pickle)
+    # whose "state_dict" holds the SGM DiffusionEngine: model.diffusion_model.* (UNet), first_stage_model.* (VAE),
+    # conditioner.embedders.0.model.* (the trainable OpenCLIP bigG image embedder: one stand-in tensor here) and
+    # denoiser.sigmas (the 1000 discrete sigmas of the DiscreteDenoiser)
+    import torch
+
+    unet, vae = _mindeye2_unclip_parts(size, depth)
+    state = sgm_unclip_state_dict(unet, vae)
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    ac = torch.cumprod(1 - betas, 0)
+    state["denoiser.sigmas"] = (((1 - ac) / ac) ** 0.5).float()
+    width = 48 if size == "tiny" else 1664
+    state["conditioner.embedders.0.model.visual.proj"] = torch.randn(width, width // 2 if size == "tiny" else 1280)
+    if variant == "fp16":
+        state = {k: v.half() for k, v in state.items()}
+    root.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 0, "global_step": 110000, "state_dict": {k: v.contiguous() for k, v in state.items()}},
+               root / "unclip6_epoch0_step110000.ckpt")
 
 
 def _write_ip_adapter(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
@@ -555,6 +687,8 @@ def _write_controlnet_depth(root: Path, size: str, depth: int | None, variant: s
 _WRITERS: dict[str, Callable[..., None]] = {
     "sd-vae": _write_sd_vae, "lowlevel": _write_lowlevel, "versatile": _write_versatile, "unclip": _write_unclip,
     "sdxl-turbo": _write_sdxl_turbo, "ip-adapter": _write_ip_adapter, "git": _write_git,
+    # SDXL base has SDXL-Turbo's architecture and layout (the sdxl-unclip refiner reads its unet, vae, encoders)
+    "sdxl-base": _write_sdxl_turbo, "mindeye2-unclip": _write_mindeye2_unclip,
     **{name: _write_open_clip(name) for name in _OPEN_CLIP}, "flan-t5-large": _write_flan_t5,
     "dinov2-base": _write_dinov2("base"), "dinov2-giant": _write_dinov2("giant"),
     # CompVis/stable-diffusion-v1-4 has SD 1.5's architecture and layout (unet, vae, CLIP-L text encoder, tokenizer)
@@ -563,9 +697,9 @@ _WRITERS: dict[str, Callable[..., None]] = {
 }
 
 
-def _to_cache(folder: Path, root: Path, repo: str, revision: str = "main") -> Path:
+def _to_cache(folder: Path, root: Path, repo: str, revision: str = "main", kind: str = "models") -> Path:
     """Move ``folder`` into a Hugging Face cache at ``root``: blobs by sha256, snapshot symlinks, refs."""
-    repo_dir = root / ("models--" + repo.replace("/", "--"))
+    repo_dir = root / (f"{kind}--" + repo.replace("/", "--"))
     commit = hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
     snap = repo_dir / "snapshots" / commit
     blobs = repo_dir / "blobs"
@@ -637,4 +771,5 @@ def write_hub_fixture(component: str, root: str | os.PathLike[str], *, layout: s
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root, prefix=".fixture-") as tmp:
             _WRITERS[component](Path(tmp), size, depth, variant, seed)
-            return _to_cache(Path(tmp), root, HUB_FIXTURES[component])
+            return _to_cache(Path(tmp), root, HUB_FIXTURES[component],
+                             kind="datasets" if component in _DATASET_REPOS else "models")

@@ -420,8 +420,17 @@ class SDXLUnCLIPGenerator(Generator):
             from .._core.logging import logger
 
             logger.info("converting %s into %s (once)", src, dst)
-            convert_unclip_checkpoint(src, dst, allow_pickle=self.allow_pickle,
-                                      dtype="float32" if self._load_dtype_name() == "float32" else "float16")
+            from .._core.errors import UnsafeCheckpointError
+
+            try:
+                convert_unclip_checkpoint(src, dst, allow_pickle=self.allow_pickle,
+                                          dtype="float32" if self._load_dtype_name() == "float32" else "float16")
+            except UnsafeCheckpointError as exc:
+                raise UnsafeCheckpointError(format_error(
+                    "allow_pickle", "True to read the released torch pickle once (torch.load(weights_only=True))",
+                    f"False for {src}", "Build the generator with allow_pickle=True, or convert it once with "
+                    "neurodecode.generate._sdxl_unclip.convert_unclip_checkpoint(SRC, DIR, allow_pickle=True) and "
+                    "pass weights=DIR (in a recipe: [generate] weights = \"DIR\")")) from exc
         return dst
 
     @staticmethod

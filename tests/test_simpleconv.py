@@ -86,3 +86,48 @@ def test_save_load_roundtrip_and_a_training_step(tmp_path):
     again = SimpleConv.from_pretrained(tmp_path / "m")
     x = np.random.default_rng(3).normal(size=(3, 7, 9)).astype("float32")
     np.testing.assert_allclose(again.encode(x, "b"), model.encode(x, "b"), rtol=1e-6)
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(4)
+    return torch.randn(3, 7, generator=g), torch.randn(8, 7, 5, generator=g), torch.randn(8, 3, 5, generator=g)
+
+
+def _ddp_worker(rank, world, init_file, out_file):
+    import json
+
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    w, x, y = _inputs()
+    w = w.clone().requires_grad_(True)
+    rows = slice(0, 3) if rank == 0 else slice(3, 8)  # unequal shares of a global batch of 8
+    z = torch.einsum("bct,dc->bdt", x[rows], w)
+    loss = clip_segment_loss(z, y[rows], gather=True)
+    loss.backward()
+    grad = w.grad.clone()
+    torch.distributed.all_reduce(grad)
+    if rank == 0:
+        with open(out_file, "w") as fh:
+            json.dump({"loss": loss.item(), "grad": (grad / world).flatten().tolist()}, fh)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned interpreters
+def test_negatives_are_gathered_across_processes(tmp_path):
+    """Two gloo processes holding 3 and 5 segments score every segment against all 8 (the loss and, after DDP's
+    gradient averaging, the gradient of one process holding the whole batch)."""
+    import json
+
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "o.json")), nprocs=2,
+                                join=True)
+    two = json.loads((tmp_path / "o.json").read_text())
+    w, x, y = _inputs()
+    w = w.clone().requires_grad_(True)
+    z = torch.einsum("bct,dc->bdt", x, w)
+    loss = clip_segment_loss(z, y, gather=True)
+    loss.backward()
+    assert two["loss"] == pytest.approx(loss.item(), rel=1e-5)
+    np.testing.assert_allclose(two["grad"], w.grad.flatten().numpy(), rtol=1e-4, atol=1e-6)
+    # and the per-process (reference) negatives give another loss
+    z0 = z[:3].detach()
+    assert clip_segment_loss(z0, y[:3], gather=False).item() != pytest.approx(loss.item(), rel=1e-3)

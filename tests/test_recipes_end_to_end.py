@@ -23,7 +23,8 @@ RECIPES = sorted(p.stem for p in PIPELINES.glob("*.toml"))
 #: fine-tuning recipe -> the recipe whose run it starts from, pretrained without the new subject (as the
 #: recipes' headers tell a lab to)
 PRETRAIN = {"mindbridge_new_subject": ("mindbridge_nsd", ('data.subjects=["nsd/subj02"]',)),
-            "mindeye2_one_session": ("mindeye2_nsd", ('data.subjects=["nsd/subj02"]',))}
+            "mindeye2_one_session": ("mindeye2_nsd", ('data.subjects=["nsd/subj02"]',)),
+            "sttm_new_subject": ("sttm_nsd", ('data.subjects=["nsd/subj02"]',))}
 
 runner = CliRunner()
 
@@ -136,7 +137,8 @@ def test_recipe_runs_end_to_end_at_tiny_size(recipe, sims, runs, tmp_path):
 
 
 #: one recipe per decoder family (the fine-tuning recipes reuse their family's code)
-FAMILIES = ["mindbridge_nsd", "mindeye2_nsd", "brain_diffuser_nsd", "atm_things_eeg2", "glim_zuco"]
+FAMILIES = ["mindbridge_nsd", "mindeye2_nsd", "brain_diffuser_nsd", "atm_things_eeg2", "glim_zuco", "sttm_nsd", "nvl_nsd",
+            "meg_realtime_things"]
 
 
 @pytest.mark.parametrize("recipe", FAMILIES)

@@ -218,7 +218,9 @@ def _bar_chart(result: dict[str, Any], rows: list[dict[str, Any]]) -> str | None
         ax.bar(range(len(names)), vals, color=colors)
         if e.get("ci"):
             lo, hi = e["ci"]
-            ax.errorbar([0], [e["value"]], yerr=[[e["value"] - lo], [hi - e["value"]]], color="k", capsize=3)
+            # a percentile interval need not contain the statistic (few items, skewed resamples): clip at 0
+            ax.errorbar([0], [e["value"]], yerr=[[max(0.0, e["value"] - lo)], [max(0.0, hi - e["value"])]], color="k",
+                        capsize=3)
         if e.get("chance") is not None:
             ax.axhline(e["chance"], color="k", ls=":", lw=1, label="chance")
         if e.get("shuffled") is not None:

@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS := dev,metrics,text,stream,llm
+EXTRAS := dev,metrics,text,stream,llm,speech
 STAMP := $(VENV)/.neurodecode-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

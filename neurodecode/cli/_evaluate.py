@@ -137,6 +137,124 @@ def _retrieval(recons: Path, n_boot: int, seed: int) -> dict[str, Any] | None:
     return out
 
 
+def _derivative_items(recons: Path, suffix: str) -> list[tuple[Path, str, str]]:
+    """(file, subject label, stimulus id) of every ``sub-*/recon/*_stim-<id>_*{suffix}`` of a derivative."""
+    import re
+
+    files = sorted(recons.glob(f"sub-*/recon/*{suffix}"))
+    out = []
+    for f in files:
+        m_sub, m_stim = re.search(r"sub-([A-Za-z0-9]+)", f.name), re.search(r"stim-([A-Za-z0-9]+)", f.name)
+        if m_sub and m_stim:
+            out.append((f, m_sub.group(1), m_stim.group(1)))
+    if not out:
+        fail(f"--recons: no sub-XX/recon/*{suffix} files under {recons} (the --out folder of `neurodecode "
+             "reconstruct` on a recipe that writes them: takagi_nsd, brain_captioning_nsd, nvl_nsd)", 1)
+    return out
+
+
+def _caption_truth(truth: Path | None, stims: list[str]) -> tuple[list[list[str]], Any]:
+    """Reference captions per stimulus (and the stimulus images for CLIP-S when ``truth`` is an NSD root)."""
+    import json
+
+    import numpy as np
+
+    if truth is None:
+        fail("--truth is needed to score captions: the NSD root (COCO captions through nsd_stim_info_merged.csv) "
+             "or a JSON {\"<stim id>\": [\"caption\", ...]}", 2)
+        raise AssertionError
+    if truth.is_dir():
+        from .._core.specs import load_spec
+        from ..data import load_nsd_stimuli
+        from ..recipes._targets import read_nsd_captions
+
+        ann = load_spec("nsd")["paths"].get("captions") or [
+            "nsddata_stimuli/stimuli/nsd/annotations/captions_train2017.json",
+            "nsddata_stimuli/stimuli/nsd/annotations/captions_val2017.json"]
+        files = [f for f in ([ann] if isinstance(ann, str) else ann) if (truth / f).is_file()]
+        caps = read_nsd_captions(truth, files or ann)
+        ids = [int(s) for s in stims]
+        missing = [i for i in ids if not caps.get(i)]
+        if missing:
+            fail(f"--truth: no COCO caption for NSD ids {missing[:5]} under {truth}", 1)
+        return [caps[i] for i in ids], load_nsd_stimuli(truth, np.asarray(ids))
+    table = json.loads(truth.read_text(encoding="utf-8"))
+    refs = []
+    for s in stims:
+        got = table.get(s, table.get(str(int(s)) if s.isdigit() else s))
+        if not got:
+            fail(f"--truth: no reference caption for stimulus {s!r} in {truth}", 1)
+        refs.append([got] if isinstance(got, str) else [str(c) for c in got])
+    return refs, None
+
+
+def _depth_truth(truth: Path, stims: list[str]) -> Any:
+    """True depth maps per stimulus: a simulated NSD tree (known-answer depth) or a folder of <stim id>.npy."""
+    import numpy as np
+
+    if truth.is_dir() and not any(truth.glob("*.npy")):
+        from ..simulate import load_simulated_depth
+
+        return load_simulated_depth(truth, np.asarray([int(s) for s in stims]))
+    maps = []
+    for s in stims:
+        hits = sorted(truth.glob(f"*{s}*.npy"))
+        if not hits:
+            fail(f"--depth-truth: no {s}.npy in {truth}", 1)
+        maps.append(np.load(hits[0], allow_pickle=False))
+    return np.stack(maps)
+
+
+def _score_captions(recons: Path, truth: Path | None, depth_truth: Path | None, names: list[str], weights: str,
+                    n_boot: int, seed: int, device: str, out_dir: Path, json_out: bool) -> None:
+    """Decoded captions (``*_caption.txt``) with the coco-caption protocol, and decoded depth maps when asked."""
+    import numpy as np
+
+    from .._core.files import write_json
+    from ..metrics import evaluate_captions, evaluate_depth, write_report
+    from ..metrics._captions import CAPTION_DEFAULT_METRICS, CAPTION_METRICS
+    from ..metrics._sources import describe_source
+
+    unknown = [m for m in names if m not in CAPTION_METRICS]
+    if unknown:
+        fail(f"--metrics: unknown caption metric(s) {', '.join(unknown)}; choose among {', '.join(CAPTION_METRICS)}", 2)
+    items = _derivative_items(recons, "_caption.txt")
+    stims = [stim for _, _, stim in items]
+    hyps = [f.read_text(encoding="utf-8").strip() for f, _, _ in items]
+    refs, images = _caption_truth(truth, stims)
+    chosen = names or [*CAPTION_DEFAULT_METRICS, *(["clip_s"] if images is not None else [])]
+    result = evaluate_captions(hyps, refs, images=images, metrics=chosen, weights=weights, n_boot=n_boot,
+                               random_state=seed, device=device)
+    ids = [f"sub-{sub}/stim-{stim}" for _, sub, stim in items]
+    provenance = _provenance(recons, describe_source(truth) if truth is not None else "none")
+    if depth_truth is not None:
+        d_items = _derivative_items(recons, "_depth.npy")
+        pred = np.stack([np.load(f, allow_pickle=False) for f, _, _ in d_items])
+        true = _depth_truth(depth_truth, [stim for _, _, stim in d_items])
+        if true.shape[1:] != pred.shape[1:]:
+            import torch
+
+            true = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(true, np.float32))[:, None],
+                                                   size=pred.shape[1:], mode="bilinear", align_corners=False)[:, 0].numpy()
+        result["depth"] = evaluate_depth(pred, true, n_boot=n_boot, random_state=seed)
+        provenance["depth_truth"] = describe_source(depth_truth)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", {**result, "outputs": "captions", "item_ids": ids, "hypotheses": hyps,
+                                          "references": refs, "provenance": provenance})
+    write_report(out_dir / "report.html", result, item_ids=ids, texts=(hyps, [r[0] for r in refs]),
+                 provenance=provenance, title=f"neurodecode evaluation: {recons.name} (captions)")
+    if json_out:
+        summary = _summary(result)
+        if "depth" in result:
+            summary["depth"] = {k: _entry(v) for k, v in result["depth"].items() if isinstance(v, dict) and "value" in v}
+        print_json(summary)
+        return
+    _echo_rows(result, result.get("weights", {}))
+    if "depth" in result:
+        _echo_rows(result["depth"], {}, "depth/")
+    typer.echo(f"wrote {out_dir / 'report.html'} and {out_dir / 'metrics.json'}", err=True)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("evaluate", help="Score reconstructions (images, or decoded sentences) against their ground truth "
                                   "and write the report.")
@@ -163,7 +281,14 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or cuda:N."),
         protocol: str | None = typer.Option(None, "--protocol", help="Images: mindeye2 (default) | brain-diffuser. "
                                                                      "Sentences: corpus (default) | glim (GLIM's "
-                                                                     "per-sentence scores vs paraphrases and raw)."),
+                                                                     "per-sentence scores vs paraphrases and raw). "
+                                                                     "Captions of images (*_caption.txt): "
+                                                                     "coco-captions (--truth: the NSD root or a "
+                                                                     "JSON of reference captions)."),
+        depth_truth: Path | None = typer.Option(None, "--depth-truth", help="With --protocol coco-captions: score "
+                                                                            "the decoded *_depth.npy maps against a "
+                                                                            "simulated NSD tree's depth or a folder "
+                                                                            "of <stim id>.npy."),
         blurry: Path | None = typer.Option(None, "--blurry", help="Folder of MindEye2's blurry low-level "
                                                                   "reconstructions (paired by sub/stim): the 0.75 / "
                                                                   "0.25 blend is scored too, beside the plain one."),
@@ -183,6 +308,11 @@ def register(app: typer.Typer) -> None:
             fail("--metrics: no metric given; omit --metrics for the default protocol", 2)
         if weights not in ("real", "random"):
             fail(f"--weights: expected real or random, got {weights!r}", 2)
+        if protocol == "coco-captions":
+            _score_captions(recons, truth, depth_truth, names, weights, n_boot, seed, device, out or recons, json_out)
+            return
+        if depth_truth is not None:
+            fail("--depth-truth: decoded depth maps are scored with --protocol coco-captions", 2)
         kind = _kind(recons, names)
         out_dir = out or recons
         if kind == "text":

@@ -253,3 +253,28 @@ def test_refiner_from_an_sdxl_folder_with_real_tokenizers(gen, tmp_path):
                         refine_timepoint=3)
     assert out.shape == (1, 32, 32, 3) and ours.provenance()["refiner"] == str(folder)
     assert ours.refiner_["tokenizer_2"] is not None and len(ours.refiner_["tokenizer_2"]) == 49408
+
+
+@pytest.mark.realarch
+@pytest.mark.slow
+def test_released_architecture_through_the_real_path(tmp_path):
+    """The released architecture (widths, heads, 1664-wide tokens, 1024-wide vector; depth reduced to
+    NEURODECODE_REALARCH_DEPTH, default 1, on CPU) as a random .ckpt in the released layout, converted and run;
+    then refined by an SDXL-base-layout folder (real tokenizers)."""
+    import os
+
+    depth_env = os.environ.get("NEURODECODE_REALARCH_DEPTH", "1")
+    depth = None if depth_env == "full" else int(depth_env)
+    device = os.environ.get("NEURODECODE_REALARCH_DEVICE", "cpu")
+    folder = write_hub_fixture("mindeye2-unclip", tmp_path / "repo", depth=depth, variant="fp16")
+    refiner = write_hub_fixture("sdxl-base", tmp_path / "sdxl", depth=depth, variant="fp16")
+    gen = get_generator("sdxl-unclip", weights=folder, allow_pickle=True, converted_dir=tmp_path / "conv",
+                        refiner=refiner, device=device).load()
+    assert gen.expects == {"clip_bigg_tokens": (None, 256, 1664)}
+    assert gen.components_["unet"].config.sample_size == 96  # 768 px by default, as MindEye2 samples
+    lat = {"clip_bigg_tokens": np.random.default_rng(0).standard_normal((1, 256, 1664)).astype(np.float32)}
+    out = gen.generate(lat, seeds=0, steps=2, height=64, width=64)
+    assert out.shape == (1, 64, 64, 3) and out.dtype == np.uint8
+    refined = gen.generate(lat, seeds=0, steps=2, height=64, width=64, refine=True, captions=["a cat on a mat"],
+                           refine_steps=3, refine_timepoint=2)
+    assert refined.shape == (1, 64, 64, 3) and np.abs(refined.astype(int) - out).mean() > 0

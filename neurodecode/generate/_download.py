@@ -124,7 +124,7 @@ def _recipe_spaces(recipe: Mapping[str, Any]) -> list[tuple[str, str, dict[str, 
 
 def _generator_kwargs(name: str, weights: Any, options: Mapping[str, Any]) -> dict[str, Any]:
     keys = {"versatile": ("uncond",), "sdxl-turbo": ("ip_adapter",), "lowlevel": ("decode_only",),
-            "retrieval": ("space",)}.get(name, ())
+            "retrieval": ("space",), "sdxl-unclip": ("refine",)}.get(name, ())
     return {k: options[k] for k in keys if k in options}
 
 

@@ -43,7 +43,7 @@ from ._derivative import (
 __all__ = ["reconstruct_nsd", "NearestTrainingImage", "NEAREST"]
 
 #: ``[generate.options]`` given to a generator's constructor rather than to each ``generate`` call.
-_BUILD_OPTIONS = ("uncond", "decode_only")
+_BUILD_OPTIONS = ("uncond", "decode_only", "allow_pickle", "converted_dir", "refiner", "converter")
 
 #: ``[generate] generator`` of the retrieval fallback (not a diffusion model: see :class:`NearestTrainingImage`).
 NEAREST = "nearest-training-image"

@@ -11,7 +11,7 @@ from ._common import DATASETS, fail, handle_errors, parse_subjects, print_json
 
 #: Subjects written when --subjects is not given: what the recipes' tiny presets train on.
 DEFAULT_SUBJECTS: dict[str, list[Any]] = {"nsd": [1, 2], "things-eeg2": [1, 2], "things-meg": [1, 2],
-                                          "zuco": ["YAC", "YAG"], "meg-masc": [1, 2]}
+                                          "zuco": ["YAC", "YAG"], "meg-masc": [1, 2], "bold5000": [1, 2]}
 
 
 def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None, snr: float = 1.0,
@@ -44,6 +44,10 @@ def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None
         from ..simulate import simulate_things_meg
 
         return simulate_things_meg(out, **kwargs)
+    if dataset == "bold5000":
+        from ..simulate.bold5000 import simulate_bold5000
+
+        return simulate_bold5000(out, **kwargs)
     if dataset == "meg-masc":
         from ..simulate.speech import simulate_meg_masc
 

@@ -37,6 +37,7 @@ RUNNERS: dict[str, str] = {
     "meg_brain_module": "neurodecode.recipes._meg_realtime",
     "sttm": "neurodecode.recipes._sttm",
     "nvl": "neurodecode.recipes._nvl",
+    "wave": "neurodecode.recipes._wave",
     "takagi": "neurodecode.recipes._multi_input",
     "brain_captioning": "neurodecode.recipes._multi_input",
 }

@@ -253,6 +253,7 @@ class EvaluateTable:
     teacher_forcing: bool = False
     text_metrics: list[str] = field(default_factory=list)
     zero_shot: list[str] = field(default_factory=list)
+    ablate: Literal["yeo7", "none"] = "none"  # WAVE: network ablation of the test retrieval
 
 
 # ------------------------------------------------------------------------------------------- [weights]

@@ -39,14 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from .._core.errors import DataIntegrityError, MetadataMismatchError, MissingFileError, ValidationError
+from .._core.errors import DataIntegrityError, MetadataMismatchError, ValidationError
 from .._core.logging import logger, progress
 from .._core.validation import check_option, format_error
 from ..metrics import derangement, topk_identification
-from ._data import load_things_for_recipe
+from ._data import load_things_for_recipe, things_image_paths
 from ._derivative import (
-    _png,
-    _sub_label,
     loader_verbose,
     model_class,
     not_a_run,
@@ -62,6 +60,7 @@ from ._meeg import (
     _space_table,
     _tiny_fields,
     _val_source,
+    generate_items,
     reconstruct_meeg,
     train_meeg,
 )
@@ -112,37 +111,6 @@ def _concept_text(concept: str) -> str:
     return re.sub(r"^\d+_", "", str(concept)).replace("_", " ")
 
 
-def _image_paths(folder: Path, ids: np.ndarray, concepts: np.ndarray) -> np.ndarray:
-    """Relative path of the image of every stimulus id (a file name or stem), found under ``folder``."""
-    from ..latents._stimuli import IMAGE_SUFFIXES
-
-    if not folder.is_dir():
-        raise MissingFileError(format_error(
-            "data.images", "the folder of the THINGS images (e.g. image_set/training_images/<concept>/<file>.jpg)",
-            f"nothing at {folder}", "Point --set data.images=DIR at the images the recording showed"))
-    index: dict[str, list[str]] = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            rel = p.relative_to(folder).as_posix()
-            index.setdefault(p.name, []).append(rel)
-            index.setdefault(p.stem, []).append(rel)
-    out, missing, ambiguous = [], [], []
-    for i, c in zip(ids.tolist(), concepts.tolist()):
-        found = index.get(str(i), [])
-        own = [r for r in found if Path(r).parent.name == str(c)]
-        pick = own or found
-        if len(set(pick)) == 1:
-            out.append(pick[0])
-        elif pick:
-            ambiguous.append((i, sorted(set(pick))[:2]))
-        else:
-            missing.append(i)
-    if missing or ambiguous:
-        got = (f"{len(missing)} stimuli without an image (e.g. {missing[:3]})" if missing else
-               f"several images for {ambiguous[0][0]!r}: {ambiguous[0][1]}")
-        raise MissingFileError(format_error("data.images", f"one image file per stimulus under {folder}", got,
-                                            "Point data.images at the image set the recording showed"))
-    return np.asarray(out)
 
 
 # ---------------------------------------------------------------------------------------- ATM
@@ -227,7 +195,7 @@ def train_atm(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, Any
     con_cat = np.concatenate(all_con)[first]
     folder = Path(str(data.get("images") or _IMAGE_DIRS[dataset])).expanduser()
     folder = folder if folder.is_absolute() else root / folder  # relative to the data root
-    rel = _image_paths(folder, ids_cat, con_cat)
+    rel = things_image_paths(folder, ids_cat, con_cat)
     common = {"cache_root": ctx.cache_root, "device": ctx.latent_device, "dtype": ctx.dtype,
               "verbose": verbose}
     image_feats = _embed(img_tbl, str(folder), rel, **common)  # row i: stimulus ids_cat[i]
@@ -531,21 +499,9 @@ def _reconstruct_atm(ctx: dict[str, Any], requested: Any) -> tuple[dict[str, Any
         generator.check_latents(latents)  # fail before any work on a wrong space / NaN
         prov["seeds"][test.subject] = {labels[int(i)]: {"stimulus_id": str(test.stimulus_ids[int(i)]), "seed": s}
                                        for i, s in zip(rows, seeds)}
-        bs = settings["batch_size"]
-        t0 = time.perf_counter()
-        with progress(total=len(todo), desc=f"reconstruct sub-{_sub_label(test.subject)}", unit="img",
-                      verbose=ctx.verbose) as bar:
-            for start in range(0, len(todo), bs):
-                chunk = list(range(start, min(len(todo), start + bs)))
-                images = generator.generate({k: v[chunk] for k, v in latents.items()}, seeds=[seeds[j] for j in chunk],
-                                            steps=settings["steps"], guidance=settings["guidance"], batch_size=bs,
-                                            verbose=False, **settings["options"])
-                for k, j in enumerate(chunk):
-                    _png(paths[todo[j]], images[k])
-                ctx.log.add_items({f"{test.subject}/{labels[int(rows[j])]}": seeds[j] for j in chunk})
-                bar.update(len(chunk))
-                entry["n_done"] += len(chunk)
-        timings["generate_s"] = timings.get("generate_s", 0.0) + time.perf_counter() - t0
+        keys = [f"{test.subject}/{labels[int(r)]}" for r in rows]
+        timings["generate_s"] = timings.get("generate_s", 0.0) + generate_items(
+            generator, latents, todo, paths, seeds, keys, settings, ctx.log, test.subject, entry, ctx.verbose)
     if settings is not None:
         timings["items_per_s"] = sum(e["n_done"] for e in per_subject.values()) / max(timings["generate_s"], 1e-9)
     gen_prov = None

@@ -317,3 +317,37 @@ def load_zuco_for_recipe(root: str | Path, data: Mapping[str, Any], *, splits: S
     table.update(provenance=prov, skipped=skipped, sfreq=sfreq, n_channels=n_channels, max_times=max_times,
                  scaling=scaling)
     return table
+
+
+def things_image_paths(folder: Path, ids: np.ndarray, concepts: np.ndarray) -> np.ndarray:
+    """Relative path of the image of every stimulus id (a file name or stem) under ``folder``, the stimulus'
+    own concept folder first (THINGS: ``<concept>/<file>.jpg``); every missing or ambiguous one refused."""
+    from ..latents._stimuli import IMAGE_SUFFIXES
+
+    if not folder.is_dir():
+        raise MissingFileError(format_error(
+            "data.images", "the folder of the THINGS images (e.g. image_set/training_images/<concept>/<file>.jpg)",
+            f"nothing at {folder}", "Point --set data.images=DIR at the images the recording showed"))
+    index: dict[str, list[str]] = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+            rel = p.relative_to(folder).as_posix()
+            index.setdefault(p.name, []).append(rel)
+            index.setdefault(p.stem, []).append(rel)
+    out, missing, ambiguous = [], [], []
+    for i, c in zip(ids.tolist(), concepts.tolist()):
+        found = index.get(str(i), [])
+        own = [r for r in found if Path(r).parent.name == str(c)]
+        pick = own or found
+        if len(set(pick)) == 1:
+            out.append(pick[0])
+        elif pick:
+            ambiguous.append((i, sorted(set(pick))[:2]))
+        else:
+            missing.append(i)
+    if missing or ambiguous:
+        got = (f"{len(missing)} stimuli without an image (e.g. {missing[:3]})" if missing else
+               f"several images for {ambiguous[0][0]!r}: {ambiguous[0][1]}")
+        raise MissingFileError(format_error("data.images", f"one image file per stimulus under {folder}", got,
+                                            "Point data.images at the image set the recording showed"))
+    return np.asarray(out)

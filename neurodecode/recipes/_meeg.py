@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from .._core.errors import MissingFileError, ValidationError
-from .._core.logging import logger
+from .._core.logging import logger, progress
 from .._core.validation import format_error
 
-__all__ = ["train_meeg", "reconstruct_meeg", "ReconstructContext"]
+__all__ = ["train_meeg", "reconstruct_meeg", "ReconstructContext", "generate_items"]
 
 
 
@@ -304,3 +305,30 @@ def reconstruct_meeg(recipe: Mapping[str, Any], data_root: str | os.PathLike[str
         describe_derivative(out, recipe_name, root)
     ctx.log.finish(summary=summary, **extra)
     return summary
+
+
+def generate_items(generator: Any, latents: Mapping[str, np.ndarray], todo: Sequence[int], paths: Sequence[Any],
+                   seeds: Sequence[int], keys: Sequence[str], settings: Mapping[str, Any], log: Any, subject: str,
+                   entry: dict[str, Any], verbose: Any) -> float:
+    """Draw the images of items ``todo`` in batches and write each one as soon as its batch is done.
+
+    ``latents[k][j]``, ``seeds[j]`` and ``keys[j]`` (the provenance key) belong to item ``todo[j]``, whose image
+    goes to ``paths[todo[j]]``; ``entry["n_done"]`` counts them and ``log.add_items`` records each batch.
+    Returns the seconds spent.
+    """
+    from ._derivative import _png, _sub_label
+
+    bs = int(settings["batch_size"])
+    t0 = time.perf_counter()
+    with progress(total=len(todo), desc=f"reconstruct sub-{_sub_label(subject)}", unit="img", verbose=verbose) as bar:
+        for start in range(0, len(todo), bs):
+            chunk = list(range(start, min(len(todo), start + bs)))
+            images = generator.generate({k: v[chunk] for k, v in latents.items()}, seeds=[seeds[j] for j in chunk],
+                                        steps=settings["steps"], guidance=settings["guidance"], batch_size=bs,
+                                        verbose=False, **settings["options"])
+            for k, j in enumerate(chunk):
+                _png(paths[todo[j]], images[k])
+            log.add_items({keys[j]: seeds[j] for j in chunk})
+            bar.update(len(chunk))
+            entry["n_done"] += len(chunk)
+    return time.perf_counter() - t0

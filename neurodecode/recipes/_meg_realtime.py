@@ -51,10 +51,8 @@ from .._core.errors import DataIntegrityError, MetadataMismatchError, MissingFil
 from .._core.logging import logger, progress
 from .._core.validation import format_error
 from ..metrics import derangement, topk_identification
-from ._data import load_things_for_recipe
+from ._data import load_things_for_recipe, things_image_paths
 from ._derivative import (
-    _png,
-    _sub_label,
     loader_verbose,
     model_class,
     not_a_run,
@@ -63,7 +61,7 @@ from ._derivative import (
     sha_or_none,
     things_stim_label,
 )
-from ._meeg import _check_field, _space_table, _tiny_fields, reconstruct_meeg, train_meeg
+from ._meeg import _check_field, _space_table, _tiny_fields, generate_items, reconstruct_meeg, train_meeg
 from ._run import fit as _fit
 from ._targets import _load_or_embed
 
@@ -144,32 +142,6 @@ def _concept_of(ids: np.ndarray, concepts: np.ndarray) -> dict[str, str]:
     return {str(i): str(c) for i, c in zip(ids, concepts)}
 
 
-def _image_paths(folder: Path, ids: np.ndarray, concepts: np.ndarray) -> np.ndarray:
-    """Relative path of each stimulus' image under ``folder`` (found by file name or stem; own concept first)."""
-    from ..latents._stimuli import IMAGE_SUFFIXES
-
-    if not folder.is_dir():
-        raise MissingFileError(format_error("data.images", "the folder of the THINGS images", f"nothing at {folder}",
-                                            "Point --set data.images=DIR at the images the recording showed"))
-    index: dict[str, list[str]] = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            rel = p.relative_to(folder).as_posix()
-            index.setdefault(p.name, []).append(rel)
-            index.setdefault(p.stem, []).append(rel)
-    out, missing = [], []
-    for i, c in zip(ids.tolist(), concepts.tolist()):
-        found = index.get(str(i), [])
-        pick = sorted({r for r in found if Path(r).parent.name == str(c)} or set(found))
-        if len(pick) == 1:
-            out.append(pick[0])
-        else:
-            missing.append((i, pick[:2]))
-    if missing:
-        raise MissingFileError(format_error("data.images", f"one image file per stimulus under {folder}",
-                                            f"{len(missing)} stimuli without exactly one image (e.g. {missing[:2]})",
-                                            "Point data.images at the image set the recording showed"))
-    return np.asarray(out)
 
 
 def _embed(table: Mapping[str, Any], stimuli: Any, ids: np.ndarray, ctx: Any) -> np.ndarray:
@@ -321,7 +293,7 @@ def train_meg_realtime(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict
     con_cat = np.concatenate(con_all)[first]
     folder = Path(str(data.get("images") or "stimuli")).expanduser()
     folder = folder if folder.is_absolute() else root / folder
-    paths = _image_paths(folder, ids_cat, con_cat)
+    paths = things_image_paths(folder, ids_cat, con_cat)
     feats = _embed(img_tbl, str(folder), paths, ctx)
     gen_key = str(ctx.generate.get("latent_key") or "clip_image_embeds")
     gen_tbl = _space_table(latents.get("generation"), "generation")
@@ -753,21 +725,9 @@ def _reconstruct_meg(ctx: Any, requested: Any) -> tuple[dict[str, Any], dict[str
         seeds = [settings["seed"] + int(i) for i in rows]
         seeds_prov[test.subject] = {labels[int(i)]: {"stimulus_id": str(test.stimulus_ids[int(i)]), "seed": s}
                                     for i, s in zip(rows, seeds)}
-        bs = settings["batch_size"]
-        t0 = time.perf_counter()
-        with progress(total=len(todo), desc=f"reconstruct sub-{_sub_label(test.subject)}", unit="img",
-                      verbose=ctx.verbose) as bar:
-            for a in range(0, len(todo), bs):
-                chunk = list(range(a, min(len(todo), a + bs)))
-                images = generator.generate({k: v[chunk] for k, v in latents.items()}, seeds=[seeds[j] for j in chunk],
-                                            steps=settings["steps"], guidance=settings["guidance"], batch_size=bs,
-                                            verbose=False, **settings["options"])
-                for k, j in enumerate(chunk):
-                    _png(paths[todo[j]], images[k])
-                ctx.log.add_items({f"{test.subject}/{labels[int(rows[j])]}": seeds[j] for j in chunk})
-                bar.update(len(chunk))
-                entry["n_done"] += len(chunk)
-        ctx.timings["generate_s"] = ctx.timings.get("generate_s", 0.0) + time.perf_counter() - t0
+        keys = [f"{test.subject}/{labels[int(r)]}" for r in rows]
+        ctx.timings["generate_s"] = ctx.timings.get("generate_s", 0.0) + generate_items(
+            generator, latents, todo, paths, seeds, keys, settings, ctx.log, test.subject, entry, ctx.verbose)
     gen_prov = None if generator is None else {
         **generator.provenance(), **{k: settings[k] for k in ("steps", "guidance", "options", "latent_key",
                                                               "batch_size", "config")}}

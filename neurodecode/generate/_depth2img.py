@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._base import denoise, load_subfolders, tiny_unet_config, tiny_vae
-from ._sd_img2img import SDImg2ImgGenerator, ddim_config, sd_ddim, tiny_clip_text_encoder, tiny_clip_tokenizer
+from ._base import denoise, tiny_unet_config, tiny_vae
+from ._sd_img2img import SDImg2ImgGenerator, ddim_config, tiny_clip_text_encoder, tiny_clip_tokenizer
 
 __all__ = ["Depth2ImgGenerator", "depth_condition"]
 
@@ -89,23 +89,8 @@ class Depth2ImgGenerator(SDImg2ImgGenerator):
                 "text_encoder": tiny_clip_text_encoder(width, hidden_act="gelu"),
                 "tokenizer": tiny_clip_tokenizer(pad_token="!"), "scheduler": DDIMScheduler(**ddim_config())}
 
-    @classmethod
-    def hub_files(cls, dtype: Any = None, **kwargs: Any) -> tuple[tuple[str, ...], ...]:
-        """UNet, VAE, text encoder, tokenizer and scheduler; not the repository's ``depth_estimator`` (DPT-hybrid)."""
-        from ._base import sd_files
-
-        return sd_files(dtype)
-
-    def _build_real(self, name_or_path: str) -> dict[str, Any]:
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
-
-        folder = self._resolve(name_or_path)
-        parts = load_subfolders(folder, {
-            "unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
-            "tokenizer": CLIPTokenizer, "scheduler": DDIMScheduler}, self.torch_dtype_)
-        parts["scheduler"] = sd_ddim(parts["scheduler"])
-        return parts
+    # hub_files and _build_real: SD-img2img's (UNet, VAE, text encoder, tokenizer, scheduler); the repository's
+    # depth_estimator (DPT-hybrid) is never loaded: the depth map is given
 
     def _extra_expects(self) -> dict[str, tuple[int | None, ...]]:
         return {"depth_maps": (None, None, None)}

@@ -87,7 +87,7 @@ def test_label_prompts_from_bold5000_names():
 
 def test_recipe_problems_are_listed(sim, tmp_path):
     res = runner.invoke(app, ["train", str(PIPELINE), "--data", str(sim), "--out", str(tmp_path / "r"), "--preset",
-                              "tiny", "--set", 'decoder.prompt="token-ids"', "--set", 'evaluate.ablate="yeo17"'])
+                              "tiny", "--set", 'decoder.prompt="soft"', "--set", 'evaluate.ablate="yeo17"',
+                              "--set", 'data.data="roi"'])
     assert res.exit_code != 0
-    assert "decoder.prompt" in res.output and "set_text_encoder" in res.output
-    assert "evaluate.ablate" in res.output
+    assert "decoder.prompt" in res.output and "evaluate.ablate" in res.output and "data.data" in res.output

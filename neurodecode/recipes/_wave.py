@@ -12,7 +12,10 @@
    ImageNet / COCO names give their synset or file stem: an approximation of WAVE's labels).
 3. **Model.** One :class:`~neurodecode.models.WAVE` for all subjects (WAVE's "all" universal model), its input
    width and TR from the data, the learning-from-brains encoder loaded from ``[decoder] encoder_checkpoint``
-   when given; trained with the tri-contrastive loss and the reference's augmentation.
+   when given; trained with the tri-contrastive loss and the reference's augmentation. With ``[decoder] prompt
+   = "token-ids"`` (the reference) the label is tokenised to ``text_length - ctx_dim`` CLIP tokens and the
+   meta-net's pseudo tokens go through the frozen text tower of ``[latents] text`` at every step; with
+   ``"none"`` the label prompt's text embedding is the target.
 4. **Evaluation** (``metrics.json``, ``ablation.json``): each test sample's predicted embedding ranks the test
    images' CLIP embeddings (cosine; a tie is a miss): ``test/<subject>/top1``, ``test/all/top1``,
    ``percentile`` (mean percentile of the true image, chance 0.5), their shuffled-pairing controls and chance;
@@ -51,9 +54,9 @@ DATASETS = ("bold5000",)
 
 @dataclass
 class WaveGenerate:
-    """``[generate]`` of a WAVE recipe: ``"nearest-training-image"`` (retrieval; the prior-free path)."""
+    """``[generate]`` of a WAVE recipe: ``"training-image-retrieval"`` (retrieval; the prior-free path)."""
 
-    generator: str = "nearest-training-image"
+    generator: str = "training-image-retrieval"
 
 
 def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
@@ -65,15 +68,14 @@ def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
     out = check_recipe_tables(recipe, problems, datasets=DATASETS, decoder_config=WAVEConfig, generate=WaveGenerate,
                               train_config=TrainConfig, decoder_extra=("encoder_checkpoint", "allow_pickle"),
                               latents_extra=("image", "text", "image_size", "weights"))
-    if out["decoder"].get("prompt", "token-ids") != "none":
-        problems.add("decoder.prompt", "expected 'none' in a recipe: the reference's 'token-ids' prompt needs the "
-                     "frozen CLIP text tower on token ids (WAVE.set_text_encoder in the library); set "
-                     "decoder.prompt = \"none\"")
+    prompt = out["decoder"].get("prompt", "token-ids")
+    if prompt not in ("token-ids", "none"):
+        problems.add("decoder.prompt", f"expected 'token-ids' (reference) or 'none', got {prompt!r}")
     if out["data"].get("data", "parcels") != "parcels":
         problems.add("data.data", "expected 'parcels' (WAVE reads whole-brain parcel time series)")
-    gen = out.get("generate", {}).get("generator", "nearest-training-image")
-    if gen != "nearest-training-image":
-        problems.add("generate.generator", f"expected 'nearest-training-image', got {gen!r}")
+    gen = out.get("generate", {}).get("generator", "training-image-retrieval")
+    if gen != "training-image-retrieval":
+        problems.add("generate.generator", f"expected 'training-image-retrieval', got {gen!r}")
     ablate = out.get("evaluate", {}).get("ablate")
     if ablate not in (None, "", "none", "yeo7"):
         problems.add("evaluate.ablate", f"expected 'yeo7' or 'none', got {ablate!r}")
@@ -95,6 +97,30 @@ def label_prompt(name: str) -> str:
     m = re.fullmatch(r"(.+)_\d+", stem)  # ImageNet <synset>_<k>, COCO COCO_<split>_<id>
     stem = m.group(1) if m else (re.sub(r"\d+$", "", stem) or stem)  # Scene <category><k>
     return "a photo of a " + re.sub(r"[_]+", " ", stem).strip()
+
+
+def _token_ids(texts: list[str], length: int) -> np.ndarray:
+    """CLIP BPE token ids of ``texts`` at ``length`` tokens (BOS ... EOT, zero padded; truncated as the reference)."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return np.asarray(SimpleTokenizer(context_length=length)(texts), dtype=np.int64)
+
+
+def _text_tower(space: Any) -> Any:
+    """The frozen text tower of a CLIP text space as ``token ids -> pooled embedding`` (WAVE.set_text_encoder)."""
+    import torch
+
+    model = getattr(space, "model", None)
+    if model is None or not hasattr(model, "encode_text"):
+        raise ValidationError(format_error("latents.text", "an open_clip CLIP text space (for decoder.prompt = "
+                                           "'token-ids')", type(space).__name__,
+                                           "Use clip-vit-l-14-text, or decoder.prompt = \"none\""))
+    device = next(model.parameters()).device
+
+    def encode(ids: torch.Tensor) -> torch.Tensor:
+        return model.encode_text(ids.to(device)).to(ids.device)
+
+    return encode
 
 
 def _data_path(root: Path, value: Any) -> Path:
@@ -188,12 +214,20 @@ def train_wave(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
     _check_field(fields, "n_parcels", int(first.X.shape[1]), "the atlas's parcels")
     _check_field(fields, "clip_dim", dim, "the width of latents.image")
     _check_field(fields, "tr", float(first.provenance["tr"]), "the dataset's TR")
+    context = getattr(text_space, "model_cfg", {}).get("text_cfg", {}).get("context_length")
+    if context is not None and fields.get("prompt", "token-ids") == "token-ids":
+        _check_field(fields, "text_length", int(context), "the context length of latents.text")
     cfg = WAVEConfig(**({**_tiny_fields(WAVEConfig), **fields} if ctx.base == "tiny" else fields))
     model = WAVE(cfg)
     skipped: list[str] = []
     if ckpt:
         skipped = model.load_encoder_checkpoint(_data_path(ctx.root, ckpt), allow_pickle=allow_pickle)
         logger.info("WAVE: learning-from-brains encoder loaded from %s (%d keys not used)", ckpt, len(skipped))
+
+    arrays: dict[str, Any] = {}
+    if cfg.prompt == "token-ids":  # the reference's prompt: pseudo tokens through the frozen CLIP text tower
+        arrays["text_ids"] = _token_ids([label_prompt(n) for n in names], cfg.text_length - cfg.ctx_dim)
+        model.set_text_encoder(_text_tower(text_space))
 
     rows = {s: np.flatnonzero(t.split == "train") for s, t in trials.items()}
     X = np.concatenate([trials[s].X[rows[s]] for s in subjects]).astype(np.float32)
@@ -202,8 +236,8 @@ def train_wave(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
     pos = np.array([index[i] for i in ids])
     if len(X) < 2:
         raise ValidationError(format_error("data", "training samples", len(X), "Add sessions or subjects"))
-    src = ArrayBatches({"x": X, "lengths": lengths, "image_embeds": embeds[pos], "text_embeds": text[pos]},
-                       int(ctx.config.batch_size))
+    src = ArrayBatches({"x": X, "lengths": lengths, "image_embeds": embeds[pos], "text_embeds": text[pos],
+                        **{k: v[pos] for k, v in arrays.items()}}, int(ctx.config.batch_size))
     logger.info("WAVE: training on %d samples of %s", len(X), ", ".join(subjects))
     result = _fit(model, ctx.config, src, None, ctx.out, ctx.resume)
     model.eval()
@@ -323,4 +357,4 @@ def _reconstruct_wave(ctx: Any, subject: Any) -> tuple[dict[str, Any], dict[str,
             ctx.log.add_items({path.stem: train_names[b]})
             done += 1
         per[t.subject] = {"n_items": len(test), "n_assigned": len(mine), "n_done": done, "n_skipped": 0}
-    return per, {"generator": {"generator": "nearest-training-image", "chosen": picked}}
+    return per, {"generator": {"generator": "training-image-retrieval", "chosen": picked}}

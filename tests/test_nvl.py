@@ -114,3 +114,26 @@ def test_lora_stage_trains_only_adapters_and_projector():
     assert any("lora_" in n for n in trainable)
     for (n1, p1), (n2, p2) in zip(extractor.state_dict().items(), model.extractor.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2)
+
+
+def test_a_language_model_folder_loads_through_the_real_path_and_is_not_saved_with_the_run(tmp_path):
+    """The real tier: any causal LM by folder (here a small Llama saved in the hub layout), frozen in stage 1;
+    a saved run keeps the extractor and projector only and reloads the LM from its folder."""
+    from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
+
+    from neurodecode.models.nvl import TINY_LLM
+
+    torch.manual_seed(3)
+    LlamaForCausalLM(LlamaConfig(**{**TINY_LLM, "hidden_size": 32})).save_pretrained(tmp_path / "lm")
+    ByT5Tokenizer().save_pretrained(tmp_path / "lm")
+    torch.manual_seed(0)
+    model = NVLBrainLLM(NVLConfig.tiny(llm=str(tmp_path / "lm"), llm_dtype="float32"))
+    assert model.lm.config.hidden_size == 32 and model.projector[-1].out_features == 32
+    assert not any(p.requires_grad for p in model.lm.parameters())
+    said = model.answer(X[:2], INSTRUCTIONS["brief"], max_new_tokens=3)
+    model.save_pretrained(tmp_path / "run")
+    from safetensors.numpy import load_file
+
+    assert not any(k.startswith("lm.") for k in load_file(tmp_path / "run" / "model.safetensors"))
+    again = NVLBrainLLM.from_pretrained(tmp_path / "run")
+    assert again.answer(X[:2], INSTRUCTIONS["brief"], max_new_tokens=3) == said

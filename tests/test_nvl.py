@@ -137,3 +137,14 @@ def test_a_language_model_folder_loads_through_the_real_path_and_is_not_saved_wi
     assert not any(k.startswith("lm.") for k in load_file(tmp_path / "run" / "model.safetensors"))
     again = NVLBrainLLM.from_pretrained(tmp_path / "run")
     assert again.answer(X[:2], INSTRUCTIONS["brief"], max_new_tokens=3) == said
+
+
+def test_real_size_language_stage_is_llama3_8b_plus_a_768_to_4096_projector():
+    """The paper's LM at its published size (Llama-3-8B: 8,030,261,248 parameters), built on the meta device."""
+    llama3_8b = {"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                 "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 8192,
+                 "rope_theta": 500000.0, "tie_word_embeddings": False}
+    with torch.device("meta"):
+        model = NVLBrainLLM(NVLConfig(n_patches=180, llm=None, llm_config=llama3_8b))
+    assert sum(p.numel() for p in model.lm.parameters()) == 8_030_261_248
+    assert sum(p.numel() for p in model.projector.parameters()) == 768 * 4096 + 4096 + 4096 * 4096 + 4096

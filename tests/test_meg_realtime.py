@@ -266,10 +266,19 @@ def test_reconstruct_writes_images_from_the_regressed_embedding(meg_root, run, t
                "--checkpoint", out, "--out", tmp_path / "recon", "--device", "cpu", "--limit", "2", "--json")
     summary = json.loads(res.stdout)
     assert summary["n_done"] == 4 and set(summary["subjects"]) == set(SUBJECTS)
-    pngs = sorted((tmp_path / "recon").rglob("*.png"))
+    pngs = sorted((tmp_path / "recon").rglob("*_recon.png"))
     assert len(pngs) == 4 and all(np.asarray(Image.open(p)).ndim == 3 for p in pngs)
     prov = json.loads(next((tmp_path / "recon").rglob("provenance*.json")).read_text())
     assert "MEGBrainModule" in json.dumps(prov)
+    # the run's decoding-over-time figure travels with the outputs and into the evaluation report
+    fig = tmp_path / "recon" / "figures" / "time_resolved.png"
+    assert fig.read_bytes() == (out / "time_resolved.png").read_bytes()
+    _cli("evaluate", "--recons", tmp_path / "recon", "--truth", meg_root / "stimuli" / "images_test_meg",
+         "--metrics", "pixcorr", "--weights", "random", "--n-boot", "10", "--out", tmp_path / "ev")
+    import base64
+
+    report = (tmp_path / "ev" / "report.html").read_text()
+    assert "Time resolved" in report and base64.b64encode(fig.read_bytes()).decode("ascii") in report
 
 
 @pytest.mark.parametrize(("override", "field"), [

@@ -358,6 +358,7 @@ def register(app: typer.Typer) -> None:
             provenance["blurry"] = describe_source(blurry)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "metrics.json", {**result, "item_ids": ids, "provenance": provenance})
+        figures = [(f.stem.replace("_", " ").capitalize(), f) for f in sorted((recons / "figures").glob("*.png"))]
         write_report(out_dir / "report.html", result, r, t, item_ids=ids, provenance=provenance,
-                     title=f"neurodecode evaluation: {recons.name}")
+                     title=f"neurodecode evaluation: {recons.name}", figures=figures)
         _print(result, out_dir, json_out)

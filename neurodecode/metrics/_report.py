@@ -257,6 +257,7 @@ def render_report(
     n_grid: int = 10,
     n_examples: int = 5,
     texts: tuple[list[str], list[Any]] | None = None,
+    figures: list[tuple[str, Any]] | None = None,
 ) -> str:
     """Build the HTML report as a string.
 
@@ -283,6 +284,8 @@ def render_report(
     texts : (hypotheses, references) or None
         Decoded sentences (list of str, length n_items) and their references (str or list of
         str each), shown as a table of the first ``n_grid`` items (text evaluations).
+    figures : list of (title, path) or None
+        PNG figures the run wrote (e.g. MEG decoding over time), embedded under their titles.
 
     Returns
     -------
@@ -330,6 +333,12 @@ def render_report(
                      f"{_text_table(list(hyps), list(refs), ids, per_item.get(key) if key else None, key, n_grid)}"
                      f"<p>First {min(n_grid, len(hyps))} of {len(hyps)} items.</p>")
     parts.append("<h2>Scores</h2>" + _table(result, weights))
+    for fig_title, fig_path in figures or []:
+        import base64
+
+        data = base64.b64encode(open(fig_path, "rb").read()).decode("ascii")
+        parts.append(f"<h2>{html.escape(str(fig_title))}</h2><figure><img alt='{html.escape(str(fig_title))}' "
+                     f"src='data:image/png;base64,{data}'></figure>")
     control = (result.get("protocol") or {}).get("control") or (
         "the shuffled control scores the same outputs against other items' ground truth")
     parts.append("<p>Values are means over items; 95 % CIs from a percentile bootstrap over items; "

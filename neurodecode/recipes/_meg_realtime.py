@@ -675,6 +675,12 @@ def _reconstruct_meg(ctx: Any, requested: Any) -> tuple[dict[str, Any], dict[str
     if model_class(run) != "MEGBrainModule":
         raise not_a_run(run, "meg_brain_module", ctx.recipe_name, f"a {model_class(run)} checkpoint" if
                         model_class(run) else "no MEGBrainModule in the folder")
+    if (run / "time_resolved.png").is_file():  # the run's decoding-over-time figure travels with its outputs
+        from .._core.files import atomic_path
+
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "figures" / "time_resolved.png", suffix=".png") as tmp:
+            tmp.write_bytes((run / "time_resolved.png").read_bytes())
     t0 = time.perf_counter()
     folder = run / "generation" if model_class(run / "generation") == "MEGBrainModule" else run
     model = MEGBrainModule.from_pretrained(folder, device=str(ctx.device))

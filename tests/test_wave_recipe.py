@@ -62,6 +62,16 @@ def test_train_then_reconstruct_nearest_training_images(sim, tmp_path):
         np.testing.assert_array_equal(np.asarray(Image.open(png).convert("RGB")),
                                       load_bold5000_stimuli(sim / "bold5000", [picked], size=32)[0])
 
+    truth = sim / "bold5000" / "BOLD5000_Stimuli" / "Scene_Stimuli" / "Presented_Stimuli"
+    result = _cli("evaluate", "--recons", out, "--truth", truth, "--metrics", "pixcorr", "--weights", "random",
+                  "--n-boot", "20", "--ablate", "yeo7", "--checkpoint", run, "--json")
+    assert result["n_items"] == 2
+    # the same model on the same test data: the drops the training run wrote
+    for net, entry in ablation["networks"].items():
+        for key in ("top1", "percentile"):
+            assert result["ablation"]["networks"][net][key]["drop"] == pytest.approx(entry[key]["drop"], abs=1e-9)
+    assert "networks" in json.loads((out / "metrics.json").read_text())["ablation"]
+
 
 def test_known_answer_decoding_and_default_network_ablation(tmp_path):
     sim = tmp_path / "sim"

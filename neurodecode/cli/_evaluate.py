@@ -38,6 +38,8 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
                             "n_way": ret.get("n_way"), "n_repeats": ret.get("n_repeats")}
     if (result.get("constant_recons") or {}).get("count"):
         out["constant_recons"] = result["constant_recons"]
+    if isinstance(result.get("ablation"), dict):  # --ablate yeo7 (WAVE runs)
+        out["ablation"] = result["ablation"]
     for key in ("n_items", "weights", "metrics_version"):
         out[key] = result[key]
     return out
@@ -296,6 +298,12 @@ def register(app: typer.Typer) -> None:
                                                                             ".csv/.json keyed by the sentence read, "
                                                                             "e.g. GLIM's released table as CSV) "
                                                                             "merged into the references."),
+        ablate: str | None = typer.Option(None, "--ablate", help="yeo7: network ablation of a WAVE run "
+                                                                 "(--checkpoint RUN): the drop in test retrieval "
+                                                                 "with each Yeo-7 network masked, with CIs."),
+        checkpoint: Path | None = typer.Option(None, "--checkpoint", help="With --ablate: the WAVE run folder."),
+        data: Path | None = typer.Option(None, "--data", help="With --ablate: the BOLD5000 root (default: the "
+                                                              "run's)."),
     ) -> None:
         from .._core.files import write_json
         from ..metrics import evaluate_reconstructions, evaluate_text, write_report
@@ -353,6 +361,14 @@ def register(app: typer.Typer) -> None:
         retrieval = _retrieval(recons, n_boot, seed)
         if retrieval is not None:
             result["retrieval"] = retrieval
+        if ablate is not None:
+            if ablate != "yeo7" or checkpoint is None:
+                fail("--ablate: expected `--ablate yeo7 --checkpoint RUN` (a WAVE run folder)", 2)
+            from ._common import resolve_data_root
+            from ..recipes._wave import ablate_run
+
+            root = resolve_data_root(data, "bold5000", param="--data") if data is not None else None
+            result["ablation"] = ablate_run(checkpoint, root, n_boot=n_boot, seed=seed, device=device)
         provenance = _provenance(recons, describe_source(truth))
         if blurry is not None:
             provenance["blurry"] = describe_source(blurry)

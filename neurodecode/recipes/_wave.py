@@ -47,7 +47,8 @@ from .._core.validation import format_error
 from ._meeg import _check_field, _tiny_fields, reconstruct_meeg, train_meeg
 from ._run import fit as _fit
 
-__all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "train_wave", "label_prompt"]
+__all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "train_wave", "label_prompt", "score_wave",
+           "ablate_run"]
 
 DATASETS = ("bold5000",)
 
@@ -177,8 +178,6 @@ def train_wave(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
         As :func:`~neurodecode.recipes._meeg.train_meeg` expects (see the module docstring).
     """
     from ..latents import get_space
-    from ..metrics import bootstrap_ci, network_ablation
-    from ..metrics._stats import derangement
     from ..models.wave import WAVE, WAVEConfig
     from ..train import ArrayBatches
 
@@ -244,7 +243,46 @@ def train_wave(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
 
     # evaluation: each subject's test samples rank that subject's test images
     n_boot = int(ctx.evaluate.get("bootstrap", 1000) or 1000)
-    seed = int(ctx.config.seed)
+    ablate = str(ctx.evaluate.get("ablate") or "none") == "yeo7"
+    metrics, report = score_wave(model, trials, embeds, index, networks, ablate=ablate, n_boot=n_boot,
+                                 seed=int(ctx.config.seed))
+    if "ablation" in report:
+        write_json(ctx.out / "ablation.json", report["ablation"])
+    write_json(ctx.out / "retrieval.json", report)
+    model.save_pretrained(ctx.out, metadata={"subjects": subjects, "parcel_names": list(first.ch_names or []),
+                                             "parcel_networks": networks})
+    prov = {"subjects": subjects, "data": {s: t.provenance for s, t in trials.items()},
+            "targets": {"image": str(latents.get("image", "clip-vit-l-14")),
+                        "text": str(latents.get("text", "clip-vit-l-14-text")), "dim": dim,
+                        "text_prompt": "a photo of a <label from the image name>", "n_images": len(names)},
+            "encoder_checkpoint": str(ckpt) if ckpt else None, "encoder_keys_not_used": skipped}
+    return {"joint": result}, metrics, prov
+
+
+def score_wave(model: Any, trials: Mapping[str, Any], embeds: np.ndarray, index: Mapping[str, int],
+               networks: list[str], *, ablate: bool, n_boot: int, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Test retrieval of a WAVE model (and with ``ablate`` the Yeo-7 network ablation), per subject and pooled.
+
+    Parameters
+    ----------
+    model : WAVE
+    trials : mapping of str to Trials
+        Parcel samples per subject; the ``"test"`` rows are scored.
+    embeds : ndarray of shape (n_images, clip_dim)
+        CLIP image embeddings; ``index`` maps an image name to its row.
+    networks : list of str
+        Network of every parcel.
+
+    Returns
+    -------
+    metrics : dict of str to float
+        ``test/<subject>/top1``... (see the module docstring).
+    report : dict
+        ``scores`` with bootstrap CIs, ``protocol``, and ``ablation`` (:func:`neurodecode.metrics.network_ablation`).
+    """
+    from ..metrics import bootstrap_ci, network_ablation
+    from ..metrics._stats import derangement
+
     metrics: dict[str, float] = {}
     parts = []
     for s, t in trials.items():
@@ -252,7 +290,7 @@ def train_wave(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
         if len(test) < 2:
             continue
         cand = embeds[[index[str(i)] for i in t.stimulus_ids[test]]]
-        parts.append((s, t.X[test], t.lengths[test], cand))  # type: ignore[index]
+        parts.append((s, t.X[test], t.lengths[test], cand))
     if not parts:
         raise ValidationError(format_error("data", "at least 2 test images per subject", "fewer",
                                            "The test set is the repeated images (repeated_stimuli_113_list.txt)"))
@@ -281,8 +319,7 @@ def train_wave(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
                               "protocol": "each test sample (repeats averaged) ranks its subject's test images by "
                                           "cosine of the predicted and the CLIP image embeddings; a tie is a miss; "
                                           "shuffled: a derangement of the pairing"}
-
-    if str(ctx.evaluate.get("ablate") or "none") == "yeo7":
+    if ablate:
         offsets = np.cumsum([0] + [len(p[3]) for p in parts])
         Xall = np.concatenate([p[1] for p in parts])
         lall = np.concatenate([p[2] for p in parts])
@@ -301,16 +338,54 @@ def train_wave(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
             for key in ("top1", "percentile"):
                 metrics[f"test/ablation/{net}/drop_{key}"] = entry[key]["drop"]
         report["ablation"] = abl
-        write_json(ctx.out / "ablation.json", abl)
-    write_json(ctx.out / "retrieval.json", report)
-    model.save_pretrained(ctx.out, metadata={"subjects": subjects, "parcel_names": list(first.ch_names or []),
-                                             "parcel_networks": networks})
-    prov = {"subjects": subjects, "data": {s: t.provenance for s, t in trials.items()},
-            "targets": {"image": str(latents.get("image", "clip-vit-l-14")),
-                        "text": str(latents.get("text", "clip-vit-l-14-text")), "dim": dim,
-                        "text_prompt": "a photo of a <label from the image name>", "n_images": len(names)},
-            "encoder_checkpoint": str(ckpt) if ckpt else None, "encoder_keys_not_used": skipped}
-    return {"joint": result}, metrics, prov
+    return metrics, report
+
+
+def ablate_run(run: Any, data_root: Any = None, *, n_boot: int = 1000, seed: int = 0, device: str = "cpu",
+               verbose: Any = None) -> dict[str, Any]:
+    """Yeo-7 network ablation of a trained WAVE run on its test data (``neurodecode evaluate --ablate yeo7``).
+
+    Parameters
+    ----------
+    run : path-like
+        The run folder of ``neurodecode train pipelines/wave_bold5000.toml`` (``recipe.json``, the model).
+    data_root : path-like or None
+        The BOLD5000 root (default: the run's ``provenance.json`` ``data_root``).
+
+    Returns
+    -------
+    result : dict
+        :func:`neurodecode.metrics.network_ablation`'s result, plus ``retrieval`` (the intact scores with CIs).
+    """
+    import json
+
+    from .._core.errors import MissingFileError
+    from ..models.wave import WAVE
+    from ._derivative import model_class, not_a_run
+
+    run = Path(run)
+    if model_class(run) != "WAVE" or not (run / "recipe.json").is_file():
+        raise not_a_run(run, "wave", "wave_bold5000", f"a {model_class(run)} checkpoint")
+    recipe = json.loads((run / "recipe.json").read_text(encoding="utf-8"))
+    if data_root is None:
+        prov = run / "provenance.json"
+        data_root = json.loads(prov.read_text(encoding="utf-8")).get("data_root") if prov.is_file() else None
+    if data_root is None or not Path(data_root).exists():
+        raise MissingFileError(format_error("--data", "the BOLD5000 root the run was trained on", str(data_root),
+                                            "Pass --data ROOT"))
+    root = Path(data_root)
+    model = WAVE.from_pretrained(run, device=device).eval()
+    meta = json.loads((run / "config.json").read_text(encoding="utf-8")).get("metadata", {})
+    trials = {}
+    for s in meta.get("subjects", []):
+        t = _load(root, recipe["data"], s)
+        trials[t.subject] = t
+    names = sorted({str(i) for t in trials.values() for i in t.stimulus_ids[t.split == "test"]})
+    embeds, _ = _image_embeds(root, names, recipe.get("latents", {}), device, verbose)
+    networks = list(meta.get("parcel_networks") or next(iter(trials.values())).provenance["parcel_networks"])
+    _, report = score_wave(model, trials, embeds, {n: k for k, n in enumerate(names)}, networks, ablate=True,
+                           n_boot=n_boot, seed=seed)
+    return {**report["ablation"], "retrieval": report["scores"], "run": str(run), "data_root": str(root)}
 
 
 # ---------------------------------------------------------------------------------------- reconstruct

@@ -130,3 +130,10 @@ def test_save_and_load_pretrained(tmp_path):
     again = WAVE.from_pretrained(tmp_path / "m").eval()
     x = np.random.default_rng(0).standard_normal((2, 7, 5)).astype(np.float32)
     np.testing.assert_allclose(again.encode(x), model.encode(x), rtol=1e-6)
+
+
+def test_time_embedding_ids_follow_the_grid():
+    model = WAVE(WAVEConfig())  # 0.2 s grid to 300 s: 1500 time embeddings + the dummy one
+    ids = model.embedder.time_ids(torch.tensor([[0.0, 2.0, 4.0, 7.3, -1.0]]))
+    assert ids.tolist() == [[0, 10, 20, 36, 1500]]
+    assert model.embedder.wt_re.num_embeddings == 1501

@@ -164,7 +164,8 @@ class _Embedder(nn.Module):
 
     def time_ids(self, t_rs: torch.Tensor) -> torch.Tensor:
         c = self.c
-        ids = (torch.round(t_rs / c.t_r_precision) * round(1 / c.t_r_precision)).long()
+        # the reference's arithmetic: seconds rounded to the grid, times int(1 / precision), truncated
+        ids = (torch.round(t_rs / c.t_r_precision) * c.t_r_precision * int(1 / c.t_r_precision)).long()
         return torch.where(ids >= 0, ids, torch.full_like(ids, c.n_t_r_embeddings))
 
     def forward(self, inputs: torch.Tensor, t_rs: torch.Tensor) -> torch.Tensor:

@@ -364,8 +364,8 @@ def register(app: typer.Typer) -> None:
         if ablate is not None:
             if ablate != "yeo7" or checkpoint is None:
                 fail("--ablate: expected `--ablate yeo7 --checkpoint RUN` (a WAVE run folder)", 2)
-            from ._common import resolve_data_root
             from ..recipes._wave import ablate_run
+            from ._common import resolve_data_root
 
             root = resolve_data_root(data, "bold5000", param="--data") if data is not None else None
             result["ablation"] = ablate_run(checkpoint, root, n_boot=n_boot, seed=seed, device=device)

@@ -95,7 +95,13 @@ def _nvl():
     return model, RNG.standard_normal((5, 7, 8)).astype(np.float32), {}
 
 
-BUILDERS = {"simpleconv": _simpleconv, "mindbridge": _mindbridge, "mindeye2": _mindeye2,
+def _wave():
+    from neurodecode.models.wave import WAVE, WAVEConfig
+
+    return WAVE(WAVEConfig.tiny()), RNG.standard_normal((5, 7, 6)).astype(np.float32), {}
+
+
+BUILDERS = {"wave": _wave, "simpleconv": _simpleconv, "mindbridge": _mindbridge, "mindeye2": _mindeye2,
             "brain_diffuser": _brain_diffuser, "atm": _atm, "glim": _glim, "meg_brain_module": _meg_brain_module,
             "sttm": _sttm, "nvl": _nvl}
 
@@ -115,6 +121,8 @@ def _declared_shapes(model) -> dict[str, tuple[int, ...]]:
         return {k: tuple(int(s) for s in v) for k, v in c.target_shapes.items()}
     if type(model).__name__ == "SimpleConv":  # speech features over the segment
         return {"speech_features": (int(c.out_dim), int(c.n_times))}
+    if type(model).__name__ == "WAVE":  # the fMRI embedding in the CLIP image space
+        return {"clip_image_embeds": (int(c.clip_dim),)}
     if type(model).__name__ == "MEGBrainModule":  # the regressed image embedding
         return {c.latent_key: (int(c.latent_dim),)}
     if type(model).__name__ == "ATM":  # the projection into the image space

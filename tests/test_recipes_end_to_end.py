@@ -115,7 +115,8 @@ def test_recipe_runs_end_to_end_at_tiny_size(recipe, sims, runs, tmp_path):
         assert len(images) == summary["n_done"]
         truth = {"nsd": root / "nsddata_stimuli" / "stimuli" / "nsd" / "nsd_stimuli.hdf5",
                  "things-eeg2": root / "image_set" / "test_images",
-                 "things-meg": root / "stimuli" / "images_test_meg"}[dataset]
+                 "things-meg": root / "stimuli" / "images_test_meg",
+                 "bold5000": root / "BOLD5000_Stimuli" / "Scene_Stimuli" / "Presented_Stimuli"}[dataset]
         if prov["generator"]["generator"] == "nearest-training-image":  # MindEye2's retrieval fallback
             from PIL import Image
 

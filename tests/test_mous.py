@@ -14,8 +14,8 @@ from neurodecode.data._mous import (
     read_textgrid,
 )
 from neurodecode.testing._mous import (
-    ctf_channel_names,
     make_mous_fixture,
+    mous_channel_names,
     mous_path,
     mous_sound_events,
     write_mous_recording,
@@ -40,7 +40,7 @@ def _tree(root, *, n_ch=7, with_audio_onset=True):
     data = _ramp(n_ch, int(10.0 * SF))
     events = mous_sound_events([(186, 1.0, "sentence"), (7, 5.5, "word_list")], sound_seconds=2.0,
                                with_audio_onset=with_audio_onset)
-    write_mous_recording(root, 2002, data=data, sfreq=SF, ch_names=ctf_channel_names(n_ch), events=events)
+    write_mous_recording(root, 2002, data=data, sfreq=SF, ch_names=mous_channel_names(n_ch), events=events)
     return data
 
 
@@ -48,7 +48,7 @@ def test_known_answer_segments_ids_and_offsets(tmp_path):
     data = _tree(tmp_path)
     t = load_mous(tmp_path, "sub-A2002", raw_sfreq=SF, baseline=None)
     # the 3 reference sensors and the trigger channel written beside the MEG channels are dropped
-    assert t.subject == "mous/sub-A2002" and t.sfreq == SF and t.ch_names == ctf_channel_names(7)
+    assert t.subject == "mous/sub-A2002" and t.sfreq == SF and t.ch_names == mous_channel_names(7)
     assert t.X.shape == (3, 7, 360) and t.X.dtype == np.float32
     np.testing.assert_allclose(t.times, -0.5 + np.arange(360) / SF)
     # word onsets = Audio onset + TextGrid start: 1.25, 2.0, 6.0 s -> samples 150, 240, 720 (the Sound rows,
@@ -159,12 +159,12 @@ def test_bad_inputs_teach(tmp_path):
 def test_nan_and_out_of_range_segments_teach(tmp_path):
     data = _tree(tmp_path)
     data[3, 700:705] = np.nan
-    write_mous_recording(tmp_path, 2002, data=data, sfreq=SF, ch_names=ctf_channel_names(7),
+    write_mous_recording(tmp_path, 2002, data=data, sfreq=SF, ch_names=mous_channel_names(7),
                          events=mous_sound_events([(186, 1.0, "sentence"), (7, 5.5, "word_list")], sound_seconds=2.0))
     with pytest.raises(ValidationError, match="channel MLF11-4304"):
         load_mous(tmp_path, 2002, raw_sfreq=SF)
     short = data[:, : int(7.0 * SF)]  # the word at 6.0 s needs samples up to 8.5 s
-    write_mous_recording(tmp_path, 2002, data=np.nan_to_num(short), sfreq=SF, ch_names=ctf_channel_names(7),
+    write_mous_recording(tmp_path, 2002, data=np.nan_to_num(short), sfreq=SF, ch_names=mous_channel_names(7),
                          events=mous_sound_events([(186, 1.0, "sentence"), (7, 5.5, "word_list")], sound_seconds=1.0))
     with pytest.raises(DataIntegrityError, match="outside"):
         load_mous(tmp_path, 2002, raw_sfreq=SF)

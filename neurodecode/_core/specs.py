@@ -23,7 +23,8 @@ __all__ = ["load_spec", "available_specs", "spec_path", "DATASETS"]
 
 #: The datasets neurodecode reads, by the name recipes and the command line use (spec ``<name>.toml`` with
 #: ``-`` as ``_``). The one list: ``neurodecode.data.DATASETS``, the CLI and the recipe schema all read it.
-DATASETS: tuple[str, ...] = ("nsd", "things-eeg2", "things-meg", "zuco", "meg-masc", "bold5000")
+DATASETS: tuple[str, ...] = ("nsd", "things-eeg2", "things-meg", "zuco", "meg-masc", "bold5000", "broderick2019", "mous",
+                               "brennan2019")
 
 
 def _specs_dir() -> Any:

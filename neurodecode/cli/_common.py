@@ -316,7 +316,7 @@ def _subject_number(dataset: str, value: str) -> int:
     spec_name = dataset.replace("-", "_")
     if dataset == "bold5000":
         value = value.removeprefix("bold5000/")
-    prefix = "subj" if dataset == "nsd" else "CSI" if dataset == "bold5000" else "sub-"
+    prefix = {"nsd": "subj", "bold5000": "CSI", "broderick2019": "Subject", "brennan2019": "S"}.get(dataset, "sub-")
     return parse_subject_number(value, spec_name, prefix, int(load_spec(spec_name)["dataset"]["n_subjects"]))
 
 
@@ -333,6 +333,12 @@ def _is_root(path: Path, dataset: str) -> bool:
         return (path / "BOLD5000_Stimuli").is_dir()
     if dataset == "meg-masc":
         return (path / "stimuli" / "audio").is_dir() and any(p.is_dir() for p in path.glob("sub-*"))
+    if dataset == "mous":
+        return (path / "stimuli" / "audio_files").is_dir() and any(p.is_dir() for p in path.glob("sub-A*"))
+    if dataset == "broderick2019":
+        return (path / "EEG").is_dir() and (path / "Stimuli" / "Text").is_dir()
+    if dataset == "brennan2019":
+        return (path / "AliceChapterOne-EEG.csv").is_file()
     if dataset == "things-eeg2":
         from .._core.specs import load_spec
 
@@ -415,7 +421,9 @@ def _root_marker(dataset: str) -> str:
     return {"nsd": "nsddata/ and nsddata_betas/", "things-meg": "sub-BIGMEG1/ ...",
             "things-eeg2": "the preprocessed-data folder and image_set/",
             "zuco": "the task folders with results<CODE>_<TASK>.mat",
-            "meg-masc": "sub-01/ ... and stimuli/audio/", "bold5000": "BOLD5000_Stimuli/"}[dataset]
+            "meg-masc": "sub-01/ ... and stimuli/audio/", "bold5000": "BOLD5000_Stimuli/",
+            "mous": "sub-A2002/ ... and stimuli/audio_files/", "broderick2019": "EEG/Subject1/ ... and Stimuli/Text/",
+            "brennan2019": "S01.mat ..., proc/, audio/ and AliceChapterOne-EEG.csv"}[dataset]
 
 
 # ----------------------------------------------------------------------------------------- shared options

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
     @app.command("check-data")
     @handle_errors
     def check_data(
-        dataset: str = typer.Argument(..., help="nsd, things-eeg2, things-meg, zuco, meg-masc or bold5000."),
+        dataset: str = typer.Argument(..., help="nsd, things-eeg2, things-meg, zuco, meg-masc, bold5000, mous, broderick2019 or brennan2019."),
         root: Path = typer.Argument(..., help="Root folder of the local download (or a `neurodecode simulate` "
                                               "folder holding it)."),
         subjects: list[str] = typer.Option(None, "--subjects", "--subject", "-s",

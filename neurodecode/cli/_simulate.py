@@ -11,7 +11,10 @@ from ._common import DATASETS, fail, handle_errors, parse_subjects, print_json
 
 #: Subjects written when --subjects is not given: what the recipes' tiny presets train on.
 DEFAULT_SUBJECTS: dict[str, list[Any]] = {"nsd": [1, 2], "things-eeg2": [1, 2], "things-meg": [1, 2],
-                                          "zuco": ["YAC", "YAG"], "meg-masc": [1, 2], "bold5000": [1, 2]}
+                                          "zuco": ["YAC", "YAG"], "meg-masc": [1, 2], "bold5000": [1, 2],
+                                          "broderick2019": [1, 2]}
+#: What `neurodecode simulate` writes: the datasets, and the speech datasets not yet in DATASETS (issue #23).
+SIMULATED: tuple[str, ...] = tuple(dict.fromkeys((*DATASETS, "broderick2019")))
 
 
 def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None, snr: float = 1.0,
@@ -20,7 +23,7 @@ def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None
     from .._core.files import check_writable
     from .._core.validation import check_option
 
-    check_option(dataset, "dataset", DATASETS)
+    check_option(dataset, "dataset", SIMULATED)
     check_writable(out)  # a read-only or full OUT fails now, not after simulating
     kwargs: dict[str, Any] = {"snr": snr, "seed": seed,
                               "subjects": list(DEFAULT_SUBJECTS[dataset] if subjects is None else subjects)}
@@ -52,16 +55,34 @@ def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None
         from ..simulate.speech import simulate_meg_masc
 
         return simulate_meg_masc(out, **kwargs)
+    if dataset == "broderick2019":
+        from ..simulate.speech import simulate_broderick2019
+
+        return simulate_broderick2019(out, **kwargs)
     from ..simulate import simulate_zuco
 
     return simulate_zuco(out, **kwargs)
+
+
+def _pending_subjects(values: list[str] | None, dataset: str) -> list[int] | None:
+    """``--subjects`` of a dataset not yet in DATASETS (numbers or ``Subject<k>`` ids, checked by its spec)."""
+    from .._core.specs import load_spec
+    from ..data._layout import parse_subject_number
+    from ._common import split_subjects
+
+    items = split_subjects(values)
+    if not items:
+        return None
+    ds = load_spec(dataset)["dataset"]
+    return list(dict.fromkeys(parse_subject_number(v, dataset, ds["subject_prefix"], int(ds["n_subjects"]))
+                              for v in items))
 
 
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     @handle_errors
     def simulate(
-        dataset: str = typer.Argument(..., help="One of: " + ", ".join(DATASETS) + "."),
+        dataset: str = typer.Argument(..., help="One of: " + ", ".join(SIMULATED) + "."),
         out: Path = typer.Argument(..., help="Output folder: gets the dataset tree, truth/ and ceiling.json."),
         subjects: list[str] = typer.Option(None, "--subjects", "--subject", "-s",
                                            help="Subjects: `1 2`, `1,2` or repeated (numbers; ZuCo: codes). "
@@ -79,10 +100,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a known-answer dataset: real stimuli -> simulated brain responses in the published layout,
         with the ground truth (truth/) and the ideal observer's ceiling (ceiling.json)."""
-        if dataset not in DATASETS:
+        if dataset not in SIMULATED:
             from .._core.validation import format_error
 
-            fail(format_error("DATASET", "one of " + ", ".join(DATASETS), repr(dataset),
+            fail(format_error("DATASET", "one of " + ", ".join(SIMULATED), repr(dataset),
                               "Run `neurodecode simulate --help`"), 2)
         if annotations != "shipped" and dataset != "nsd":
             fail("--annotations applies to nsd only", 2)
@@ -90,7 +111,8 @@ def register(app: typer.Typer) -> None:
             fail("--encoder applies to nsd only (a brain encoder predicts NSD voxels)", 2)
         if encoder is not None and annotations != "shipped":
             fail("--encoder writes the shipped captions; --annotations cannot be combined with it", 2)
-        result = run_simulation(dataset, out, subjects=parse_subjects(subjects, dataset), snr=snr, seed=seed,
+        parsed = parse_subjects(subjects, dataset) if dataset in DATASETS else _pending_subjects(subjects, dataset)
+        result = run_simulation(dataset, out, subjects=parsed, snr=snr, seed=seed,
                                 annotations=annotations, encoder=encoder)
         if json_out:
             print_json({"dataset": result.dataset, "out": result.out, "root": result.root, "truth": result.truth,

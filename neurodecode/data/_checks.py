@@ -363,7 +363,8 @@ def check_dataset(dataset: str, root: str | os.PathLike[str], subjects: Sequence
     """
     from .._core.validation import check_option
 
-    check_option(dataset, "dataset", ("nsd", "things-eeg2", "things-meg", "zuco", "meg-masc", "bold5000"))
+    check_option(dataset, "dataset", ("nsd", "things-eeg2", "things-meg", "zuco", "meg-masc", "bold5000",
+                                      "broderick2019", "mous", "brennan2019"))
     if dataset == "nsd":
         report, problems, warnings = check_nsd(root, subjects)
     elif dataset == "things-eeg2":
@@ -377,6 +378,21 @@ def check_dataset(dataset: str, root: str | os.PathLike[str], subjects: Sequence
         from ._bold5000 import check_bold5000
 
         report, problems = check_bold5000(root, subjects)
+        warnings = report.pop("warnings", [])
+    elif dataset == "broderick2019":
+        from ._broderick import check_broderick2019
+
+        report, problems = check_broderick2019(root, subjects)
+        warnings = report.pop("warnings", [])
+    elif dataset == "mous":
+        from ._mous import check_mous
+
+        report, problems = check_mous(root, subjects)
+        warnings = report.pop("warnings", [])
+    elif dataset == "brennan2019":
+        from ._brennan import check_brennan2019
+
+        report, problems = check_brennan2019(root, subjects)
         warnings = report.pop("warnings", [])
     elif dataset == "meg-masc":
         from ._meg_masc import check_meg_masc

@@ -28,7 +28,8 @@ from typing import Any, Literal, Union
 from .._core.errors import ValidationError
 from .._core.specs import DATASETS
 
-__all__ = ["NSDData", "BOLD5000Data", "ThingsEEG2Data", "ThingsMEGData", "ZucoData", "MEGMASCData", "DATA_TABLES", "LatentTable", "TrainTable",
+__all__ = ["NSDData", "BOLD5000Data", "ThingsEEG2Data", "ThingsMEGData", "ZucoData", "MEGMASCData",
+           "Broderick2019Data", "MOUSData", "Brennan2019Data", "DATA_TABLES", "LatentTable", "TrainTable",
            "NSDGenerate", "ATMGenerate", "GLIMGenerate", "EvaluateTable", "WeightEntry", "FinetuneTable",
            "SECTIONS", "check_table", "RecipeProblems"]
 
@@ -130,6 +131,51 @@ class MEGMASCData:
 
 
 @dataclass
+class _SpeechCommon:
+    """What every speech ``[data]`` table shares (the loaders' common contract; Défossez et al. 2023)."""
+
+    subjects: list[str | int] = field(default_factory=lambda: [1])
+    sfreq: float = 120.0
+    window: list[float] = field(default_factory=lambda: [-0.5, 2.5])
+    baseline: list[float] | None = field(default_factory=lambda: [-0.5, -0.2])
+    raw_sfreq: float | None = None
+    l_freq: float | None = None
+    h_freq: float | None = None
+    scaling: Literal["robust", "channel-zscore", "none"] = "robust"
+    clip: float | None = 20.0
+
+
+@dataclass
+class Broderick2019Data(_SpeechCommon):
+    """``[data]`` of a speech recipe on Broderick 2019 EEG (:func:`neurodecode.data._broderick.load_broderick2019`):
+    runs of *The Old Man and the Sea*, 128 BioSemi channels as released (``reference``: or minus the mastoids /
+    the average)."""
+
+    dataset: Literal["broderick2019"] = "broderick2019"
+    runs: list[int] | None = None
+    reference: Literal["mastoids", "average"] | None = None
+
+
+@dataclass
+class MOUSData(_SpeechCommon):
+    """``[data]`` of a speech recipe on MOUS auditory MEG (``neurodecode.data._mous.load_mous``)."""
+
+    dataset: Literal["mous"] = "mous"
+    runs: list[int] | None = None
+    contexts: list[Literal["sentence", "word_list"]] | None = None
+
+
+@dataclass
+class Brennan2019Data(_SpeechCommon):
+    """``[data]`` of a speech recipe on Brennan & Hale 2019 EEG (``neurodecode.data._brennan.load_brennan2019``)."""
+
+    dataset: Literal["brennan2019"] = "brennan2019"
+    segments: list[int] | None = None
+    reference: Literal["recorded", "mastoids", "average"] | None = None
+    bads: Literal["keep", "drop"] | None = None
+
+
+@dataclass
 class BOLD5000Data:
     """``[data]`` of a BOLD5000 recipe (:func:`neurodecode.data.load_bold5000`): whole-brain parcel time series
     (``data = "parcels"``, an atlas and its lookup table, relative to the data root unless absolute) or ROI
@@ -149,7 +195,8 @@ class BOLD5000Data:
 
 #: ``[data] dataset`` -> its table, one per name of :data:`neurodecode.data.DATASETS`.
 DATA_TABLES: dict[str, type] = {t().dataset: t for t in (NSDData, ThingsEEG2Data, ThingsMEGData, ZucoData,
-                                                         MEGMASCData, BOLD5000Data)}
+                                                         MEGMASCData, BOLD5000Data, Broderick2019Data, MOUSData,
+                                                         Brennan2019Data)}
 assert tuple(sorted(DATA_TABLES)) == tuple(sorted(DATASETS)), "one [data] table per dataset of DATASETS"
 
 

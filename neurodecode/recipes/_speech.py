@@ -1,8 +1,10 @@
-"""The speech runner (Défossez et al. 2023): train SimpleConv on MEG-MASC segments against speech features.
+"""The speech runner (Défossez et al. 2023): train SimpleConv on M/EEG speech segments against speech features.
 
 :func:`train` runs the frame of :func:`~neurodecode.recipes._meeg.train_meeg` with :func:`train_speech`:
 
-1. **Data.** Each subject of ``[data] subjects`` through :func:`neurodecode.data.load_meg_masc`: 3 s segments
+1. **Data.** Each subject of ``[data] subjects`` through the loader of ``[data] dataset``
+   (:func:`neurodecode.data.load_meg_masc`, ``neurodecode.data._broderick.load_broderick2019`` (EEG),
+   ``neurodecode.data._mous.load_mous``, ``neurodecode.data._brennan.load_brennan2019`` (EEG)): 3 s segments
    (``[data] window``, default -0.5..2.5 s) at every word onset, resampled to ``[data] sfreq`` (120 Hz), the
    paper's baseline (first 0.3 s), splits by whole wav file (test 20 %, validation 10 %).
 2. **Targets.** ``[latents] speech`` (``wav2vec2-xlsr-53``, or ``mel``; ``-tiny`` twins) of every wav file,
@@ -42,7 +44,8 @@ from ._run import fit as _fit
 
 __all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "train_speech"]
 
-DATASETS = ("meg-masc",)
+#: ``[data] dataset`` values the speech runner reads (the first is the default); see :func:`_loader`.
+DATASETS = ("meg-masc", "broderick2019", "mous", "brennan2019")
 
 
 @dataclass
@@ -79,23 +82,45 @@ def reconstruct(recipe: Mapping[str, Any], *args: Any, **kwargs: Any) -> dict[st
         "The test scores are computed by `neurodecode train` (metrics.json, segments.json in the run folder)"))
 
 
-def _load(ctx: Any, subject: Any) -> Any:
-    from ..data import load_meg_masc
+def _loader(dataset: str) -> tuple[Any, tuple[str, ...]]:
+    """The loader of ``[data] dataset`` and the ``[data]`` keys it takes besides the common contract (every
+    speech loader takes ``tmin``, ``tmax``, ``sfreq``, ``baseline``, ``l_freq``, ``h_freq``, ``raw_sfreq``,
+    ``verbose``); imported here, lazily, so that one dataset's optional pieces never block another."""
+    if dataset == "meg-masc":
+        from ..data._meg_masc import load_meg_masc
 
+        return load_meg_masc, ("sessions", "tasks")
+    if dataset == "broderick2019":
+        from ..data._broderick import load_broderick2019
+
+        return load_broderick2019, ("runs", "reference")
+    if dataset == "mous":
+        from ..data._mous import load_mous
+
+        return load_mous, ("runs", "contexts")
+    if dataset == "brennan2019":
+        from ..data._brennan import load_brennan2019
+
+        return load_brennan2019, ("segments", "reference", "bads")
+    raise ValidationError(format_error("data.dataset", f"one of {', '.join(DATASETS)}", repr(dataset)))
+
+
+def _load(ctx: Any, subject: Any) -> Any:
     data = ctx.data
+    load, extra = _loader(str(data.get("dataset", DATASETS[0])))
     window = [float(v) for v in data.get("window", [-0.5, 2.5])]
     if len(window) != 2 or window[1] <= window[0]:
         raise ValidationError(format_error("data.window", "[start, stop] seconds around the word onset", window))
     baseline = data.get("baseline", [-0.5, -0.2])
-    return load_meg_masc(ctx.root, subject, sessions=data.get("sessions"), tasks=data.get("tasks"),
-                         tmin=window[0], tmax=window[1], sfreq=float(data.get("sfreq", 120.0)),
-                         baseline=None if baseline is None else tuple(baseline), l_freq=data.get("l_freq"),
-                         h_freq=data.get("h_freq"), raw_sfreq=data.get("raw_sfreq"),
-                         verbose=False if ctx.verbose in (None, False) else ctx.verbose)
+    return load(ctx.root, subject, tmin=window[0], tmax=window[1], sfreq=float(data.get("sfreq", 120.0)),
+                baseline=None if baseline is None else tuple(baseline), l_freq=data.get("l_freq"),
+                h_freq=data.get("h_freq"), raw_sfreq=data.get("raw_sfreq"),
+                verbose=False if ctx.verbose in (None, False) else ctx.verbose,
+                **{k: data.get(k) for k in extra})
 
 
 def train_speech(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
-    """Load MEG-MASC, compute the speech targets, train one SimpleConv, score the test segments.
+    """Load the speech dataset, compute the speech targets, train one SimpleConv, score the test segments.
 
     Returns
     -------

@@ -1,8 +1,9 @@
 """MNE forward models for the M/EEG simulators: sensor layouts, sphere head model, discrete sources, noise.
 
 - EEG: 63 channels of the 10-10 system (the actiCAP 64 layout of THINGS-EEG2 without its reference), or the
-  EGI HydroCel 128 net reduced to 105 channels (ZuCo), positioned by MNE's template montages (``standard_1005``, called ``colin27_1005`` since MNE 1.13); a 4-shell
-  sphere head model fitted to the electrodes (``mne.make_sphere_model("auto", "auto", info)``).
+  EGI HydroCel 128 net reduced to 105 channels (ZuCo), positioned by MNE's template montages (``standard_1005``,
+  called ``colin27_1005`` since MNE 1.13), or BioSemi 128 (``biosemi128``) with two mastoids (Broderick 2019); a
+  4-shell sphere head model fitted to the electrodes (``mne.make_sphere_model("auto", "auto", info)``).
 - MEG: MNE ships no 3-D CTF sensor file, so (as :mod:`neurodecode.testing` writes THINGS-MEG) the 2-D
   positions of MNE's ``CTF-275`` layout are projected onto a 12 cm helmet, each channel a CTF first-order
   axial gradiometer (MNE coil type ``FIFFV_COIL_CTF_GRAD``, 5 cm baseline) pointing radially; THINGS-MEG's 272
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EEG63", "eeg_info", "ctf_info", "egi105_info", "fixed_gain", "noise_factors", "ar1_cholesky", "draw_noise",
+__all__ = ["EEG63", "eeg_info", "ctf_info", "egi105_info", "biosemi128_info", "fixed_gain", "noise_factors", "ar1_cholesky", "draw_noise",
            "whiten"]
 
 #: THINGS-EEG2 (ATM release) channel order: the 63 active electrodes of the 64-channel actiCAP 10-10 layout.
@@ -61,6 +62,26 @@ def egi105_info(sfreq: float = 500.0) -> Any:
     keep = sorted(np.argsort(z)[23:])
     info = mne.create_info([names[i] for i in keep], float(sfreq), "eeg")
     info.set_montage(montage, verbose=False)
+    return info
+
+
+def biosemi128_info(sfreq: float = 128.0, *, mastoids: bool = True) -> Any:
+    """BioSemi 128 (MNE's ``biosemi128`` montage, names ``A1`` ... ``D32``, a 9.5 cm sphere) plus, with
+    ``mastoids``, ``M1`` / ``M2`` placed on the same sphere in the directions of the 10-05 montage's mastoids."""
+    mne = _mne()
+    montage = mne.channels.make_standard_montage("biosemi128")
+    pos = montage.get_positions()
+    ch_pos = dict(pos["ch_pos"])
+    if mastoids:
+        radius = float(np.median([np.linalg.norm(v) for v in ch_pos.values()]))
+        ref = mne.channels.make_standard_montage(_montage_1005()).get_positions()["ch_pos"]
+        for name in ("M1", "M2"):
+            v = np.asarray(ref[name], dtype=np.float64)
+            ch_pos[name] = radius * v / np.linalg.norm(v)
+    dig = mne.channels.make_dig_montage(ch_pos=ch_pos, nasion=pos["nasion"], lpa=pos["lpa"], rpa=pos["rpa"],
+                                        coord_frame="head")
+    info = mne.create_info(list(ch_pos), float(sfreq), "eeg")
+    info.set_montage(dig, verbose=False)
     return info
 
 

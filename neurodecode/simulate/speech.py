@@ -1,4 +1,6 @@
-"""Known-answer MEG for speech (MEG-MASC layout): real sentences spoken by espeak-ng, auditory encoding model.
+"""Known-answer M/EEG for speech: real sentences spoken by espeak-ng, an auditory encoding model, written as
+MEG-MASC (:func:`simulate_meg_masc`) or as Broderick 2019 EEG (:func:`simulate_broderick2019`, BioSemi 128 through
+the EEG forward model; its differences are in its docstring).
 
 The model (saved in ``OUT/truth/``):
 
@@ -44,7 +46,7 @@ from . import _forward as fw
 from ._common import SimulationResult, check_snr, check_subjects, save_truth_npz, summarise_ceiling
 from ._ideal import chance_scores, identification_scores
 
-__all__ = ["simulate_meg_masc", "synthesize", "synthesize_sentences", "SENTENCES", "band_envelopes"]
+__all__ = ["simulate_meg_masc", "simulate_broderick2019", "synthesize", "synthesize_sentences", "SENTENCES", "band_envelopes"]
 
 #: Real sentences (Aesop's fables, G. F. Townsend's translation, 1867; public domain).
 SENTENCES: tuple[str, ...] = (
@@ -76,6 +78,7 @@ SENTENCES: tuple[str, ...] = (
 
 _NOISE = 3.0  # noise RMS / speech-driven signal RMS at snr = 1
 _SIGNAL_T = 5e-14  # sensor RMS of the speech-driven signal (tesla)
+_SIGNAL_V = 1e-6  # scalp RMS of the speech-driven EEG (volt)
 _GAP = 0.6  # pause between sentences (s)
 _AUDIO_SR = 16000
 
@@ -239,8 +242,6 @@ def simulate_meg_masc(
     result : SimulationResult
         ``result.data[subject]["recordings"]``: per (session, task) the continuous data and the clean signal.
     """
-    from scipy.signal import fftconvolve, lfilter
-
     from ..data._meg_masc import meg_masc_splits
     from ..testing._meg_masc import (
         kit_channel_names,
@@ -300,12 +301,7 @@ def simulate_meg_masc(
         names = kit_channel_names(n_channels)
         info = kit_info(names, sfreq)
         sphere, centre = fw.head_sphere(info)
-        side = np.where(np.arange(n_sources) % 2 == 0, 1.0, -1.0)
-        d = np.stack([side * 0.85, rng0.normal(0, 0.15, n_sources), 0.45 + rng0.normal(0, 0.1, n_sources)], 1)
-        d /= np.linalg.norm(d, axis=1, keepdims=True)
-        pos = centre + 0.06 * d
-        tang = np.cross(d, rng0.standard_normal((n_sources, 3)))
-        ori = tang / np.linalg.norm(tang, axis=1, keepdims=True)
+        pos, ori = _auditory_dipoles(rng0, n_sources, centre)
         gain = fw.fixed_gain(info, sphere, pos, ori)
         bg_pos, bg_ori = fw.random_dipoles(rng0, 60, centre, 0.07)
         gain_bg = fw.fixed_gain(info, sphere, bg_pos, bg_ori)
@@ -325,27 +321,19 @@ def simulate_meg_masc(
             for ses in sessions:
                 for t in tasks:
                     f = feats[t]  # log1p envelopes: 0 in silence, so silence drives nothing
-                    src = np.zeros((n_sources, f.shape[1]))
-                    impulses = np.zeros(f.shape[1])
-                    for wt in word_times[t]:
-                        impulses[int(round(wt * sfreq))] = 1.0
-                    n400 = _gamma_trf(sfreq, 0.4, 0.8)
-                    for j in range(n_sources):
-                        drive = weights[j] @ f
-                        src[j] = fftconvolve(drive, _gamma_trf(sfreq, peaks[j]))[: f.shape[1]]
-                        src[j] += word_amp[j] * fftconvolve(impulses, n400)[: f.shape[1]] * 5.0
-                    clean = gain @ src
+                    clean = gain @ _source_activity(f, word_times[t], weights, peaks, word_amp, sfreq)
                     if scale is None:
                         scale = _SIGNAL_T / max(float(np.sqrt(np.mean(clean ** 2))), 1e-30)
                     clean = clean * scale
-                    z = l_space @ rng.standard_normal((n_channels, f.shape[1]))
-                    noise = lfilter([np.sqrt(1 - rho ** 2)], [1.0, -rho], z, axis=1)
-                    noise *= _NOISE / snr * _SIGNAL_T / float(np.sqrt(np.mean(noise ** 2)))
+                    noise = _ar1_noise(rng, l_space, f.shape[1], rho, _NOISE / snr * _SIGNAL_T)
                     data = clean + noise
                     write_meg_masc_recording(root, s, session=ses, task=t, data=data, sfreq=sfreq, ch_names=names,
                                              events=story_events(stories[t], plan[t], story_uid=t))
                     recs[(ses, t)] = {"data": data, "clean": clean}
-            per_subject[f"sub-{s:02d}"] = _ceiling(recs, plan, stories, splits, sfreq, l_space)
+            groups = [[(r["data"], r["clean"], [on + o for name, on, ws in plan[t] for _, o in ws
+                                                 if splits.get(f"stimuli/audio/{name}") == "test"])]
+                      for (_ses, t), r in recs.items()]
+            per_subject[f"sub-{s:02d}"] = _ceiling(groups, sfreq, l_space, "meg_masc")
             save_truth_npz(truth / f"sub-{s:02d}.npz", weights=weights, trf_peaks=peaks, word_amplitude=word_amp,
                            gain=gain, source_positions=pos, source_orientations=ori, signal_scale=np.array(scale))
             data_out[s] = {"recordings": recs}
@@ -366,10 +354,211 @@ def simulate_meg_masc(
                             subjects=list(subjects), data=data_out)
 
 
-def _ceiling(recs: dict[tuple[int, int], dict[str, np.ndarray]], plan: dict[int, Any], stories: Sequence[str],
-             splits: dict[str, str], sfreq: float, l_space: np.ndarray) -> dict[str, Any]:
-    """Matched-observer segment identification on the test segments of one subject (sessions averaged over
-    nothing: every test segment of every session is a query among the same session's test segments)."""
+@fill_doc
+def simulate_broderick2019(
+    out: str | os.PathLike[str],
+    *,
+    subjects: Sequence[int] = (1, 2),
+    runs: Sequence[int] = tuple(range(1, 11)),
+    sentences_per_run: int = 3,
+    sentences: Sequence[str] | None = None,
+    sfreq: float = 128.0,
+    n_sources: int = 8,
+    n_bands: int = 8,
+    snr: float = 1.0,
+    seed: int = 0,
+    verbose: Any = None,
+) -> SimulationResult:
+    """Simulate Broderick 2019 "Natural Speech" EEG (BioSemi 128 + 2 mastoids, ``.mat`` files) of people hearing
+    real synthesised speech.
+
+    Each run is one wav (``Stimuli/Audio/audio<r>.wav``): 1 s of silence, then ``sentences_per_run`` sentences
+    spoken by eSpeak NG with 0.6 s pauses; its words and their onsets go to ``Stimuli/Text/Run<r>.mat``. The EEG
+    of a run starts with its audio and lasts 3 s longer. The encoding model is MEG-MASC's (see the module
+    docstring) through the EEG forward model of the ``biosemi128`` montage (a 4-shell sphere fitted to the
+    electrodes; the mastoids are two more electrodes of the same model), in volts (speech-driven RMS 1 µV over
+    the scalp), the AR(1) noise coefficient ``0.95 ** (1000 / sfreq)`` (the same time constant as MEG-MASC's 0.95
+    at 1000 Hz). Writes ``out/broderick2019/`` (the ``Natural Speech`` layout, through
+    :mod:`neurodecode.testing._broderick`), ``out/truth/`` (``model.json``, ``Subject<k>.npz``) and
+    ``out/ceiling.json``: the matched observer of every test segment among all the subject's test segments, as
+    :func:`neurodecode.data._broderick.load_broderick2019` cuts them (scalp channels as released, 120 Hz).
+
+    Parameters
+    ----------
+    out : path-like
+        Output folder.
+    subjects : sequence of int
+        Subject numbers (1-19).
+    runs : sequence of int
+        Runs (1-20) heard by every subject (the same audio for all).
+    sentences_per_run : int
+        Sentences per run (taken in order from ``sentences``, cycling).
+    sentences : sequence of str or None
+        Default :data:`SENTENCES`.
+    sfreq : float
+        Rate of the files (128 Hz as released; another rate needs ``raw_sfreq`` in the loader).
+    n_sources, n_bands : int
+        Auditory sources and envelope bands of the encoding model.
+    snr : float
+        Signal-to-noise multiplier (1: noise RMS 3 x the speech-driven RMS).
+    seed : int
+        Seed of everything.
+    %(verbose)s
+
+    Returns
+    -------
+    result : SimulationResult
+        ``result.data[subject]["recordings"]``: per run the continuous scalp data and its clean part (volts).
+    """
+    from .._core.specs import load_spec
+    from ..data._broderick import broderick2019_splits
+    from ..testing._broderick import (
+        write_broderick2019_envelope,
+        write_broderick2019_run,
+        write_broderick2019_wav,
+        write_broderick2019_words,
+    )
+
+    spec = load_spec("broderick2019")
+    subjects = check_subjects(subjects, range(1, int(spec["dataset"]["n_subjects"]) + 1))
+    runs = check_subjects(runs, [int(r) for r in spec["dataset"]["runs"]], param="runs")
+    snr = check_snr(snr)
+    if int(sentences_per_run) < 1:
+        raise ValidationError(format_error("sentences_per_run", "at least 1", sentences_per_run))
+    pool = list(SENTENCES if sentences is None else sentences)
+    if not pool:
+        raise ValidationError(format_error("sentences", "at least one sentence", "none"))
+    n_ch = int(spec["dataset"]["n_channels"])
+    out = Path(out)
+    root = out / "broderick2019"
+    truth = out / "truth"
+    rng0 = np.random.default_rng([seed, 2018])
+    per_run = int(sentences_per_run)
+    with use_log_level(verbose):
+        # 1. the speech of every run (the same for every subject)
+        texts = [pool[(k + i * per_run) % len(pool)] for i in range(len(runs)) for k in range(per_run)]
+        spoken = iter(synthesize_sentences(texts))
+        feats: dict[int, np.ndarray] = {}
+        word_times: dict[int, list[float]] = {}
+        for r in runs:
+            lead = 1.0
+            parts, words, sentence_ends = [np.zeros(int(lead * _AUDIO_SR), dtype=np.float32)], [], []
+            onset = lead
+            for _ in range(per_run):
+                wave, sr, ws = next(spoken)
+                words += [(w, round(onset + o, 3)) for w, o in ws if w]
+                onset += len(wave) / sr
+                sentence_ends.append(round(onset, 3))
+                parts += [wave, np.zeros(int(_GAP * sr), dtype=np.float32)]
+                onset += _GAP
+            run_wave = np.concatenate(parts)
+            write_broderick2019_wav(root, r, run_wave, _AUDIO_SR)
+            on = np.array([o for _, o in words])
+            write_broderick2019_words(root, r, [w for w, _ in words], on, np.append(on[1:], sentence_ends[-1]),
+                                      sentence_ends=sentence_ends)
+            n_samples = int(round((len(run_wave) / _AUDIO_SR + 3.0) * sfreq))
+            env = band_envelopes(run_wave, _AUDIO_SR, sfreq, n_bands)
+            f = np.zeros((n_bands, n_samples))
+            f[:, : env.shape[1]] = env[:, :n_samples]
+            write_broderick2019_envelope(root, r, f.mean(axis=0))
+            feats[r] = f
+            word_times[r] = on.tolist()
+        # 2. head model: 128 scalp electrodes + 2 mastoids (rows 128, 129)
+        info = fw.biosemi128_info(sfreq, mastoids=True)
+        sphere, centre = fw.head_sphere(info)
+        pos, ori = _auditory_dipoles(rng0, n_sources, centre)
+        gain = fw.fixed_gain(info, sphere, pos, ori)
+        bg_pos, bg_ori = fw.random_dipoles(rng0, 60, centre, 0.07)
+        l_space, _ = fw.noise_factors(fw.fixed_gain(info, sphere, bg_pos, bg_ori), 2, sensor_fraction=0.2)
+        l_scalp = np.linalg.cholesky((l_space @ l_space.T)[:n_ch, :n_ch])
+        rho = 0.95 ** (1000.0 / float(sfreq))
+        splits = broderick2019_splits(root)
+        per_subject: dict[str, Any] = {}
+        data_out: dict[Any, dict[str, Any]] = {}
+        for s in subjects:
+            rng = np.random.default_rng([seed, s, 2018])
+            weights = rng.standard_normal((n_sources, n_bands))
+            peaks = rng.uniform(0.07, 0.13, n_sources)
+            word_amp = np.zeros(n_sources)
+            word_amp[:2] = rng.uniform(0.5, 1.0, 2)
+            recs: dict[int, dict[str, np.ndarray]] = {}
+            scale: float | None = None
+            for r in runs:
+                clean = gain @ _source_activity(feats[r], word_times[r], weights, peaks, word_amp, sfreq)
+                if scale is None:
+                    scale = _SIGNAL_V / max(float(np.sqrt(np.mean(clean[:n_ch] ** 2))), 1e-30)
+                clean = clean * scale
+                noise = _ar1_noise(rng, l_space, clean.shape[1], rho, _NOISE / snr * _SIGNAL_V)
+                data = clean + noise
+                write_broderick2019_run(root, s, r, data[:n_ch], mastoids=data[n_ch:], sfreq=sfreq)
+                recs[r] = {"data": data[:n_ch], "clean": clean[:n_ch], "mastoids": data[n_ch:]}
+            groups = [[(recs[r]["data"], recs[r]["clean"],
+                        word_times[r] if splits.get(f"Stimuli/Audio/audio{r}.wav") == "test" else [])
+                       for r in runs]]
+            per_subject[f"Subject{s}"] = _ceiling(groups, sfreq, l_scalp, "broderick2019")
+            save_truth_npz(truth / f"Subject{s}.npz", weights=weights, trf_peaks=peaks, word_amplitude=word_amp,
+                           gain=gain, source_positions=pos, source_orientations=ori, signal_scale=np.array(scale))
+            data_out[s] = {"recordings": recs}
+        model = {"dataset": "broderick2019", "snr": snr, "seed": seed, "sfreq": sfreq, "n_channels": n_ch,
+                 "mastoids": 2, "montage": "biosemi128", "n_sources": n_sources, "n_bands": n_bands,
+                 "noise_rms_ratio": _NOISE / snr, "ar1": rho, "signal_rms_volt": _SIGNAL_V,
+                 "runs": {f"audio{r}.wav": texts[i * per_run:(i + 1) * per_run] for i, r in enumerate(runs)},
+                 "splits": splits, "tts": "eSpeak NG en-us via espeakng-loader (or the system libespeak-ng)"}
+        write_json(truth / "model.json", model)
+        ceiling = summarise_ceiling(per_subject, dataset="broderick2019", snr=snr, seed=seed,
+                                    method="matched observer: true clean test segments (all test runs of a subject), "
+                                           "true spatial noise covariance, 120 Hz samples treated as independent")
+        write_json(out / "ceiling.json", ceiling)
+    logger.info("broderick2019 simulation: %s (ceiling top-1 %.3f)", root, ceiling.get("top1_retrieval", float("nan")))
+    return SimulationResult(dataset="broderick2019", out=out, root=root, truth=truth, ceiling=ceiling,
+                            subjects=list(subjects), data=data_out)
+
+
+def _auditory_dipoles(rng: np.random.Generator, n_sources: int, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bilateral auditory dipoles 6 cm from the head centre, tangential (positions, unit orientations)."""
+    side = np.where(np.arange(n_sources) % 2 == 0, 1.0, -1.0)
+    d = np.stack([side * 0.85, rng.normal(0, 0.15, n_sources), 0.45 + rng.normal(0, 0.1, n_sources)], 1)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    pos = centre + 0.06 * d
+    tang = np.cross(d, rng.standard_normal((n_sources, 3)))
+    return pos, tang / np.linalg.norm(tang, axis=1, keepdims=True)
+
+
+def _source_activity(f: np.ndarray, word_times: Sequence[float], weights: np.ndarray, peaks: np.ndarray,
+                     word_amp: np.ndarray, sfreq: float) -> np.ndarray:
+    """Source time courses (n_sources, n_samples): each source's TRF applied to its weighted band envelopes
+    ``f`` (n_bands, n_samples), plus a word-locked response (peak 400 ms) scaled by ``word_amp``."""
+    from scipy.signal import fftconvolve
+
+    n = f.shape[1]
+    src = np.zeros((len(weights), n))
+    impulses = np.zeros(n)
+    for wt in word_times:
+        impulses[int(round(wt * sfreq))] = 1.0
+    n400 = _gamma_trf(sfreq, 0.4, 0.8)
+    for j in range(len(weights)):
+        src[j] = fftconvolve(weights[j] @ f, _gamma_trf(sfreq, peaks[j]))[:n]
+        src[j] += word_amp[j] * fftconvolve(impulses, n400)[:n] * 5.0
+    return src
+
+
+def _ar1_noise(rng: np.random.Generator, l_space: np.ndarray, n_samples: int, rho: float, rms: float) -> np.ndarray:
+    """Spatially coloured (``l_space``), AR(1) in time (``rho``) Gaussian noise of RMS ``rms``."""
+    from scipy.signal import lfilter
+
+    z = l_space @ rng.standard_normal((len(l_space), n_samples))
+    noise = lfilter([np.sqrt(1 - rho ** 2)], [1.0, -rho], z, axis=1)
+    return noise * (rms / float(np.sqrt(np.mean(noise ** 2))))
+
+
+def _ceiling(groups: Sequence[Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]]], sfreq: float,
+             l_space: np.ndarray, spec: str) -> dict[str, Any]:
+    """Matched-observer segment identification of one subject's test segments.
+
+    ``groups``: lists of ``(data, clean, test word onsets in s)`` recordings (channels x samples at ``sfreq``);
+    the test segments of a group (cut as the loader of ``spec`` cuts them: resampled, baselined) are each a
+    query among all the test segments of the same group; scores are averaged over groups.
+    """
     from fractions import Fraction
 
     from scipy.linalg import solve_triangular
@@ -377,26 +566,29 @@ def _ceiling(recs: dict[tuple[int, int], dict[str, np.ndarray]], plan: dict[int,
 
     from .._core.specs import load_spec
 
-    seg = load_spec("meg_masc")["segments"]
+    seg = load_spec(spec)["segments"]
     rate, tmin, n_times = float(seg["sfreq"]), float(seg["tmin"]), int(seg["n_times"])
     b0, b1 = 0, int(round((float(seg["baseline"][1]) - tmin) * rate))
     frac = Fraction(rate).limit_denominator(1000) / Fraction(sfreq).limit_denominator(1000)
     scores = []
-    for (_ses, t), r in recs.items():
-        onsets = [on + o for name, on, ws in plan[t] for _, o in ws
-                  if splits.get(f"stimuli/audio/{name}") == "test"]
-        if len(onsets) < 2:
+    for group in groups:
+        segs: dict[str, list[np.ndarray]] = {"data": [], "clean": []}
+        for data, clean, onsets in group:
+            if not len(onsets):
+                continue
+            for key, arr in (("data", data), ("clean", clean)):
+                x = resample_poly(arr, frac.numerator, frac.denominator, axis=1)
+                idx = np.round(np.asarray(onsets) * rate).astype(int)[:, None] + int(round(tmin * rate)) + \
+                    np.arange(n_times)
+                ep = x[:, idx].transpose(1, 0, 2)
+                ep = ep - ep[:, :, b0:b1].mean(axis=2, keepdims=True)
+                w = solve_triangular(l_space, ep.transpose(1, 0, 2).reshape(len(l_space), -1), lower=True)
+                segs[key].append(w.reshape(len(l_space), len(onsets), n_times).transpose(1, 0, 2)
+                                 .reshape(len(onsets), -1))
+        if sum(len(a) for a in segs["data"]) < 2:
             continue
-        segs = {}
-        for key in ("data", "clean"):
-            x = resample_poly(r[key], frac.numerator, frac.denominator, axis=1)
-            idx = np.round(np.asarray(onsets) * rate).astype(int)[:, None] + int(round(tmin * rate)) + np.arange(n_times)
-            ep = x[:, idx].transpose(1, 0, 2)
-            ep = ep - ep[:, :, b0:b1].mean(axis=2, keepdims=True)
-            w = solve_triangular(l_space, ep.transpose(1, 0, 2).reshape(len(l_space), -1), lower=True)
-            segs[key] = w.reshape(len(l_space), len(onsets), n_times).transpose(1, 0, 2).reshape(len(onsets), -1)
-        d2 = ((segs["data"][:, None, :] - segs["clean"][None, :, :]) ** 2).sum(-1)
-        scores.append(-d2)
+        q, c = np.concatenate(segs["data"]), np.concatenate(segs["clean"])
+        scores.append(-((q[:, None, :] - c[None, :, :]) ** 2).sum(-1))
     if not scores:
         return {"n_test": 0, "chance": None}
     per = [identification_scores(s, (1, 10)) for s in scores]

@@ -29,7 +29,7 @@ from .._core.specs import load_spec
 from .._core.validation import check_array, format_error
 
 __all__ = ["make_mous_fixture", "write_mous_recording", "write_mous_wav", "write_mous_textgrid",
-           "write_mous_stimuli_text", "mous_sound_events", "ctf_channel_names", "mous_path"]
+           "write_mous_stimuli_text", "mous_sound_events", "mous_channel_names", "mous_path"]
 
 _WORDS = ("de", "man", "die", "het", "boek", "las", "zag", "een", "vrouw", "in", "tuin", "met", "hond", "en",
           "kat", "liep", "naar", "huis", "toen", "regen", "viel")
@@ -58,7 +58,7 @@ def mous_path(root: str | os.PathLike[str], key: str, *, subject: Any, run: int 
     return Path(root) / rel
 
 
-def ctf_channel_names(n_channels: int | None = None, *, suffix: str = "-4304") -> list[str]:
+def mous_channel_names(n_channels: int | None = None, *, suffix: str = "-4304") -> list[str]:
     """CTF-style MEG names (``MLC11-4304``, ``MRC11-4304``, ``MZC01-4304``, ...); ``None``: the spec's 273."""
     n = int(_spec()["dataset"]["n_channels"]) if n_channels is None else int(n_channels)
     if n < 1:
@@ -246,7 +246,7 @@ def write_mous_recording(
     sfreq : float
         Rate in Hz (MOUS: 1200).
     ch_names : sequence of str
-        E.g. :func:`ctf_channel_names`.
+        E.g. :func:`mous_channel_names`.
     events : sequence of dict
         Each with ``onset`` (s from the recording start), ``type``, ``value`` and optional ``duration`` (s), e.g.
         :func:`mous_sound_events`; written with FieldTrip's 1-based ``sample``, sorted by onset.
@@ -351,7 +351,7 @@ def make_mous_fixture(
     spec = _spec()
     rng = np.random.default_rng(seed)
     sf = float(spec["dataset"]["sfreq"]) if sfreq is None else float(sfreq)
-    names = ctf_channel_names(n_channels)
+    names = mous_channel_names(n_channels)
     numbers = [first_number + k for k in range(n_sounds)]
     sentences = {}
     for k, n in enumerate(numbers):

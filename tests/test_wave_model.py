@@ -137,3 +137,22 @@ def test_time_embedding_ids_follow_the_grid():
     ids = model.embedder.time_ids(torch.tensor([[0.0, 2.0, 4.0, 7.3, -1.0]]))
     assert ids.tolist() == [[0, 10, 20, 36, 1500]]
     assert model.embedder.wt_re.num_embeddings == 1501
+
+
+def test_prior_real_size_parameter_count_and_round_trip(tmp_path):
+    from neurodecode.models.wave import WAVEPrior, WAVEPriorConfig
+
+    with torch.device("meta"):
+        prior = WAVEPrior()
+    d, n, inner, ff = 768, 257, 12 * 64, 4 * 768
+    mapper = 768 * n * d + n * d                        # the reference's dim_mapper Linear(768, 257 x 768)
+    time_mlp = 2 * (d * d + d)
+    block = 2 * d + d * 3 * inner + inner * d + 2 * d + (d * ff + ff) + (ff * d + d)
+    expect = mapper + time_mlp + 2 * n * d + 6 * block + 2 * d + d * d  # + learned positions, null, norm, project
+    assert sum(q.numel() for q in prior.parameters()) == expect
+    torch.manual_seed(0)
+    small = WAVEPrior(WAVEPriorConfig.tiny()).eval()
+    small.save_pretrained(tmp_path / "prior")
+    again = WAVEPrior.from_pretrained(tmp_path / "prior").eval()
+    cond = np.random.default_rng(0).standard_normal((2, 24)).astype(np.float32)
+    np.testing.assert_array_equal(small.sample(cond, 3), again.sample(cond, 3))

@@ -39,7 +39,7 @@ def test_simulated_tree_is_a_valid_bold5000_tree(sim):
     assert json.loads((sim / "ceiling.json").read_text())["top1_retrieval"] > 0.5
 
 
-def test_train_then_reconstruct_nearest_training_images(sim, tmp_path):
+def test_train_then_reconstruct_nearest_training_images_in_retrieve_mode(sim, tmp_path):
     run = tmp_path / "run"
     _cli("train", PIPELINE, "--data", sim, "--out", run, "--preset", "tiny", "--device", "cpu", "--max-steps", "3")
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
@@ -49,9 +49,11 @@ def test_train_then_reconstruct_nearest_training_images(sim, tmp_path):
     assert ablation["n_items"] == 24 and len(ablation["networks"]) == 7
     out = tmp_path / "recons"
     summary = _cli("reconstruct", "--pipeline", PIPELINE, "--preset", "tiny", "--data", sim, "--checkpoint", run,
-                   "--out", out, "--device", "cpu", "--limit", "2", "--subject", "1", "--json")
+                   "--out", out, "--device", "cpu", "--limit", "2", "--subject", "1", "--json",
+                   "--set", 'generate.mode="retrieve"')
     assert summary["n_done"] == 2
     prov = json.loads((out / "provenance.json").read_text())["runs"][-1]
+    assert prov["mode"] == "retrieve"
     chosen = prov["generator"]["chosen"]
     test_images = set(json.loads((sim / "truth" / "model.json").read_text())["test_images"])
     assert chosen and not set(chosen.values()) & test_images  # a training image, never a test image
@@ -81,6 +83,9 @@ def test_known_answer_decoding_and_default_network_ablation(tmp_path):
     m = json.loads((run / "metrics.json").read_text())["metrics"]
     assert m["test/all/percentile"] > m["test/all/shuffled_percentile"] + 0.1
     assert m["test/all/top1"] > m["test/all/chance_top1"]
+    # stage 2 carries the brain signal too: the prior's sampled tokens identify the test images
+    assert m["test/all/prior_top1"] >= 2 * m["test/all/chance_top1"]
+    assert m["test/all/prior_top1"] > m["test/all/shuffled_prior_top1"] + 0.1
     abl = json.loads((run / "ablation.json").read_text())
     assert abl["ranking"]["percentile"][0] == "Default"
     default = abl["networks"]["Default"]["percentile"]

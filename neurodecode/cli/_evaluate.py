@@ -40,6 +40,10 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
         out["constant_recons"] = result["constant_recons"]
     if isinstance(result.get("ablation"), dict):  # --ablate yeo7 (WAVE runs)
         out["ablation"] = result["ablation"]
+    if isinstance(result.get("brain_correlation"), dict):  # --brain-correlation ENCODER_RUN
+        bc = result["brain_correlation"]
+        out["brain_correlation"] = {"protocol": bc["protocol"], "rois": bc["rois"], "n_items": bc["n_items"],
+                                    "encoder": bc["encoder"], "model": bc["model"]}
     for key in ("n_items", "weights", "metrics_version"):
         out[key] = result[key]
     return out
@@ -107,6 +111,23 @@ def _print(result: dict[str, Any], out_dir: Path, json_out: bool) -> None:
         typer.echo(f"{constant['count']} blank (constant) reconstruction(s), scored as the protocol does: "
                    f"{', '.join(constant['ids'][:10])}", err=True)
     typer.echo(f"wrote {out_dir / 'report.html'} and {out_dir / 'metrics.json'}", err=True)
+
+
+def _brain_correlation(recons: Path, run: Path, data: Path | None, subjects: list[str], model: str, n_boot: int,
+                       seed: int, device: str) -> dict[str, Any]:
+    """MindEye2's brain correlation of the reconstructions with a trained brain-encoder run (per ROI, with CIs),
+    plus one report row per ROI (``brain_corr/<roi>``: value, CI, chance 0, shuffled control)."""
+    from ..recipes._encoder import brain_correlation_report
+    from ._common import resolve_data_root
+
+    if model not in ("encoder", "ridge"):
+        fail(f"--brain-model: expected encoder or ridge, got {model!r}", 2)
+    root = resolve_data_root(data, "nsd", param="--data") if data is not None else None
+    res = brain_correlation_report(recons, run, root, subjects or None, model=model, n_boot=n_boot, seed=seed,
+                                   device=device)
+    rows = {f"brain_corr/{roi}": {k: e[k] for k in ("value", "ci", "chance", "shuffled")}
+            for roi, e in res["rois"].items()}
+    return {"brain_correlation": res, **rows}
 
 
 def _retrieval(recons: Path, n_boot: int, seed: int) -> dict[str, Any] | None:
@@ -303,7 +324,18 @@ def register(app: typer.Typer) -> None:
                                                                  "with each Yeo-7 network masked, with CIs."),
         checkpoint: Path | None = typer.Option(None, "--checkpoint", help="With --ablate: the WAVE run folder."),
         data: Path | None = typer.Option(None, "--data", help="With --ablate: the BOLD5000 root (default: the "
-                                                              "run's)."),
+                                                              "run's). With --brain-correlation: the NSD root "
+                                                              "(default: the encoder run's)."),
+        brain_correlation: Path | None = typer.Option(None, "--brain-correlation",
+                                                      help="A brain-encoder run (pipelines/brain_encoder_nsd.toml): "
+                                                           "encode each reconstruction and correlate it with the "
+                                                           "measured test response per ROI (MindEye2's GNet-style "
+                                                           "brain correlation, our encoder as GNet), with CIs."),
+        brain_model: str = typer.Option("encoder", "--brain-model", help="With --brain-correlation: encoder "
+                                                                        "(the transformer) or ridge (its baseline)."),
+        subject: list[str] = typer.Option([], "--subject", help="With --brain-correlation: the NSD subject(s) "
+                                                                "(default: every sub-XX of RECONS the encoder run "
+                                                                "has)."),
     ) -> None:
         from .._core.files import write_json
         from ..metrics import evaluate_reconstructions, evaluate_text, write_report
@@ -316,6 +348,11 @@ def register(app: typer.Typer) -> None:
             fail("--metrics: no metric given; omit --metrics for the default protocol", 2)
         if weights not in ("real", "random"):
             fail(f"--weights: expected real or random, got {weights!r}", 2)
+        if subject and brain_correlation is None:
+            fail("--subject: only with --brain-correlation ENCODER_RUN", 2)
+        if brain_correlation is not None and not (brain_correlation / "recipe.json").is_file():
+            fail(f"--brain-correlation: {brain_correlation} is not a brain-encoder run (no recipe.json; the --out "
+                 "folder of `neurodecode train pipelines/brain_encoder_nsd.toml`)", 2)
         if protocol == "coco-captions":
             _score_captions(recons, truth, depth_truth, names, weights, n_boot, seed, device, out or recons, json_out)
             return
@@ -349,6 +386,19 @@ def register(app: typer.Typer) -> None:
         if paraphrases is not None:
             fail("--paraphrases: paraphrases only apply to decoded sentences", 2)
         names = names or list(IMAGE_METRICS)
+        if truth is None and brain_correlation is not None:  # NSD reconstructions: the root's stimuli
+            from .._core.specs import load_spec
+            from ._common import resolve_data_root
+
+            nsd = resolve_data_root(data, "nsd", param="--data") if data is not None else None
+            if nsd is None:
+                import json
+
+                prov = brain_correlation / "provenance.json"
+                got = json.loads(prov.read_text(encoding="utf-8")).get("data_root") if prov.is_file() else None
+                nsd = Path(got) if got else None
+            if nsd is not None:
+                truth = nsd / load_spec("nsd")["paths"]["stimuli"]
         if truth is None:
             fail("--truth is needed to score images: the NSD stimuli HDF5 (nsd_stimuli.hdf5) or a folder of the "
                  "ground-truth images (THINGS: ROOT/image_set/test_images or ROOT/stimuli/images_test_meg)", 2)
@@ -369,6 +419,9 @@ def register(app: typer.Typer) -> None:
 
             root = resolve_data_root(data, "bold5000", param="--data") if data is not None else None
             result["ablation"] = ablate_run(checkpoint, root, n_boot=n_boot, seed=seed, device=device)
+        if brain_correlation is not None:
+            result.update(_brain_correlation(recons, brain_correlation, data, subject, brain_model, n_boot, seed,
+                                             device))
         provenance = _provenance(recons, describe_source(truth))
         if blurry is not None:
             provenance["blurry"] = describe_source(blurry)

@@ -169,7 +169,7 @@ def encoding_accuracy(predicted: Any, measured: Any, *, noise_ceiling: Any = Non
 
 def brain_correlation(reconstructions: Any, measured: Any, encoder: Callable[[Any], Any], *,
                       rois: Mapping[str, Any] | None = None, protocol: str = "mindeye2", seen: Any = None,
-                      seed: int = 0) -> dict[str, Any]:
+                      seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
     """Correlate the encoded reconstructions with the measured responses, per ROI.
 
     Parameters
@@ -188,16 +188,20 @@ def brain_correlation(reconstructions: Any, measured: Any, encoder: Callable[[An
     seen : array or None
         The images that were seen: their encoding gives the encoder's own ceiling (``seen/<roi>``).
     seed : int
-        Seed of the shuffled pairing of the control.
+        Seed of the shuffled pairing of the control and of the bootstrap.
+    n_boot : int
+        Bootstrap resamples of the 95 % CI (``0``: no CI). Protocol ``"mindeye2"`` resamples images,
+        ``"per-voxel"`` the ROI's voxels.
 
     Returns
     -------
     result : dict
-        ``protocol``, ``n_images`` and per ROI ``{"brain_corr": mean, "shuffled": control mean,
-        "seen": ceiling mean (with ``seen``), "n_voxels"}`` under ``rois``; ``per_item`` (protocol
-        ``"mindeye2"``: (n_images,) r of each image, per ROI) or ``per_voxel`` arrays.
+        ``protocol``, ``n_images`` and per ROI ``{"brain_corr": mean, "ci": [low, high] (percentile
+        bootstrap, with ``n_boot``), "shuffled": control mean, "seen": ceiling mean (with ``seen``),
+        "n_voxels"}`` under ``rois``; ``per_item`` (protocol ``"mindeye2"``: (n_images,) r of each image,
+        per ROI) or ``per_voxel`` arrays.
     """
-    from ._stats import derangement
+    from ._stats import bootstrap_ci, derangement
 
     check_option(protocol, "protocol", BRAIN_CORRELATION_PROTOCOLS)
     meas = check_array(measured, "measured", ndim=2, dtype="float")
@@ -226,10 +230,13 @@ def brain_correlation(reconstructions: Any, measured: Any, encoder: Callable[[An
                                                int(mask.sum())))
         vals = score(pred, meas, mask)
         per[name] = vals
-        row = {"brain_corr": _summary(vals)["mean"], "shuffled": _summary(score(pred[perm], meas, mask))["mean"],
-               "n_voxels": int(mask.sum())}
+        row: dict[str, Any] = {"brain_corr": _summary(vals)["mean"]}
+        if n_boot and np.isfinite(vals).sum() > 1:
+            row["ci"] = [float(v) for v in bootstrap_ci(vals, int(n_boot), seed)]
+        row.update(shuffled=_summary(score(pred[perm], meas, mask))["mean"], n_voxels=int(mask.sum()))
         if ceiling is not None:
             row["seen"] = _summary(score(ceiling, meas, mask))["mean"]
         table[name] = row
     key = "per_item" if protocol == "mindeye2" else "per_voxel"
-    return {"protocol": protocol, "n_images": int(len(meas)), "rois": table, key: per}
+    return {"protocol": protocol, "n_images": int(len(meas)), "rois": table, key: per,
+            "n_boot": int(n_boot), "ci_over": "images" if protocol == "mindeye2" else "voxels"}

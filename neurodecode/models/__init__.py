@@ -23,7 +23,7 @@ __all__ = ["DECODERS", "LATENT_KEYS", "decoder_class", "load_decoder", "build_de
            "ATM", "ATMConfig", "GLIM", "GLIMConfig", "MEGBrainModule", "MEGBrainModuleConfig",
            "TransformerBrainEncoder", "BrainEncoderConfig", "RidgeBrainEncoder", "STTM", "STTMConfig",
            "SimpleConv", "SimpleConvConfig", "NVL", "NVLConfig", "NVLBrainLLM",
-           "WAVE", "WAVEConfig"]
+           "WAVE", "WAVEConfig", "WAVEPrior", "WAVEPriorConfig"]
 
 #: Public class name -> its module (imported on first access, so one decoder never loads the others).
 _LAZY = {
@@ -38,7 +38,7 @@ _LAZY = {
     "STTM": "sttm", "STTMConfig": "sttm",
     "SimpleConv": "simpleconv", "SimpleConvConfig": "simpleconv",
     "NVL": "nvl", "NVLConfig": "nvl", "NVLBrainLLM": "nvl",
-    "WAVE": "wave", "WAVEConfig": "wave",
+    "WAVE": "wave", "WAVEConfig": "wave", "WAVEPrior": "wave", "WAVEPriorConfig": "wave",
 }
 
 

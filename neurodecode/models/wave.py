@@ -28,6 +28,16 @@ One self-contained file a reader can hold against the paper and its code (``src/
 Inputs follow the loader (:func:`neurodecode.data.load_bold5000` with ``data="parcels"``): ``X`` of shape
 (n, n_parcels, n_trs); the model transposes it to the GPT's (n, n_trs, n_parcels) sequence, with the
 valid length per sample (``lengths``) and TR times ``t_rs = arange(n_trs) * tr``.
+
+Stage 2, reconstruction (:class:`WAVEPrior`; reference ``src/reconstruct.py`` with ``hidden=True``, the
+Versatile Diffusion path of ``script/train_decode.sh``): the encoder's ``pooler_outputs`` (768, before the
+projector) go through a ``dim_mapper`` Linear 768 -> 257 x 768 and condition a MindEye1-style diffusion prior
+(``VersatileDiffusionPriorNetwork``: 257 tokens of width 768, depth 6, 12 heads of 64, non-causal, a learned
+positional embedding added to the noisy image tokens; dalle2's ``DiffusionPrior``: 100 timesteps, cosine
+schedule, predicts the clean tokens, conditioning dropped with probability 0.2, targets scaled by
+``sqrt(768)``, loss x 30). Its samples are CLIP ViT-L/14 image *tokens* (257 x 768, VD-normalised: every token
+divided by the CLS token's norm), re-normalised by token 0 and fed to Versatile Diffusion's image-variation
+UNet (text weight 0, guidance 3.5, 20 UniPC steps).
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ from .._core.validation import check_array, check_option, format_error
 from ..io.checkpoints import PretrainedMixin, load_state_dict
 from .losses import clip_loss
 
-__all__ = ["WAVEConfig", "WAVE", "prompt_token_ids"]
+__all__ = ["WAVEConfig", "WAVE", "prompt_token_ids", "WAVEPriorConfig", "WAVEPrior"]
 
 
 @dataclass
@@ -387,7 +397,288 @@ class WAVE(PretrainedMixin, nn.Module):
             out.append(self(x, torch.as_tensor(lens[i:i + batch_size], device=dev)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.config.clip_dim), np.float32)
 
+    @torch.no_grad()
+    def pooled_features(self, X: Any, lengths: Sequence[int] | np.ndarray | None = None, *, batch_size: int = 64
+                        ) -> np.ndarray:
+        """The encoder's ``pooler_outputs`` (before the projector): the condition of :class:`WAVEPrior`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_parcels, n_trs)
+        lengths : array-like of int, shape (n,) or None
+            Valid TRs per sample (default all).
+
+        Returns
+        -------
+        pooled : ndarray of shape (n, embed_dim)
+        """
+        X = check_array(X, "X", ndim=3)
+        if X.shape[1] != self.config.n_parcels:
+            raise ShapeMismatchError(format_error("X", f"shape (n, {self.config.n_parcels} parcels, n_trs)",
+                                                  X.shape, "Parcels on axis 1, TRs on axis 2 (load_bold5000)"))
+        dev = next(self.parameters()).device
+        lens = np.full(len(X), X.shape[2]) if lengths is None else np.asarray(lengths)
+        out = []
+        for i in range(0, len(X), batch_size):
+            x = torch.as_tensor(np.asarray(X[i:i + batch_size], dtype=np.float32), device=dev).transpose(1, 2)
+            b, t, _ = x.shape
+            t_rs = (torch.arange(t, device=dev, dtype=x.dtype) * self.config.tr).expand(b, t)
+            lens_t = torch.as_tensor(lens[i:i + batch_size], device=dev)
+            out.append(self.pooled(x, lens_t, t_rs).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.config.embed_dim), np.float32)
+
     def predict_latents(self, X: Any, subject: Any = None, *, lengths: Any = None, **kwargs: Any
                         ) -> dict[str, np.ndarray]:
         """``{"clip_image_embeds": encode(X)}``: the fMRI feature in the CLIP ViT-L/14 image space."""
         return {"clip_image_embeds": self.encode(X, lengths, **kwargs)}
+
+
+# ---------------------------------------------------------------------------------------- stage 2: diffusion prior
+@dataclass
+class WAVEPriorConfig:
+    """Stage 2 of WAVE: the diffusion prior from the fMRI encoder to CLIP image tokens (defaults: the reference).
+
+    Parameters
+    ----------
+    cond_dim : int
+        Width of the condition, the encoder's ``pooler_outputs`` (``WAVEConfig.embed_dim``, 768).
+    n_tokens, token_dim : int
+        The target: CLIP ViT-L/14 image tokens, 257 x 768 (Versatile Diffusion's image condition).
+    depth, heads, dim_head, ff_mult : int
+        Transformer of the prior network (6, 12, 64, 4); ``heads * dim_head`` is the attention width.
+    timesteps : int
+        Diffusion steps of training and of the ancestral (DDPM) sampling (100).
+    cond_drop : float
+        Probability that a training sample's condition is replaced by the learned null condition (0.2).
+    loss_weight : float
+        Multiplier of the MSE (the reference's ``prior_mult = 30`` on the Versatile Diffusion path).
+    embed_scale : float or None
+        Targets are multiplied by it for the diffusion and divided back after sampling; ``None``:
+        ``sqrt(token_dim)`` (dalle2's default ``image_embed_scale``).
+    cond_scale : float
+        Classifier-free guidance of the sampler (1.0: none, as the reference samples).
+    dropout : float
+        Attention and feed-forward dropout (0: the reference's defaults).
+    """
+
+    cond_dim: int = 768
+    n_tokens: int = 257
+    token_dim: int = 768
+    depth: int = 6
+    heads: int = 12
+    dim_head: int = 64
+    ff_mult: int = 4
+    timesteps: int = 100
+    cond_drop: float = 0.2
+    loss_weight: float = 30.0
+    embed_scale: float | None = None
+    cond_scale: float = 1.0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("cond_dim", "n_tokens", "token_dim", "depth", "heads", "dim_head", "ff_mult", "timesteps"):
+            if int(getattr(self, name)) < 1:
+                raise ValidationError(format_error(name, "a positive integer", getattr(self, name)))
+        if not 0.0 <= float(self.cond_drop) < 1.0:
+            raise ValidationError(format_error("cond_drop", "a probability in [0, 1)", self.cond_drop))
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> WAVEPriorConfig:
+        """Toy widths (condition 24, 17 tokens of 16: the ``clip-vit-l-14-tokens-tiny`` space; 2 layers, 20 steps)."""
+        values: dict[str, Any] = {"cond_dim": 24, "n_tokens": 17, "token_dim": 16, "depth": 2, "heads": 2,
+                                  "dim_head": 8, "ff_mult": 2, "timesteps": 20}
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def scale(self) -> float:
+        return float(self.embed_scale) if self.embed_scale is not None else math.sqrt(self.token_dim)
+
+
+def _cosine_alphas_cumprod(timesteps: int, s: float = 0.008) -> torch.Tensor:
+    """Cumulative products of the cosine schedule (Nichol & Dhariwal 2021; dalle2's prior default), betas <= 0.999."""
+    t = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64) / timesteps
+    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    return torch.cumprod(1 - betas, dim=0)
+
+
+class _PriorBlock(nn.Module):
+    """Pre-norm transformer block (SDPA attention, GELU feed-forward), non-causal."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, ff_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dim_head, self.dropout = heads, dim_head, dropout
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
+        self.out = nn.Linear(heads * dim_head, dim, bias=False)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Dropout(dropout),
+                                nn.Linear(ff_mult * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.out(a.transpose(1, 2).reshape(b, n, -1))
+        return x + self.ff(self.norm2(x))
+
+
+class WAVEPrior(PretrainedMixin, nn.Module):
+    """WAVE's stage-2 diffusion prior: encoder ``pooler_outputs`` -> CLIP ViT-L/14 image tokens.
+
+    The condition (batch, cond_dim) is mapped to ``n_tokens`` brain tokens (the reference's ``dim_mapper``);
+    the network sees ``[brain tokens, time token, noisy image tokens + learned positions]`` and its last
+    ``n_tokens`` outputs predict the clean (scaled) image tokens.
+
+    Parameters
+    ----------
+    config : WAVEPriorConfig
+        :meth:`WAVEPriorConfig.tiny` for the toy tier.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> prior = WAVEPrior(WAVEPriorConfig.tiny()).eval()
+    >>> prior.sample(np.zeros((2, 24), dtype="float32"), seeds=[0, 1]).shape
+    (2, 17, 16)
+    """
+
+    config_class = WAVEPriorConfig
+
+    def __init__(self, config: WAVEPriorConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config if config is not None else WAVEPriorConfig()
+        d = c.token_dim
+        self.dim_mapper = nn.Linear(c.cond_dim, c.n_tokens * d)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.learned_query = nn.Parameter(torch.randn(c.n_tokens, d) * d ** -0.5)  # "pos_emb" mode
+        self.null_brain_embeds = nn.Parameter(torch.randn(c.n_tokens, d))
+        self.blocks = nn.ModuleList([_PriorBlock(d, c.heads, c.dim_head, c.ff_mult, c.dropout) for _ in range(c.depth)])
+        self.norm = nn.LayerNorm(d)
+        self.project_out = nn.Linear(d, d, bias=False)
+        self.register_buffer("alphas_cumprod", _cosine_alphas_cumprod(c.timesteps).float(), persistent=False)
+
+    # ---- network
+
+    def _time_embed(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.config.token_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / max(half, 1))
+        ang = t.float()[:, None] * freqs[None]
+        emb = torch.cat([ang.sin(), ang.cos()], dim=1)
+        if emb.shape[1] < self.config.token_dim:
+            emb = F.pad(emb, (0, self.config.token_dim - emb.shape[1]))
+        return self.time_mlp(emb)
+
+    def brain_tokens(self, cond: torch.Tensor) -> torch.Tensor:
+        """``dim_mapper(cond)`` as (batch, n_tokens, token_dim)."""
+        return self.dim_mapper(cond).view(len(cond), self.config.n_tokens, self.config.token_dim)
+
+    def forward(self, noisy: torch.Tensor, t: torch.Tensor, brain: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted clean (scaled) tokens (batch, n_tokens, token_dim).
+
+        Parameters
+        ----------
+        noisy : Tensor of shape (batch, n_tokens, token_dim)
+        t : LongTensor of shape (batch,)
+        brain : Tensor of shape (batch, n_tokens, token_dim)
+            :meth:`brain_tokens` of the condition.
+        keep : BoolTensor of shape (batch,) or None
+            False replaces the sample's brain tokens by the learned null condition.
+        """
+        if keep is not None:
+            brain = torch.where(keep[:, None, None], brain, self.null_brain_embeds[None].to(brain.dtype))
+        x = torch.cat([brain, self._time_embed(t)[:, None], noisy + self.learned_query[None]], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.project_out(self.norm(x))[:, -self.config.n_tokens:]
+
+    # ---- training
+
+    def training_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        """Diffusion loss for :class:`neurodecode.train.Trainer`.
+
+        Parameters
+        ----------
+        batch : dict
+            ``"cond"`` (batch, cond_dim), the encoder's ``pooler_outputs``; ``"tokens"`` (batch, n_tokens,
+            token_dim), the VD-normalised CLIP image tokens of the seen image.
+        step : int
+            Unused.
+        """
+        c = self.config
+        cond = batch["cond"].float()
+        x0 = batch["tokens"].float() * c.scale
+        b = len(x0)
+        t = torch.randint(0, c.timesteps, (b,), device=x0.device)
+        ac = self.alphas_cumprod.to(x0.device)[t][:, None, None]
+        noise = torch.randn_like(x0)
+        noisy = ac.sqrt() * x0 + (1 - ac).sqrt() * noise
+        keep = torch.rand(b, device=x0.device) >= c.cond_drop if self.training else None
+        pred = self(noisy, t, self.brain_tokens(cond), keep)
+        mse = F.mse_loss(pred, x0)
+        return {"loss": c.loss_weight * mse, "mse": mse.detach()}
+
+    # ---- sampling
+
+    def _denoise(self, x: torch.Tensor, t: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+        pred = self(x, t, brain)
+        if self.config.cond_scale != 1.0:
+            null = self(x, t, brain, torch.zeros(len(x), dtype=torch.bool, device=x.device))
+            pred = null + (pred - null) * self.config.cond_scale
+        return pred
+
+    @torch.no_grad()
+    def sample(self, cond: Any, seeds: Sequence[int] | int | None = 0, *, batch_size: int = 32) -> np.ndarray:
+        """Ancestral (DDPM) sampling over all ``timesteps``, each item's noise from its own seed.
+
+        Parameters
+        ----------
+        cond : array-like of shape (n, cond_dim)
+            The encoder's ``pooler_outputs`` (:meth:`WAVE.pooled_features`).
+        seeds : int, sequence of int of length n, or None
+            Item i uses ``seeds[i]`` (an int gives ``seed + i``); the same seed gives the same tokens
+            whatever the batch.
+
+        Returns
+        -------
+        tokens : ndarray of shape (n, n_tokens, token_dim)
+            In the target's units (VD-normalised CLIP image tokens).
+        """
+        c = self.config
+        cond_np = check_array(cond, "cond", ndim=2)
+        if cond_np.shape[1] != c.cond_dim:
+            raise ShapeMismatchError(format_error("cond", f"shape (n, {c.cond_dim})", cond_np.shape,
+                                                  "Pass WAVE.pooled_features of the run's encoder"))
+        n = len(cond_np)
+        if seeds is None or isinstance(seeds, (int, np.integer)):
+            base = 0 if seeds is None else int(seeds)
+            seed_list = [base + i for i in range(n)]
+        else:
+            seed_list = [int(s) for s in seeds]
+            if len(seed_list) != n:
+                raise ValidationError(format_error("seeds", f"{n} seeds (one per item)", len(seed_list)))
+        dev = next(self.parameters()).device
+        ac = self.alphas_cumprod.to(dev).double()
+        ac_prev = torch.cat([torch.ones(1, device=dev, dtype=ac.dtype), ac[:-1]])
+        betas = 1 - ac / ac_prev
+        coef_x0 = (betas * ac_prev.sqrt() / (1 - ac)).float()
+        coef_xt = ((1 - ac_prev) * (1 - betas).sqrt() / (1 - ac)).float()
+        var = (betas * (1 - ac_prev) / (1 - ac)).clamp(min=1e-20).float()
+        out = []
+        for a in range(0, n, batch_size):
+            gens = [torch.Generator(device="cpu").manual_seed(s) for s in seed_list[a:a + batch_size]]
+
+            def noise(gs: list[torch.Generator] = gens) -> torch.Tensor:
+                return torch.stack([torch.randn((c.n_tokens, c.token_dim), generator=g) for g in gs]).to(dev)
+
+            brain = self.brain_tokens(torch.as_tensor(cond_np[a:a + batch_size], dtype=torch.float32, device=dev))
+            x = noise()
+            for i in reversed(range(c.timesteps)):
+                t = torch.full((len(x),), i, device=dev, dtype=torch.long)
+                x0 = self._denoise(x, t, brain)
+                mean = coef_x0[i] * x0 + coef_xt[i] * x
+                x = mean + var[i].sqrt() * noise() if i > 0 else mean
+            out.append((x / c.scale).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, c.n_tokens, c.token_dim), np.float32)

@@ -45,7 +45,7 @@ from ._data import load_nsd_for_recipe, nsd_subject_ids
 from ._targets import compute_targets
 
 __all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "StepLRTrainer", "load_encoder", "train_encoder",
-           "EncoderTrain", "brain_correlation_of_reconstructions"]
+           "EncoderTrain", "brain_correlation_of_reconstructions", "brain_correlation_report"]
 
 DATASETS = ("nsd",)
 _LATENT_KEYS = ("image_tokens",)
@@ -184,7 +184,7 @@ def reconstruct(recipe: Mapping[str, Any], data_root: Any, subject: Any, checkpo
 def brain_correlation_of_reconstructions(recons: Any, encoder_run: Any, data_root: Any, subject: Any, *,
                                          data: Mapping[str, Any] | None = None, protocol: str = "mindeye2",
                                          model: str = "encoder", device: Any = "cpu", seed: int = 0,
-                                         verbose: Any = None) -> dict[str, Any]:
+                                         verbose: Any = None, n_boot: int = 1000) -> dict[str, Any]:
     """MindEye2's brain correlation of a ``reconstruct`` derivative, with a trained brain encoder as GNet.
 
     Parameters
@@ -204,14 +204,17 @@ def brain_correlation_of_reconstructions(recons: Any, encoder_run: Any, data_roo
     model : {"encoder", "ridge"}
     device : str
     seed : int
-        Seed of the shuffled control.
+        Seed of the shuffled control and of the bootstrap.
     verbose : bool or str or None
+    n_boot : int
+        Bootstrap resamples of each ROI's 95 % CI (over images).
 
     Returns
     -------
     result : dict
-        :func:`~neurodecode.metrics.brain_correlation`'s result (per ROI ``brain_corr``, ``shuffled`` and
-        ``seen``, the encoder's ceiling on the seen images) plus ``subject``, ``n_items`` and ``encoder``.
+        :func:`~neurodecode.metrics.brain_correlation`'s result (per ROI ``brain_corr``, ``ci``, ``shuffled``
+        and ``seen``, the encoder's ceiling on the seen images) plus ``subject``, ``n_items``, ``item_ids``
+        (the NSD ids scored, in the order of ``per_item``) and ``encoder``.
     """
     from ..data import load_nsd_stimuli
     from ..latents import get_space
@@ -252,11 +255,96 @@ def brain_correlation_of_reconstructions(recons: Any, encoder_run: Any, data_roo
     def encode(images: Any) -> np.ndarray:
         return np.asarray(enc.predict(space.encode_images(images)))
 
-    mem = enc.membership.numpy().astype(bool) if hasattr(enc, "membership") else None
-    names = list(getattr(enc.config, "roi_names", []))
+    roi_model = enc
+    if not hasattr(enc, "membership") and model != "encoder":  # the ridge baseline: the run's ROI groups
+        try:
+            roi_model = load_brain_encoder(encoder_run, s, model="encoder")[0]
+        except MissingFileError:
+            roi_model = enc
+    mem = roi_model.membership.numpy().astype(bool) if hasattr(roi_model, "membership") else None
+    names = list(getattr(roi_model.config, "roi_names", []))
     rois = {n: m for n, m in zip(names, mem)} if mem is not None and len(names) > 1 else None
-    res = brain_correlation(recon_imgs, measured, encode, rois=rois, protocol=protocol, seen=seen, seed=seed)
-    return {**res, "subject": s, "n_items": len(keep), "encoder": str(encoder_run), "space": space_name}
+    res = brain_correlation(recon_imgs, measured, encode, rois=rois, protocol=protocol, seen=seen, seed=seed,
+                            n_boot=n_boot)
+    return {**res, "subject": s, "n_items": len(keep), "item_ids": [int(i) for i in ids[keep]],
+            "encoder": str(encoder_run), "space": space_name}
+
+
+def brain_correlation_report(recons: Any, encoder_run: Any, data_root: Any = None, subjects: Any = None, *,
+                             model: str = "encoder", protocol: str = "mindeye2", n_boot: int = 1000, seed: int = 0,
+                             device: Any = "cpu", verbose: Any = None) -> dict[str, Any]:
+    """:func:`brain_correlation_of_reconstructions` for every subject of a derivative, pooled per ROI with CIs
+    (``neurodecode evaluate --brain-correlation``).
+
+    Parameters
+    ----------
+    recons : path-like
+        A reconstruct derivative of NSD test images.
+    encoder_run : path-like
+        A brain-encoder run (``pipelines/brain_encoder_nsd.toml``) holding the subjects' encoders.
+    data_root : path-like or None
+        The NSD root (default: the encoder run's ``provenance.json`` ``data_root``).
+    subjects : int, str, list of them, or None
+        Default: every ``sub-XX`` of ``recons`` that the encoder run has.
+    model, protocol, n_boot, seed, device, verbose
+        As :func:`brain_correlation_of_reconstructions`.
+
+    Returns
+    -------
+    result : dict
+        ``subjects`` (each subject's result), ``rois`` (pooled over subjects: per ROI the mean over every
+        scored image, its bootstrap CI over images, the shuffled control and the seen-image ceiling, both
+        weighted by images), ``protocol`` (its name and description), ``encoder``, ``model``, ``data_root``,
+        ``n_items``.
+    """
+    import json
+
+    from ..metrics._stats import bootstrap_ci
+
+    run = Path(encoder_run)
+    if data_root is None:
+        prov = run / "provenance.json"
+        data_root = json.loads(prov.read_text(encoding="utf-8")).get("data_root") if prov.is_file() else None
+    if data_root is None or not Path(data_root).exists():
+        raise MissingFileError(format_error("--data", "the NSD root of the test responses", str(data_root),
+                                            "Pass --data NSD_ROOT (the encoder run records none that exists)"))
+    if subjects is None or (not isinstance(subjects, (str, int)) and not list(subjects)):
+        labels = sorted({p.name for p in Path(recons).glob("sub-*") if p.is_dir()})
+        subjects = [lab[4:] for lab in labels if (run / lab).is_dir()]
+        if not subjects:
+            raise ValidationError(format_error("--brain-correlation", "an encoder run with a subject of the "
+                                               "reconstructions", f"{run} for {', '.join(labels) or 'no sub-XX'}",
+                                               "Train the encoder for these subjects, or pass --subject"))
+    chosen = [subjects] if isinstance(subjects, (str, int)) else list(subjects)
+    per = {}
+    for s in chosen:
+        res = brain_correlation_of_reconstructions(recons, run, data_root, s, protocol=protocol, model=model,
+                                                   device=device, seed=seed, verbose=verbose, n_boot=n_boot)
+        per[res["subject"]] = res
+    key = "per_item" if protocol == "mindeye2" else "per_voxel"
+    shared = [r for r in next(iter(per.values()))["rois"] if all(r in p["rois"] for p in per.values())]
+    pooled: dict[str, Any] = {}
+    for roi in shared:
+        vals = np.concatenate([np.asarray(p[key][roi], np.float64) for p in per.values()])
+        w = np.array([len(p[key][roi]) for p in per.values()], np.float64)
+        ok = vals[np.isfinite(vals)]
+        entry: dict[str, Any] = {"value": float(ok.mean()) if len(ok) else float("nan"), "chance": 0.0,
+                                 "n": int(len(ok)), "n_voxels": {s: p["rois"][roi]["n_voxels"] for s, p in per.items()}}
+        entry["ci"] = [float(v) for v in bootstrap_ci(vals, int(n_boot), seed)] if n_boot and len(ok) > 1 else None
+        for k in ("shuffled", "seen"):
+            got = [p["rois"][roi].get(k) for p in per.values()]
+            entry[k] = None if any(g is None for g in got) else float(np.average(got, weights=w))
+        pooled[roi] = entry
+    description = ("MindEye2's brain correlation (Scotti et al. 2024, GNet there; here the trained transformer brain "
+                   f"encoder '{model}' of {run}): each reconstruction is encoded into the subject's voxels and "
+                   + ("correlated across each ROI's voxels with the measured test response (repeats averaged), mean "
+                      "over images; 95 % CI: percentile bootstrap over images" if protocol == "mindeye2" else
+                      "each voxel correlated across images, mean over the ROI's voxels; CI over voxels")
+                   + "; shuffled: each reconstruction against another image's response; seen: the encoder's own "
+                     "prediction for the seen images (its ceiling); chance 0")
+    return {"protocol": {"name": protocol, "description": description}, "rois": pooled, "subjects": per,
+            "encoder": str(run), "model": model, "data_root": str(data_root),
+            "n_items": int(sum(p["n_items"] for p in per.values()))}
 
 
 def _row_z(a: np.ndarray) -> np.ndarray:

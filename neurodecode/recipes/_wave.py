@@ -23,18 +23,28 @@
    parcels (zeros) and reports the drop per network with bootstrap CIs (``test/ablation/<network>/drop_top1``,
    ``drop_percentile`` and the CIs in ``ablation.json``).
 
-:func:`reconstruct` is the prior-free path: each test sample's predicted CLIP image embedding retrieves the
-nearest training image (cosine), written as the reconstruction, labelled by the image's file stem
-(``kitchen3.jpg`` -> ``stim-kitchen3``: ``neurodecode evaluate --truth`` pairs the ``Presented_Stimuli`` folder
-with these names). The diffusion prior + Versatile Diffusion of
-WAVE's second stage is not run by this recipe.
+5. **Stage 2** (with a ``[decoder.prior]`` table): the trained encoder is frozen; its ``pooler_outputs`` of
+   every training sample condition a :class:`~neurodecode.models.wave.WAVEPrior` trained to denoise the
+   seen image's CLIP ViT-L/14 image tokens (``[latents] image_tokens``, VD-normalised), saved in
+   ``RUN/prior/``; its own training keys (:data:`PRIOR_TRAIN_KEYS`) override ``[train]``. ``metrics.json``
+   adds ``test/<subject>/prior_top1``: each test sample's sampled tokens identify its image among the
+   subject's test images (cosine of the flattened tokens; chance ``1 / n``), beside its shuffled control.
+
+:func:`reconstruct` draws images, WAVE's stage 2 (``[generate] mode = "generate"``, the default): encoder ->
+prior (seeded per item) -> the ``[generate]`` generator (Versatile Diffusion image variation,
+``"versatile-image"``, from the sampled tokens), ``samples`` candidates per item of which the one whose CLIP
+image embedding is closest (cosine) to the item's predicted embedding is kept, as the reference's
+``best_picks``. ``mode = "retrieve"`` is the prior-free path: the predicted CLIP image embedding retrieves the
+nearest training image (cosine). Either way the output is labelled by the image's file stem (``kitchen3.jpg``
+-> ``stim-kitchen3``: ``neurodecode evaluate --truth`` pairs the ``Presented_Stimuli`` folder with these names).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,36 +57,92 @@ from .._core.validation import format_error
 from ._meeg import _check_field, _tiny_fields, reconstruct_meeg, train_meeg
 from ._run import fit as _fit
 
-__all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "train_wave", "label_prompt", "score_wave",
-           "ablate_run"]
+__all__ = ["DATASETS", "PRIOR_TRAIN_KEYS", "MODES", "WaveGenerate", "check_recipe", "train", "reconstruct",
+           "train_wave", "train_prior", "label_prompt", "score_wave", "ablate_run"]
 
 DATASETS = ("bold5000",)
 
 
+#: ``[decoder.prior]`` keys that set the prior's own training (the others are WAVEPriorConfig fields); what is
+#: not given follows ``[train]``. The reference (``script/train_decode.sh``): lr 1e-5, 200,000 steps, batch 16,
+#: weight decay 0.02, constant schedule.
+PRIOR_TRAIN_KEYS = ("epochs", "max_steps", "lr", "batch_size", "optimizer", "scheduler", "grad_clip",
+                    "weight_decay", "warmup_steps")
+
+#: ``[generate] mode``: ``"generate"`` (prior + image generator, WAVE's stage 2) or ``"retrieve"`` (nearest
+#: training image from the predicted CLIP embedding, no generator).
+MODES = ("generate", "retrieve")
+_RETRIEVAL = "training-image-retrieval"
+
+
 @dataclass
 class WaveGenerate:
-    """``[generate]`` of a WAVE recipe: ``"training-image-retrieval"`` (retrieval; the prior-free path)."""
+    """``[generate]`` of a WAVE recipe.
 
-    generator: str = "training-image-retrieval"
+    Attributes
+    ----------
+    mode : {"generate", "retrieve"}
+        ``"generate"``: encoder -> prior -> ``generator`` (default); ``"retrieve"``: the nearest training image.
+    generator : str
+        A registered image generator reading ``clip_image_tokens`` (``"versatile-image"``, the reference's VD
+        image variation).
+    weights, steps, guidance, batch_size, seed, dtype, preset, compile, preview_vae, config, options
+        As the other recipes' ``[generate]`` (``options``: per-call generator options, e.g. ``renorm``).
+    samples : int
+        Candidates per item (the reference's ``recons_per_sample``, 2 in the paper); the one closest to the
+        predicted CLIP embedding is kept.
+    """
+
+    mode: str = "generate"
+    generator: str = "versatile-image"
+    weights: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    batch_size: int = 8
+    seed: int = 0
+    samples: int = 2
+    dtype: str | None = None
+    preset: str | None = None
+    compile: bool = False
+    preview_vae: bool = False
+    config: dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
     """Check the tables of a WAVE recipe (see :mod:`neurodecode.recipes._schema`)."""
-    from ..models.wave import WAVEConfig
+    from ..generate import GENERATORS
+    from ..models.wave import WAVEConfig, WAVEPriorConfig
     from ..train import TrainConfig
     from ._schema import check_recipe_tables
 
+    recipe = dict(recipe)
+    gen_in = dict(recipe.get("generate") or {})
+    if gen_in.get("generator") == _RETRIEVAL:  # the earlier spelling of the retrieval path
+        gen_in.pop("generator")
+        gen_in.setdefault("mode", "retrieve")
+        recipe["generate"] = gen_in
     out = check_recipe_tables(recipe, problems, datasets=DATASETS, decoder_config=WAVEConfig, generate=WaveGenerate,
                               train_config=TrainConfig, decoder_extra=("encoder_checkpoint", "allow_pickle"),
-                              latents_extra=("image", "text", "image_size", "weights"))
+                              decoder_tables={"prior": (WAVEPriorConfig, PRIOR_TRAIN_KEYS)},
+                              latents_extra=("image", "text", "image_size", "weights", "image_tokens"))
     prompt = out["decoder"].get("prompt", "token-ids")
     if prompt not in ("token-ids", "none"):
         problems.add("decoder.prompt", f"expected 'token-ids' (reference) or 'none', got {prompt!r}")
     if out["data"].get("data", "parcels") != "parcels":
         problems.add("data.data", "expected 'parcels' (WAVE reads whole-brain parcel time series)")
-    gen = out.get("generate", {}).get("generator", "training-image-retrieval")
-    if gen != "training-image-retrieval":
-        problems.add("generate.generator", f"expected 'training-image-retrieval', got {gen!r}")
+    gen = dict(out.get("generate", {}))
+    mode = gen.get("mode", "generate")
+    if mode not in MODES:
+        problems.add("generate.mode", f"expected 'generate' (prior + image generator) or 'retrieve', got {mode!r}")
+    if mode == "generate" and gen.get("generator", "versatile-image") not in GENERATORS:
+        problems.add("generate.generator", f"expected a registered image generator reading clip_image_tokens "
+                                           f"('versatile-image'), got {gen.get('generator')!r}")
+    if int(gen.get("samples", 2) or 0) < 1:
+        problems.add("generate.samples", f"expected at least 1 candidate per item, got {gen.get('samples')!r}")
+    if "prior" in out["decoder"] and not out["latents"].get("image_tokens"):
+        problems.add("latents.image_tokens", "expected the prior's target space (e.g. \"clip-vit-l-14-tokens\") "
+                                             "with a [decoder.prior] table, got nothing")
     ablate = out.get("evaluate", {}).get("ablate")
     if ablate not in (None, "", "none", "yeo7"):
         problems.add("evaluate.ablate", f"expected 'yeo7' or 'none', got {ablate!r}")
@@ -208,6 +274,7 @@ def train_wave(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
                                            text.shape[1], "Use the text tower of the same CLIP"))
 
     fields: dict[str, Any] = dict(ctx.decoder)
+    prior_tbl = fields.pop("prior", None)
     ckpt = fields.pop("encoder_checkpoint", None)
     allow_pickle = bool(fields.pop("allow_pickle", False))
     _check_field(fields, "n_parcels", int(first.X.shape[1]), "the atlas's parcels")
@@ -256,7 +323,111 @@ def train_wave(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
                         "text": str(latents.get("text", "clip-vit-l-14-text")), "dim": dim,
                         "text_prompt": "a photo of a <label from the image name>", "n_images": len(names)},
             "encoder_checkpoint": str(ckpt) if ckpt else None, "encoder_keys_not_used": skipped}
-    return {"joint": result}, metrics, prov
+    results: dict[str, Any] = {}
+    if prior_tbl is not None:  # stage 2: the diffusion prior on the frozen encoder
+        results["joint/prior"], prior_metrics, prov["prior"] = train_prior(ctx, model, trials, names, dict(prior_tbl))
+        metrics.update(prior_metrics)
+    results["joint"] = result
+    return results, metrics, prov
+
+
+def _image_tokens(root: Path, names: list[str], latents: Mapping[str, Any], device: Any, verbose: Any
+                  ) -> np.ndarray:
+    """VD-normalised CLIP image tokens (``[latents] image_tokens``) of ``names``, shape (n, n_tokens, dim), float16."""
+    from ..data import load_bold5000_stimuli
+    from ..latents import get_space
+
+    space = get_space(str(latents["image_tokens"]), weights=latents.get("weights"), device=device, verbose=verbose,
+                      normalize="vd")
+    size = int(latents.get("image_size", 224))
+    out = [np.asarray(space.encode_images(load_bold5000_stimuli(root, names[a:a + 64], size=size)), np.float16)
+           for a in range(0, len(names), 64)]
+    return np.concatenate(out)
+
+
+def train_prior(ctx: Any, model: Any, trials: Mapping[str, Any], names: list[str], table: dict[str, Any]
+                ) -> tuple[Any, dict[str, float], dict[str, Any]]:
+    """Train WAVE's stage-2 diffusion prior on the frozen encoder; save it in ``RUN/prior/``; score test identification.
+
+    Parameters
+    ----------
+    ctx : RunContext
+    model : WAVE
+        The trained encoder (eval mode): ``pooled_features`` of every training sample are the conditions.
+    trials : mapping of str to Trials
+        Parcel samples per subject (``"train"`` rows train the prior, ``"test"`` rows are scored).
+    names : list of str
+        Every image of the run (train and test).
+    table : dict
+        ``[decoder.prior]``: :class:`~neurodecode.models.wave.WAVEPriorConfig` fields and :data:`PRIOR_TRAIN_KEYS`.
+
+    Returns
+    -------
+    result : TrainResult
+    metrics : dict of str to float
+        ``test/<subject>/prior_top1``, its shuffled control ``shuffled_prior_top1`` and chance
+        ``chance_prior_top1``; ``test/all/prior_top1`` and ``test/all/shuffled_prior_top1`` pooled.
+    provenance : dict
+    """
+    import dataclasses
+
+    from ..metrics._retrieval import cosine_similarity_matrix, true_rank
+    from ..models.wave import WAVEPrior, WAVEPriorConfig
+    from ..train import ArrayBatches, IndexedRows, TrainConfig
+
+    tokens = _image_tokens(ctx.root, names, ctx.latents, ctx.latent_device, ctx.verbose)
+    index = {n: k for k, n in enumerate(names)}
+    fields = {k: v for k, v in table.items() if k not in PRIOR_TRAIN_KEYS}
+    _check_field(fields, "cond_dim", int(model.config.embed_dim), "the encoder's embed_dim")
+    _check_field(fields, "n_tokens", int(tokens.shape[1]), "the tokens of latents.image_tokens")
+    _check_field(fields, "token_dim", int(tokens.shape[2]), "the width of latents.image_tokens")
+    base = dataclasses.asdict(WAVEPriorConfig.tiny()) if ctx.base == "tiny" else {}
+    prior = WAVEPrior(WAVEPriorConfig(**{**base, **fields}))
+    conds, rows = [], []
+    for t in trials.values():
+        train = np.flatnonzero(t.split == "train")
+        conds.append(model.pooled_features(t.X[train], t.lengths[train]))
+        rows.append([index[str(i)] for i in t.stimulus_ids[train]])
+    own = {k: table[k] for k in PRIOR_TRAIN_KEYS if k in table}
+    cap = ctx.train_table.get("max_steps")
+    if own.get("max_steps") and cap is not None and cap != ctx.recipe.get("train", {}).get("max_steps"):
+        own["max_steps"] = min(int(own["max_steps"]), int(cap))  # the command line's --max-steps caps the prior too
+    pconf = TrainConfig.from_dict({**ctx.train_table, **own})
+    src = ArrayBatches({"cond": np.concatenate(conds).astype(np.float32),
+                        "tokens": IndexedRows(tokens, np.concatenate(rows))}, int(pconf.batch_size))
+    logger.info("WAVE prior: training on %d samples (%d x %d tokens)", src.n_samples, tokens.shape[1],
+                tokens.shape[2])
+    result = _fit(prior, pconf, src, None, ctx.out / "prior", ctx.resume)
+    prior.eval()
+    prior.save_pretrained(ctx.out / "prior", metadata={"latents": str(ctx.latents["image_tokens"]),
+                                                       "normalize": "vd", "trained_steps": result.steps})
+    from ..metrics._stats import derangement
+
+    metrics: dict[str, float] = {}
+    hits: dict[str, list[np.ndarray]] = {"prior_top1": [], "shuffled_prior_top1": []}
+    rng = np.random.default_rng(int(ctx.config.seed))
+    for s, t in trials.items():
+        test = np.flatnonzero(t.split == "test")
+        if len(test) < 2:
+            continue
+        sampled = prior.sample(model.pooled_features(t.X[test], t.lengths[test]), int(ctx.config.seed))
+        cand = tokens[[index[str(i)] for i in t.stimulus_ids[test]]].astype(np.float32)
+        sim = cosine_similarity_matrix(sampled.reshape(len(test), -1), cand.reshape(len(test), -1))
+        for key, labels in (("prior_top1", np.arange(len(test))), ("shuffled_prior_top1", derangement(len(test), rng))):
+            hit = np.asarray(true_rank(sim, labels)) == 0
+            metrics[f"test/{s}/{key}"] = float(np.mean(hit))
+            hits[key].append(hit)
+        metrics[f"test/{s}/chance_prior_top1"] = 1.0 / len(test)
+    for key, parts in hits.items():
+        if parts:
+            metrics[f"test/all/{key}"] = float(np.mean(np.concatenate(parts)))
+    prov = {"latents": str(ctx.latents["image_tokens"]), "normalize": "vd", "n_samples": int(src.n_samples),
+            "config": dataclasses.asdict(prior.config), "train_config": pconf.to_dict(),
+            "condition": "the frozen encoder's pooler_outputs (eval mode, no augmentation)",
+            "test_metric": "prior_top1: the sampled tokens (seed = [train] seed + i) identify the test image among the "
+                           "subject's test images by cosine of the flattened tokens (a tie is a miss); "
+                           "shuffled_prior_top1: the same against a derangement of the pairing"}
+    return result, metrics, prov
 
 
 def score_wave(model: Any, trials: Mapping[str, Any], embeds: np.ndarray, index: Mapping[str, int],
@@ -391,45 +562,166 @@ def ablate_run(run: Any, data_root: Any = None, *, n_boot: int = 1000, seed: int
 # ---------------------------------------------------------------------------------------- reconstruct
 def reconstruct(recipe: Mapping[str, Any], data_root: Any, subject: Any, checkpoint: Any, out_dir: Any,
                 **kwargs: Any) -> dict[str, Any]:
-    """Nearest-training-image reconstructions of a WAVE run's test samples (the prior-free path)."""
+    """Images of a WAVE run's test samples: prior + generator (``[generate] mode = "generate"``) or retrieval.
+
+    ``checkpoint`` is the run folder (``RUN/config.json`` + ``model.safetensors``, the prior in ``RUN/prior/``).
+    Seeds: item i of a subject's test list gets ``seed + samples * i + j`` for its candidate j (the prior's
+    noise and the generator's noise both), so a resumed or split run draws the same images.
+    """
     return reconstruct_meeg(recipe, data_root, subject, checkpoint, out_dir, _reconstruct_wave, outputs="image",
                             **kwargs)
+
+
+def _gen_settings(gen: Mapping[str, Any], ctx: Any) -> dict[str, Any]:
+    return {"name": str(gen.get("generator") or "versatile-image"),
+            "weights": ctx.generator_weights or gen.get("weights"), "config": gen.get("config"),
+            "options": dict(gen.get("options") or {}),
+            "steps": ctx.steps if ctx.steps is not None else gen.get("steps"), "guidance": gen.get("guidance"),
+            "batch_size": int(ctx.batch_size or gen.get("batch_size", 8)),
+            "seed": int(ctx.seed if ctx.seed is not None else gen.get("seed", 0)),
+            "samples": int(gen.get("samples", 2) or 1), "dtype": ctx.dtype or gen.get("dtype") or "float32",
+            "preset": gen.get("preset"), "compile": bool(gen.get("compile", False)),
+            "preview_vae": bool(gen.get("preview_vae", False))}
 
 
 def _reconstruct_wave(ctx: Any, subject: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     import json
 
-    from ..data import load_bold5000_stimuli
-    from ..metrics._retrieval import cosine_similarity_matrix
     from ..models.wave import WAVE
-    from ._derivative import _png, model_class, not_a_run, output_paths, pick_subjects
+    from ._derivative import model_class, not_a_run, pick_subjects, sha_or_none
 
     if model_class(ctx.run) != "WAVE":
         raise not_a_run(ctx.run, "wave", ctx.recipe_name, f"a {model_class(ctx.run)} checkpoint")
+    gen = dict(ctx.recipe.get("generate") or {})
+    mode = str(gen.get("mode", "generate"))
+    prior_dir = ctx.run / "prior"
+    if mode == "generate" and model_class(prior_dir) != "WAVEPrior":
+        raise ValidationError(format_error(
+            "generate.mode", f"a run with its diffusion prior in {prior_dir} for 'generate'", "no prior there",
+            "Train with a [decoder.prior] table (pipelines/wave_bold5000.toml has one), or reconstruct with "
+            "--set generate.mode='\"retrieve\"' (the nearest training image)"))
     meta = json.loads((ctx.run / "config.json").read_text(encoding="utf-8")).get("metadata", {})
     model = WAVE.from_pretrained(ctx.run, device=str(ctx.device)).eval()
     chosen = pick_subjects(subject, list(meta.get("subjects", [])), ctx.run)
-    latents = dict(ctx.recipe.get("latents", {}))
-    size = int(latents.get("image_size", 224))
+    body = _retrieve_subject if mode == "retrieve" else _generate_subject
+    state: dict[str, Any] = {"settings": _gen_settings(gen, ctx), "generator": None, "prior": None, "space": None,
+                             "picked": {}, "candidates": {}}
     per: dict[str, Any] = {}
-    picked: dict[str, str] = {}
     for s in chosen:
         t = _load(ctx.root, ctx.data, s)
-        train_names = sorted({str(i) for i in t.stimulus_ids[t.split == "train"]})
-        embeds, _ = _image_embeds(ctx.root, train_names, latents, ctx.device, ctx.verbose)
         test = np.flatnonzero(t.split == "test")
         mine = test[ctx.rank::ctx.world]
         if ctx.limit is not None:
             mine = mine[:ctx.limit]
-        pred = model.encode(t.X[mine], t.lengths[mine])  # type: ignore[index]
-        best = np.argmax(cosine_similarity_matrix(pred, embeds), axis=1)
-        done = 0
-        for r, b in zip(mine, best):
-            path = output_paths(ctx.out, t.subject, Path(str(t.stimulus_ids[r])).stem, ctx.recipe_name)["image"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _png(path, load_bold5000_stimuli(ctx.root, [train_names[b]], size=size)[0])
-            picked[str(t.stimulus_ids[r])] = train_names[b]
-            ctx.log.add_items({path.stem: train_names[b]})
-            done += 1
-        per[t.subject] = {"n_items": len(test), "n_assigned": len(mine), "n_done": done, "n_skipped": 0}
-    return per, {"generator": {"generator": "training-image-retrieval", "chosen": picked}}
+        per[t.subject] = {"n_items": len(test), "n_assigned": len(mine), "n_done": 0, "n_skipped": 0}
+        body(ctx, model, t, test, mine, per[t.subject], state)
+    prov: dict[str, Any] = {"decoder": {"checkpoint": str(ctx.run.resolve()), "class": "WAVE",
+                                        "sha256": sha_or_none(ctx.run / "model.safetensors")}, "mode": mode}
+    if mode == "retrieve":
+        prov["generator"] = {"generator": _RETRIEVAL, "kind": "retrieval among the training images (no test image)",
+                             "chosen": state["picked"]}
+    else:
+        st = state["settings"]
+        prov["decoder"]["prior"] = {"checkpoint": str(prior_dir.resolve()),
+                                    "sha256": sha_or_none(prior_dir / "model.safetensors")}
+        prov["generator"] = ({**state["generator"].provenance(),
+                              **{k: st[k] for k in ("steps", "guidance", "options", "samples", "batch_size", "config")}}
+                             if state["generator"] is not None else None)
+        prov["best_pick"] = {"rule": "of `samples` candidates per item, the one whose CLIP image embedding "
+                                     "([latents] image) has the highest cosine with the item's predicted embedding "
+                                     "(the reference's best_picks)", "items": state["candidates"]}
+        prov["seeds"] = {"base": st["seed"], "rule": "candidate j of item i (its position in the subject's test list) "
+                                                     "uses seed + samples * i + j for the prior and the generator"}
+    return per, prov
+
+
+def _retrieve_subject(ctx: Any, model: Any, t: Any, test: np.ndarray, mine: np.ndarray, entry: dict[str, Any],
+                      state: dict[str, Any]) -> None:
+    """The prior-free path: the nearest training image (cosine of CLIP image embeddings)."""
+    from ..data import load_bold5000_stimuli
+    from ..metrics._retrieval import cosine_similarity_matrix
+    from ._derivative import _png, output_paths
+
+    latents = dict(ctx.recipe.get("latents", {}))
+    size = int(latents.get("image_size", 224))
+    train_names = sorted({str(i) for i in t.stimulus_ids[t.split == "train"]})
+    embeds, _ = _image_embeds(ctx.root, train_names, latents, ctx.device, ctx.verbose)
+    pred = model.encode(t.X[mine], t.lengths[mine])  # type: ignore[index]
+    best = np.argmax(cosine_similarity_matrix(pred, embeds), axis=1)
+    for r, b in zip(mine, best):
+        path = output_paths(ctx.out, t.subject, Path(str(t.stimulus_ids[r])).stem, ctx.recipe_name)["image"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _png(path, load_bold5000_stimuli(ctx.root, [train_names[b]], size=size)[0])
+        state["picked"][str(t.stimulus_ids[r])] = train_names[b]
+        ctx.log.add_items({path.stem: train_names[b]})
+        entry["n_done"] += 1
+
+
+def _generate_subject(ctx: Any, model: Any, t: Any, test: np.ndarray, mine: np.ndarray, entry: dict[str, Any],
+                      state: dict[str, Any]) -> None:
+    """WAVE's stage 2: encoder -> prior -> generator, ``samples`` candidates per item, the best by CLIP cosine."""
+    from ..generate import get_generator
+    from ..latents import get_space
+    from ..models.wave import WAVEPrior
+    from ._derivative import _png, _sub_label, output_paths
+
+    st = state["settings"]
+    k = st["samples"]
+    position = {int(r): int(np.flatnonzero(test == r)[0]) for r in mine}  # place in the subject's test list
+    paths = {int(r): output_paths(ctx.out, t.subject, Path(str(t.stimulus_ids[r])).stem, ctx.recipe_name)["image"]
+             for r in mine}
+    todo = [int(r) for r in mine if not paths[int(r)].is_file()]
+    entry["n_skipped"] = len(mine) - len(todo)
+    if not todo:
+        return
+    t0 = time.perf_counter()
+    if state["prior"] is None:
+        state["prior"] = WAVEPrior.from_pretrained(ctx.run / "prior", device=str(ctx.device)).eval()
+    prior = state["prior"]
+    pred = model.encode(t.X[todo], t.lengths[todo])  # type: ignore[index]
+    cond = model.pooled_features(t.X[todo], t.lengths[todo])  # type: ignore[index]
+    seeds = [st["seed"] + k * position[r] + j for r in todo for j in range(k)]
+    tokens = prior.sample(np.repeat(cond, k, axis=0), seeds)
+    ctx.timings["predict_latents_s"] = ctx.timings.get("predict_latents_s", 0.0) + time.perf_counter() - t0
+    if state["generator"] is None:
+        t0 = time.perf_counter()
+        state["generator"] = get_generator(st["name"], weights=st["weights"], device=ctx.device, dtype=st["dtype"],
+                                           preset=st["preset"], compile=st["compile"], preview_vae=st["preview_vae"],
+                                           config=st["config"])
+        ctx.timings["load_generator_s"] = ctx.timings.get("load_generator_s", 0.0) + time.perf_counter() - t0
+    generator = state["generator"]
+    generator.check_latents({"clip_image_tokens": tokens})  # fail before any work on a wrong space / NaN
+    if k > 1 and state["space"] is None:
+        latents = dict(ctx.recipe.get("latents", {}))
+        state["space"] = get_space(str(latents.get("image", "clip-vit-l-14")), weights=latents.get("weights"),
+                                   device=ctx.device, verbose=ctx.verbose)
+    t0 = time.perf_counter()
+    bs = st["batch_size"]
+    per_batch = max(1, bs // k)  # items per generator call (all their candidates together)
+    with progress(total=len(todo), desc=f"reconstruct sub-{_sub_label(t.subject)}", unit="img",
+                  verbose=ctx.verbose) as bar:
+        for a in range(0, len(todo), per_batch):
+            items = list(range(a, min(len(todo), a + per_batch)))
+            rows = [k * i + j for i in items for j in range(k)]
+            images = generator.generate({"clip_image_tokens": tokens[rows]}, seeds=[seeds[q] for q in rows],
+                                        steps=st["steps"], guidance=st["guidance"], batch_size=len(rows),
+                                        verbose=False, **st["options"])
+            images = np.asarray(images).reshape(len(items), k, *np.asarray(images).shape[1:])
+            sims = np.zeros((len(items), k))
+            if k > 1:
+                emb = np.asarray(state["space"].encode_images(images.reshape(-1, *images.shape[2:])), np.float64)
+                emb = emb.reshape(len(items), k, -1)
+                p = np.asarray(pred[items], np.float64)
+                sims = np.einsum("ikd,id->ik", emb, p) / np.maximum(
+                    np.linalg.norm(emb, axis=2) * np.linalg.norm(p, axis=1)[:, None], 1e-12)
+            for q, i in enumerate(items):
+                r = todo[i]
+                pick = int(np.argmax(sims[q]))
+                _png(paths[r], images[q, pick])
+                state["candidates"][f"{t.subject}/{paths[r].stem}"] = {
+                    "stimulus_id": str(t.stimulus_ids[r]), "picked": pick,
+                    "seeds": seeds[k * i:k * i + k], "cosine": [float(v) for v in sims[q]] if k > 1 else None}
+                ctx.log.add_items({paths[r].stem: seeds[k * i + pick]})
+            bar.update(len(items))
+            entry["n_done"] += len(items)
+    ctx.timings["generate_s"] = ctx.timings.get("generate_s", 0.0) + time.perf_counter() - t0

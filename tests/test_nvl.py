@@ -135,6 +135,8 @@ def test_a_language_model_folder_loads_through_the_real_path_and_is_not_saved_wi
     from safetensors.numpy import load_file
 
     assert not any(k.startswith("lm.") for k in load_file(tmp_path / "run" / "model.safetensors"))
+    wrapped = torch.nn.ModuleDict({"model": model}).state_dict()  # as the trainer's checkpoints hold it
+    assert not any(".lm." in k for k in wrapped) and any(k.startswith("model.projector.") for k in wrapped)
     again = NVLBrainLLM.from_pretrained(tmp_path / "run")
     assert again.answer(X[:2], INSTRUCTIONS["brief"], max_new_tokens=3) == said
 

@@ -9,19 +9,27 @@ level. Classifier-free guidance uses an all-zero class embedding and the empty p
 We run the same computation as diffusers' ``StableUnCLIPImg2ImgPipeline`` with
 ``image_embeds=`` (whose "img2img" only means the CLIP image is given as pixels; it always
 starts from noise), through the shared batched loop with per-item seeds, and add a real
-img2img path: give ``vae_latents`` (raw VAE latents of a low-level image) and ``strength``.
+img2img path: give ``vae_latents`` (raw VAE latents of a low-level image) and ``strength``, or
+``init_mix=beta`` to start the full schedule from ``(1 - beta) z + beta noise`` (Neuro-Vision to
+Language's start, beta = 0.93). ``prompts=`` (one str per item) conditions the UNet's cross-attention
+on a text prompt as the pipeline's ``prompt=`` does (default: the empty prompt, as before); the
+unconditional half of classifier-free guidance keeps the empty prompt and a zero class embedding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .._core.errors import ValidationError
+from .._core.validation import format_error
 from ._base import (
     SD_BETAS,
     Generator,
     denoise,
+    expand_seeds,
     fresh_scheduler,
     load_subfolders,
     randn_items,
@@ -38,8 +46,11 @@ class UnCLIPGenerator(Generator):
     Expects ``latents["clip_image_embeds"]`` of shape (n, 1024) (OpenCLIP ViT-H/14 for the
     real tier), and optionally ``latents["vae_latents"]`` of shape (n, 4, h, w) for img2img.
 
-    Options of :meth:`generate`: ``noise_level`` (0-1000, default 0), ``strength`` (img2img,
-    default 0.75), ``scheduler`` (``"ddim"`` default, ``"unipc"``), ``height``/``width``.
+    Options of :meth:`generate`: ``prompts`` (one str per item, default the empty prompt),
+    ``noise_level`` (0-1000, default 0), ``strength`` (img2img, default 0.75), ``init_mix``
+    (None; a beta in (0, 1]: with ``vae_latents``, the whole schedule runs from
+    ``(1 - beta) z + beta noise``, ``z`` the scaled VAE latent, instead of img2img at ``strength``),
+    ``scheduler`` (``"ddim"`` default, ``"unipc"``), ``height``/``width``.
     """
 
     name = "unclip"
@@ -102,9 +113,6 @@ class UnCLIPGenerator(Generator):
         import torch
         from diffusers.models.embeddings import get_timestep_embedding
 
-        from .._core.errors import ValidationError
-        from .._core.validation import format_error
-
         c = self.components_
         n_train = int(c["image_noising_scheduler"].config.num_train_timesteps)
         if not 0 <= int(noise_level) < n_train:
@@ -120,20 +128,86 @@ class UnCLIPGenerator(Generator):
                                            downscale_freq_shift=0).to(x.dtype)
         return torch.cat([x, level_emb], dim=1)
 
+    def _prompt_embeds(self, prompts: Sequence[str]) -> Any:
+        """Text-encoder hidden states (b, tokens, width) of one prompt per item (the empty prompt is cached)."""
+        import torch
+
+        if all(p == "" for p in prompts):
+            return self._empty_prompt().expand(len(prompts), -1, -1)
+        c = self.components_
+        enc, tok = c["text_encoder"], c.get("tokenizer")
+        length = int(enc.config.max_position_embeddings)
+        if tok is not None:
+            ids = tok(list(prompts), padding="max_length", max_length=length, truncation=True,
+                      return_tensors="pt").input_ids
+        else:  # tiny tier, no BPE vocabulary: start, one id per word (crc32), end, end-padded (as the empty prompt)
+            import zlib
+
+            vocab = int(enc.config.vocab_size)
+            ids = torch.full((len(prompts), length), vocab - 1, dtype=torch.long)
+            ids[:, 0] = vocab - 2
+            for i, text in enumerate(prompts):
+                words = [zlib.crc32(w.encode()) % (vocab - 2) for w in str(text).lower().split()][: length - 2]
+                if words:
+                    ids[i, 1:1 + len(words)] = torch.tensor(words, dtype=torch.long)
+        return enc(input_ids=ids.to(self.execution_device)).last_hidden_state
+
+    def generate(self, latents: Any, *, prompts: Sequence[str] | None = None, seeds: int | Sequence[int] = 0,
+                 batch_size: int = 8, **options: Any) -> Any:
+        """Generate one image per item (see :meth:`Generator.generate`), optionally with a text prompt per item.
+
+        Parameters
+        ----------
+        prompts : list of str or None
+            One prompt per item (NVL: the language model's Stable Diffusion prompt); None: the empty
+            prompt for every item (unchanged behaviour).
+        """
+        if prompts is None:
+            return super().generate(latents, seeds=seeds, batch_size=batch_size, **options)
+        n = len(np.asarray(next(iter(latents.values())))) if latents else 0
+        if isinstance(prompts, str) or len(prompts) != n or not all(isinstance(p, str) for p in prompts):
+            raise ValidationError(format_error("prompts", f"a list of {n} str (one per item)", prompts,
+                                               "Pass one prompt per item, or None for the empty prompt"))
+        all_seeds = expand_seeds(seeds, n)
+        bs = max(1, int(batch_size))
+        chunks = [super(UnCLIPGenerator, self).generate(
+            {k: np.asarray(v)[s:s + bs] for k, v in latents.items()}, seeds=all_seeds[s:s + bs], batch_size=bs,
+            prompts_=list(prompts[s:s + bs]), **options) for s in range(0, n, bs)]
+        return np.concatenate(chunks, axis=0)
+
     def _generate_batch(self, latents: dict[str, np.ndarray], generators: list[Any], *, steps: int, guidance: float,
-                        noise_level: int = 0, strength: float = 0.75, scheduler: str | None = None,
-                        height: int | None = None, width: int | None = None) -> Any:
+                        noise_level: int = 0, strength: float = 0.75, init_mix: float | None = None,
+                        scheduler: str | None = None, height: int | None = None, width: int | None = None,
+                        prompts_: list[str] | None = None) -> Any:
         import torch
 
         c = self.components_
         sched = fresh_scheduler(c["scheduler"], scheduler)
         embeds = self._tensor(latents["clip_image_embeds"])
         b = embeds.shape[0]
-        lat, timesteps = self._start_latents(sched, latents, generators, steps=steps, strength=strength,
-                                             height=height, width=width)
+        if init_mix is not None and "vae_latents" in latents:
+            lat, timesteps = self._mixed_start(sched, latents["vae_latents"], generators, steps=steps, beta=init_mix)
+        else:
+            lat, timesteps = self._start_latents(sched, latents, generators, steps=steps, strength=strength,
+                                                 height=height, width=width)
         labels = self._class_labels(embeds, generators, noise_level)
-        prompt = self._empty_prompt().expand(b, -1, -1)
-        lat = denoise(c["unet"], sched, lat, timesteps, cond=prompt, uncond=prompt, guidance=guidance,
+        empty = self._empty_prompt().expand(b, -1, -1)
+        cond = empty if prompts_ is None else self._prompt_embeds(prompts_).to(empty.dtype)
+        lat = denoise(c["unet"], sched, lat, timesteps, cond=cond, uncond=empty, guidance=guidance,
                       unet_kwargs={"class_labels": labels},
                       uncond_kwargs={"class_labels": torch.zeros_like(labels)}, generators=generators)
         return self._decode(lat)
+
+    def _mixed_start(self, scheduler: Any, vae_latents: np.ndarray, generators: list[Any], *, steps: int,
+                     beta: float) -> tuple[Any, Any]:
+        """``(1 - beta) z + beta noise`` (``z``: the scaled VAE latent) and the full schedule (NVL's start)."""
+        if not 0.0 < float(beta) <= 1.0:
+            raise ValidationError(format_error("init_mix", "a number in (0, 1]", beta,
+                                               "NVL uses 0.93: mostly noise, a trace of the decoded VAE latent"))
+        init = self._vae_init(vae_latents)
+        scheduler.set_timesteps(int(steps), device=self.execution_device)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
+        noise = randn_items(tuple(init.shape[1:]), generators, device=self.execution_device, dtype=init.dtype)
+        start = (1.0 - float(beta)) * init + float(beta) * noise
+        return start * scheduler.init_noise_sigma, scheduler.timesteps

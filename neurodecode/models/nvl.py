@@ -21,6 +21,11 @@ Two stages, two classes in this file:
    causal LM by hub id or folder (the paper: Llama-3-8B); tiny tier: a 2-layer ``LlamaConfig`` at toy
    width with the byte-level ``ByT5Tokenizer`` (no vocabulary files, offline).
 
+Concept localisation (:meth:`NVL.concept_map`): GradCAM of the cosine between the predicted CLIP
+embedding and a concept's CLIP text embedding, through the extractor (the patch tokens entering the last
+block), one value per patch; :func:`ensemble_maps` averages the min-max-normalised maps of extractors with
+different patch sizes (the paper: 14, 12, 10). ``method="gradient_x_input"`` is the per-voxel alternative.
+
 The instruction template (:data:`PROMPT`) and the instruction set built from captions
 (:func:`instruction_pairs`) are documented in ``docs/decoders/nvl.md``.
 """
@@ -41,7 +46,8 @@ from .._core.validation import check_array, check_option, dataclass_from_dict, f
 from ..io.checkpoints import PretrainedMixin
 from ._targets import DecoderTarget
 
-__all__ = ["NVLConfig", "NVL", "NVLBrainLLM", "PROMPT", "INSTRUCTIONS", "instruction_pairs"]
+__all__ = ["NVLConfig", "NVL", "NVLBrainLLM", "PROMPT", "INSTRUCTIONS", "instruction_pairs", "ensemble_maps",
+           "CONCEPT_METHODS"]
 
 #: The prompt around the fMRI tokens: ``{fmri}`` marks where the projected tokens go.
 PROMPT = "USER: {fmri} {instruction}\nASSISTANT: "
@@ -53,6 +59,8 @@ INSTRUCTIONS: dict[str, str] = {
     "sd_prompt": "Provide the corresponding Stable Diffusion prompts for the image.",
     "concept": "Locating the concept of {concept}.",
 }
+#: Concept-map methods of :meth:`NVL.concept_map` (the first is the paper's).
+CONCEPT_METHODS = ("gradcam", "gradient_x_input")
 _STOP = set("a an the of on in at to with and is are was were be by for from its it this that these those "
             "there here some two three several many very near next into onto over under his her their".split())
 
@@ -150,7 +158,7 @@ class NVLConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NVLConfig:
         """Build from a (JSON) dict or a recipe's ``[decoder]`` table (``name`` and ``llm_stage`` skipped)."""
-        return dataclass_from_dict(cls, dict(d), "decoder", ignore=("name", "llm_stage"))
+        return dataclass_from_dict(cls, dict(d), "decoder", ignore=("name", "llm_stage", "patch_sizes"))
 
 
 # --------------------------------------------------------------------------- the extractor
@@ -307,23 +315,31 @@ class NVL(PretrainedMixin, nn.Module):
                for s in range(0, len(X), batch_size)]
         return np.concatenate(out)
 
-    def concept_map(self, X: Any, concept_embedding: Any) -> np.ndarray:
-        """Gradient x input saliency of each patch for a concept (GradCAM-style concept localisation).
+    def concept_map(self, X: Any, concept_embedding: Any, *, method: str = "gradcam") -> np.ndarray:
+        """Where in the volume a concept is read from: GradCAM through the extractor (the paper), or gradient x input.
 
         The score is the cosine similarity between the predicted CLIP embedding and the concept's CLIP
-        text embedding; each patch's map is ``relu(sum(grad * input))`` over its values (patch voxels).
+        text embedding.
+
+        - ``"gradcam"`` (default): the activations are the patch tokens entering the last block (the
+          output of its first LayerNorm, the usual GradCAM layer of a ViT: the last block's own patch
+          outputs do not reach its CLS); each feature is weighted by its gradient averaged over the
+          patches, summed over features, ReLU: one value per patch, given to every voxel of the patch.
+        - ``"gradient_x_input"``: ``relu(grad * input)`` of the score per voxel (the patch values).
 
         Parameters
         ----------
         X : ndarray of shape (n_trials, n_patches, patch_dim)
         concept_embedding : ndarray of shape (clip_shape[0],)
+        method : {"gradcam", "gradient_x_input"}
 
         Returns
         -------
         maps : ndarray of shape (n_trials, n_patches, patch_dim)
-            Per-voxel saliency, ``relu(grad * input)`` (map back to volumes with
-            :func:`neurodecode.data.patches_to_volume`).
+            Per-voxel map, >= 0 (back to volumes with :func:`neurodecode.data.patches_to_volume`; an
+            ensemble over patch sizes with :func:`ensemble_maps`).
         """
+        check_option(method, "method", CONCEPT_METHODS)
         X = self._check(X)
         e = check_array(concept_embedding, "concept_embedding", ndim=1, dtype="float")
         if len(e) != self.config.clip_shape[0]:
@@ -331,12 +347,53 @@ class NVL(PretrainedMixin, nn.Module):
         dev = self._device()
         was = self.training
         self.eval()
-        x = torch.from_numpy(X).to(dev).requires_grad_(True)
-        pred = self(x)["clip_image_embeds"]
-        score = F.cosine_similarity(pred, torch.as_tensor(e, dtype=pred.dtype, device=dev)[None], dim=-1).sum()
-        (grad,) = torch.autograd.grad(score, x)
-        self.train(was)
-        return torch.relu(grad * x).detach().cpu().numpy()
+        acts: dict[str, torch.Tensor] = {}
+        hook = self.blocks[-1].norm1.register_forward_hook(lambda _m, _i, out: acts.__setitem__("tokens", out))
+        try:
+            with torch.enable_grad():
+                x = torch.from_numpy(X).to(dev).requires_grad_(True)
+                pred = self(x)["clip_image_embeds"]
+                target = torch.as_tensor(e, dtype=pred.dtype, device=dev)[None]
+                score = F.cosine_similarity(pred, target, dim=-1).sum()
+                wrt = acts["tokens"] if method == "gradcam" else x
+                (grad,) = torch.autograd.grad(score, wrt)
+        finally:
+            hook.remove()
+            self.train(was)
+        if method == "gradient_x_input":
+            return torch.relu(grad * x).detach().cpu().numpy()
+        tokens, grad = acts["tokens"][:, 1:].detach(), grad[:, 1:]  # patch tokens (the CLS dropped)
+        cam = torch.relu((grad.mean(dim=1, keepdim=True) * tokens).sum(-1))  # (n, n_patches)
+        cam = cam.float().cpu().numpy()
+        return np.repeat(cam[:, :, None], X.shape[2], axis=2)
+
+
+def ensemble_maps(maps: Sequence[Any]) -> np.ndarray:
+    """Average of concept maps, each first scaled to [0, 1] (min-max; a constant map becomes zeros).
+
+    The paper ensembles three extractors with patch sizes 14, 12 and 10: their maps, put back on the
+    common grid (:func:`neurodecode.data.patches_to_volume`), are averaged after normalisation.
+
+    Parameters
+    ----------
+    maps : sequence of ndarray, each of the same shape (e.g. (X, Y, Z) volumes)
+
+    Returns
+    -------
+    ensemble : ndarray of float32, same shape
+    """
+    arrays = [np.asarray(m, dtype=np.float32) for m in maps]
+    if not arrays:
+        raise ValidationError(format_error("maps", "at least one map", "none"))
+    if any(a.shape != arrays[0].shape for a in arrays):
+        raise ShapeMismatchError(format_error("maps", "maps of one shape (the same grid)",
+                                              [a.shape for a in arrays]))
+    out = np.zeros(arrays[0].shape, dtype=np.float32)
+    for a in arrays:
+        lo, hi = float(a.min()), float(a.max())
+        if hi > lo:
+            out += (a - lo) / (hi - lo)
+    return out / len(arrays)
 
 
 # --------------------------------------------------------------------------- the language stage
@@ -393,6 +450,7 @@ class NVLBrainLLM(PretrainedMixin, nn.Module):
         hidden = int(self.lm.config.hidden_size)
         self.projector = nn.Sequential(nn.Linear(c.width, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.set_llm_train(c.llm_train)
+        self.register_state_dict_post_hook(NVLBrainLLM._drop_frozen_lm)
 
     @classmethod
     def from_extractor(cls, extractor: NVL, **fields: Any) -> NVLBrainLLM:
@@ -417,13 +475,15 @@ class NVLBrainLLM(PretrainedMixin, nn.Module):
             self.lm = get_peft_model(self.lm, LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
                                                          target_modules=targets or None, lora_dropout=0.0))
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Weights to save: a real, frozen LM is left out (it reloads from ``config.llm``)."""
-        state = super().state_dict(*args, **kwargs)
-        if self.config.llm is not None and self.config.llm_train != "full":
-            keep = "lora_" if self.config.llm_train == "lora" else "\0"
-            state = type(state)((k, v) for k, v in state.items() if not k.startswith("lm.") or keep in k)
-        return state
+    @staticmethod
+    def _drop_frozen_lm(module: NVLBrainLLM, state: Any, prefix: str, local_metadata: Any) -> None:
+        """State-dict post-hook: a real, frozen LM is left out of every state dict (it reloads from
+        ``config.llm``), also when this model is a submodule (the trainer's checkpoints), under any prefix."""
+        if module.config.llm is None or module.config.llm_train == "full":
+            return
+        keep = "lora_" if module.config.llm_train == "lora" else "\0"
+        for key in [k for k in state if k.startswith(prefix + "lm.") and keep not in k]:
+            del state[key]
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
         if self.config.llm is not None and self.config.llm_train != "full":

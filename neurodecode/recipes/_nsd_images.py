@@ -161,7 +161,8 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
                 checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, device: Any = "cpu",
                 dtype: Any = None, batch_size: int | None = None, steps: int | None = None, seed: int | None = None,
                 generator_weights: str | None = None, limit: int | None = None, verbose: Any = None,
-                trials: Any = None, decoder: Any = None, captions_fn: Any = None) -> dict[str, Any]:
+                trials: Any = None, decoder: Any = None, captions_fn: Any = None,
+                prompts_fn: Any = None) -> dict[str, Any]:
     """Reconstruct a subject's test stimuli and write the derivative.
 
     Parameters
@@ -200,6 +201,9 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
         ``captions_fn(rows) -> list of str``: the caption of the test items ``rows`` (positions in the
         test list), written as each item's ``_recon.txt`` (a decoder that writes text itself, e.g. NVL's
         language model); used when no ``captioner`` is named.
+    prompts_fn : callable or None
+        ``prompts_fn(rows) -> list of str``: a text prompt per test item ``rows``, passed to the generator
+        as ``prompts=`` (NVL: the language model's Stable Diffusion prompt for unCLIP).
 
     Returns
     -------
@@ -320,6 +324,8 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
                     blurry = lowlevel.generate({"vae_latents": sub["vae_latents"]}, seeds=seeds, batch_size=bs,
                                                verbose=False, **lo)
                     sub["vae_latents"] = generator.encode_images(blurry, size=lo.get("size"))
+                if prompts_fn is not None:
+                    options["prompts"] = list(prompts_fn(positions[[todo[j] for j in chunk]]))
                 images = generator.generate(sub, seeds=seeds, steps=n_steps, guidance=gen_cfg.get("guidance"),
                                             batch_size=bs, verbose=False, **options)
                 captions = (captioner.generate(sub, seeds=seeds, batch_size=bs, verbose=False,

@@ -14,16 +14,24 @@
    (trial, instruction, answer) rows built from each training image's captions
    (:func:`~neurodecode.models.nvl.instruction_pairs`; ``max_rows`` > 0 keeps a seeded subset):
    ``stage1_epochs`` with the LM frozen (projector only), then ``stage2_epochs`` with ``stage2 = "lora"``
-   or ``"full"``; saved to ``RUN/llm``.
+   or ``"full"``; saved to ``RUN/llm``;
+4. with ``[decoder] patch_sizes`` (the paper: 14, 12, 10): one more extractor per other patch size,
+   trained the same way on the volumes cut at that size, saved to ``RUN/extractor_p<size>``; they
+   only serve the concept-map ensemble (the language stage reads the ``[data.volumes] patch_size`` one).
 
 ``metrics.json``: training losses, and per subject the top-1 identification of the test images from the
 predicted CLIP embedding beside its shuffled-brain control.
 
 :func:`reconstruct` (the shared :func:`~neurodecode.recipes._nsd_images.reconstruct_nsd`, fed the patched
-test volumes): images from the predicted CLIP embedding with the predicted VAE latent as img2img
-init (``[generate]``, e.g. Stable unCLIP-small, CLIP-L), the LLM's brief description as each item's
-caption (``_recon.txt``), its answers to ``[generate] answers`` in ``answers.json`` and, with
-``concept_maps = true``, a concept map per item (``_concept.nii.gz`` on the target grid and a PNG).
+test volumes): images from Stable unCLIP (``[generate]``, e.g. unCLIP-small, CLIP-L) conditioned on the
+predicted CLIP embedding and, with ``[generate] prompt = "lm"`` (default), the LLM's answer to the
+``sd_prompt`` instruction (``"empty"``: the empty prompt), started from the predicted VAE latent
+(``[generate.options] init_mix = 0.93``: ``(1 - 0.93) z_v + 0.93 noise``, or img2img at ``strength``);
+the prompts used go to ``sd_prompts.json``. The LLM's brief description is each item's caption
+(``_recon.txt``), its answers to ``[generate] answers`` go to ``answers.json`` and, with
+``concept_maps = true``, a concept map per item (``_concept.nii.gz`` on the target grid and a PNG):
+``concept_method`` (``"gradcam"``, the paper's, or ``"gradient_x_input"``) of each extractor of the
+run, put back on the target grid, min-max normalised and averaged (:func:`~neurodecode.models.nvl.ensemble_maps`).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .._core.errors import ValidationError
+from .._core.errors import DataIntegrityError, ValidationError
 from .._core.files import atomic_path, write_json
 from .._core.validation import format_error
 from ._data import nsd_subject_ids
@@ -48,6 +56,8 @@ from ._targets import compute_targets, gather_targets, read_nsd_captions
 __all__ = ["DATASETS", "check_recipe", "train", "reconstruct", "NVLGenerate", "LLMStage"]
 
 DATASETS = ("nsd",)
+#: generators that take a text prompt per item (``generate(..., prompts=[...])``)
+PROMPT_GENERATORS = ("unclip",)
 
 
 @dataclass
@@ -73,17 +83,39 @@ class NVLGenerate(NSDGenerate):
     max_new_tokens: int = 32
     num_beams: int = 1
     concept_maps: bool = False
+    #: the unCLIP text prompt: "lm" (the language model's answer to the sd_prompt instruction) or "empty"
+    prompt: str = "lm"
+    concept_method: str = "gradcam"
 
 
 def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
     """Check the tables of an NVL recipe (see :mod:`neurodecode.recipes._schema`)."""
-    from ..models.nvl import INSTRUCTIONS, NVLConfig
+    from ..models.nvl import CONCEPT_METHODS, INSTRUCTIONS, NVLConfig
     from ..train import TrainConfig
     from ._schema import check_recipe_tables
 
     out = check_recipe_tables(recipe, problems, datasets=DATASETS, decoder_config=NVLConfig, generate=NVLGenerate,
                               train_config=TrainConfig, latent_tables=("clip", "vae_latents"),
-                              decoder_tables={"llm_stage": (LLMStage, ())})
+                              decoder_extra=("patch_sizes",), decoder_tables={"llm_stage": (LLMStage, ())})
+    gen = out["generate"]
+    if gen.get("prompt", "lm") not in ("lm", "empty"):
+        problems.add("generate.prompt", f"expected 'lm' or 'empty', got {gen.get('prompt')!r}")
+    elif gen.get("prompt", "lm") == "lm" and gen.get("generator") not in PROMPT_GENERATORS:
+        problems.add("generate.prompt", f"'lm' feeds the LM's prompt to a generator among {list(PROMPT_GENERATORS)}, "
+                     f"got generator {gen.get('generator')!r}; set prompt = \"empty\"")
+    if gen.get("concept_method", "gradcam") not in CONCEPT_METHODS:
+        problems.add("generate.concept_method", f"expected one of {list(CONCEPT_METHODS)}, got "
+                     f"{gen.get('concept_method')!r}")
+    sizes = out["decoder"].get("patch_sizes")
+    if sizes is not None:
+        main = dict(out["data"].get("volumes") or {}).get("patch_size")
+        if (not isinstance(sizes, list) or not sizes
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes)
+                or len(set(sizes)) != len(sizes)):
+            problems.add("decoder.patch_sizes", f"a list of distinct positive ints (e.g. [14, 12, 10]), got {sizes!r}")
+        elif main is not None and int(main) not in sizes:
+            problems.add("decoder.patch_sizes", f"a list holding data.volumes.patch_size = {main} (the extractor the "
+                         f"language stage reads), got {sizes!r}")
     stage = dict(out["decoder"].get("llm_stage") or {})
     for kind in [*stage.get("instructions", []), *out["generate"].get("answers", [])]:
         if kind not in INSTRUCTIONS:
@@ -107,15 +139,32 @@ def _volumes_kwargs(data: Mapping[str, Any]) -> dict[str, Any]:
     return vol
 
 
-def load_volumes_for_recipe(root: Any, data: Mapping[str, Any], subject: Any, *, verbose: Any = None) -> Any:
-    """One subject's patched volumes as the recipe says (the patch set of all the recipe's subjects)."""
+def load_volumes_for_recipe(root: Any, data: Mapping[str, Any], subject: Any, *, verbose: Any = None,
+                            patch_size: int | None = None) -> Any:
+    """One subject's patched volumes as the recipe says (the patch set of all the recipe's subjects);
+    ``patch_size`` replaces ``[data.volumes] patch_size`` (the concept-map ensemble's other extractors)."""
     from ..data import load_nsd_volumes
 
+    vol = _volumes_kwargs(data)
+    if patch_size is not None:
+        vol["patch_size"] = int(patch_size)
     return load_nsd_volumes(root, subject, mask_subjects=nsd_subject_ids(data["subjects"]),
                             beta_version=data["beta_version"], sessions=data["sessions"], zscore=data["zscore"],
                             average_test_repeats=data["average_test_repeats"],
                             average_train_repeats=data["average_train_repeats"], source=data["source"],
-                            nan_policy=data["nan_policy"], verbose=verbose, **_volumes_kwargs(data))
+                            nan_policy=data["nan_policy"], verbose=verbose, **vol)
+
+
+def _main_patch_size(data: Mapping[str, Any]) -> int:
+    from ..data._nsd_volumes import _defaults
+
+    return _defaults(None, _volumes_kwargs(data).get("patch_size"))[1]
+
+
+def _ensemble_sizes(decoder: Mapping[str, Any], data: Mapping[str, Any]) -> list[int]:
+    """The patch sizes of the concept-map ensemble, the main extractor's first."""
+    main = _main_patch_size(data)
+    return [main] + [int(p) for p in (decoder.get("patch_sizes") or []) if int(p) != main]
 
 
 def _repeat_partners(stimulus_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -152,7 +201,7 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
     seed_everything(ctx.config.seed)
     first = next(iter(trials.values()))
     n_patches, patch_dim = int(first.X.shape[1]), int(first.X.shape[2])
-    decoder = {k: v for k, v in ctx.decoder.items() if k != "llm_stage"}
+    decoder = {k: v for k, v in ctx.decoder.items() if k not in ("llm_stage", "patch_sizes")}
     fields = dict(decoder, n_patches=n_patches, patch_dim=patch_dim, clip_shape=[int(targets["clip"][1].shape[1])],
                   vae_shape=[int(v) for v in targets["vae_latents"][1].shape[1:]] if "vae_latents" in targets else None)
     config = NVLConfig.tiny(**fields) if ctx.base == "tiny" else NVLConfig(**fields)
@@ -165,9 +214,8 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
         ids.append(tr.stimulus_ids)
         partner.append(_repeat_partners(tr.stimulus_ids, rng) + offset)
         offset += len(tr)
-    X_train, ids_train = np.concatenate(xs), np.concatenate(ids)
-    arrays = {"x": X_train, "x_pair": IndexedRows(X_train, np.concatenate(partner)),
-              **gather_targets(targets, ids_train, lazy=True)}
+    X_train, ids_train, pairs = np.concatenate(xs), np.concatenate(ids), np.concatenate(partner)
+    arrays = {"x": X_train, "x_pair": IndexedRows(X_train, pairs), **gather_targets(targets, ids_train, lazy=True)}
     ctx.out.mkdir(parents=True, exist_ok=True)
     save_resolved_recipe(ctx.recipe, ctx.out)
     model = NVL(config)
@@ -181,6 +229,26 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
             top1, control = identification_with_control(pred, gather_targets(targets, test.stimulus_ids)["clip"])
             metrics[f"test/{s}/top1"], metrics[f"test/{s}/shuffled_top1"] = top1, control
             metrics[f"test/{s}/chance"] = 1.0 / len(test)
+
+    # 1b. the concept-map ensemble: one more extractor per other patch size (same trials, pairs and targets)
+    ensemble: dict[str, str] = {str(_main_patch_size(ctx.data)): str(ctx.out / "extractor")}
+    for size in _ensemble_sizes(ctx.decoder, ctx.data)[1:]:
+        seed_everything(ctx.config.seed)
+        parts = [load_volumes_for_recipe(ctx.root, ctx.data, s, verbose=verbose, patch_size=size).train
+                 for s in subjects]
+        if not np.array_equal(np.concatenate([t.stimulus_ids for t in parts]), ids_train):
+            raise DataIntegrityError(format_error(f"volumes at patch size {size}", "the main extractor's training "
+                                                  "trials, in the same order", "other trials"))
+        X_size = np.concatenate([np.asarray(t.X, dtype=np.float32) for t in parts])
+        del parts
+        cfg = NVLConfig(**{**config.__dict__, "n_patches": int(X_size.shape[1]), "patch_dim": int(X_size.shape[2]),
+                           "llm_config": dict(config.llm_config)})
+        sub_model = NVL(cfg)
+        sub_arrays = {**arrays, "x": X_size, "x_pair": IndexedRows(X_size, pairs)}
+        sub = fit(sub_model, ctx.config, ArrayBatches(sub_arrays, min(ctx.config.batch_size, len(X_size))), None,
+                  ctx.out / f"extractor_p{size}", ctx.resume)
+        metrics.update({f"extractor_p{size}/{k}": v for k, v in sub.metrics.items()})
+        ensemble[str(size)] = str(ctx.out / f"extractor_p{size}")
 
     # 2. the language stage on captions
     stage = ctx.decoder.get("llm_stage")
@@ -228,6 +296,7 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
         "n_train": {s: len(t.train) for s, t in trials.items()}, "n_test": {s: len(t.test) for s, t in trials.items()},
         "models": {"extractor": str(ctx.out / "extractor"), "llm": str(ctx.out / "llm") if stage else None},
         "language_stage": llm_info, "patches": {"n_patches": n_patches, "patch_dim": patch_dim},
+        "concept_extractors": ensemble,
     })
     return result
 
@@ -252,18 +321,33 @@ def reconstruct(recipe: Mapping[str, Any], data_root: Any, subject: Any, checkpo
         test = test.average_repeats()
     if kwargs.get("limit") is not None:
         test = test.subset(np.arange(min(int(kwargs["limit"]), len(test))), note=f"first {kwargs['limit']} test stimuli")
-    captions_fn = None
+    captions_fn = prompts_fn = None
+    said: dict[int, str] = {}
     if isinstance(model, NVLBrainLLM):
         def captions_fn(rows: np.ndarray) -> list[str]:
             return model.answer(test.X[rows], INSTRUCTIONS["brief"], max_new_tokens=int(gen["max_new_tokens"]),
                                 num_beams=int(gen["num_beams"]))
+
+        if gen["prompt"] == "lm":
+            def prompts_fn(rows: np.ndarray) -> list[str]:
+                """The LM's Stable Diffusion prompt for the test items ``rows`` (the unCLIP text condition)."""
+                out = model.answer(test.X[rows], INSTRUCTIONS["sd_prompt"], max_new_tokens=int(gen["max_new_tokens"]),
+                                   num_beams=int(gen["num_beams"]))
+                said.update({int(r): t for r, t in zip(rows, out)})
+                return out
     summary = reconstruct_nsd(recipe, data_root, subject, ext_dir if ext_dir.is_dir() else llm_dir, out_dir,
-                              trials=test, decoder=model, captions_fn=captions_fn, **kwargs)
+                              trials=test, decoder=model, captions_fn=captions_fn, prompts_fn=prompts_fn, **kwargs)
     out = Path(out_dir)
+    if said:
+        from ._derivative import _stim_label, _sub_label
+
+        write_json(out / f"sub-{_sub_label(test.subject)}" / "sd_prompts.json", {
+            "instruction": INSTRUCTIONS["sd_prompt"], "source": "the language model, from the fMRI tokens alone",
+            "items": {_stim_label(test.stimulus_ids[r]): t for r, t in sorted(said.items())}})
     if isinstance(model, NVLBrainLLM) and gen["answers"]:
         _write_answers(out, model, test, gen)
     if gen["concept_maps"]:
-        _write_concept_maps(out, recipe, data_root, model, test, gen)
+        _write_concept_maps(out, recipe, data_root, model, test, gen, run)
     return summary
 
 
@@ -285,13 +369,13 @@ def _write_answers(out: Path, model: Any, test: Any, gen: Mapping[str, Any]) -> 
 
 
 def _write_concept_maps(out: Path, recipe: Mapping[str, Any], data_root: Any, model: Any, test: Any,
-                        gen: Mapping[str, Any]) -> None:
-    """Per item: the LLM's main concept -> its CLIP text embedding -> gradient x input over the patches."""
+                        gen: Mapping[str, Any], run: Path) -> None:
+    """Per item: the LLM's main concept -> its CLIP text embedding -> a map per extractor -> their ensemble."""
     import nibabel as nib
 
     from ..data import nsd_patch_grid, patches_to_volume
     from ..latents import get_space
-    from ..models.nvl import INSTRUCTIONS, NVLBrainLLM, main_concept
+    from ..models.nvl import INSTRUCTIONS, NVL, NVLBrainLLM, ensemble_maps, main_concept
     from ._derivative import _stim_label, _sub_label
 
     extractor = model.extractor if isinstance(model, NVLBrainLLM) else model
@@ -299,22 +383,44 @@ def _write_concept_maps(out: Path, recipe: Mapping[str, Any], data_root: Any, mo
                 if isinstance(model, NVLBrainLLM) else [main_concept(["object"])] * len(test))
     concepts = [c.split()[0] if c.split() else "object" for c in concepts]
     space_name = str(gen.get("concept_space") or _text_space(recipe))
-    emb = np.asarray(get_space(space_name).encode_texts(concepts), dtype=np.float32)
-    grid = nsd_patch_grid(data_root, nsd_subject_ids(recipe["data"]["subjects"]), **_volumes_kwargs(recipe["data"]))
+    clip_table = dict(recipe["latents"].get("clip") or {})
+    emb = np.asarray(get_space(space_name, weights=clip_table.get("weights")).encode_texts(concepts),
+                     dtype=np.float32)
+    data, subjects = recipe["data"], nsd_subject_ids(recipe["data"]["subjects"])
+    main = _main_patch_size(data)
+    members: list[tuple[int, Any, np.ndarray]] = [(main, extractor, np.asarray(test.X))]  # (size, model, X)
+    for size in _ensemble_sizes(recipe["decoder"], data)[1:]:
+        folder = run / f"extractor_p{size}"
+        if not (folder / "config.json").is_file():
+            continue  # a run trained without that size
+        trials = load_volumes_for_recipe(data_root, data, test.subject, patch_size=size).test
+        if len(np.unique(trials.stimulus_ids)) != len(trials):
+            trials = trials.average_repeats()
+        rows = [int(np.flatnonzero(trials.stimulus_ids == sid)[0]) for sid in test.stimulus_ids]
+        members.append((size, NVL.from_pretrained(folder), np.asarray(trials.X)[rows]))
+    grids = {size: nsd_patch_grid(data_root, subjects, **{**_volumes_kwargs(data), "patch_size": size})
+             for size, _, _ in members}
+    method = str(gen.get("concept_method", "gradcam"))
     folder = out / f"sub-{_sub_label(test.subject)}" / "concepts"
     folder.mkdir(parents=True, exist_ok=True)
     record = {}
     for k, (sid, concept) in enumerate(zip(test.stimulus_ids, concepts)):
-        sal = extractor.concept_map(test.X[k:k + 1], emb[k])[0]
-        vol = patches_to_volume(sal, grid)
+        vols = [patches_to_volume(m.concept_map(X[k:k + 1], emb[k], method=method)[0], grids[size])
+                for size, m, X in members]
+        vol = ensemble_maps(vols)
         path = folder / f"sub-{_sub_label(test.subject)}_stim-{_stim_label(sid)}_concept.nii.gz"
         with atomic_path(path, suffix=".nii.gz") as tmp:
             nib.save(nib.Nifti1Image(vol.astype(np.float32), np.eye(4)), str(tmp))
         _plot_map(vol, path.with_suffix("").with_suffix(".png"), f"{concept} ({_stim_label(sid)})")
         record[_stim_label(sid)] = {"concept": concept, "file": path.name}
+    labels = {"gradcam": "GradCAM: ReLU(sum over features of the patch tokens entering the last block, weighted "
+                         "by their gradient averaged over patches), per patch",
+              "gradient_x_input": "ReLU(gradient x input) per voxel"}
     write_json(folder / "concepts.json", {"space": space_name, "grid": "the extractor's target grid (identity "
                                           "affine; resize with neurodecode.data.resample_volume)",
-                                          "method": "relu(gradient x input) of cos(predicted CLIP, concept text)",
+                                          "method": f"{labels[method]}, of cos(predicted CLIP, concept text)",
+                                          "ensemble": {"patch_sizes": [size for size, _, _ in members],
+                                                       "rule": "each map min-max scaled to [0, 1], then averaged"},
                                           "items": record})
 
 

@@ -32,7 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_hub_fixture", "HUB_FIXTURES", "clip_bpe_tokenizer_files", "t5_tokenizer_files"]
+__all__ = ["write_hub_fixture", "HUB_FIXTURES", "clip_bpe_tokenizer_files", "t5_tokenizer_files",
+           "llama3_tokenizer_files"]
 
 VARIANTS = ("full", "fp16", "bin")
 
@@ -58,6 +59,8 @@ HUB_FIXTURES: dict[str, str] = {
     "sd-v1-4": "CompVis/stable-diffusion-v1-4",
     "sd2-depth": "stabilityai/stable-diffusion-2-depth",
     "sd-controlnet-depth": "lllyasviel/sd-controlnet-depth",
+    "llama-3-8b": "meta-llama/Meta-Llama-3-8B",
+    "unclip-small": "stabilityai/stable-diffusion-2-1-unclip-small",
 }
 
 _OPEN_CLIP = {"clip-vit-l-14": ("ViT-L-14", True), "clip-vit-h-14": ("ViT-H-14", False),
@@ -684,6 +687,112 @@ def _write_controlnet_depth(root: Path, size: str, depth: int | None, variant: s
     _save(net, root, variant)
 
 
+def llama3_tokenizer_files(folder: str | os.PathLike[str]) -> Path:
+    """Write a Llama-3-sized tokenizer: a byte-level BPE of 128,000 pieces + 256 special tokens (128,256 ids).
+
+    Llama-3's own merges (tiktoken's ``cl100k``-derived ranks) cannot be had offline, so the *pieces* are
+    synthetic (the 256 byte symbols, then letter / digit / space pairs and triples); sizes, special tokens and
+    their ids (``<|begin_of_text|>`` 128000, ``<|end_of_text|>`` 128001, ``<|start_header_id|>`` 128006,
+    ``<|end_header_id|>`` 128007, ``<|eot_id|>`` 128009, the rest ``<|reserved_special_token_N|>``), the
+    ``PreTrainedTokenizerFast`` class and the begin-of-text post-processor are the real ones.
+    """
+    import itertools
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    symbols = sorted(alphabet)
+    vocab = {sym: i for i, sym in enumerate(symbols)}
+    common = list(string.ascii_lowercase + string.ascii_uppercase + string.digits + "\u0120.,'")  # \u0120: a space
+    merges: list[tuple[str, str]] = []
+    for a, b in itertools.product(common, repeat=2):
+        merges.append((a, b))
+        vocab[a + b] = len(vocab)
+    for (a, b), c in itertools.product(list(merges), common):
+        if len(vocab) >= 128000:
+            break
+        if a + b + c not in vocab:
+            merges.append((a + b, c))
+            vocab[a + b + c] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    named = {0: "<|begin_of_text|>", 1: "<|end_of_text|>", 6: "<|start_header_id|>", 7: "<|end_header_id|>",
+             9: "<|eot_id|>"}
+    reserved = iter(range(251))
+    specials = [named.get(i) or f"<|reserved_special_token_{next(reserved)}|>" for i in range(256)]
+    tok.add_special_tokens(specials)
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A $B",
+                                                       special_tokens=[("<|begin_of_text|>", 128000)])
+    folder = Path(folder)
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+                            model_max_length=8192).save_pretrained(folder)
+    return folder
+
+
+def _write_llama3_8b(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # meta-llama/Meta-Llama-3-8B config.json: LlamaForCausalLM, hidden 4096, 32 layers, 32 heads, 8 KV heads
+    # (head dim 128), FFN 14336 (SiLU), vocab 128256, 8192 positions, rope_theta 500000, RMSNorm eps 1e-5, no
+    # attention bias, untied embeddings, bos 128000 / eos 128001, weights in bfloat16 (torch_dtype) as the
+    # repository's safetensors shards; 8,030,261,248 parameters at full depth. Tokenizer: llama3_tokenizer_files.
+    # Built directly in bfloat16 (fp16 for variant="fp16"): one layer is 1.26 G parameters, 2.5 GB.
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if size == "tiny":
+        cfg = LlamaConfig(vocab_size=128256, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+                          rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=128000,
+                          eos_token_id=128001)
+    else:
+        cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                          num_hidden_layers=_depth(32, depth), num_attention_heads=32, num_key_value_heads=8,
+                          max_position_embeddings=8192, rope_theta=500000.0, rms_norm_eps=1e-5, hidden_act="silu",
+                          attention_bias=False, tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001)
+    dtype = torch.float16 if variant == "fp16" else torch.bfloat16
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(previous)
+    root.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(root, safe_serialization=variant != "bin")
+    del model
+    llama3_tokenizer_files(root)
+
+
+def _write_unclip_small(root: Path, size: str, depth: int | None, variant: str, seed: int) -> None:
+    # stabilityai/stable-diffusion-2-1-unclip-small (= diffusers/stable-diffusion-2-1-unclip-i2i-l): the unCLIP
+    # UNet of stable-diffusion-2-1-unclip (cross 1024, heads (5, 10, 20, 20), linear projection, 96 x 96 latents)
+    # with class_embed_type "projection" over 1536 (CLIP ViT-L/14 image embedding 768 + noise-level embedding 768),
+    # StableUnCLIPImageNormalizer(768) (image_normalizer/config.json: embedding_dim 768), the SD VAE, the OpenCLIP-H
+    # text encoder (1024 wide, 23 layers, 16 heads, GELU), tokenizer padded with "!", the DDPM noising scheduler
+    # (squaredcos_cap_v2) and DDIM (v-prediction). Its image_encoder / feature_extractor (CLIP ViT-L/14 vision)
+    # are not written: the unclip generator takes the embedding. Tiny: the clip-vit-l-14-tiny width 16.
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from transformers import CLIPTextModel
+
+    tiny = size == "tiny"
+    embed = 16 if tiny else 768
+    unet_kw: dict[str, Any] = {"class_embed_type": "projection", "projection_class_embeddings_input_dim": 2 * embed}
+    if not tiny:
+        unet_kw.update(attention_head_dim=(5, 10, 20, 20), use_linear_projection=True, sample_size=96)
+    _save(UNet2DConditionModel(**_sd_unet_config(size, depth, cross=32 if tiny else 1024, **unet_kw)),
+          root / "unet", variant)
+    _save(AutoencoderKL(**_vae_config(size, sample_size=768 if not tiny else 32)), root / "vae", variant)
+    _save(CLIPTextModel(_clip_text_config(size, depth, width=1024, layers=23, heads=16, ffn=4096, act="gelu")),
+          root / "text_encoder", variant)
+    clip_bpe_tokenizer_files(root / "tokenizer", pad_token="!")
+    _save(StableUnCLIPImageNormalizer(embedding_dim=embed), root / "image_normalizer", variant)
+    _scheduler(root / "image_noising_scheduler", "DDPMScheduler", beta_schedule="squaredcos_cap_v2")
+    _scheduler(root / "scheduler", "DDIMScheduler", **_SD_BETAS, prediction_type="v_prediction", clip_sample=False,
+               set_alpha_to_one=False)
+
+
 _WRITERS: dict[str, Callable[..., None]] = {
     "sd-vae": _write_sd_vae, "lowlevel": _write_lowlevel, "versatile": _write_versatile, "unclip": _write_unclip,
     "sdxl-turbo": _write_sdxl_turbo, "ip-adapter": _write_ip_adapter, "git": _write_git,
@@ -694,6 +803,7 @@ _WRITERS: dict[str, Callable[..., None]] = {
     # CompVis/stable-diffusion-v1-4 has SD 1.5's architecture and layout (unet, vae, CLIP-L text encoder, tokenizer)
     "blip-base": _write_blip_base, "dpt-large": _write_dpt_large, "sd-v1-4": _write_lowlevel,
     "sd2-depth": _write_sd2_depth, "sd-controlnet-depth": _write_controlnet_depth,
+    "llama-3-8b": _write_llama3_8b, "unclip-small": _write_unclip_small,
 }
 
 
@@ -730,7 +840,8 @@ def write_hub_fixture(component: str, root: str | os.PathLike[str], *, layout: s
         One of :data:`HUB_FIXTURES` (``"sd-vae"``, ``"versatile"``, ``"sdxl-turbo"``, ``"ip-adapter"``,
         ``"unclip"``, ``"lowlevel"``, ``"git"``, ``"clip-vit-l-14"``, ``"clip-vit-h-14"``, ``"clip-bigg-14"``,
         ``"flan-t5-large"`` (its tokenizer's pieces are synthetic, see :func:`t5_tokenizer_files`),
-        ``"dinov2-base"``, ``"dinov2-giant"``).
+        ``"dinov2-base"``, ``"dinov2-giant"``, ``"llama-3-8b"`` (bfloat16; its tokenizer's pieces are
+        synthetic, see :func:`llama3_tokenizer_files`), ``"unclip-small"``).
     root : path-like
         ``layout="folder"``: the repository folder to write; ``layout="cache"``: the hub cache root
         (``HF_HUB_CACHE``), under which ``models--org--name/`` is written.

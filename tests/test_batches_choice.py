@@ -85,3 +85,21 @@ def test_samples_per_epoch_sets_the_steps_of_the_nsd_runner(tmp_path):
     train_from_recipe(recipe, sim.root, tmp_path / "run", device="cpu")
     lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert max(e["step"] for e in lines if "step" in e) == 48 // (8 * 2)  # 3 steps: batch 8 x 2 subjects
+
+
+def test_two_random_choice_keys_of_one_batch_draw_independently():
+    # the same rows under two keys (e.g. captions and augmented image views): with one shared generator the
+    # two keys would pick the same row for every sample at every step
+    image_of_sample = np.arange(3).repeat(30)
+    n = len(image_of_sample)
+
+    def rows():
+        return ChoiceRows(TABLE, STARTS[image_of_sample], COUNTS[image_of_sample], mode="random")
+
+    src = ArrayBatches({"x": np.arange(n, dtype=np.float32), "text": rows(), "views": rows()}, batch_size=n)
+    same = []
+    for epoch in range(5):
+        batch = next(src.epoch(epoch, seed=3))
+        same.append((batch["text"][:, 1] == batch["views"][:, 1]).float().mean().item())
+    # independent draws agree with probability mean(1 / count) = (1/2 + 1/5 + 1/3) / 3 = 0.34
+    assert 0.15 < np.mean(same) < 0.55

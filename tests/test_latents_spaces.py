@@ -12,6 +12,7 @@ from neurodecode.latents import available_spaces, get_space, load_open_clip_fold
 from neurodecode.latents.clip import build_open_clip, check_tokenizer_vocab, tiny_clip_config
 
 TINY_SHAPES = {
+    "vicregl-convnext-xl-tiny": (16, 6),
     "sd-vae-tiny": (4, 16, 16),
     "vdvae-tiny": (1924,),
     "git-large-coco-tokens-tiny": (17, 20),

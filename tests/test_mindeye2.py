@@ -300,3 +300,61 @@ def test_weight_decay_groups_follow_the_reference_optimizer():
     assert id(model.backbone.channel[0][0].weight) in decay and id(model.backbone.channel[0][0].bias) in no_decay
     assert id(model.prior.rel_pos_bias.weight) in no_decay and id(model.prior.null_brain) in decay
     assert len(decay) + len(no_decay) == len(list(model.parameters()))
+
+
+def test_convnext_shape_must_be_the_heads_tokens_and_is_predicted():
+    # the tiny head: a 2 x 2 map (8 x 8 latent, 3 upsampling stages) of 6-wide feature tokens
+    model = MindEye2(MindEye2Config.tiny(convnext_shape=[4, 6])).eval()
+    x = np.random.default_rng(0).standard_normal((3, 9)).astype(np.float32)
+    out = model.predict_latents(x, subject="nsd/subj01")
+    with torch.no_grad():
+        feats = model(torch.from_numpy(x), "nsd/subj01")["lowlevel_features"]
+    np.testing.assert_allclose(out["convnext_maps"], feats.numpy(), rtol=1e-6)
+    assert "convnext_maps" not in MindEye2(MindEye2Config.tiny()).predict_latents(x, subject="nsd/subj01")
+    with pytest.raises(ValidationError, match="convnext_shape"):
+        MindEye2Config.tiny(convnext_shape=[49, 512])
+    with pytest.raises(ValidationError, match="convnext_shape"):
+        MindEye2Config.tiny(convnext_shape=[4, 6], lowlevel_shape=None)
+
+
+@pytest.mark.slow
+def test_recipe_feeds_clean_and_augmented_convnext_maps(tmp_path, monkeypatch):
+    """The runner embeds the tiny ConvNeXt twin for every image and `augment_views` blur_augs views of the
+    training images, and each step's batch holds both: the clean maps and one view per sample."""
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from neurodecode.cli import app
+    from neurodecode.latents import FeatureCache
+    from neurodecode.testing import make_nsd_fixture
+
+    root = make_nsd_fixture(tmp_path / "nsd", subjects=(1, 2), n_sessions=1, seed=3)
+    monkeypatch.setenv("NEURODECODE_CACHE", str(tmp_path / "cache"))
+    seen: list[dict] = []
+    step = MindEye2.training_step
+
+    def spy(self, batch, i):
+        seen.extend(batch["parts"] if "parts" in batch else [batch])
+        return step(self, batch, i)
+
+    monkeypatch.setattr(MindEye2, "training_step", spy)
+    recipe = Path(__file__).resolve().parents[1] / "pipelines" / "mindeye2_nsd.toml"
+    res = CliRunner().invoke(app, ["train", str(recipe), "--data", str(root), "--out", str(tmp_path / "run"),
+                                   "--preset", "tiny", "--device", "cpu", "--json", "--max-steps", "2",
+                                   "--set", "latents.convnext_maps.space=vicregl-convnext-xl-tiny",
+                                   "--set", "latents.augment_views=3"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["metrics"]["lowlevel_cont"] > 0
+    views = [FeatureCache(p.parent).load(dtype="float32")
+             for p in (tmp_path / "cache").glob("features/vicregl-convnext-xl-tiny@mindeye2-views/*/manifest.json")]
+    assert len(views) == 1 and views[0].shape[1:] == (16, 6)
+    table = views[0].reshape(len(views[0]), -1)
+    for part in seen:
+        clean, aug = part["convnext_maps"].flatten(1).numpy(), part["convnext_maps_aug"].flatten(1).numpy()
+        gap = np.abs(aug[:, None, :] - table[None]).max(-1).min(-1)
+        assert (gap < 1e-6).all()  # every augmented target is one of the cached views
+        assert (np.abs(aug - clean).max(-1) > 1e-4).all()
+    prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert prov["augment"]["targets"] == {"convnext_maps_aug": {"of": "convnext_maps", "transform": "mindeye2"}}

@@ -17,6 +17,7 @@ _BLIP = ".blip:build_blip_space"
 _DPT = ".dpt:build_dpt_space"
 _SD_TEXT = ".sd_text:build_sd_text_space"
 _DINOV2 = ".dinov2:build_dinov2_space"
+_CONVNEXT = ".convnext:build_convnext_space"
 
 #: name -> (builder, options, description); every name also gets a ``-tiny`` twin.
 BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -67,6 +68,9 @@ BUILTIN: dict[str, tuple[str, dict[str, Any], str]] = {
                             "scaled": True, "tiny_image_size": 40, "sample": "sample", "interpolation": "lanczos"},
                      "SD-1.4 VAE latent at 320 px (Lanczos), posterior sample x 0.18215 (Takagi's init_latent) "
                      "4 x 40 x 40; tiny 4 x 20 x 20"),
+    "vicregl-convnext-xl": (_CONVNEXT, {"output": "maps"},
+                            "VICRegL ConvNeXt-XL (alpha 0.75) maps-projector tokens 49 x 512 at 224 px (MindEye2's "
+                            "low-level teacher; local checkpoint, output='backbone' for 49 x 2048); tiny 16 x 6 at 128 px"),
     "sd14-text-cond": (_SD_TEXT, {"output": "text_tokens"}, "SD-1.4 text conditioning of a caption 77 x 768 (final LN; recipes average "
                        "an image's captions, as Takagi's c); tiny 77 x 40"),
 }
@@ -83,6 +87,7 @@ SPACE_ARTEFACTS: dict[str, str] = {
     _BLIP: ".blip:blip_artefacts",
     _DPT: ".dpt:dpt_artefacts",
     _SD_TEXT: ".sd_text:sd_text_artefacts",
+    _CONVNEXT: ".convnext:convnext_artefacts",
 }
 
 

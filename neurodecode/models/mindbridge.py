@@ -158,6 +158,10 @@ class MindBridge(PretrainedMixin, nn.Module):
     #: batch key -> what it trains (read by the recipe runner and the contract tests)
     targets = {"image_tokens": DecoderTarget("image_tokens", "clip_image_tokens", True),
                "text_tokens": DecoderTarget("text_tokens", "clip_text_tokens", False)}
+    #: batch key -> (the target it augments, a transform of :mod:`neurodecode.latents._augment`): with
+    #: ``[latents] augment_views = K`` the recipe runner embeds K augmented views of every training image
+    #: (MindBridge's ``img_augment``, on by default in ``src/options.py``) and each step draws one per sample
+    augmented_targets = {"image_tokens": ("image_tokens", "mindbridge")}
 
     def __init__(self, config: MindBridgeConfig | None = None) -> None:
         super().__init__()

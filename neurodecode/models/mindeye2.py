@@ -101,6 +101,10 @@ class MindEye2Config:
         scaled values, as the reference; batches and ``predict_latents`` carry raw latents.
     lowlevel_cont_weight, lowlevel_cont_temperature : float
         Weight (0.1) and temperature (0.2) of the ConvNeXt soft contrast inside the low-level loss.
+    convnext_shape : list of int or None
+        (n_tokens, dim) of the teacher's features (VICRegL ConvNeXt-XL maps: 49 x 512 at 224 px; read
+        from the ``convnext_maps`` latent space); must be the low-level head's (grid h x w, feature dim).
+        ``predict_latents`` then returns the head's tokens as ``"convnext_maps"``. ``None``: not set.
     prior_weight, clip_weight, lowlevel_weight : float
         Loss weights (30, 1, 0.5).
     mixco_fraction : float
@@ -144,6 +148,7 @@ class MindEye2Config:
     vae_scale: float = 0.18215
     lowlevel_cont_weight: float = 0.1
     lowlevel_cont_temperature: float = 0.2
+    convnext_shape: list[int] | None = None
     prior_weight: float = 30.0
     clip_weight: float = 1.0
     lowlevel_weight: float = 0.5
@@ -172,6 +177,18 @@ class MindEye2Config:
                 raise ValidationError(format_error(
                     "lowlevel_shape", f"(c, h, w) with h and w divisible by {step}", list(self.lowlevel_shape),
                     "Use a VAE latent of 4 x 28 x 28 (224 px), 4 x 32 x 32 (256 px), or change lowlevel_channels"))
+        if self.convnext_shape is not None:
+            want = None
+            if self.lowlevel_shape is not None:
+                step = 2 ** (len(self.lowlevel_channels) - 1)
+                want = [(int(self.lowlevel_shape[1]) // step) * (int(self.lowlevel_shape[2]) // step),
+                        int(self.lowlevel_feature_dim)]
+            if [int(v) for v in self.convnext_shape] != want:
+                raise ValidationError(format_error(
+                    "convnext_shape", f"the low-level head's feature tokens {want}" if want else
+                    "None without a low-level head (lowlevel_shape)", list(self.convnext_shape),
+                    "Use the ConvNeXt space of the head's size (vicregl-convnext-xl at 224 px: 49 x 512; its tiny "
+                    "twin: 16 x 6 at 128 px), or drop [latents.convnext_maps]"))
 
     @classmethod
     def low_compute(cls, **overrides: Any) -> MindEye2Config:
@@ -549,7 +566,12 @@ class MindEye2(PretrainedMixin, nn.Module):
     config_class = MindEye2Config
     #: batch key -> what it trains (read by the recipe runner and the contract tests)
     targets = {"tokens": DecoderTarget("target_tokens", None, True),
-               "vae_latents": DecoderTarget("lowlevel_shape", "vae_latents", False)}
+               "vae_latents": DecoderTarget("lowlevel_shape", "vae_latents", False),
+               "convnext_maps": DecoderTarget("convnext_shape", "convnext_maps", False)}
+    #: batch key -> (the target it augments, a transform of :mod:`neurodecode.latents._augment`): the
+    #: teacher's features of augmented copies (``blur_augs``) for the soft contrast, ``[latents] augment_views``
+    #: views per training image, one drawn per sample and step
+    augmented_targets = {"convnext_maps_aug": ("convnext_maps", "mindeye2")}
 
     def __init__(self, config: MindEye2Config | None = None) -> None:
         super().__init__()
@@ -737,6 +759,8 @@ class MindEye2(PretrainedMixin, nn.Module):
             result = {self.config.target_key: tokens, "retrieval_embeds": out["retrieval"]}
             if "vae_latents" in out:
                 result["vae_latents"] = out["vae_latents"]
+            if "lowlevel_features" in out and self.config.convnext_shape is not None:
+                result["convnext_maps"] = out["lowlevel_features"]
             for k, v in result.items():
                 chunks.setdefault(k, []).append(v.float().cpu().numpy())
         self.train(was)

@@ -25,6 +25,16 @@ data). ``[finetune]``: ``method``
 batch is mixed into every step; "full": everything trains on the new subject), ``subject``,
 ``anchor``, ``n_train`` (first N training trials of the new subject).
 
+``[latents]`` keys beyond the tables: ``augment_views`` (K, default 0) and ``augment_seed``. With K > 0,
+each target the decoder class lists in ``augmented_targets`` (MindBridge: ``image_tokens`` through
+MindBridge's ``img_augment``; MindEye2: ``convnext_maps_aug``, the ConvNeXt features of ``blur_augs``
+copies) is embedded for K augmented views of every training image, once, into the feature cache
+(:class:`neurodecode.latents._augment.AugmentedStimuli`: seeded by ``augment_seed``, each image's id and
+the view number), and every step draws one view per sample (a seeded
+:class:`~neurodecode.train.ChoiceRows`, ``"random"``), so training sees a new augmented target across
+epochs. Test identification and validation use the clean targets. ``augment_views = 0``: no views
+(MindEye2's ``convnext_maps_aug`` is then the clean ``convnext_maps``).
+
 Reconstruction: :func:`neurodecode.recipes._nsd_images.reconstruct_nsd` (predicted latents -> the
 ``[generate]`` generator, resumable BIDS derivative).
 """
@@ -38,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .._core.errors import ValidationError
+from .._core.logging import logger
 from .._core.validation import format_error
 from ._data import load_nsd_for_recipe, nsd_subject_ids
 from ._nsd_images import reconstruct_nsd
@@ -47,6 +58,8 @@ from ._targets import _is_text_space, caption_targets, choice_targets, compute_t
 __all__ = ["DATASETS", "check_recipe", "train", "reconstruct"]
 
 DATASETS = ("nsd",)
+#: ``[latents]`` keys of this runner besides the tables, ``cache_dir``, ``dtype`` and ``device``.
+LATENTS_EXTRA = ("augment_views", "augment_seed")
 
 
 def _targets_of(name: str) -> dict[str, Any]:
@@ -62,9 +75,14 @@ def check_recipe(recipe: Mapping[str, Any], problems: Any) -> dict[str, Any]:
     from ._schema import NSDGenerate, check_recipe_tables
 
     name = str(recipe["decoder"]["name"])
-    return check_recipe_tables(recipe, problems, datasets=DATASETS, decoder_config=decoder_class(name).config_class,
-                               generate=NSDGenerate, train_config=TrainConfig,
-                               latent_tables=_targets_of(name), finetune=True)
+    out = check_recipe_tables(recipe, problems, datasets=DATASETS, decoder_config=decoder_class(name).config_class,
+                              generate=NSDGenerate, train_config=TrainConfig,
+                              latent_tables=_targets_of(name), latents_extra=LATENTS_EXTRA, finetune=True)
+    for key in LATENTS_EXTRA:
+        value = out["latents"].get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            problems.add(f"latents.{key}", f"expected a non-negative integer, got {value!r}")
+    return out
 
 
 def reconstruct(recipe: Mapping[str, Any], data_root: Any, subject: Any, checkpoint: Any, out_dir: Any,
@@ -88,7 +106,7 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
     """
     from .._core.recipes import save_resolved_recipe
     from ..metrics import identification_with_control
-    from ..models import build_decoder, load_decoder
+    from ..models import build_decoder, decoder_class, load_decoder
     from ..train import MultiSubjectBatches
 
     ctx: RunContext = make_context(recipe, data_root, out_dir, max_steps=max_steps, resume=resume, device=device,
@@ -138,6 +156,22 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
                                                  captions=ctx.data["captions"], device=ctx.latent_device,
                                                  dtype=ctx.dtype, verbose=verbose)
 
+    fit_subjects = [new_subject] if method == "full" else ([anchor, new_subject] if method else subjects)
+    # augmented views of the training images ([latents] augment_views; the decoder's augmented_targets)
+    views, aug_seed = _augment_settings(ctx.latents)
+    aug_spec = {k: (str(src), str(tf)) for k, (src, tf) in getattr(decoder_class(ctx.name), "augmented_targets",
+                                                                     {}).items() if src in targets}
+    view_tables: dict[str, Any] = {}
+    if views:
+        train_ids = np.unique(np.concatenate([train_sets[s].stimulus_ids for s in fit_subjects if s is not None]))
+        for key, (src, transform) in aug_spec.items():
+            view_tables[key] = _view_targets(ctx.root, tables[src], train_ids, views, transform, aug_seed,
+                                             cache_root=ctx.cache_root, device=ctx.latent_device, dtype=ctx.dtype,
+                                             verbose=verbose)
+    elif any(key != src for key, (src, _) in aug_spec.items()):
+        logger.warning("[latents] augment_views = 0: %s get the clean targets (no augmented views)",
+                       ", ".join(k for k, (src, _) in aug_spec.items() if k != src))
+
     # 3. the decoder, initialised under the run's seed
     seed_everything(ctx.config.seed)
     n_vox = {s: t.n_features for s, t in trials.items()}
@@ -168,9 +202,12 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
         out = {"x": t.X, **gather_targets(targets, t.stimulus_ids, lazy=True)}  # no copies of repeats
         for k, table in (captions_of.items() if train else ()):
             out[k] = choice_targets(table, t.stimulus_ids, mode=sampling, cycle=int(ctx.extra.get("caption_cycle", 3)))
+        for k, table in (view_tables.items() if train else ()):
+            out[k] = _view_choice(table, t.stimulus_ids, views)
+        for k, (src, _) in aug_spec.items():  # without views (or when evaluating): the clean target
+            out.setdefault(k, out[src])
         return out
 
-    fit_subjects = [new_subject] if method == "full" else ([anchor, new_subject] if method else subjects)
     train_data = {s: arrays(train_sets[s], train=True) for s in fit_subjects if s is not None}
     per_step = ctx.extra.get("subjects_per_step") or min(2, len(train_data))
     if method == "reset_tune":
@@ -213,5 +250,58 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
         "data": {s: t.provenance for s, t in trials.items()},
         "n_train": {s: len(t) for s, t in train_sets.items()}, "n_test": {s: len(t) for s, t in test_sets.items()},
         "targets": {k: {"shape": list(v), "cache_root": str(ctx.cache_root)} for k, v in shapes.items()},
+        "augment": {"views": views, "seed": aug_seed, "targets": {k: {"of": src, "transform": tf}
+                                                                  for k, (src, tf) in aug_spec.items()}}
+        if views else None,
     })
     return result
+
+
+def _augment_settings(latents: Mapping[str, Any]) -> tuple[int, int]:
+    """``[latents] augment_views`` and ``augment_seed``, checked."""
+    views, seed = latents.get("augment_views", 0), latents.get("augment_seed", 0)
+    for key, value in (("augment_views", views), ("augment_seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValidationError(format_error(f"latents.{key}", "a non-negative integer", repr(value),
+                                               "augment_views = 0 turns the augmented views off"))
+    return int(views), int(seed)
+
+
+def _view_targets(root: Any, table: Mapping[str, Any], ids: np.ndarray, views: int, transform: str, seed: int, *,
+                  cache_root: Any, device: Any, dtype: str, verbose: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``views`` augmented views of each NSD image ``ids`` embedded (once, into the feature cache) in the space
+    of ``table``: features of shape (n_ids * views, *shape), image ``ids[j]``'s views at rows ``j * views + k``."""
+    from pathlib import Path
+
+    from .._core.specs import load_spec
+    from ..latents import FeatureCache, embed_to_cache, get_space
+    from ..latents._augment import AugmentedStimuli
+    from ._targets import _wait_for_other_processes, target_cache_dir
+
+    table = dict(table)
+    name = str(table.pop("space"))
+    weights = table.pop("weights", None) or None
+    batch_size = int(table.pop("batch_size", 32))
+    ids = np.unique(np.asarray(ids, dtype=np.int64))
+    stim = AugmentedStimuli(str(Path(root) / load_spec("nsd")["paths"]["stimuli"]), views, transform, seed, ids=ids)
+    # beside the clean features of the space, in a folder of its own: <space>@<transform>-views/<hash>
+    folder = target_cache_dir(cache_root, f"{name}@{transform}-views", {**table, "weights": weights,
+                                                                        "augment": stim.spec()}, stim.ids)
+    cache = FeatureCache(folder)
+    done = (folder / "manifest.json").is_file() and cache.complete
+    if not (done and cache.matches_stimuli(stim)):
+        space = get_space(name, weights=weights, device=device, batch_size=batch_size, verbose=verbose, **table)
+        logger.info("targets %s: %d augmented views (%s) of %d training images into %s", name, views, transform,
+                    len(ids), folder)
+        cache = embed_to_cache(space, stim, folder, verbose=verbose, overwrite=done)
+        cache = cache if cache.complete else _wait_for_other_processes(folder)
+    return ids, cache.load(stim.ids, dtype=dtype)
+
+
+def _view_choice(table: tuple[np.ndarray, np.ndarray], stimulus_ids: np.ndarray, views: int) -> Any:
+    """Per-trial :class:`~neurodecode.train.ChoiceRows` over the trial's image's views (one drawn per step)."""
+    from ..train import ChoiceRows
+
+    ids, feats = table
+    rows = np.searchsorted(ids, np.asarray(stimulus_ids, dtype=np.int64))
+    return ChoiceRows(feats, rows * views, np.full(len(rows), views, dtype=np.int64), mode="random")

@@ -233,12 +233,16 @@ def _rank_slice(idx: Any, rank: int, world_size: int) -> Any:
 def _gather(tensors: Mapping[str, Any], idx: Any, device: Any, *, step: int = 0,
             choice_keys: tuple[int, ...] = ()) -> dict[str, Any]:
     """Rows ``idx`` of every array; :class:`ChoiceRows` choose theirs for global ``step``
-    (random draws seeded by ``choice_keys``: the batch source's (seed, epoch, step, ...))."""
+    (random draws seeded by ``choice_keys``: the batch source's (seed, epoch, step, ...), and a hash of the
+    key's name, so that two ChoiceRows of one batch, e.g. captions and augmented views, draw independently)."""
+    import zlib
+
     out = {}
     for key, t in tensors.items():
         i = idx.to(t.device) if idx.device != t.device else idx
         if isinstance(t, ChoiceRows):
-            part = t.index_select(0, i, step=step, generator=_generator(*choice_keys) if choice_keys else None)
+            gen = _generator(*choice_keys, zlib.crc32(str(key).encode())) if choice_keys else None
+            part = t.index_select(0, i, step=step, generator=gen)
         else:
             part = t.index_select(0, i) if t.ndim else t
         if device is not None and part.device != device:

@@ -144,7 +144,10 @@ def _save_latents(out: Path, recipe: Mapping[str, Any], data_root: Any, trials: 
     to_key = {b: (t.latent_key or getattr(decoder.config, "target_key", b)) for b, t in declared.items()}
     truth: dict[str, np.ndarray] = {}
     if "retrieval" in recipe["evaluate"]["metrics"]:
-        tables = {b: t for b, t in recipe["latents"].items() if isinstance(t, Mapping) and t.get("space")}
+        # only the tables whose prediction is saved (not, e.g., MindEye2's ConvNeXt maps: a training-only target
+        # whose weights need not be present at reconstruction time)
+        tables = {b: t for b, t in recipe["latents"].items()
+                  if isinstance(t, Mapping) and t.get("space") and to_key.get(b, b) in every}
         targets = compute_targets(data_root, tables, trials.stimulus_ids,
                                   cache_root=resolve_cache_root(recipe["latents"], out), captions=recipe["data"]["captions"],
                                   device=device, dtype="float32", verbose=verbose)

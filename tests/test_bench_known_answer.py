@@ -49,6 +49,59 @@ def test_nsd_run_is_read_per_subject_with_its_shuffled_control(bench):
     assert json.loads(json.dumps(out)) == out  # plain JSON
 
 
+def test_mindeye2_retrieval_space_is_reported_beside_the_prior_output(bench):
+    metrics = {"test/nsd/subj01/top1": 0.25, "test/nsd/subj01/shuffled_top1": 0.0, "test/nsd/subj01/chance": 0.125,
+               "test/nsd/subj01/retrieval_top1": 0.625, "test/nsd/subj01/retrieval_shuffled_top1": 0.125}
+    ceiling = {"n_test": 8, "per_subject": {"subj01": {"top1_retrieval": 0.875, "n_test": 8}}}
+    sub = bench.summarise_run("nsd", metrics, ceiling)["subjects"]["subj01"]
+    assert sub["score"] == 0.25  # the main target (the prior's tokens) stays the score
+    r = sub["retrieval"]
+    assert (r["score"], r["control"], r["chance"], r["ideal"]) == (0.625, 0.125, 0.125, 0.875)
+    assert r["fraction_of_ideal"] == pytest.approx((0.625 - 0.125) / (0.875 - 0.125), abs=1e-4) and r["beats_control"]
+    two = {**metrics, **{k.replace("subj01", "subj02"): v for k, v in metrics.items()},
+           "test/nsd/subj02/retrieval_top1": 0.125}
+    ceiling["per_subject"]["subj02"] = {"top1_retrieval": 0.625, "n_test": 8}
+    mean = bench.summarise_run("nsd", two, ceiling)["retrieval"]
+    assert (mean["score"], mean["ideal"]) == (0.375, 0.75) and not mean["beats_control"]  # subj02 at its control
+
+
+def test_atm_uses_its_shuffled_control_when_the_run_reports_one(bench):
+    metrics = {"test/things-eeg2/sub-01/top1": 0.4, "test/things-eeg2/sub-01/chance": 0.1,
+               "test/things-eeg2/sub-01/shuffled_top1": 0.5}
+    ceiling = {"n_test": 10, "per_subject": {"sub-01": {"top1_retrieval": 0.7, "n_test": 10}}}
+    out = bench.summarise_run("atm", metrics, ceiling)
+    sub = out["subjects"]["sub-01"]
+    assert sub["control"] == 0.5 and sub["control_kind"] == "shuffled-brain" and not out["beats_control"]
+
+
+def test_training_subprocesses_run_one_thread_unless_told_otherwise(bench, tmp_path, monkeypatch):
+    # two spin-waiting OpenMP threads per run on 2 shared cores made the tiny MindEye2 45x slower
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    env = bench.subprocess_env(tmp_path)
+    assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1"
+    assert env["NEURODECODE_CACHE"] == str(tmp_path / "cache") and env["NEURODECODE_OFFLINE"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert bench.subprocess_env(tmp_path)["OMP_NUM_THREADS"] == "4"
+
+
+def _sets(bench, family):
+    return dict(s.split("=", 1) for s in bench.DECODERS[family]["sets"])
+
+
+def test_mindbridge_known_answer_run_pools_without_dropping_voxels(bench):
+    # the tiny preset's pooled = 16 max-pools the simulated voxels 25:1, which alone caps a ridge at top-1 0.02
+    import inspect
+
+    from neurodecode.simulate import simulate_nsd
+
+    n_voxels = inspect.signature(simulate_nsd).parameters["n_voxels"].default
+    sets = _sets(bench, "mindbridge_nsd")
+    assert int(sets["decoder.pooled"]) >= n_voxels
+    assert int(sets["train.epochs"]) >= 20 and int(_sets(bench, "mindeye2_nsd")["train.epochs"]) >= 20
+    assert "train.lr" not in sets  # the recipe's own learning rate
+
+
 def test_atm_without_a_control_uses_chance_and_glim_pools_its_blocks(bench):
     metrics = {"test/things-eeg2/sub-01/top1": 0.4, "test/things-eeg2/sub-01/chance": 0.1,
                "test/things-eeg2/sub-01/n_way": 10.0, "test/things-eeg2/sub-01/prior_top1": 0.3}

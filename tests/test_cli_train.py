@@ -106,6 +106,7 @@ def test_mindeye2_tiny_pretrain_then_one_session_finetune(nsd_root, tmp_path):
     ft = _train("mindeye2_one_session.toml", nsd_root, out, "--max-steps", "2",
                 "--set", f"decoder.init_from={json.dumps(str(pre))}")
     assert ft["steps"] == 2 and "test/nsd/subj01/top1" in ft["metrics"]
+    assert 0 <= ft["metrics"]["test/nsd/subj01/retrieval_top1"] <= 1  # its contrastive embeddings too
     tuned = load_decoder(out)
     assert sorted(tuned.subjects) == ["nsd/subj01", "nsd/subj02"]
     n_vox = tuned.config.subjects["nsd/subj01"]

@@ -102,7 +102,8 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
         ``metrics`` also holds ``test/<subject>/top1`` (identification of the test images among
         themselves from the predicted main target), ``test/<subject>/chance`` and
         ``test/<subject>/shuffled_top1`` (the same with the test trials paired to other trials'
-        targets: the shuffled-brain control).
+        targets: the shuffled-brain control); MindEye2 also ``test/<subject>/retrieval_top1`` and
+        ``retrieval_shuffled_top1``, the same from its retrieval (contrastive) embeddings.
     """
     from .._core.recipes import save_resolved_recipe
     from ..metrics import identification_with_control
@@ -243,6 +244,10 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
         result.metrics[f"test/{s}/top1"] = top1
         result.metrics[f"test/{s}/chance"] = 1.0 / len(test)
         result.metrics[f"test/{s}/shuffled_top1"] = control
+        if "retrieval_embeds" in pred:  # MindEye2's contrastive space (its published retrieval), beside the prior's
+            top1, control = identification_with_control(pred["retrieval_embeds"], truth)
+            result.metrics[f"test/{s}/retrieval_top1"] = top1
+            result.metrics[f"test/{s}/retrieval_shuffled_top1"] = control
     write_run_outputs(ctx, {"steps": result.steps, "resumed_from": result.resumed_from, "metrics": result.metrics}, {
         "subjects": subjects,
         "fine_tune": {"method": method, "subject": new_subject, "anchor": anchor, "init_from": ctx.init_from}

@@ -36,7 +36,6 @@ Weights (real tier)
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,10 +45,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._core.errors import MissingFileError, OfflineError, UnsafeCheckpointError, ValidationError
+from .._core.errors import MissingFileError, UnsafeCheckpointError, ValidationError
 from .._core.logging import logger
 from .._core.validation import check_option, format_error
 from ._base import LatentSpace, seeded
+from ._external import ExternalCheckpoint
 
 __all__ = ["ConvNeXtConfig", "CONVNEXT_XL", "TINY", "VICRegLConvNeXt", "ConvNeXtSpace", "build_convnext",
            "build_convnext_space", "load_convnext", "convert_convnext_checkpoint", "find_convnext_weights",
@@ -58,6 +58,9 @@ __all__ = ["ConvNeXtConfig", "CONVNEXT_XL", "TINY", "VICRegLConvNeXt", "ConvNeXt
 WEIGHTS_FILE = "convnext_xlarge_alpha0.75_fullckpt.pth"
 WEIGHTS_URL = f"https://dl.fbaipublicfiles.com/vicregl/{WEIGHTS_FILE}"
 SAFETENSORS_FILE = WEIGHTS_FILE.replace(".pth", ".safetensors")
+_CHECKPOINT = ExternalCheckpoint("vicregl", WEIGHTS_FILE, WEIGHTS_URL, "VICRegL's ConvNeXt-XL checkpoint",
+                                 "neurodecode.latents.convnext.convert_convnext_checkpoint",
+                                 "CC BY-NC 4.0 (facebookresearch/VICRegL)")
 #: The reference's normalisation (``Train.ipynb``: std 0.228 for red, sic).
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.228, 0.224, 0.225)
@@ -179,29 +182,12 @@ def build_convnext(config: ConvNeXtConfig = CONVNEXT_XL, *, seed: int = 0, devic
 # -------------------------------------------------------------------------------------------- weights
 def default_weights_dir() -> Path:
     """``$NEURODECODE_HOME/weights/vicregl`` (where the checkpoint is looked for)."""
-    from .._core.config import home_dir
-
-    return home_dir() / "weights" / "vicregl"
+    return _CHECKPOINT.default_dir()
 
 
 def find_convnext_weights(weights: Any = None) -> Path:
     """The checkpoint to read: ``weights`` (a file or folder) or the default folder's file (safetensors first)."""
-    from .._core.config import is_offline
-
-    folder = default_weights_dir() if weights is None else Path(str(weights)).expanduser()
-    if folder.is_file():
-        return folder
-    if folder.is_dir():
-        for name in (SAFETENSORS_FILE, WEIGHTS_FILE):
-            if (folder / name).is_file():
-                return folder / name
-    fix = (f"Download {WEIGHTS_FILE} once from {WEIGHTS_URL}, put it in {default_weights_dir()} or pass "
-           f"weights='/path/to/{WEIGHTS_FILE}', then convert it once with "
-           "neurodecode.latents.convnext.convert_convnext_checkpoint(path, allow_pickle=True)")
-    expected = f"VICRegL's ConvNeXt-XL checkpoint ({WEIGHTS_FILE} or {SAFETENSORS_FILE})"
-    if is_offline():
-        raise OfflineError(format_error("weights", expected, f"nothing at {folder} and offline mode is on", fix))
-    raise MissingFileError(format_error("weights", expected, f"nothing at {folder}", fix))
+    return _CHECKPOINT.find(weights)
 
 
 def _our_keys(state: dict[str, Any]) -> dict[str, Any]:
@@ -290,29 +276,14 @@ def convert_convnext_checkpoint(src: Any, dst: Any = None, *, allow_pickle: bool
     -------
     dst : pathlib.Path
     """
-    from ..io.checkpoints import save_state_dict
-
     net, file = load_convnext(src, config=config, allow_pickle=allow_pickle, need_projector=False)
-    out = Path(dst) if dst is not None else file.with_name(SAFETENSORS_FILE)
-    save_state_dict(net.state_dict(), out, metadata={"format": "neurodecode-vicregl-convnext",
-                                                     "config": json.dumps(config.to_dict())})
-    logger.info("VICRegL ConvNeXt weights %s converted to %s", file, out)
-    return out
+    return _CHECKPOINT.save_converted(net, config, file, dst, "neurodecode-vicregl-convnext")
 
 
 def convnext_artefacts(name: str, *, weights: Any = None, dtype: Any = None, tiny: bool = False,
                        **options: Any) -> list[Any]:
     """What the ``vicregl-convnext-xl`` spaces read (for ``neurodecode download``): not on the hub."""
-    from ..io.hub import ExternalArtefact
-
-    if (weights is None and tiny) or (isinstance(weights, str) and weights == "random"):
-        return [ExternalArtefact(name, "random", "random init (seeded), nothing to fetch")]
-    if weights is not None:
-        return [ExternalArtefact(str(weights), "folder", f"latent space {name}: a local ConvNeXt checkpoint (read as is)")]
-    return [ExternalArtefact(WEIGHTS_FILE, "note", f"latent space {name}: download once from {WEIGHTS_URL} into "
-                             f"{default_weights_dir()} (not on the hub), then convert it with "
-                             "neurodecode.latents.convnext.convert_convnext_checkpoint(path, allow_pickle=True)",
-                             licence="CC BY-NC 4.0 (facebookresearch/VICRegL)")]
+    return _CHECKPOINT.artefacts(name, weights=weights, tiny=tiny)
 
 
 # ------------------------------------------------------------------------------------------------ space

@@ -31,17 +31,17 @@ layers drawn from the prior at ``temperature``, pixels sampled from the output m
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._core.errors import MissingFileError, OfflineError, ShapeMismatchError, UnsafeCheckpointError, ValidationError
+from .._core.errors import ShapeMismatchError, UnsafeCheckpointError, ValidationError
 from .._core.logging import logger
 from .._core.validation import check_finite, check_option, format_error
 from ._base import LatentSpace, seeded
+from ._external import ExternalCheckpoint
 from ._vdvae_net import IMAGENET64, TINY, VDVAE, VDVAEConfig, reference_to_ours
 from .vae import _as_pixel_list, _content_seed
 
@@ -52,6 +52,9 @@ __all__ = ["VdvaeSpace", "build_vdvae_space", "build_vdvae", "load_vdvae", "conv
 WEIGHTS_FILE = "imagenet64-iter-1600000-model-ema.th"
 WEIGHTS_URL = f"https://openaipublic.blob.core.windows.net/very-deep-vaes-assets/vdvae-assets-2/{WEIGHTS_FILE}"
 SAFETENSORS_FILE = WEIGHTS_FILE.replace(".th", ".safetensors")
+_CHECKPOINT = ExternalCheckpoint("vdvae", WEIGHTS_FILE, WEIGHTS_URL, "OpenAI's ImageNet-64 VDVAE weights",
+                                 "neurodecode.latents.vdvae.convert_vdvae_checkpoint", "MIT (openai/vdvae)",
+                                 any_single=(".safetensors", ".th"))
 
 #: How the latent is read: a posterior sample (the reference) or the posterior mean.
 SAMPLES = ("sample", "mean")
@@ -61,9 +64,7 @@ PIXELS = ("sample", "mode")
 
 def default_weights_dir() -> Path:
     """``$NEURODECODE_HOME/weights/vdvae`` (where the released file is looked for)."""
-    from .._core.config import home_dir
-
-    return home_dir() / "weights" / "vdvae"
+    return _CHECKPOINT.default_dir()
 
 
 def build_vdvae(config: VDVAEConfig = IMAGENET64, *, seed: int = 0, device: Any = "cpu") -> VDVAE:
@@ -87,26 +88,7 @@ def find_vdvae_weights(weights: Any = None) -> Path:
     MissingFileError
         The file is missing.
     """
-    from .._core.config import is_offline
-
-    folder = default_weights_dir() if weights is None else Path(str(weights)).expanduser()
-    if folder.is_file():
-        return folder
-    if folder.is_dir():
-        for name in (SAFETENSORS_FILE, WEIGHTS_FILE):
-            if (folder / name).is_file():
-                return folder / name
-        found = sorted([*folder.glob("*.safetensors"), *folder.glob("*.th")])
-        if len(found) == 1:
-            return found[0]
-    where = str(folder)
-    fix = (f"Download {WEIGHTS_FILE} once from {WEIGHTS_URL} (on a machine with network access), put it in "
-           f"{default_weights_dir()} or pass weights='/path/to/{WEIGHTS_FILE}', then convert it to safetensors once "
-           "with neurodecode.latents.vdvae.convert_vdvae_checkpoint(path, allow_pickle=True)")
-    expected = f"OpenAI's ImageNet-64 VDVAE weights ({WEIGHTS_FILE} or {SAFETENSORS_FILE})"
-    if is_offline():
-        raise OfflineError(format_error("weights", expected, f"nothing at {where} and offline mode is on", fix))
-    raise MissingFileError(format_error("weights", expected, f"nothing at {where}", fix))
+    return _CHECKPOINT.find(weights)
 
 
 def _read_state(path: Path, allow_pickle: bool) -> dict[str, Any]:
@@ -166,29 +148,14 @@ def convert_vdvae_checkpoint(src: Any, dst: Any = None, *, allow_pickle: bool = 
     -------
     dst : pathlib.Path
     """
-    from ..io.checkpoints import save_state_dict
-
     model, file = load_vdvae(src, config=config, allow_pickle=allow_pickle)
-    out = Path(dst) if dst is not None else file.with_name(SAFETENSORS_FILE)
-    save_state_dict(model.state_dict(), out, metadata={"format": "neurodecode-vdvae",
-                                                       "config": json.dumps(config.to_dict())})
-    logger.info("VDVAE weights %s converted to %s", file, out)
-    return out
+    return _CHECKPOINT.save_converted(model, config, file, dst, "neurodecode-vdvae")
 
 
 def vdvae_artefacts(name: str, *, weights: Any = None, dtype: Any = None, tiny: bool = False,
                     **options: Any) -> list[Any]:
     """What the ``vdvae`` spaces read (for ``neurodecode download``): the released file is not on the hub."""
-    from ..io.hub import ExternalArtefact
-
-    if (weights is None and tiny) or (isinstance(weights, str) and weights == "random"):
-        return [ExternalArtefact(name, "random", "random init (seeded), nothing to fetch")]
-    if weights is not None:
-        return [ExternalArtefact(str(weights), "folder", f"latent space {name}: a local VDVAE checkpoint (read as is)")]
-    return [ExternalArtefact(WEIGHTS_FILE, "note", f"latent space {name}: download once from {WEIGHTS_URL} into "
-                             f"{default_weights_dir()} (not on the hub), then convert it with "
-                             "neurodecode.latents.vdvae.convert_vdvae_checkpoint(path, allow_pickle=True)",
-                             licence="MIT (openai/vdvae)")]
+    return _CHECKPOINT.artefacts(name, weights=weights, tiny=tiny)
 
 
 # -------------------------------------------------------------------------------------------- decoding

@@ -112,25 +112,6 @@ class ZucoData:
 
 
 @dataclass
-class MEGMASCData:
-    """``[data]`` of a speech recipe on MEG-MASC (:func:`neurodecode.data.load_meg_masc`): 3 s segments at word
-    onsets, robust-scaled per channel and clipped (Défossez et al. 2023)."""
-
-    dataset: Literal["meg-masc"] = "meg-masc"
-    subjects: list[str | int] = field(default_factory=lambda: [1])
-    sessions: list[int] | None = None
-    tasks: list[int] | None = None
-    sfreq: float = 120.0
-    window: list[float] = field(default_factory=lambda: [-0.5, 2.5])
-    baseline: list[float] | None = field(default_factory=lambda: [-0.5, -0.2])
-    raw_sfreq: float | None = None
-    l_freq: float | None = None
-    h_freq: float | None = None
-    scaling: Literal["robust", "channel-zscore", "none"] = "robust"
-    clip: float | None = 20.0
-
-
-@dataclass
 class _SpeechCommon:
     """What every speech ``[data]`` table shares (the loaders' common contract; Défossez et al. 2023)."""
 
@@ -143,6 +124,16 @@ class _SpeechCommon:
     h_freq: float | None = None
     scaling: Literal["robust", "channel-zscore", "none"] = "robust"
     clip: float | None = 20.0
+
+
+@dataclass
+class MEGMASCData(_SpeechCommon):
+    """``[data]`` of a speech recipe on MEG-MASC (:func:`neurodecode.data.load_meg_masc`): 3 s segments at word
+    onsets, robust-scaled per channel and clipped (Défossez et al. 2023)."""
+
+    dataset: Literal["meg-masc"] = "meg-masc"
+    sessions: list[int] | None = None
+    tasks: list[int] | None = None
 
 
 @dataclass

@@ -33,13 +33,11 @@ TOML. What matters here:
 from __future__ import annotations
 
 import csv
-import hashlib
-import math
 import os
 import re
 import warnings
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +47,7 @@ from .._core.errors import DataIntegrityError, MetadataMismatchError, MissingFil
 from .._core.logging import progress
 from .._core.specs import load_spec
 from .._core.validation import check_option, format_error
+from . import _speech_segments as _speech
 from ._layout import parse_subject_number
 from ._meg_masc import sensor_positions_2d
 from ._things_meg import _mne_verbose, _set_diff
@@ -110,16 +109,9 @@ def brennan2019_splits(*, test_fraction: float | None = None, val_fraction: floa
     or which subjects are read); the first ``ceil(test_fraction * 12)`` ranks are test, the next
     ``ceil(val_fraction * 12)`` validation (defaults 0.2 / 0.1: 3 and 2 files).
     """
-    seg = _spec()["segments"]
-    tf = float(seg["test_fraction"] if test_fraction is None else test_fraction)
-    vf = float(seg["val_fraction"] if val_fraction is None else val_fraction)
-    if not (0 <= tf < 1 and 0 <= vf < 1 and tf + vf < 1):
-        raise ValidationError(format_error("test_fraction/val_fraction", "fractions in [0, 1) summing below 1",
-                                           (tf, vf)))
+    tf, vf = _speech.split_fractions(_spec()["segments"], test_fraction, val_fraction)
     rels = [_rel("audio", segment=k) for k in range(1, int(_spec()["dataset"]["n_segments"]) + 1)]
-    ranked = sorted(rels, key=lambda r: hashlib.sha1(PurePosixPath(r).name.encode()).hexdigest())
-    n_test, n_val = math.ceil(tf * len(rels)), math.ceil(vf * len(rels))
-    out = {r: ("test" if i < n_test else "val" if i < n_test + n_val else "train") for i, r in enumerate(ranked)}
+    out = _speech.rank_splits(rels, tf, vf)
     return {r: out[r] for r in rels}
 
 
@@ -517,27 +509,17 @@ def load_brennan2019(
         ``position``; ``provenance`` records every choice, with ``sensor_positions`` (n_channels x 2, in [0, 1])
         from the easycap-M10 montage.
     """
-    from .._core.validation import check_finite
     from .._core.versions import package_versions
 
     spec = _spec()
-    seg = spec["segments"]
     s = _subject(subject)
     root = Path(root)
     reference = "recorded" if reference is None else reference  # None: the default (recipes pass unset keys)
     bads = "keep" if bads is None else bads
     check_option(reference, "reference", ("recorded", "mastoids", "average"))
     check_option(bads, "bads", ("keep", "drop"))
-    tmin = float(seg["tmin"] if tmin is None else tmin)
-    tmax = float(seg["tmax"] if tmax is None else tmax)
-    if tmax <= tmin:
-        raise ValidationError(format_error("tmax", f"a time after tmin ({tmin:g} s)", f"{tmax:g} s"))
-    out_sf = float(seg["sfreq"] if sfreq is None else sfreq)
-    if out_sf <= 0:
-        raise ValidationError(format_error("sfreq", "a positive rate in Hz", out_sf))
-    base = tuple(seg["baseline"]) if isinstance(baseline, str) and baseline == "spec" else baseline
-    if isinstance(base, str):
-        raise ValidationError(format_error("baseline", "'spec', None or (start, stop)", repr(baseline)))
+    win = _speech.segment_window(spec["segments"], tmin, tmax, sfreq, baseline)
+    out_sf = win.sfreq
     n_seg = int(spec["dataset"]["n_segments"])
     wanted = list(range(1, n_seg + 1)) if segments is None else sorted({int(k) for k in segments})
     if not wanted or any(not 1 <= k <= n_seg for k in wanted):
@@ -568,19 +550,14 @@ def load_brennan2019(
         names = expected
     raw.pick(names)
     positions = sensor_positions_2d(raw.info, names)
-    if l_freq is not None or h_freq is not None:
-        raw.filter(l_freq, h_freq, verbose=_mne_verbose(verbose))
-    if not np.isclose(out_sf, raw.info["sfreq"]):
-        raw.resample(out_sf, method="polyphase", verbose=_mne_verbose(verbose))
+    _speech.filter_resample(raw, l_freq, h_freq, out_sf, verbose)
     # word onsets in the recording: segment start + onset in the wav; time 0 is the first stored sample
     t0 = (rec["first_sample"] - 1) / rec["sfreq"]
     start = np.array([sounds["onsets"].get(int(k), np.nan) for k in words["segment"]]) - t0
     sel = keep_words & np.isfinite(start)
     n_no_onset = int((keep_words & ~np.isfinite(start)).sum())
-    n_times = int(round((tmax - tmin) * out_sf))
-    i0 = int(round(tmin * out_sf))
     samples = np.round((start + words["onset"]) * out_sf)
-    fits = (samples + i0 >= 0) & (samples + i0 + n_times <= raw.n_times)
+    fits = _speech.windows_inside(samples, win, raw.n_times)
     n_outside = int((sel & ~fits).sum())
     rows = np.flatnonzero(sel & fits)
     if not len(rows):
@@ -588,37 +565,22 @@ def load_brennan2019(
             "segments", "words whose window lies inside the recording",
             f"none of {int(keep_words.sum())} in {raw_path} ({n_no_onset} without segment onset, {n_outside} outside)",
             "Check the proc file and the recording, or shorten tmin/tmax"))
-    pieces = []
     x_all = raw.get_data()
-    for chunk in np.array_split(rows, max(1, len(rows) // 256)):
-        idx_t = samples[chunk].astype(np.int64)[:, None] + i0 + np.arange(n_times)[None, :]
-        x = x_all[:, idx_t].transpose(1, 0, 2)
-        if base is not None:
-            b0 = 0 if base[0] is None else int(round((float(base[0]) - tmin) * out_sf))
-            b1 = n_times if base[1] is None else int(round((float(base[1]) - tmin) * out_sf))
-            if not 0 <= b0 < b1 <= n_times:
-                raise ValidationError(format_error("baseline", f"an interval inside [{tmin:g}, {tmax:g}] s", base))
-            x = x - x[:, :, b0:b1].mean(axis=2, keepdims=True)
-        pieces.append(x.astype(np.float32))
-    X = np.concatenate(pieces)
-    check_finite(X, "EEG data", axes=("segment", "channel", "time"), labels={1: list(names)},
-                 where=f"{raw_path} ({_NAME}/{_sid(s)})",
-                 fix="The recording holds NaN/inf samples: drop the channel (bads='drop' or ch_names=...) or "
-                     "choose segments= outside the gap")
+    X = np.concatenate([_speech.cut_segments(x_all, samples[chunk], win)  # chunks bound the float64 copies
+                        for chunk in np.array_split(rows, max(1, len(rows) // 256))])
+    _speech.check_segments_finite(X, "EEG data", names, f"{raw_path} ({_NAME}/{_sid(s)})",
+                                  "The recording holds NaN/inf samples: drop the channel (bads='drop' or "
+                                  "ch_names=...) or choose segments= outside the gap")
     rel = [_rel("audio", segment=int(k)) for k in words["segment"][rows]]
-    ids = [f"{PurePosixPath(r).stem}@{int(round(o * 1000))}" for r, o in zip(rel, words["onset"][rows])]
-    times = tmin + np.arange(n_times) / out_sf
     files = [str(raw_path), str(sounds["path"]), str(root / _rel("words"))]
     provenance = {
         "dataset": _NAME, "loader": "neurodecode.data.load_brennan2019", "root": str(root),
         "subject": f"{_NAME}/{_sid(s)}", "files": files, "raw_sfreq": expected_raw, "sfreq": out_sf,
-        "resampled": f"mne.io.Raw.resample to {out_sf:g} Hz (polyphase, anti-aliased)",
-        "filter": None if l_freq is None and h_freq is None else {"l_freq": l_freq, "h_freq": h_freq},
-        "tmin": tmin, "tmax": tmax, "n_times": n_times, "baseline": None if base is None else list(base),
+        **_speech.window_provenance(win, l_freq, h_freq),
         "segments": wanted, "reference": reference, "bads": bads, "bad_channels_proc": sounds["bads"],
         "dropped_channels": dropped, "n_channels": len(names), "unit": "V (stored in microvolt)",
         "montage": spec["dataset"]["montage"],
-        "sensor_positions": np.round(positions, 6).tolist(),
+        "sensor_positions": _speech.rounded_positions(positions),
         "sound_onsets": {str(k): round(v, 6) for k, v in sorted(sounds["onsets"].items())},
         "sound_onsets_from": "proc.trl: segment start (po - 1) / fs, po = word sample - ceil(onset x fs)",
         "shifted_segments_fixed": sounds["shifted"],
@@ -628,15 +590,13 @@ def load_brennan2019(
         "n_words_without_sound_onset": n_no_onset, "n_words_outside_recording": n_outside,
         "versions": package_versions(("numpy", "mne", "scipy")),
     }
-    story = str(spec["dataset"]["story"])
-    meta = {"sound": np.array(rel, dtype=str), "sound_offset": words["onset"][rows].astype(np.float64),
-            "sequence": np.array([str(v) for v in words["sentence"][rows]], dtype=str),
-            "story": np.array([story] * len(rows), dtype=str), "session": np.zeros(len(rows), dtype=np.int64),
-            "task": np.zeros(len(rows), dtype=np.int64), "segment": words["segment"][rows].copy(),
-            "order": words["order"][rows].copy(), "position": words["position"][rows].copy()}
-    return Trials(X=X, stimulus_ids=np.array(ids, dtype=str), subject=f"{_NAME}/{_sid(s)}",
-                  split=np.array([splits[r] for r in rel], dtype=str), sfreq=out_sf, ch_names=list(names),
-                  times=times, texts=[str(w) for w in words["word"][rows]], metadata=meta, provenance=provenance)
+    return _speech.speech_trials(
+        X, window=win, subject=f"{_NAME}/{_sid(s)}", ch_names=names,
+        stimulus_ids=[_speech.stimulus_id(r, o) for r, o in zip(rel, words["onset"][rows])],
+        split=[splits[r] for r in rel], texts=[str(w) for w in words["word"][rows]], sound=rel,
+        sound_offset=words["onset"][rows], sequence=[str(v) for v in words["sentence"][rows]],
+        story=str(spec["dataset"]["story"]), session=0, task=np.zeros(len(rows), dtype=np.int64),
+        provenance=provenance, extra_metadata={k: words[k][rows].copy() for k in ("segment", "order", "position")})
 
 
 def _check_durations(words: dict[str, np.ndarray], durations: dict[int, float], root: Path, tol: float = 0.05) -> None:

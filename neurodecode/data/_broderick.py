@@ -24,8 +24,6 @@ name; the first 20 % of ranks are test, the next 10 % validation, the same for e
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -39,6 +37,7 @@ from .._core.errors import DataIntegrityError, MetadataMismatchError, MissingFil
 from .._core.logging import progress
 from .._core.specs import load_spec
 from .._core.validation import check_option, format_error
+from . import _speech_segments as _speech
 from ._layout import parse_subject_number, relative_path
 from ._things_meg import _mne_verbose, _set_diff
 from ._trials import Trials
@@ -160,12 +159,7 @@ def broderick2019_splits(root: str | os.PathLike[str], *, test_fraction: float |
     Runs (one wav each) are ranked by the SHA-1 of their wav name (independent of which subjects are read);
     the first ``ceil(test_fraction * n)`` ranks are test, the next ``ceil(val_fraction * n)`` validation.
     """
-    seg = _spec()["segments"]
-    tf = float(seg["test_fraction"] if test_fraction is None else test_fraction)
-    vf = float(seg["val_fraction"] if val_fraction is None else val_fraction)
-    if not (0 <= tf < 1 and 0 <= vf < 1 and tf + vf < 1):
-        raise ValidationError(format_error("test_fraction/val_fraction", "fractions in [0, 1) summing below 1",
-                                           (tf, vf)))
+    tf, vf = _speech.split_fractions(_spec()["segments"], test_fraction, val_fraction)
     folder = Path(root) / _spec()["paths"]["text_dir"]
     runs = sorted(int(m.group(1)) for p in folder.glob("Run*.mat") if (m := re.fullmatch(r"Run(\d+)\.mat", p.name))) \
         if folder.is_dir() else []
@@ -173,10 +167,7 @@ def broderick2019_splits(root: str | os.PathLike[str], *, test_fraction: float |
         raise MissingFileError(format_error("root", f"the word tables {relative_path(_NAME, 'text', run=1)} ...",
                                             f"none under {folder}",
                                             "Download the Stimuli/ folder of 'Natural Speech' with the EEG"))
-    sounds = [_sound(r) for r in runs]
-    ranked = sorted(sounds, key=lambda n: hashlib.sha1(PurePosixPath(n).name.encode()).hexdigest())
-    n_test, n_val = math.ceil(tf * len(ranked)), math.ceil(vf * len(ranked))
-    return {snd: ("test" if k < n_test else "val" if k < n_test + n_val else "train") for k, snd in enumerate(ranked)}
+    return _speech.rank_splits([_sound(r) for r in runs], tf, vf)
 
 
 def load_broderick2019_audio(root: str | os.PathLike[str], run: int | str, *,
@@ -330,19 +321,10 @@ def load_broderick2019(
     from ._meg_masc import sensor_positions_2d
 
     spec = _spec()
-    seg = spec["segments"]
     s = _subject(subject)
     root = Path(root)
-    tmin = float(seg["tmin"] if tmin is None else tmin)
-    tmax = float(seg["tmax"] if tmax is None else tmax)
-    if tmax <= tmin:
-        raise ValidationError(format_error("tmax", f"a time after tmin ({tmin:g} s)", f"{tmax:g} s"))
-    out_sf = float(seg["sfreq"] if sfreq is None else sfreq)
-    if out_sf <= 0:
-        raise ValidationError(format_error("sfreq", "a positive rate in Hz", out_sf))
-    base = tuple(seg["baseline"]) if isinstance(baseline, str) and baseline == "spec" else baseline
-    if isinstance(base, str):
-        raise ValidationError(format_error("baseline", "'spec', None or (start, stop)", repr(baseline)))
+    win = _speech.segment_window(spec["segments"], tmin, tmax, sfreq, baseline)
+    out_sf = win.sfreq
     if reference is not None:
         check_option(reference, "reference", ("mastoids", "average"))
     expected_raw = float(spec["dataset"]["sfreq"] if raw_sfreq is None else raw_sfreq)
@@ -355,8 +337,6 @@ def load_broderick2019(
         raise MetadataMismatchError(format_error("ch_names", "the 128 BioSemi channels of the release",
                                                  _set_diff(names, order),
                                                  "Pass the channel set your model was trained on (A1 ... D32)"))
-    n_times = int(round((tmax - tmin) * out_sf))
-    i0 = int(round(tmin * out_sf))
     Xs: list[np.ndarray] = []
     cols: dict[str, list[Any]] = {k: [] for k in ("id", "split", "word", "sound", "offset", "task")}
     n_outside = 0
@@ -397,30 +377,18 @@ def load_broderick2019(
         raw.set_montage(montage, verbose=_mne_verbose(verbose))
         if positions is None:
             positions = sensor_positions_2d(raw.info, order)
-        if l_freq is not None or h_freq is not None:
-            raw.filter(l_freq, h_freq, verbose=_mne_verbose(verbose))
-        if not np.isclose(out_sf, raw.info["sfreq"]):
-            raw.resample(out_sf, method="polyphase", verbose=_mne_verbose(verbose))
+        _speech.filter_resample(raw, l_freq, h_freq, out_sf, verbose)
         data = raw.get_data(picks=order)
         samples = np.round(words["onset"] * out_sf).astype(np.int64)
-        inside = (samples + i0 >= 0) & (samples + i0 + n_times <= data.shape[1])
+        inside = _speech.windows_inside(samples, win, data.shape[1])
         n_outside += int((~inside).sum())
         keep = np.flatnonzero(inside)
         if not keep.size:
             continue
-        idx = samples[keep, None] + i0 + np.arange(n_times)[None, :]
-        x = data[:, idx].transpose(1, 0, 2)
-        if base is not None:
-            b0 = 0 if base[0] is None else int(round((float(base[0]) - tmin) * out_sf))
-            b1 = n_times if base[1] is None else int(round((float(base[1]) - tmin) * out_sf))
-            if not 0 <= b0 < b1 <= n_times:
-                raise ValidationError(format_error("baseline", f"an interval inside [{tmin:g}, {tmax:g}] s", base))
-            x = x - x[:, :, b0:b1].mean(axis=2, keepdims=True)
-        Xs.append(x.astype(np.float32))
-        stem = PurePosixPath(snd).stem
+        Xs.append(_speech.cut_segments(data, samples[keep], win))
         for i in keep:
             off = float(words["onset"][i])
-            cols["id"].append(f"{stem}@{int(round(off * 1000))}")
+            cols["id"].append(_speech.stimulus_id(snd, off))
             cols["word"].append(str(words["word"][i]))
             cols["offset"].append(off)
         cols["split"] += [splits[snd]] * keep.size
@@ -430,33 +398,25 @@ def load_broderick2019(
         raise ValidationError(format_error("tmin/tmax", "word windows inside the runs",
                                            f"none in {len(recs)} run(s) of {_subject_id(s)}",
                                            "Shorten the window or read more runs"))
-    X = np.concatenate(Xs)
-    times = tmin + np.arange(n_times) / out_sf
     sid = f"{_NAME}/{_subject_id(s)}"
     provenance = {
         "dataset": _NAME, "loader": "neurodecode.data._broderick.load_broderick2019", "root": str(root),
         "subject": sid, "files": [str(p) for _, p in recs], "runs": [r for r, _ in recs],
         "raw_sfreq": expected_raw, "sfreq": out_sf, "unit": f"volts (file values x {scale:g}; unit unverified)",
-        "reference": reference or "as released",
-        "resampled": f"mne.io.Raw.resample to {out_sf:g} Hz (polyphase, anti-aliased)",
-        "filter": None if l_freq is None and h_freq is None else {"l_freq": l_freq, "h_freq": h_freq},
-        "tmin": tmin, "tmax": tmax, "n_times": n_times, "baseline": None if base is None else list(base),
+        "reference": reference or "as released", **_speech.window_provenance(win, l_freq, h_freq),
         "segments": "one per word onset (Stimuli/Text onset_time); window [tmin, tmax) s",
         "montage": spec["dataset"]["montage"], "n_channels": len(order),
-        "sensor_positions": np.round(positions, 6).tolist() if positions is not None else None,
+        "sensor_positions": _speech.rounded_positions(positions),
         "split": "by run / wav file (SHA-1 rank of its name): test 20 %, val 10 % (broderick2019_splits)",
         "stimulus_ids": "audio<run>@<word onset in the run, ms>",
         "n_words_outside_window": n_outside,
         "versions": package_versions(("numpy", "mne", "scipy")),
     }
-    n = len(cols["id"])
-    meta = {"sound": np.array(cols["sound"], dtype=str), "sound_offset": np.array(cols["offset"], dtype=np.float64),
-            "sequence": np.array([PurePosixPath(x).stem for x in cols["sound"]], dtype=str),
-            "story": np.array([spec["dataset"]["story"]] * n, dtype=str),
-            "session": np.zeros(n, dtype=np.int64), "task": np.array(cols["task"], dtype=np.int64)}
-    return Trials(X=X, stimulus_ids=np.array(cols["id"], dtype=str), subject=sid,
-                  split=np.array(cols["split"], dtype=str), sfreq=out_sf, ch_names=list(order), times=times,
-                  texts=list(cols["word"]), metadata=meta, provenance=provenance)
+    return _speech.speech_trials(
+        np.concatenate(Xs), window=win, subject=sid, ch_names=order, stimulus_ids=cols["id"], split=cols["split"],
+        texts=cols["word"], sound=cols["sound"], sound_offset=cols["offset"],
+        sequence=[PurePosixPath(x).stem for x in cols["sound"]], story=str(spec["dataset"]["story"]), session=0,
+        task=cols["task"], provenance=provenance)
 
 
 def check_broderick2019(
@@ -473,11 +433,7 @@ def check_broderick2019(
     expected_raw = float(spec["dataset"]["sfreq"] if raw_sfreq is None else raw_sfreq)
     problems: list[str] = []
     report: dict[str, Any] = {"subjects": {}, "warnings": []}
-    try:
-        splits = broderick2019_splits(root)
-    except Exception as exc:
-        problems.append(str(exc))
-        splits = {}
+    splits = _speech.splits_or_problem(lambda: broderick2019_splits(root), problems)
     missing_audio = sorted(snd for snd in splits if not (root / snd).is_file())
     if missing_audio:
         problems.append(f"{len(missing_audio)} run wav(s) missing ({missing_audio[:5]}): the public Dryad release "

@@ -22,9 +22,6 @@ next 10 % validation, the same for every subject and session.
 from __future__ import annotations
 
 import ast
-import hashlib
-import json
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -37,9 +34,10 @@ from .._core.docs import fill_doc
 from .._core.errors import DataIntegrityError, MetadataMismatchError, MissingFileError, ValidationError
 from .._core.logging import progress
 from .._core.specs import load_spec
-from .._core.validation import check_option, format_error
+from .._core.validation import format_error
+from . import _speech_segments as _speech
 from ._layout import parse_subject_number, relative_path
-from ._things_meg import _check_windows, _mne_verbose, _read_tsv, _set_diff
+from ._things_meg import _check_windows, _mne_verbose, _set_diff
 from ._trials import Trials
 
 __all__ = ["load_meg_masc", "find_meg_masc_recordings", "read_meg_masc_events", "meg_masc_splits",
@@ -147,22 +145,10 @@ def read_meg_masc_events(path: str | os.PathLike[str], sfreq: float) -> dict[str
         ``""``), ``sound_offset`` (s since the start of the event's wav file; NaN when no ``sound`` event
         precedes it).
     """
-    spec = _spec()
-    ev = spec["events"]
+    ev = _spec()["events"]
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(format_error("events", "the recording's BIDS _events.tsv", f"nothing at {path}",
-                                            "Every recording needs its events file (word onsets); download it"))
-    cols = _read_tsv(path)
-    missing = [c for c in ev["columns"] if c not in cols]
-    if missing:
-        raise DataIntegrityError(format_error(str(path), f"columns {ev['columns']}",
-                                              f"columns {sorted(cols)} (missing {missing})",
-                                              "Check that this is a MEG-MASC events file"))
-    try:
-        onset = np.array([float(v) for v in cols["onset"]])
-    except ValueError as exc:
-        raise DataIntegrityError(format_error(f"{path}:onset", "numbers", str(exc))) from exc
+    cols, onset = _speech.read_events_table(path, ev["columns"], "word onsets",
+                                            "Check that this is a MEG-MASC events file")
     if "sample" in cols and all(v not in ("n/a", "") for v in cols["sample"]):
         sample = np.array([float(v) for v in cols["sample"]])
         bad = np.abs(sample - onset * sfreq) > 1.5
@@ -205,22 +191,14 @@ def meg_masc_splits(root: str | os.PathLike[str], *, test_fraction: float | None
     Files are ranked by the SHA-1 of their name (independent of which subjects are read); the first
     ``ceil(test_fraction * n)`` ranks are test, the next ``ceil(val_fraction * n)`` validation.
     """
-    seg = _spec()["segments"]
-    tf = float(seg["test_fraction"] if test_fraction is None else test_fraction)
-    vf = float(seg["val_fraction"] if val_fraction is None else val_fraction)
-    if not (0 <= tf < 1 and 0 <= vf < 1 and tf + vf < 1):
-        raise ValidationError(format_error("test_fraction/val_fraction", "fractions in [0, 1) summing below 1",
-                                           (tf, vf)))
+    tf, vf = _speech.split_fractions(_spec()["segments"], test_fraction, val_fraction)
     folder = Path(root) / _spec()["paths"]["audio_dir"]
     names = sorted(p.name for p in folder.glob("*.wav")) if folder.is_dir() else []
     if not names:
         raise MissingFileError(format_error("root", f"the stimuli wav files under {folder}", "none",
                                             "Download the stimuli/ folder of ds004276 with the recordings"))
-    ranked = sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
-    n_test, n_val = math.ceil(tf * len(names)), math.ceil(vf * len(names))
     rel = _spec()["paths"]["audio_dir"]
-    return {f"{rel}/{name}": ("test" if r < n_test else "val" if r < n_test + n_val else "train")
-            for r, name in enumerate(ranked)}
+    return _speech.rank_splits([f"{rel}/{name}" for name in names], tf, vf)
 
 
 def load_meg_masc_audio(root: str | os.PathLike[str], sound: str, *, sr: int | None = 16000) -> tuple[np.ndarray, int]:
@@ -291,45 +269,14 @@ def sensor_positions_2d(info: Any, picks: Sequence[str]) -> np.ndarray:
 
 
 def _open(path: Path, *, raw_sfreq: float, picks: Any, preload: bool, verbose: Any) -> dict[str, Any]:
-    import mne
-
     from ..io.meeg import read_raw
 
     raw = read_raw(path, preload=preload, verbose=_mne_verbose(verbose))
     sf = float(raw.info["sfreq"])
-    if not np.isclose(sf, raw_sfreq, rtol=1e-6):
-        raise MetadataMismatchError(format_error(
-            "raw_sfreq", f"recordings at {raw_sfreq:g} Hz", f"{sf:g} Hz in {path}",
-            f"Pass raw_sfreq={sf:g} if the files were resampled on purpose (MEG-MASC is recorded at "
-            f"{_spec()['dataset']['sfreq']:g} Hz)"))
-    sidecar = _sibling(path, "meg.json")
-    if sidecar.is_file():
-        declared = json.loads(sidecar.read_text()).get("SamplingFrequency")
-        if declared not in (None, "n/a") and not np.isclose(float(declared), sf, rtol=1e-6):
-            raise MetadataMismatchError(format_error(
-                "sfreq", f"the rate declared in {sidecar.name} ({float(declared):g} Hz)", f"{sf:g} Hz in {path}",
-                "The recording and its sidecar disagree; download it again"))
+    _speech.check_recording_rate(sf, raw_sfreq, path, "MEG-MASC", _spec()["dataset"]["sfreq"],
+                                 _sibling(path, "meg.json"))
     events = read_meg_masc_events(_sibling(path, "events.tsv"), sf)
-    names = list(raw.ch_names)
-    if not isinstance(picks, str):
-        wanted = [str(c) for c in picks]
-        lacking = [c for c in wanted if c not in names]
-        if lacking:
-            raise MetadataMismatchError(format_error("picks", "channels present in the recording",
-                                                     f"{len(lacking)} missing from {path}: {lacking[:10]}"))
-        kept = wanted
-    else:
-        check_option(picks, "picks", ("meg",))
-        status: dict[str, str] = {}
-        chan = _sibling(path, "channels.tsv")
-        if chan.is_file():
-            c = _read_tsv(chan)
-            status = dict(zip(c.get("name", []), c.get("status", [])))
-        meg = set(np.asarray(names)[mne.pick_types(raw.info, meg=True, ref_meg=False, exclude=[])].tolist())
-        kept = [c for c in names if c in meg and c not in raw.info["bads"]
-                and status.get(c, "good").strip().lower() != "bad"]
-        if not kept:
-            raise ValidationError(format_error("picks", "at least one usable MEG channel", f"none in {path}"))
+    kept = _speech.pick_meg_channels(raw, picks, _sibling(path, "channels.tsv"), path)
     return {"raw": raw, "sfreq": sf, "events": events, "kept": kept}
 
 
@@ -391,28 +338,16 @@ def load_meg_masc(
         the wav), ``sequence`` (sentence id), ``story``, ``session``, ``task``; ``provenance`` records every
         choice, with ``sensor_positions`` (n_channels x 2, in [0, 1]) for spatial attention.
     """
-    from .._core.validation import check_finite
     from .._core.versions import package_versions
 
     spec = _spec()
-    seg = spec["segments"]
     s = _subject(subject)
     root = Path(root)
-    tmin = float(seg["tmin"] if tmin is None else tmin)
-    tmax = float(seg["tmax"] if tmax is None else tmax)
-    if tmax <= tmin:
-        raise ValidationError(format_error("tmax", f"a time after tmin ({tmin:g} s)", f"{tmax:g} s"))
-    out_sf = float(seg["sfreq"] if sfreq is None else sfreq)
-    if out_sf <= 0:
-        raise ValidationError(format_error("sfreq", "a positive rate in Hz", out_sf))
-    base = tuple(seg["baseline"]) if isinstance(baseline, str) and baseline == "spec" else baseline
-    if isinstance(base, str):
-        raise ValidationError(format_error("baseline", "'spec', None or (start, stop)", repr(baseline)))
+    win = _speech.segment_window(spec["segments"], tmin, tmax, sfreq, baseline)
+    out_sf, n_times, i0 = win.sfreq, win.n_times, win.i0
     expected_raw = float(spec["dataset"]["sfreq"] if raw_sfreq is None else raw_sfreq)
     splits = meg_masc_splits(root, test_fraction=test_fraction, val_fraction=val_fraction)
     recs = find_meg_masc_recordings(root, s, sessions=sessions, tasks=tasks)
-    n_times = int(round((tmax - tmin) * out_sf))
-    i0 = int(round(tmin * out_sf))
     Xs: list[np.ndarray] = []
     cols: dict[str, list[Any]] = {k: [] for k in ("id", "split", "word", "sound", "offset", "sequence", "story",
                                                   "session", "task")}
@@ -422,21 +357,12 @@ def load_meg_masc(
     ev_spec = spec["events"]
     for ses, task, path in progress(recs, desc=f"meg-masc {_subject_id(s)}", unit="recording", verbose=verbose):
         info = _open(path, raw_sfreq=expected_raw, picks=picks, preload=True, verbose=verbose)
-        raw, ev, kept = info["raw"], info["events"], info["kept"]
-        if names is None:
-            names = kept
-        elif set(kept) != set(names):
-            raise MetadataMismatchError(format_error(
-                "ch_names", "the same channel set in every recording" if ch_names is None else "the expected set",
-                f"{path} has {_set_diff(names, kept)}",
-                "Mark the extra channels bad, or pass the channel set your model was trained on"))
+        raw, ev = info["raw"], info["events"]
+        names = _speech.merge_channel_set(names, info["kept"], expected_given=ch_names is not None, path=path)
         raw.pick(names)
         if positions is None:
             positions = sensor_positions_2d(raw.info, names)
-        if l_freq is not None or h_freq is not None:
-            raw.filter(l_freq, h_freq, verbose=_mne_verbose(verbose))
-        if not np.isclose(out_sf, raw.info["sfreq"]):
-            raw.resample(out_sf, method="polyphase", verbose=_mne_verbose(verbose))
+        _speech.filter_resample(raw, l_freq, h_freq, out_sf, verbose)
         words = np.flatnonzero(ev["kind"] == ev_spec["word_kind"])
         n_unknown_sound += int(sum(ev["sound"][i] not in splits for i in words))
         n_no_offset += int(np.isnan(ev["sound_offset"][words]).sum())
@@ -446,23 +372,13 @@ def load_meg_masc(
             continue
         samples = np.round(ev["onset"][words] * out_sf).astype(np.int64)
         _check_windows(samples, words + 2, raw.n_times, i0, i0 + n_times - 1, path, out_sf)
-        data = raw.get_data()
-        idx = samples[:, None] + i0 + np.arange(n_times)[None, :]
-        x = data[:, idx].transpose(1, 0, 2)
-        if base is not None:
-            b0 = 0 if base[0] is None else int(round((float(base[0]) - tmin) * out_sf))
-            b1 = n_times if base[1] is None else int(round((float(base[1]) - tmin) * out_sf))
-            if not 0 <= b0 < b1 <= n_times:
-                raise ValidationError(format_error("baseline", f"an interval inside [{tmin:g}, {tmax:g}] s", base))
-            x = x - x[:, :, b0:b1].mean(axis=2, keepdims=True)
-        x = x.astype(np.float32)
-        check_finite(x, "MEG data", axes=("segment", "channel", "time"), labels={1: list(names)},
-                     where=f"{path} (meg-masc/{_subject_id(s)})",
-                     fix="The recording holds NaN/inf samples: mark the channel bad in its _channels.tsv")
+        x = _speech.cut_segments(raw.get_data(), samples, win)
+        _speech.check_segments_finite(x, "MEG data", names, f"{path} (meg-masc/{_subject_id(s)})",
+                                      "The recording holds NaN/inf samples: mark the channel bad in its _channels.tsv")
         Xs.append(x)
         for i in words:
             snd, off = ev["sound"][i], float(ev["sound_offset"][i])
-            cols["id"].append(f"{PurePosixPath(snd).stem}@{int(round(off * 1000))}")
+            cols["id"].append(_speech.stimulus_id(snd, off))
             cols["split"].append(splits[snd])
             cols["word"].append(ev["word"][i])
             cols["sound"].append(snd)
@@ -475,30 +391,24 @@ def load_meg_masc(
         raise ValidationError(format_error("events", "word events whose wav file is in stimuli/audio",
                                            f"none in {len(recs)} recording(s) of {_subject_id(s)}",
                                            "Check the events files (kind 'word') and the stimuli folder"))
-    X = np.concatenate(Xs)
-    times = tmin + np.arange(n_times) / out_sf
     provenance = {
         "dataset": "meg-masc", "loader": "neurodecode.data.load_meg_masc", "root": str(root),
         "subject": f"meg-masc/{_subject_id(s)}", "files": [str(p) for _, _, p in recs],
         "sessions": sorted({x for x, _, _ in recs}), "tasks": sorted({t for _, t, _ in recs}),
-        "raw_sfreq": expected_raw, "sfreq": out_sf,
-        "resampled": f"mne.io.Raw.resample to {out_sf:g} Hz (polyphase, anti-aliased)",
-        "filter": None if l_freq is None and h_freq is None else {"l_freq": l_freq, "h_freq": h_freq},
-        "tmin": tmin, "tmax": tmax, "n_times": n_times, "baseline": None if base is None else list(base),
+        "raw_sfreq": expected_raw, "sfreq": out_sf, **_speech.window_provenance(win, l_freq, h_freq),
         "segments": "one per word onset (events kind 'word'); window [tmin, tmax) s",
         "picks": picks if isinstance(picks, str) else list(picks), "n_channels": len(names or []),
-        "sensor_positions": np.round(positions, 6).tolist() if positions is not None else None,
+        "sensor_positions": _speech.rounded_positions(positions),
         "split": "by wav file (SHA-1 rank of its name): test 20 %, val 10 % (meg_masc_splits)",
         "stimulus_ids": "<wav stem>@<word onset in the wav, ms>",
         "n_words_without_wav": n_unknown_sound, "n_words_without_sound_onset": n_no_offset,
         "versions": package_versions(("numpy", "mne", "scipy")),
     }
-    meta = {"sound": np.array(cols["sound"], dtype=str), "sound_offset": np.array(cols["offset"], dtype=np.float64),
-            "sequence": np.array(cols["sequence"], dtype=str), "story": np.array(cols["story"], dtype=str),
-            "session": np.array(cols["session"], dtype=np.int64), "task": np.array(cols["task"], dtype=np.int64)}
-    return Trials(X=X, stimulus_ids=np.array(cols["id"], dtype=str), subject=f"meg-masc/{_subject_id(s)}",
-                  split=np.array(cols["split"], dtype=str), sfreq=out_sf, ch_names=list(names or []), times=times,
-                  texts=list(cols["word"]), metadata=meta, provenance=provenance)
+    return _speech.speech_trials(
+        np.concatenate(Xs), window=win, subject=f"meg-masc/{_subject_id(s)}", ch_names=names or [],
+        stimulus_ids=cols["id"], split=cols["split"], texts=cols["word"], sound=cols["sound"],
+        sound_offset=cols["offset"], sequence=cols["sequence"], story=cols["story"], session=cols["session"],
+        task=cols["task"], provenance=provenance)
 
 
 def check_meg_masc(
@@ -516,11 +426,7 @@ def check_meg_masc(
     expected_raw = float(spec["dataset"]["sfreq"] if raw_sfreq is None else raw_sfreq)
     problems: list[str] = []
     report: dict[str, Any] = {"subjects": {}, "warnings": []}
-    try:
-        splits = meg_masc_splits(root)
-    except Exception as exc:
-        problems.append(str(exc))
-        splits = {}
+    splits = _speech.splits_or_problem(lambda: meg_masc_splits(root), problems)
     if subjects is None:
         subjects = sorted(int(m.group(1)) for p in root.glob("sub-*") if (m := re.fullmatch(r"sub-(\d+)", p.name)))
         if not subjects:

@@ -37,13 +37,10 @@ MNE reads CTF (``mne.io.read_raw_ctf``) but cannot write it: the fixture writes 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
 import re
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,9 +49,10 @@ from .._core.docs import fill_doc
 from .._core.errors import DataIntegrityError, MetadataMismatchError, MissingFileError, ValidationError
 from .._core.logging import progress
 from .._core.specs import load_spec
-from .._core.validation import check_option, format_error
+from .._core.validation import format_error
+from . import _speech_segments as _speech
 from ._meg_masc import sensor_positions_2d
-from ._things_meg import _check_windows, _mne_verbose, _read_tsv, _set_diff
+from ._things_meg import _check_windows, _mne_verbose, _set_diff
 from ._trials import Trials
 
 __all__ = ["load_mous", "find_mous_recordings", "read_mous_events", "read_textgrid", "read_mous_word_timings",
@@ -167,19 +165,8 @@ def read_mous_events(path: str | os.PathLike[str], sfreq: float) -> dict[str, An
     """
     ev = _spec()["events"]
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(format_error("events", "the recording's BIDS _events.tsv", f"nothing at {path}",
-                                            "Every recording needs its events file (sound onsets); download it"))
-    cols = _read_tsv(path)
-    missing = [c for c in ev["columns"] if c not in cols]
-    if missing:
-        raise DataIntegrityError(format_error(str(path), f"columns {ev['columns']}",
-                                              f"columns {sorted(cols)} (missing {missing})",
-                                              "Check that this is a MOUS events file (FieldTrip data2bids)"))
-    try:
-        onset = np.array([float(v) for v in cols["onset"]])
-    except ValueError as exc:
-        raise DataIntegrityError(format_error(f"{path}:onset", "numbers", str(exc))) from exc
+    cols, onset = _speech.read_events_table(path, ev["columns"], "sound onsets",
+                                            "Check that this is a MOUS events file (FieldTrip data2bids)")
     if "sample" in cols:
         try:
             sample = np.array([float(v) if v not in ("n/a", "") else np.nan for v in cols["sample"]])
@@ -307,22 +294,14 @@ def mous_splits(root: str | os.PathLike[str], *, test_fraction: float | None = N
     Files are ranked by the SHA-1 of their name (independent of which subjects are read); the first
     ``ceil(test_fraction * n)`` ranks are test, the next ``ceil(val_fraction * n)`` validation.
     """
-    seg = _spec()["segments"]
-    tf = float(seg["test_fraction"] if test_fraction is None else test_fraction)
-    vf = float(seg["val_fraction"] if val_fraction is None else val_fraction)
-    if not (0 <= tf < 1 and 0 <= vf < 1 and tf + vf < 1):
-        raise ValidationError(format_error("test_fraction/val_fraction", "fractions in [0, 1) summing below 1",
-                                           (tf, vf)))
+    tf, vf = _speech.split_fractions(_spec()["segments"], test_fraction, val_fraction)
     rel = _rel("audio_dir")
     folder = Path(root) / rel
     names = sorted(p.name for p in folder.glob("*.wav")) if folder.is_dir() else []
     if not names:
         raise MissingFileError(format_error("root", f"the stimulus wav files under {folder}", "none",
                                             "Download the stimuli/ folder of the MOUS collection"))
-    ranked = sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
-    n_test, n_val = math.ceil(tf * len(names)), math.ceil(vf * len(names))
-    return {f"{rel}/{name}": ("test" if r < n_test else "val" if r < n_test + n_val else "train")
-            for r, name in enumerate(ranked)}
+    return _speech.rank_splits([f"{rel}/{name}" for name in names], tf, vf)
 
 
 def load_mous_audio(root: str | os.PathLike[str], sound: str | int, *, sr: int | None = 16000) -> tuple[np.ndarray, int]:
@@ -354,45 +333,13 @@ def load_mous_audio(root: str | os.PathLike[str], sound: str | int, *, sr: int |
 
 def _open(path: Path, *, raw_sfreq: float, picks: Any, verbose: Any) -> dict[str, Any]:
     """Read one recording's header, check its rate and sidecar, parse its events and choose its channels."""
-    import mne
-
     from ..io.meeg import read_raw
 
     raw = read_raw(path, preload=False, verbose=_mne_verbose(verbose))
     sf = float(raw.info["sfreq"])
-    if not np.isclose(sf, raw_sfreq, rtol=1e-6):
-        raise MetadataMismatchError(format_error(
-            "raw_sfreq", f"recordings at {raw_sfreq:g} Hz", f"{sf:g} Hz in {path}",
-            f"Pass raw_sfreq={sf:g} if the files were resampled on purpose (MOUS is recorded at "
-            f"{_spec()['dataset']['sfreq']:g} Hz)"))
-    sidecar = _sibling(path, "meg.json")
-    if sidecar.is_file():
-        declared = json.loads(sidecar.read_text()).get("SamplingFrequency")
-        if declared not in (None, "n/a") and not np.isclose(float(declared), sf, rtol=1e-6):
-            raise MetadataMismatchError(format_error(
-                "sfreq", f"the rate declared in {sidecar.name} ({float(declared):g} Hz)", f"{sf:g} Hz in {path}",
-                "The recording and its sidecar disagree; download it again"))
+    _speech.check_recording_rate(sf, raw_sfreq, path, "MOUS", _spec()["dataset"]["sfreq"], _sibling(path, "meg.json"))
     events = read_mous_events(_sibling(path, "events.tsv"), sf)
-    names = list(raw.ch_names)
-    if not isinstance(picks, str):
-        wanted = [str(c) for c in picks]
-        lacking = [c for c in wanted if c not in names]
-        if lacking:
-            raise MetadataMismatchError(format_error("picks", "channels present in the recording",
-                                                     f"{len(lacking)} missing from {path}: {lacking[:10]}"))
-        kept = wanted
-    else:
-        check_option(picks, "picks", ("meg",))
-        status: dict[str, str] = {}
-        chan = _sibling(path, "channels.tsv")
-        if chan.is_file():
-            c = _read_tsv(chan)
-            status = dict(zip(c.get("name", []), c.get("status", [])))
-        meg = set(np.asarray(names)[mne.pick_types(raw.info, meg=True, ref_meg=False, exclude=[])].tolist())
-        kept = [c for c in names if c in meg and c not in raw.info["bads"]
-                and status.get(c, "good").strip().lower() != "bad"]
-        if not kept:
-            raise ValidationError(format_error("picks", "at least one usable MEG channel", f"none in {path}"))
+    kept = _speech.pick_meg_channels(raw, picks, _sibling(path, "channels.tsv"), path)
     return {"raw": raw, "sfreq": sf, "events": events, "kept": kept}
 
 
@@ -429,11 +376,7 @@ def _read_block(raw: Any, names: Sequence[str], *, l_freq: float | None, h_freq:
     """Channels ``names`` of ``raw`` read, band-passed and resampled: shape (len(names), n_samples_out)."""
     r = raw.copy().pick(list(names))
     r.load_data(verbose=_mne_verbose(verbose))
-    if l_freq is not None or h_freq is not None:
-        r.filter(l_freq, h_freq, verbose=_mne_verbose(verbose))
-    if not np.isclose(out_sf, r.info["sfreq"]):
-        r.resample(out_sf, method="polyphase", verbose=_mne_verbose(verbose))
-    return r.get_data()
+    return _speech.filter_resample(r, l_freq, h_freq, out_sf, verbose).get_data()
 
 
 @fill_doc
@@ -503,25 +446,15 @@ def load_mous(
         ``session`` (0: MOUS has one), ``task`` (the run); ``provenance`` records every choice, with
         ``sensor_positions`` (n_channels x 2, in [0, 1]) for spatial attention.
     """
-    from .._core.validation import check_finite
     from .._core.versions import package_versions
 
     spec = _spec()
-    seg = spec["segments"]
     s = _subject(subject)
     root = Path(root)
-    tmin = float(seg["tmin"] if tmin is None else tmin)
-    tmax = float(seg["tmax"] if tmax is None else tmax)
-    if tmax <= tmin:
-        raise ValidationError(format_error("tmax", f"a time after tmin ({tmin:g} s)", f"{tmax:g} s"))
-    out_sf = float(seg["sfreq"] if sfreq is None else sfreq)
-    if out_sf <= 0:
-        raise ValidationError(format_error("sfreq", "a positive rate in Hz", out_sf))
+    win = _speech.segment_window(spec["segments"], tmin, tmax, sfreq, baseline)
+    out_sf, n_times, i0 = win.sfreq, win.n_times, win.i0
     if int(block_channels) < 1:
         raise ValidationError(format_error("block_channels", "a positive number of channels", block_channels))
-    base = tuple(seg["baseline"]) if isinstance(baseline, str) and baseline == "spec" else baseline
-    if isinstance(base, str):
-        raise ValidationError(format_error("baseline", "'spec', None or (start, stop)", repr(baseline)))
     known = set(spec["events"]["contexts"].values())
     wanted_ctx = None if contexts is None else {str(c) for c in contexts}
     if wanted_ctx is not None and not wanted_ctx <= known:
@@ -529,8 +462,6 @@ def load_mous(
     expected_raw = float(spec["dataset"]["sfreq"] if raw_sfreq is None else raw_sfreq)
     splits = mous_splits(root, test_fraction=test_fraction, val_fraction=val_fraction)
     recs = find_mous_recordings(root, s, runs=runs)
-    n_times = int(round((tmax - tmin) * out_sf))
-    i0 = int(round(tmin * out_sf))
     Xs: list[np.ndarray] = []
     cols: dict[str, list[Any]] = {k: [] for k in ("id", "split", "word", "sound", "offset", "sequence", "story",
                                                   "task")}
@@ -541,14 +472,8 @@ def load_mous(
     cache: dict[int, list[tuple[str, float, float]] | None] = {}
     for run, path in progress(recs, desc=f"mous {_subject_id(s)}", unit="recording", verbose=verbose):
         info = _open(path, raw_sfreq=expected_raw, picks=picks, verbose=verbose)
-        raw, kept = info["raw"], info["kept"]
-        if names is None:
-            names = kept
-        elif set(kept) != set(names):
-            raise MetadataMismatchError(format_error(
-                "ch_names", "the same channel set in every recording" if ch_names is None else "the expected set",
-                f"{path} has {_set_diff(names, kept)}",
-                "Mark the extra channels bad, or pass the channel set your model was trained on"))
+        raw = info["raw"]
+        names = _speech.merge_channel_set(names, info["kept"], expected_given=ch_names is not None, path=path)
         if positions is None:
             positions = sensor_positions_2d(raw.info, names)
         grades.append(getattr(raw, "compensation_grade", None))
@@ -564,26 +489,17 @@ def load_mous(
         step = int(block_channels)
         data = np.concatenate([_read_block(raw, names[j:j + step], l_freq=l_freq, h_freq=h_freq, out_sf=out_sf,
                                            verbose=verbose) for j in range(0, len(names), step)])
-        idx = samples[:, None] + i0 + np.arange(n_times)[None, :]
-        if idx.max() >= data.shape[1]:
+        last = int(samples.max()) + i0 + n_times - 1  # the last sample any window reads
+        if last >= data.shape[1]:
             raise DataIntegrityError(format_error("events", f"windows inside the resampled recording "
-                                                  f"({data.shape[1]} samples)", f"sample {int(idx.max())} in {path}",
+                                                  f"({data.shape[1]} samples)", f"sample {last} in {path}",
                                                   "Shorten tmax"))
-        x = data[:, idx].transpose(1, 0, 2)
-        if base is not None:
-            b0 = 0 if base[0] is None else int(round((float(base[0]) - tmin) * out_sf))
-            b1 = n_times if base[1] is None else int(round((float(base[1]) - tmin) * out_sf))
-            if not 0 <= b0 < b1 <= n_times:
-                raise ValidationError(format_error("baseline", f"an interval inside [{tmin:g}, {tmax:g}] s", base))
-            x = x - x[:, :, b0:b1].mean(axis=2, keepdims=True)
-        x = x.astype(np.float32)
-        check_finite(x, "MEG data", axes=("segment", "channel", "time"), labels={1: list(names)},
-                     where=f"{path} (mous/{_subject_id(s)})",
-                     fix="The recording holds NaN/inf samples: mark the channel bad in its _channels.tsv")
+        x = _speech.cut_segments(data, samples, win)
+        _speech.check_segments_finite(x, "MEG data", names, f"{path} (mous/{_subject_id(s)})",
+                                      "The recording holds NaN/inf samples: mark the channel bad in its _channels.tsv")
         Xs.append(x)
         for w in words:
-            stem = PurePosixPath(w["sound"]).stem
-            cols["id"].append(f"{stem}@{int(round(w['offset'] * 1000))}")
+            cols["id"].append(_speech.stimulus_id(w["sound"], w["offset"]))
             cols["split"].append(splits[w["sound"]])
             cols["word"].append(w["word"])
             cols["sound"].append(w["sound"])
@@ -597,15 +513,11 @@ def load_mous(
             f"none usable in {len(recs)} recording(s) of {_subject_id(s)} ({totals})",
             f"Check the events files (type 'Sound', 'Start File <NNN>.wav'), {_rel('audio_dir')}/ and "
             f"{_rel('word_timings_dir')}/ (brainmagick's derivatives.zip)"))
-    X = np.concatenate(Xs)
-    times = tmin + np.arange(n_times) / out_sf
     provenance = {
         "dataset": "mous", "loader": "neurodecode.data._mous.load_mous", "root": str(root),
         "subject": f"mous/{_subject_id(s)}", "files": [str(p) for _, p in recs], "runs": [r for r, _ in recs],
         "raw_sfreq": expected_raw, "sfreq": out_sf, "compensation_grade": grades,
-        "resampled": f"mne.io.Raw.resample to {out_sf:g} Hz (polyphase, anti-aliased)",
-        "filter": None if l_freq is None and h_freq is None else {"l_freq": l_freq, "h_freq": h_freq},
-        "tmin": tmin, "tmax": tmax, "n_times": n_times, "baseline": None if base is None else list(base),
+        **_speech.window_provenance(win, l_freq, h_freq),
         "segments": "one per word of the wav's TextGrid word tier (ORT-MAU); onset = the events.tsv 'Audio onset' "
                     "after the wav's 'Sound' row + the word start; window [tmin, tmax) s",
         "word_timings": f"{_rel('word_timings_dir')}/{spec['paths']['word_timings_file']}".replace(
@@ -613,19 +525,17 @@ def load_mous(
         "contexts": None if wanted_ctx is None else sorted(wanted_ctx),
         "picks": picks if isinstance(picks, str) else list(picks), "n_channels": len(names or []),
         "block_channels": int(block_channels),
-        "sensor_positions": np.round(positions, 6).tolist() if positions is not None else None,
+        "sensor_positions": _speech.rounded_positions(positions),
         "split": "by wav file (SHA-1 rank of its name): test 20 %, val 10 % (mous_splits)",
         "stimulus_ids": "<wav stem>@<word onset in the wav, ms>",
         **{f"n_{k}": v for k, v in totals.items()},
         "versions": package_versions(("numpy", "mne", "scipy")),
     }
-    n = len(cols["id"])
-    meta = {"sound": np.array(cols["sound"], dtype=str), "sound_offset": np.array(cols["offset"], dtype=np.float64),
-            "sequence": np.array(cols["sequence"], dtype=str), "story": np.array(cols["story"], dtype=str),
-            "session": np.zeros(n, dtype=np.int64), "task": np.array(cols["task"], dtype=np.int64)}
-    return Trials(X=X, stimulus_ids=np.array(cols["id"], dtype=str), subject=f"mous/{_subject_id(s)}",
-                  split=np.array(cols["split"], dtype=str), sfreq=out_sf, ch_names=list(names or []), times=times,
-                  texts=list(cols["word"]), metadata=meta, provenance=provenance)
+    return _speech.speech_trials(
+        np.concatenate(Xs), window=win, subject=f"mous/{_subject_id(s)}", ch_names=names or [],
+        stimulus_ids=cols["id"], split=cols["split"], texts=cols["word"], sound=cols["sound"],
+        sound_offset=cols["offset"], sequence=cols["sequence"], story=cols["story"], session=0, task=cols["task"],
+        provenance=provenance)
 
 
 def check_mous(
@@ -644,11 +554,7 @@ def check_mous(
     expected_raw = float(spec["dataset"]["sfreq"] if raw_sfreq is None else raw_sfreq)
     problems: list[str] = []
     report: dict[str, Any] = {"subjects": {}, "warnings": []}
-    try:
-        splits = mous_splits(root)
-    except Exception as exc:
-        problems.append(str(exc))
-        splits = {}
+    splits = _speech.splits_or_problem(lambda: mous_splits(root), problems)
     if not (root / _rel("stimuli_text")).is_file():
         report["warnings"].append(f"no {_rel('stimuli_text')} (sentence texts; not needed to load)")
     if subjects is None:

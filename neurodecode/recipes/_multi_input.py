@@ -429,6 +429,7 @@ def reconstruct(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], su
     trials = load_nsd_for_recipe(root, recipe["data"], subject_id, verbose=verbose).test
     if len(np.unique(trials.stimulus_ids)) != len(trials):
         trials = trials.average_repeats()
+    every_trials = trials  # predicted at once, whatever the limit (see below)
     if limit is not None:
         trials = trials.subset(np.arange(min(int(limit), len(trials))), note=f"first {limit} test stimuli")
     timings["load_data_s"] = time.perf_counter() - t0
@@ -454,7 +455,9 @@ def reconstruct(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], su
     latents: dict[str, np.ndarray] = {}
     if todo:
         t0 = time.perf_counter()
-        every = _predict(recipe, root, trials, run)  # all test items at once: independent of the split
+        # all test items at once: "batch" re-standardisation then gives the same latents however the run is
+        # split, resumed or limited
+        every = _predict(recipe, root, every_trials, run)
         latents = {k: np.asarray(v)[positions[todo]] for k, v in every.items()}
         timings["predict_latents_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -231,6 +231,7 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
     # data
     t0 = time.perf_counter()
     trials = _test_trials(recipe, data_root, subject, verbose) if trials is None else trials
+    every_X = trials.X  # the whole test set is predicted at once, whatever the limit (see below)
     if limit is not None and len(trials) > int(limit):
         trials = trials.subset(np.arange(min(int(limit), len(trials))), note=f"first {limit} test stimuli")
     timings["load_data_s"] = time.perf_counter() - t0
@@ -262,8 +263,8 @@ def reconstruct_nsd(recipe: Mapping[str, Any], data_root: str | os.PathLike[str]
     if todo:
         t0 = time.perf_counter()
         # all test items at once (cheap next to generation): decoders that re-standardise per batch
-        # (Brain-Diffuser) then give the same latents however the run is split or resumed
-        every = decoder.predict_latents(trials.X, subject=trials.subject)
+        # (Brain-Diffuser) then give the same latents however the run is split, resumed or limited
+        every = {k: np.asarray(v)[:n_items] for k, v in decoder.predict_latents(every_X, subject=trials.subject).items()}
         latents = {k: np.asarray(v)[positions[todo]] for k, v in every.items()}
         timings["predict_latents_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -186,6 +186,9 @@ def bench_ceiling_only(tmp: Path) -> dict:
 #: (no voxel lost; the simulated voxels are independent, unlike real neighbouring voxels) at width 64, and 30 epochs
 #: at the recipe's learning rate (the paper trains 600). MindEye2: width 64 and 20 epochs (the paper trains 150).
 #: Both learn nothing measurable in the 1-6 epochs the recipes' toy width allowed before (see the decoders' docs).
+#: ``simulate``: options of ``neurodecode simulate`` (one simulation per dataset and options). ATM: at the simulator's
+#: defaults (12 training concepts x 10 images, snr 1) a ridge from the EEG into the simulator's own features reaches
+#: top-1 0.07 and ATM stays at chance; 48 concepts at snr 3 give the zero-shot split something to learn from.
 DECODERS: dict[str, dict] = {
     "mindbridge_nsd": {"dataset": "nsd", "kind": "nsd",
                        "sets": ["data.sessions=2", "train.epochs=30", "decoder.pooled=512", "decoder.bottleneck=16",
@@ -196,9 +199,10 @@ DECODERS: dict[str, dict] = {
                            "sets": ["data.sessions=2", 'data.subjects=["nsd/subj01", "nsd/subj02"]']},
     "atm_things_eeg2": {"dataset": "things-eeg2", "kind": "atm",
                         "sets": ["train.epochs=40"],  # the recipe's (and the reference's) 40 epochs
-                        "note": "at chance: the tiny random ViT-H-14 space gives every image nearly the same embedding "
-                                "(mean cosine 0.96), so a ridge into it also scores 1/30; the encoder does learn its "
-                                "training images (docs/decoders/atm.md, known-answer check)"},
+                        "simulate": ["--train-concepts", "48", "--snr", "3"],
+                        "note": "simulated with 48 training concepts (480 images, 4x the default) at snr 3: at the "
+                                "defaults (120 images, snr 1) ATM, and a ridge from the EEG into its tiny ViT-H-14 "
+                                "space, stay at chance (docs/decoders/atm.md, known-answer check)"},
     "glim_zuco": {"dataset": "zuco", "kind": "glim",
                   "sets": ["train.epochs=60"]},  # 200 in the recipe: about 13 minutes here
 }
@@ -295,6 +299,8 @@ def summarise_run(kind: str, metrics: dict, ceiling: dict, target: str | None = 
                 score = metrics[f"{key}/top1"]
                 control = metrics.get(f"{key}/shuffled_top1", chance)
                 extra["control_kind"] = "shuffled-brain" if f"{key}/shuffled_top1" in metrics else "chance"
+                if f"{key}/top5" in metrics:
+                    extra["top5"] = round(metrics[f"{key}/top5"], 4)
                 if f"{key}/prior_top1" in metrics:
                     extra["prior_top1"] = round(metrics[f"{key}/prior_top1"], 4)
             subjects[s] = _entry(score, control, chance, per[s]["top1_retrieval"], **extra)
@@ -341,21 +347,24 @@ def bench_decoders(tmp: Path, families: list[str], save=None) -> dict:
     for fam in families:
         spec = DECODERS[fam]
         ds = spec["dataset"]
-        if ds not in sims:
-            sims[ds] = tmp / f"sim-{ds}"
-            subprocess.run([*_cli(), "simulate", ds, str(sims[ds]), "--seed", "0"], check=True, env=env,
-                           stdout=subprocess.DEVNULL)
-        ceiling = json.loads((sims[ds] / "ceiling.json").read_text())
+        sim_opts = list(spec.get("simulate", []))
+        sim_key = " ".join([ds, *sim_opts])  # one simulated dataset per (dataset, options)
+        if sim_key not in sims:
+            sims[sim_key] = tmp / f"sim-{ds}-{len(sims)}"
+            subprocess.run([*_cli(), "simulate", ds, str(sims[sim_key]), "--seed", "0", *sim_opts], check=True,
+                           env=env, stdout=subprocess.DEVNULL)
+        sim_dir = sims[sim_key]
+        ceiling = json.loads((sim_dir / "ceiling.json").read_text())
         recipe = spec.get("recipe", fam)
         run = tmp / f"run-{fam.replace('/', '-')}"
-        cmd = [*_cli(), "train", str(ROOT / "pipelines" / f"{recipe}.toml"), "--data", str(sims[ds]), "--out", str(run),
+        cmd = [*_cli(), "train", str(ROOT / "pipelines" / f"{recipe}.toml"), "--data", str(sim_dir), "--out", str(run),
                "--preset", "tiny", "--device", "cpu", *[a for s in spec["sets"] for a in ("--set", s)]]
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         shown = ["neurodecode", *cmd[len(_cli()):]]
-        shown = [("SIM" if a == str(sims[ds]) else "RUN" if a == str(run) else
+        shown = [("SIM" if a == str(sim_dir) else "RUN" if a == str(run) else
                   f"pipelines/{recipe}.toml" if a.endswith(f"{recipe}.toml") else a) for a in shown]
         if proc.returncode != 0:
             out[fam] = {"error": proc.stderr[-2000:], "command": " ".join(shown), "wall_s": round(wall, 1)}
@@ -363,7 +372,12 @@ def bench_decoders(tmp: Path, families: list[str], save=None) -> dict:
             continue
         doc = json.loads((run / "metrics.json").read_text())
         summary = summarise_run(spec["kind"], doc["metrics"], ceiling, spec.get("target"))
-        out[fam] = {"recipe": recipe, "dataset": ds, "simulator": {"snr": ceiling.get("snr"), "seed": ceiling.get("seed")},
+        simulator = {"snr": ceiling.get("snr"), "seed": ceiling.get("seed")}
+        if sim_opts:
+            simulator["command"] = " ".join(["neurodecode", "simulate", ds, "SIM", "--seed", "0", *sim_opts])
+            simulator.update({k: ceiling[k] for k in ("n_train_concepts", "images_per_concept", "train_repetitions",
+                                                      "test_repetitions") if k in ceiling})
+        out[fam] = {"recipe": recipe, "dataset": ds, "simulator": simulator,
                     "command": " ".join(shown), "settings": {"preset": "tiny", "set": spec["sets"],
                                                              "steps": doc.get("steps")},
                     "measure": MEASURES[spec["kind"]], "wall_s": round(wall, 1),

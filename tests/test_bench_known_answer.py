@@ -122,3 +122,73 @@ def test_atm_without_a_control_uses_chance_and_glim_pools_its_blocks(bench):
 def test_a_run_without_test_metrics_is_an_error_not_a_zero(bench):
     with pytest.raises(ValueError, match="no test metrics"):
         bench.summarise_run("nsd", {"loss": 1.0}, {"n_test": 8, "per_subject": {}})
+
+
+def test_simulate_things_eeg2_cli_sets_the_training_size_and_records_it(tmp_path):
+    # the ATM known-answer run trains on a larger simulated set than the default 12 concepts x 10 images
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from neurodecode.cli import app
+    from neurodecode.data import load_things_eeg2
+
+    out = tmp_path / "sim"
+    res = CliRunner().invoke(app, ["simulate", "things-eeg2", str(out), "--subjects", "1", "--train-concepts", "3",
+                                   "--images-per-concept", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    ceiling = json.loads((out / "ceiling.json").read_text())
+    assert (ceiling["n_train_concepts"], ceiling["images_per_concept"]) == (3, 2)
+    trials = load_things_eeg2(out / "things-eeg2", 1, average_repeats=True)
+    assert int(np.sum(trials.split == "train")) == 6 and int(np.sum(trials.split == "test")) == ceiling["n_test"]
+    bad = CliRunner().invoke(app, ["simulate", "zuco", str(tmp_path / "z"), "--train-concepts", "3"])
+    assert bad.exit_code == 2 and "things-eeg2 only" in bad.output
+
+
+def test_each_dataset_and_simulator_options_pair_is_simulated_once_and_recorded(bench, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        if "simulate" in cmd:
+            out = Path(cmd[cmd.index("simulate") + 2])
+            out.mkdir(parents=True)
+            n = int(cmd[cmd.index("--train-concepts") + 1]) if "--train-concepts" in cmd else 12
+            (out / "ceiling.json").write_text(json.dumps({
+                "snr": 1.0, "seed": 0, "n_test": 5, "n_train_concepts": n, "images_per_concept": 10,
+                "per_subject": {"sub-01": {"top1_retrieval": 0.6, "n_test": 5}}}))
+        else:
+            run = Path(cmd[cmd.index("--out") + 1])
+            run.mkdir(parents=True)
+            (run / "metrics.json").write_text(json.dumps({"steps": 3, "metrics": {
+                "test/things-eeg2/sub-01/top1": 0.4, "test/things-eeg2/sub-01/chance": 0.2,
+                "test/things-eeg2/sub-01/shuffled_top1": 0.2}}))
+        return type("Done", (), {"returncode": 0, "stderr": ""})()
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    monkeypatch.setattr(bench, "DECODERS", {
+        "a": {"dataset": "things-eeg2", "kind": "atm", "recipe": "atm_things_eeg2", "sets": [],
+              "simulate": ["--train-concepts", "7"]},
+        "b": {"dataset": "things-eeg2", "kind": "atm", "recipe": "atm_things_eeg2", "sets": []},
+        "c": {"dataset": "things-eeg2", "kind": "atm", "recipe": "atm_things_eeg2", "sets": [],
+              "simulate": ["--train-concepts", "7"]}})
+    out = bench.bench_decoders(tmp_path, ["a", "b", "c"])
+    sims = [c for c in calls if "simulate" in c]
+    assert len(sims) == 2 and sims[0][-2:] == ["--train-concepts", "7"] and "--train-concepts" not in sims[1]
+    assert out["a"]["simulator"]["n_train_concepts"] == 7 and out["c"]["simulator"]["n_train_concepts"] == 7
+    assert out["a"]["simulator"]["command"].endswith("--seed 0 --train-concepts 7")
+    assert out["b"]["simulator"] == {"snr": 1.0, "seed": 0}  # default simulation: as before
+    assert out["a"]["score"] == 0.4 and out["a"]["beats_control"]
+
+
+def test_atm_known_answer_run_keeps_the_recipe_and_enlarges_only_the_simulation(bench):
+    # ATM's reference settings stay: the only override is the recipe's own 40 epochs (the preset has 2)
+    import inspect
+
+    from neurodecode._core.recipes import load_recipe
+    from neurodecode.simulate import simulate_things_eeg2
+
+    recipe = load_recipe(BENCH.parents[1] / "pipelines" / "atm_things_eeg2.toml")  # without the preset
+    assert _sets(bench, "atm_things_eeg2") == {"train.epochs": str(recipe["train"]["epochs"])}
+    opts = bench.DECODERS["atm_things_eeg2"]["simulate"]
+    default = inspect.signature(simulate_things_eeg2).parameters["n_train_concepts"].default
+    assert int(opts[opts.index("--train-concepts") + 1]) > default

@@ -18,8 +18,10 @@ SIMULATED: tuple[str, ...] = tuple(dict.fromkeys((*DATASETS, "broderick2019")))
 
 
 def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None, snr: float = 1.0,
-                   seed: int = 0, annotations: str = "shipped", encoder: Path | None = None) -> Any:
-    """Call the simulator of ``dataset`` with the CLI's options (library defaults for everything else)."""
+                   seed: int = 0, annotations: str = "shipped", encoder: Path | None = None,
+                   n_train_concepts: int | None = None, images_per_concept: int | None = None) -> Any:
+    """Call the simulator of ``dataset`` with the CLI's options (library defaults for everything else;
+    ``n_train_concepts`` and ``images_per_concept``: things-eeg2's training-set size, ``None`` its default)."""
     from .._core.files import check_writable
     from .._core.validation import check_option
 
@@ -42,7 +44,9 @@ def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None
 
         # the published pickled .npy files plus their pickle-free .npz twins: simulated data are ours, so
         # the recipes read them without allow_pickle (the pickled files keep the layout faithful)
-        return simulate_things_eeg2(out, safe_copy=True, **kwargs)
+        size = {k: v for k, v in (("n_train_concepts", n_train_concepts), ("images_per_concept", images_per_concept))
+                if v is not None}
+        return simulate_things_eeg2(out, safe_copy=True, **kwargs, **size)
     if dataset == "things-meg":
         from ..simulate import simulate_things_meg
 
@@ -96,6 +100,12 @@ def register(app: typer.Typer) -> None:
         encoder: Path = typer.Option(None, "--encoder",
                                      help="nsd: a trained brain-encoder run (pipelines/brain_encoder_nsd.toml): "
                                           "its predicted responses replace the hand-built encoding model."),
+        train_concepts: int = typer.Option(None, "--train-concepts", min=1,
+                                           help="things-eeg2: training concepts (default 12; published 1,654), "
+                                                "cycling over the training image classes."),
+        images_per_concept: int = typer.Option(None, "--images-per-concept", min=1,
+                                               help="things-eeg2: images per training concept (default 10, as "
+                                                    "published)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
     ) -> None:
         """Write a known-answer dataset: real stimuli -> simulated brain responses in the published layout,
@@ -111,9 +121,12 @@ def register(app: typer.Typer) -> None:
             fail("--encoder applies to nsd only (a brain encoder predicts NSD voxels)", 2)
         if encoder is not None and annotations != "shipped":
             fail("--encoder writes the shipped captions; --annotations cannot be combined with it", 2)
+        if (train_concepts is not None or images_per_concept is not None) and dataset != "things-eeg2":
+            fail("--train-concepts and --images-per-concept apply to things-eeg2 only", 2)
         parsed = parse_subjects(subjects, dataset) if dataset in DATASETS else _pending_subjects(subjects, dataset)
         result = run_simulation(dataset, out, subjects=parsed, snr=snr, seed=seed,
-                                annotations=annotations, encoder=encoder)
+                                annotations=annotations, encoder=encoder, n_train_concepts=train_concepts,
+                                images_per_concept=images_per_concept)
         if json_out:
             print_json({"dataset": result.dataset, "out": result.out, "root": result.root, "truth": result.truth,
                         "subjects": result.subjects, "ceiling": result.ceiling})

@@ -341,6 +341,8 @@ def simulate_things_eeg2(
             "model": __doc__})
         ceiling = summarise_ceiling(
             per_subject, dataset="things-eeg2", snr=snr, seed=seed, test_repetitions=test_repetitions,
+            n_train_concepts=n_train_concepts, images_per_concept=images_per_concept,
+            train_repetitions=train_repetitions,
             method="Gaussian likelihood under the true model (whitened by the true noise covariance), "
                    "test repetitions averaged")
         write_json(out / "ceiling.json", ceiling)

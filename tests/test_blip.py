@@ -16,7 +16,7 @@ from neurodecode._core.errors import ShapeMismatchError
 from neurodecode.generate import get_generator
 from neurodecode.generate._blip import BLIP_PROMPT, strip_prompt
 from neurodecode.latents import get_space, space_artefacts
-from neurodecode.testing import write_hub_fixture
+from neurodecode.testing import realarch_depth, write_hub_fixture
 
 
 def _images(n=3, h=23, w=29, seed=0):
@@ -136,7 +136,7 @@ def test_real_architecture_fixture_both_routes(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    snap = write_hub_fixture("blip-base", tmp_path / "hub", layout="cache", depth=1)
+    snap = write_hub_fixture("blip-base", tmp_path / "hub", layout="cache", depth=realarch_depth())
     a = get_space("blip-base-capfilt-tokens", weights=None)
     b = get_space("blip-base-capfilt-tokens", weights=str(snap))
     assert a.shape == b.shape == (226, 768)
@@ -152,7 +152,7 @@ def test_caption_from_a_ridges_predicted_tokens_at_real_widths(tmp_path):
     """Brain data -> ridge -> BLIP tokens (226 x 768) -> a caption, on the real-architecture fixture (depth 1)."""
     from neurodecode.models.brain_diffuser import BrainDiffuser, BrainDiffuserConfig
 
-    folder = write_hub_fixture("blip-base", tmp_path / "blip", depth=1)
+    folder = write_hub_fixture("blip-base", tmp_path / "blip", depth=realarch_depth())
     space = get_space("blip-base-capfilt-tokens", weights=str(folder))
     images = _images(n=9, h=31, w=37, seed=4)
     tokens = space.encode_images(images)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from neurodecode.latents import available_spaces, get_space, space_artefacts
-from neurodecode.testing import write_hub_fixture
+from neurodecode.testing import realarch_depth, write_hub_fixture
 
 #: facebook/dinov2-base and facebook/dinov2-giant preprocessor_config.json (BitImageProcessor)
 HUB_PREPROCESSOR = {"crop_size": {"height": 224, "width": 224}, "size": {"shortest_edge": 256}, "resample": 3,
@@ -140,7 +140,7 @@ def test_dinov2_base_real_widths_depth_1_both_routes(hub_cache):
 @pytest.mark.slow
 @pytest.mark.realarch
 def test_dinov2_giant_real_widths_depth_1(hub_cache):
-    write_hub_fixture("dinov2-giant", hub_cache, layout="cache", depth=1)
+    write_hub_fixture("dinov2-giant", hub_cache, layout="cache", depth=realarch_depth())
     space = get_space("dinov2-giant")
     assert space.shape == (1536,)
     assert space.model.config.use_swiglu_ffn and space.model.config.num_attention_heads == 24

@@ -14,7 +14,7 @@ from neurodecode._core.errors import ShapeMismatchError
 from neurodecode.generate import get_generator
 from neurodecode.generate._depth import depth_to_uint8
 from neurodecode.latents import get_space, space_artefacts
-from neurodecode.testing import write_hub_fixture
+from neurodecode.testing import realarch_depth, write_hub_fixture
 
 
 def _images(n=3, h=27, w=21, seed=0):
@@ -115,7 +115,7 @@ def test_real_architecture_fixture_both_routes(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    snap = write_hub_fixture("dpt-large", tmp_path / "hub", layout="cache", depth=4)
+    snap = write_hub_fixture("dpt-large", tmp_path / "hub", layout="cache", depth=realarch_depth(minimum=4))
     a = get_space("dpt-large-hidden", weights=None)
     b = get_space("dpt-large-hidden", weights=str(snap))
     assert a.shape == b.shape == (4, 577, 1024)

@@ -21,7 +21,7 @@ from neurodecode._core.errors import ShapeMismatchError
 from neurodecode.generate import get_generator
 from neurodecode.latents import get_space
 from neurodecode.models.brain_diffuser import BrainDiffuser, BrainDiffuserConfig
-from neurodecode.testing import write_hub_fixture
+from neurodecode.testing import realarch_depth, write_hub_fixture
 
 # microsoft/git-large-coco: vision_config image_size 224, patch_size 14 -> (224 / 14)^2 + 1 = 257 tokens of width 1024
 GIT_TOKENS = (257, 1024)
@@ -39,7 +39,7 @@ SIZES = {"real": (GIT_TOKENS, 224), "tiny": ((17, 20), 16)}
 @pytest.fixture(params=[pytest.param("real", marks=[pytest.mark.realarch, pytest.mark.slow]), "tiny"])
 def git_fixture(request, tmp_path):
     size = request.param
-    folder = write_hub_fixture("git", tmp_path / "git", depth=1 if size == "real" else None, variant="full", size=size)
+    folder = write_hub_fixture("git", tmp_path / "git", depth=realarch_depth() if size == "real" else None, variant="full", size=size)
     _let_the_image_drive_the_words(folder)
     return folder, *SIZES[size]
 

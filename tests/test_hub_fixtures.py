@@ -220,3 +220,19 @@ def test_declared_files_are_exactly_enough(tmp_path, name):
     lat = {k: rng.standard_normal((1, *s)).astype(np.float32) for k, s in shapes.items()}
     out = gen.generate(lat, seeds=0, steps=1, **({} if name in ("git", "lowlevel") else {"height": 32, "width": 32}))
     assert len(out) == 1
+
+
+def test_realarch_depth_reads_the_environment(monkeypatch):
+    from neurodecode.errors import ValidationError
+    from neurodecode.testing import realarch_depth
+
+    monkeypatch.delenv("NEURODECODE_REALARCH_DEPTH", raising=False)
+    assert realarch_depth() == 1 and realarch_depth(minimum=4) == 4
+    monkeypatch.setenv("NEURODECODE_REALARCH_DEPTH", "full")
+    assert realarch_depth() is None and realarch_depth(minimum=4) is None
+    monkeypatch.setenv("NEURODECODE_REALARCH_DEPTH", "6")
+    assert realarch_depth() == 6 and realarch_depth(minimum=4) == 6
+    for bad in ("two", "0"):
+        monkeypatch.setenv("NEURODECODE_REALARCH_DEPTH", bad)
+        with pytest.raises(ValidationError, match="NEURODECODE_REALARCH_DEPTH"):
+            realarch_depth()

@@ -15,7 +15,7 @@ from ._brennan import (
     write_brennan2019_words,
 )
 from ._broderick import make_broderick2019_fixture, write_broderick2019_run, write_broderick2019_words
-from ._hub import write_hub_fixture
+from ._hub import realarch_depth, write_hub_fixture
 from ._meg_masc import (
     kit_channel_names,
     make_meg_masc_fixture,
@@ -39,7 +39,7 @@ from ._zuco import make_zuco_fixture, write_zuco_labels, write_zuco_subject, zuc
 
 __all__ = ["write_nsd_tree", "make_nsd_fixture", "nsd_path", "write_things_eeg2_subject", "make_things_eeg2_fixture",
            "write_things_meg_subject", "make_things_meg_fixture", "things_meg_path", "ctf_channel_names",
-           "write_zuco_subject", "write_zuco_labels", "make_zuco_fixture", "zuco_path", "write_hub_fixture",
+           "write_zuco_subject", "write_zuco_labels", "make_zuco_fixture", "zuco_path", "write_hub_fixture", "realarch_depth",
            "write_meg_masc_recording", "write_meg_masc_wav", "make_meg_masc_fixture", "meg_masc_path",
            "kit_channel_names", "write_bold5000_subject", "write_bold5000_stimuli", "write_schaefer_atlas",
            "make_bold5000_fixture", "make_broderick2019_fixture", "write_broderick2019_run",

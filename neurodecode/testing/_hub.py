@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_hub_fixture", "HUB_FIXTURES", "clip_bpe_tokenizer_files", "t5_tokenizer_files",
+__all__ = ["write_hub_fixture", "realarch_depth", "HUB_FIXTURES", "clip_bpe_tokenizer_files", "t5_tokenizer_files",
            "llama3_tokenizer_files"]
 
 VARIANTS = ("full", "fp16", "bin")
@@ -828,6 +828,29 @@ def _to_cache(folder: Path, root: Path, repo: str, revision: str = "main", kind:
     (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
     (repo_dir / "refs" / revision).write_text(commit, encoding="utf-8")
     return snap
+
+
+def realarch_depth(minimum: int = 1) -> int | None:
+    """Transformer depth of the real-architecture fixtures, from ``NEURODECODE_REALARCH_DEPTH``.
+
+    ``"full"`` gives ``None`` (the published depth, for :func:`write_hub_fixture`); a number gives that many layers
+    per block, at least ``minimum`` (a component that reads several layers, e.g. DPT's four hidden states).
+    Unset: 1 (the 2-core CPU default of ``make test-real``).
+    """
+    from .._core.errors import ValidationError
+    from .._core.validation import format_error
+
+    value = os.environ.get("NEURODECODE_REALARCH_DEPTH", "1").strip().lower()
+    if value == "full":
+        return None
+    try:
+        depth = int(value)
+    except ValueError:
+        raise ValidationError(format_error("NEURODECODE_REALARCH_DEPTH", "'full' or a whole number of layers",
+                                           repr(value))) from None
+    if depth < 1:
+        raise ValidationError(format_error("NEURODECODE_REALARCH_DEPTH", "at least 1 layer", depth))
+    return max(depth, int(minimum))
 
 
 def write_hub_fixture(component: str, root: str | os.PathLike[str], *, layout: str = "folder",

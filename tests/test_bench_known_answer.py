@@ -192,3 +192,68 @@ def test_atm_known_answer_run_keeps_the_recipe_and_enlarges_only_the_simulation(
     opts = bench.DECODERS["atm_things_eeg2"]["simulate"]
     default = inspect.signature(simulate_things_eeg2).parameters["n_train_concepts"].default
     assert int(opts[opts.index("--train-concepts") + 1]) > default
+
+
+def test_glim_known_answer_run_keeps_the_recipe_and_enlarges_the_test_split(bench):
+    # at the simulator's default 100 sentences the test split holds 8 (16 trials: one hit is 0.0625, GLIM's 3 of
+    # 16 was within noise); the run simulates more sentences so GLIM's full blocks of 24 candidates are scored
+    import inspect
+
+    from neurodecode._core.recipes import load_recipe
+    from neurodecode.data._zuco import sentence_split
+    from neurodecode.simulate import simulate_zuco
+    from neurodecode.simulate.text import make_sentences
+
+    recipe = load_recipe(BENCH.parents[1] / "pipelines" / "glim_zuco.toml")  # without the preset
+    sets = _sets(bench, "glim_zuco")
+    assert set(sets) == {"train.epochs"} and 2 < int(sets["train.epochs"]) <= recipe["train"]["epochs"]
+    opts = bench.DECODERS["glim_zuco"]["simulate"]
+    assert "--snr" not in opts  # the simulator's documented snr
+    n = int(opts[opts.index("--sentences") + 1])
+    assert n > inspect.signature(simulate_zuco).parameters["n_sentences"].default
+    n_test = sum(sentence_split(t) == "test" for t in make_sentences(n, 0))  # the benchmark simulates seed 0
+    block = int(recipe["evaluate"]["retrieval_block"])
+    assert n_test >= block  # at least one full block of GLIM's 24 distinct test sentences per subject
+    assert sum(sentence_split(t) == "test" for t in make_sentences(100, 0)) < block  # the default could not
+
+
+def test_simulate_zuco_cli_passes_the_number_of_sentences(tmp_path, monkeypatch):
+    import neurodecode.simulate as sim_mod
+    from neurodecode.cli._simulate import run_simulation
+
+    seen = []
+    monkeypatch.setattr(sim_mod, "simulate_zuco", lambda out, **kw: seen.append(kw) or "done")
+    assert run_simulation("zuco", tmp_path / "a", n_sentences=37) == "done"
+    assert run_simulation("zuco", tmp_path / "b") == "done"
+    assert seen[0]["n_sentences"] == 37 and "n_sentences" not in seen[1]  # unset: the library default
+    assert seen[0]["subjects"] == ["YAC", "YAG"]
+
+    from typer.testing import CliRunner
+
+    from neurodecode.cli import app
+
+    bad = CliRunner().invoke(app, ["simulate", "nsd", str(tmp_path / "n"), "--sentences", "30"])
+    assert bad.exit_code == 2 and "zuco only" in bad.output
+    too_few = CliRunner().invoke(app, ["simulate", "zuco", str(tmp_path / "z"), "--sentences", "1"])
+    assert too_few.exit_code == 2 and not seen[2:]  # rejected before simulating
+
+
+def test_simulated_zuco_records_its_number_of_sentences(tmp_path):
+    from neurodecode.simulate import load_truth, simulate_zuco
+
+    res = simulate_zuco(tmp_path / "z", subjects=("YAC",), n_sentences=13, space="minilm-l6-tiny", seed=1)
+    ceiling = json.loads((tmp_path / "z" / "ceiling.json").read_text())
+    assert ceiling["n_sentences"] == 13 == res.ceiling["n_sentences"]
+    assert len(load_truth(res.out, "sentences")["texts"]) == 13
+
+
+def test_glim_summary_reports_top5_and_the_scored_trials_when_the_run_has_them(bench):
+    glim = {"test/retrieval_top1": 0.125, "test/retrieval_chance_top1": 1 / 24, "test/retrieval_block": 24.0,
+            "test/retrieval_n_blocks": 2.0, "test/retrieval_top5": 0.3125, "test/retrieval_chance_top5": 5 / 24}
+    ceil = {"n_test": 28, "per_subject": {"YAC": {"top1_retrieval": 0.5}, "YAG": {"top1_retrieval": 0.25}}}
+    sub = bench.summarise_run("glim", glim, ceil)["subjects"]["all"]
+    assert (sub["top5"], sub["top5_chance"], sub["n_scored"]) == (0.3125, 0.2083, 48)
+    assert (sub["n_candidates"], sub["n_candidates_ideal"]) == (24, 28)
+    assert sub["fraction_of_ideal"] == pytest.approx((0.125 - 1 / 24) / (0.375 - 1 / 24), abs=1e-4)
+    bare = bench.summarise_run("glim", {k: glim[k] for k in list(glim)[:3]}, ceil)["subjects"]["all"]
+    assert "top5" not in bare and "n_scored" not in bare  # older runs: read as before

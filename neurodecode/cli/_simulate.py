@@ -19,9 +19,11 @@ SIMULATED: tuple[str, ...] = tuple(dict.fromkeys((*DATASETS, "broderick2019")))
 
 def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None, snr: float = 1.0,
                    seed: int = 0, annotations: str = "shipped", encoder: Path | None = None,
-                   n_train_concepts: int | None = None, images_per_concept: int | None = None) -> Any:
+                   n_train_concepts: int | None = None, images_per_concept: int | None = None,
+                   n_sentences: int | None = None) -> Any:
     """Call the simulator of ``dataset`` with the CLI's options (library defaults for everything else;
-    ``n_train_concepts`` and ``images_per_concept``: things-eeg2's training-set size, ``None`` its default)."""
+    ``n_train_concepts`` and ``images_per_concept``: things-eeg2's training-set size, ``n_sentences``: zuco's
+    number of sentences, ``None`` their defaults)."""
     from .._core.files import check_writable
     from .._core.validation import check_option
 
@@ -65,6 +67,8 @@ def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None
         return simulate_broderick2019(out, **kwargs)
     from ..simulate import simulate_zuco
 
+    if n_sentences is not None:
+        kwargs["n_sentences"] = n_sentences
     return simulate_zuco(out, **kwargs)
 
 
@@ -106,6 +110,9 @@ def register(app: typer.Typer) -> None:
         images_per_concept: int = typer.Option(None, "--images-per-concept", min=1,
                                                help="things-eeg2: images per training concept (default 10, as "
                                                     "published)."),
+        n_sentences: int = typer.Option(None, "--sentences", min=2,
+                                        help="zuco: sentences generated (default 100; about 10% fall in the test "
+                                             "split, by the SHA-256 of each sentence)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
     ) -> None:
         """Write a known-answer dataset: real stimuli -> simulated brain responses in the published layout,
@@ -123,10 +130,12 @@ def register(app: typer.Typer) -> None:
             fail("--encoder writes the shipped captions; --annotations cannot be combined with it", 2)
         if (train_concepts is not None or images_per_concept is not None) and dataset != "things-eeg2":
             fail("--train-concepts and --images-per-concept apply to things-eeg2 only", 2)
+        if n_sentences is not None and dataset != "zuco":
+            fail("--sentences applies to zuco only", 2)
         parsed = parse_subjects(subjects, dataset) if dataset in DATASETS else _pending_subjects(subjects, dataset)
         result = run_simulation(dataset, out, subjects=parsed, snr=snr, seed=seed,
                                 annotations=annotations, encoder=encoder, n_train_concepts=train_concepts,
-                                images_per_concept=images_per_concept)
+                                images_per_concept=images_per_concept, n_sentences=n_sentences)
         if json_out:
             print_json({"dataset": result.dataset, "out": result.out, "root": result.root, "truth": result.truth,
                         "subjects": result.subjects, "ceiling": result.ceiling})

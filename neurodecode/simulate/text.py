@@ -222,7 +222,7 @@ def simulate_zuco(
                                                   "seed": seed, "sfreq": sfreq, "units": "microvolts",
                                                   "model": __doc__})
         ceiling = summarise_ceiling(
-            per_subject, dataset="zuco", snr=snr, seed=seed, space=space,
+            per_subject, dataset="zuco", snr=snr, seed=seed, space=space, n_sentences=len(texts),
             method="Gaussian likelihood of the time-averaged response (known word-locked part removed) "
                    "under each candidate sentence's semantic topography, spatially whitened")
         write_json(out / "ceiling.json", ceiling)

@@ -12,7 +12,7 @@ export NEURODECODE_OFFLINE := 1
 export MPLBACKEND := Agg
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install demo test test-slow lint docs bench clean
+.PHONY: install demo test test-slow test-real test-real-chains lint docs bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,9 @@ lint: install
 test: lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-real: install ; $(PY) -m pytest -m realarch -p no:randomly $(PYTEST_ARGS)
+test-real: install ; $(PY) -m pytest -m "realarch and not chain" -p no:randomly $(PYTEST_ARGS)
+
+test-real-chains: install ; $(PY) -m pytest -m chain -p no:randomly -n 0
 
 test-slow: install
 	$(PY) -m pytest -m slow

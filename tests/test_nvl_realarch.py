@@ -29,7 +29,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "pipelines" / "nvl_nsd.toml"
 _DEPTH_ENV = os.environ.get("NEURODECODE_REALARCH_DEPTH", "1")
 DEPTH = None if _DEPTH_ENV == "full" else int(_DEPTH_ENV)
 
-pytestmark = [pytest.mark.realarch, pytest.mark.slow]
+pytestmark = [pytest.mark.realarch, pytest.mark.slow, pytest.mark.chain]
 
 
 @pytest.mark.timeout(3600)  # about 10 min on 2 free cores; far longer on a shared machine

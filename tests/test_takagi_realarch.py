@@ -21,7 +21,7 @@ from neurodecode.testing import realarch_depth, write_hub_fixture
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 DEPTH = realarch_depth()
 
-pytestmark = [pytest.mark.realarch, pytest.mark.slow]
+pytestmark = [pytest.mark.realarch, pytest.mark.slow, pytest.mark.chain]
 
 #: fixtures each recipe reads (component names of neurodecode.testing.HUB_FIXTURES)
 COMPONENTS = {"takagi_nsd": ("sd-v1-4", "blip-base", "dpt-large", "sd2-depth"),

@@ -151,8 +151,8 @@ def _from_v73(f: Any, obj: Any) -> Any:
 def save_mat_v73(path: str | os.PathLike[str], variables: dict[str, Any]) -> Path:
     """Atomically write a MATLAB v7.3 file (HDF5 with the 512-byte MATLAB header) with h5py.
 
-    Supported values: numeric ndarrays (written transposed, as MATLAB does), ``str``
-    (char), ``dict`` (struct), and ``list`` of dicts with the same keys (struct array,
+    Supported values: numeric ndarrays (written transposed, as MATLAB does), object ndarrays (cell arrays),
+    ``str`` (char), ``dict`` (struct), and ``list`` of dicts with the same keys (struct array,
     stored as reference arrays under ``#refs#``, the layout MATLAB writes).
     """
     import h5py
@@ -183,6 +183,14 @@ def save_mat_v73(path: str | os.PathLike[str], variables: dict[str, Any]) -> Pat
                             ref_arr[i, 0] = ds.ref
                         g.create_dataset(k, data=ref_arr)
                     return g
+                if isinstance(value, np.ndarray) and value.dtype == object:  # cell array
+                    cell = np.empty(value.shape[::-1], dtype=h5py.ref_dtype)  # HDF5 holds the transpose
+                    for i, item in enumerate(value.ravel(order="F")):
+                        counter[0] += 1
+                        cell.flat[i] = put(refs, f"c{counter[0]}", item).ref
+                    ds = group.create_dataset(name, data=cell)
+                    ds.attrs["MATLAB_class"] = np.bytes_("cell")
+                    return ds
                 if isinstance(value, str):
                     codes = np.array([ord(c) for c in value], dtype=np.uint16).reshape(-1, 1)
                     if codes.size == 0:

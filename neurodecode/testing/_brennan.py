@@ -66,47 +66,24 @@ def _savemat(path: Path, variables: Mapping[str, Any]) -> Path:
 
 def _save_v73(path: Path, variables: Mapping[str, Any]) -> Path:
     """MATLAB v7.3 (HDF5) with structs as groups and cell arrays as object-reference datasets (as MATLAB)."""
-    import h5py
-
-    from .._core.files import atomic_path
-    from ..io.matlab import MAT73_HEADER_SIZE
+    from ..io.matlab import save_mat_v73
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".mat") as tmp:
-        with h5py.File(tmp, "w", userblock_size=MAT73_HEADER_SIZE) as f:
-            refs = f.create_group("#refs#")
-            count = [0]
+    return save_mat_v73(path, {k: _as_double(v) for k, v in variables.items()})
 
-            def put(group: Any, name: str, value: Any) -> Any:
-                if isinstance(value, dict):
-                    g = group.create_group(name)
-                    g.attrs["MATLAB_class"] = np.bytes_("struct")
-                    for k, v in value.items():
-                        put(g, k, v)
-                    return g
-                if isinstance(value, np.ndarray) and value.dtype == object:
-                    ref = np.empty(value.shape[::-1], dtype=h5py.ref_dtype)  # HDF5 holds the transpose
-                    for i, item in enumerate(value.ravel(order="F")):
-                        count[0] += 1
-                        ref.flat[i] = put(refs, f"c{count[0]}", item).ref
-                    ds = group.create_dataset(name, data=ref)
-                    ds.attrs["MATLAB_class"] = np.bytes_("cell")
-                    return ds
-                if isinstance(value, str):
-                    ds = group.create_dataset(name, data=np.array([ord(c) for c in value], dtype=np.uint16).reshape(-1, 1))
-                    ds.attrs["MATLAB_class"] = np.bytes_("char")
-                    return ds
-                arr = np.atleast_2d(np.asarray(value, dtype=np.float64))
-                ds = group.create_dataset(name, data=arr.T)
-                ds.attrs["MATLAB_class"] = np.bytes_("double")
-                return ds
 
-            for key, val in variables.items():
-                put(f, key, val)
-        head = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: neurodecode.testing HDF5 schema 1.00 ."
-        with open(tmp, "r+b") as fh:
-            fh.write((head.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM").ljust(MAT73_HEADER_SIZE, b"\x00"))
-    return path
+def _as_double(value: Any) -> Any:
+    """Numbers as MATLAB doubles (as FieldTrip saves them), through structs and cell arrays."""
+    if isinstance(value, dict):
+        return {k: _as_double(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        out = np.empty(value.shape, dtype=object)
+        for i, item in enumerate(value.flat):
+            out.flat[i] = _as_double(item)
+        return out
+    if isinstance(value, str):
+        return value
+    return np.atleast_2d(np.asarray(value, dtype=np.float64))
 
 
 def write_brennan2019_raw(

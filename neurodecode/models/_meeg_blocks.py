@@ -46,7 +46,7 @@ from torch import nn
 from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.validation import check_option, format_error
 
-__all__ = ["sensor_positions", "fourier_embedding", "FourierEmbedding", "SpatialAttention", "SubjectLayers",
+__all__ = ["sensor_positions", "subject_indices", "fourier_embedding", "FourierEmbedding", "SpatialAttention", "SubjectLayers",
            "conv_dilations", "DilatedConvStack", "TemporalAggregation", "ConvTransposeHead", "TEMPORAL_AGGREGATIONS"]
 
 #: Temporal aggregation modes of :class:`TemporalAggregation`.
@@ -317,6 +317,38 @@ class SubjectLayers(nn.Module):
 
 
 # --------------------------------------------------------------------------- dilated conv stack
+
+
+def subject_indices(known: Sequence[str], subject: Any, n: int, *, unit: str = "trial") -> np.ndarray:
+    """Index of each of ``n`` inputs' subject in ``known`` (-1 for None: a new subject, the subject layers' mean).
+
+    Parameters
+    ----------
+    known : sequence of str
+        The model's subjects (``config.subjects``).
+    subject : str, sequence of str or None
+        One id for all inputs, one per input, or None.
+    n : int
+        Number of inputs.
+    unit : str
+        What an input is called in messages ("trial", "segment").
+
+    Returns
+    -------
+    index : ndarray of int64, shape (n,)
+    """
+    if subject is None:
+        return np.full(n, -1, dtype=np.int64)
+    subs = np.full(n, subject, dtype=object) if isinstance(subject, str) else np.asarray(subject, dtype=object)
+    if len(subs) != n:
+        raise ShapeMismatchError(format_error("subject", f"one id per {unit} ({n})", f"{len(subs)} ids"))
+    lookup = {s: i for i, s in enumerate(known)}
+    unknown = sorted({str(s) for s in subs} - set(lookup))
+    if unknown:
+        raise ValidationError(format_error(
+            "subject", "one of " + ", ".join(map(repr, known)) if known else "None (this model knows no subject)",
+            ", ".join(map(repr, unknown)), "Pass subject=None for a new subject (the mean of the subject layers)"))
+    return np.array([lookup[str(s)] for s in subs], dtype=np.int64)
 
 
 def conv_dilations(depth: int, growth: int = 2, period: int | None = 5) -> list[int]:

@@ -57,6 +57,7 @@ from ._meeg_blocks import (
     SubjectLayers,
     TemporalAggregation,
     sensor_positions,
+    subject_indices,
 )
 from ._scaling import store_channel_scaling
 
@@ -443,19 +444,7 @@ class MEGBrainModule(PretrainedMixin, nn.Module):
 
     def subject_index(self, subject: str | Sequence[str] | np.ndarray | None, n: int) -> np.ndarray:
         """Index of each of ``n`` trials' subject in ``config.subjects`` (-1: None, an unknown subject)."""
-        if subject is None:
-            return np.full(n, -1, dtype=np.int64)
-        subs = np.full(n, subject, dtype=object) if isinstance(subject, str) else np.asarray(subject, dtype=object)
-        if len(subs) != n:
-            raise ShapeMismatchError(format_error("subject", f"one id per trial ({n})", f"{len(subs)} ids"))
-        lookup = {s: i for i, s in enumerate(self.config.subjects)}
-        unknown = sorted({str(s) for s in subs} - set(lookup))
-        if unknown:
-            raise ValidationError(format_error(
-                "subject", "one of " + ", ".join(map(repr, self.config.subjects)) if self.config.subjects else
-                "None (this model knows no subject)", ", ".join(map(repr, unknown)),
-                "Pass subject=None for a new subject (the mean of the subject layers)"))
-        return np.array([lookup[str(s)] for s in subs], dtype=np.int64)
+        return subject_indices(self.config.subjects, subject, n, unit="trial")
 
     def check_input(self, X: Any, *, ch_names: Sequence[str] | None = None, sfreq: float | None = None) -> np.ndarray:
         """Validate windows against the model (channels and their order, rate, length); float32 out."""

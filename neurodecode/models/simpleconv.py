@@ -42,7 +42,7 @@ from torch import nn
 from .._core.errors import MetadataMismatchError, ShapeMismatchError, ValidationError
 from .._core.validation import check_array, check_option, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
-from ._meeg_blocks import ConvTransposeHead, DilatedConvStack, SpatialAttention, SubjectLayers
+from ._meeg_blocks import ConvTransposeHead, DilatedConvStack, SpatialAttention, SubjectLayers, subject_indices
 from ._scaling import store_channel_scaling
 from .losses import gather_rows
 
@@ -305,19 +305,7 @@ class SimpleConv(PretrainedMixin, nn.Module):
 
     def subject_index(self, subject: str | Sequence[str] | np.ndarray | None, n: int) -> np.ndarray:
         """Index of each of ``n`` segments' subject in ``config.subjects`` (-1: None, an unknown subject)."""
-        if subject is None:
-            return np.full(n, -1, dtype=np.int64)
-        subs = np.full(n, subject, dtype=object) if isinstance(subject, str) else np.asarray(subject, dtype=object)
-        if len(subs) != n:
-            raise ShapeMismatchError(format_error("subject", f"one id per segment ({n})", f"{len(subs)} ids"))
-        lookup = {s: i for i, s in enumerate(self.config.subjects)}
-        unknown = sorted({str(s) for s in subs} - set(lookup))
-        if unknown:
-            raise ValidationError(format_error(
-                "subject", "one of " + ", ".join(map(repr, self.config.subjects)) if self.config.subjects else
-                "None (this model knows no subject)", ", ".join(map(repr, unknown)),
-                "Pass subject=None for a new subject (the mean of the subject layers)"))
-        return np.array([lookup[str(s)] for s in subs], dtype=np.int64)
+        return subject_indices(self.config.subjects, subject, n, unit="segment")
 
     def check_input(self, X: Any, *, ch_names: Sequence[str] | None = None, sfreq: float | None = None) -> np.ndarray:
         """Validate segments against the model (channels and order, rate, length); float32 out."""

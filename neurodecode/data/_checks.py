@@ -346,14 +346,25 @@ def check_zuco(root: str | os.PathLike[str], subjects: Sequence[str] | None = No
     return report, problems, warnings
 
 
-# --------------------------------------------------------------------------------------------------- all four
+# --------------------------------------------------------------------------------------------------- every dataset
+#: The datasets ``check-data`` knows, in the order its messages list them.
+_DATASETS = ("nsd", "things-eeg2", "things-meg", "zuco", "meg-masc", "bold5000", "broderick2019", "mous",
+             "brennan2019")
+#: Checkers of the loaders' own modules (imported when asked for): each returns ``(report, problems)`` with the
+#: warnings inside the report; the three above return ``(report, problems, warnings)``.
+_MODULE_CHECKERS = {"things-meg": ("._things_meg", "check_things_meg"), "bold5000": ("._bold5000", "check_bold5000"),
+                    "broderick2019": ("._broderick", "check_broderick2019"), "mous": ("._mous", "check_mous"),
+                    "brennan2019": ("._brennan", "check_brennan2019"), "meg-masc": ("._meg_masc", "check_meg_masc")}
+
+
 def check_dataset(dataset: str, root: str | os.PathLike[str], subjects: Sequence[Any] | None = None, *,
                   allow_pickle: bool = False) -> dict[str, Any]:
     """Check a dataset tree and return one report: ``subjects``, ``problems``, ``warnings``, ``ok``.
 
     Parameters
     ----------
-    dataset : {"nsd", "things-eeg2", "things-meg", "zuco"}
+    dataset : {"nsd", "things-eeg2", "things-meg", "zuco", "meg-masc", "bold5000", "broderick2019", "mous", \
+"brennan2019"}
     root : path-like
         The dataset root.
     subjects : sequence or None
@@ -361,45 +372,20 @@ def check_dataset(dataset: str, root: str | os.PathLike[str], subjects: Sequence
     allow_pickle : bool
         THINGS-EEG2: read the published pickled files (only for files you trust).
     """
+    import importlib
+
     from .._core.validation import check_option
 
-    check_option(dataset, "dataset", ("nsd", "things-eeg2", "things-meg", "zuco", "meg-masc", "bold5000",
-                                      "broderick2019", "mous", "brennan2019"))
+    check_option(dataset, "dataset", _DATASETS)
     if dataset == "nsd":
         report, problems, warnings = check_nsd(root, subjects)
     elif dataset == "things-eeg2":
         report, problems, warnings = check_things_eeg2(root, subjects, allow_pickle=allow_pickle)
-    elif dataset == "things-meg":
-        from ._things_meg import check_things_meg
-
-        report, problems = check_things_meg(root, subjects)
-        warnings = report.pop("warnings", [])
-    elif dataset == "bold5000":
-        from ._bold5000 import check_bold5000
-
-        report, problems = check_bold5000(root, subjects)
-        warnings = report.pop("warnings", [])
-    elif dataset == "broderick2019":
-        from ._broderick import check_broderick2019
-
-        report, problems = check_broderick2019(root, subjects)
-        warnings = report.pop("warnings", [])
-    elif dataset == "mous":
-        from ._mous import check_mous
-
-        report, problems = check_mous(root, subjects)
-        warnings = report.pop("warnings", [])
-    elif dataset == "brennan2019":
-        from ._brennan import check_brennan2019
-
-        report, problems = check_brennan2019(root, subjects)
-        warnings = report.pop("warnings", [])
-    elif dataset == "meg-masc":
-        from ._meg_masc import check_meg_masc
-
-        report, problems = check_meg_masc(root, subjects)
-        warnings = report.pop("warnings", [])
-    else:
+    elif dataset == "zuco":
         report, problems, warnings = check_zuco(root, subjects)
+    else:
+        module, name = _MODULE_CHECKERS[dataset]
+        report, problems = getattr(importlib.import_module(module, __package__), name)(root, subjects)
+        warnings = report.pop("warnings", [])
     report.update(dataset=dataset, root=str(root), problems=problems, warnings=warnings, ok=not problems)
     return report

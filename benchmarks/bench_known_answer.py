@@ -199,17 +199,21 @@ DECODERS: dict[str, dict] = {
                            "sets": ["data.sessions=2", 'data.subjects=["nsd/subj01", "nsd/subj02"]']},
     "atm_things_eeg2": {"dataset": "things-eeg2", "kind": "atm",
                         "sets": ["train.epochs=40"],  # the recipe's (and the reference's) 40 epochs
-                        "simulate": ["--train-concepts", "48", "--snr", "3"],
-                        "note": "simulated with 48 training concepts (480 images, 4x the default) at snr 3: at the "
-                                "defaults (120 images, snr 1) ATM, and a ridge from the EEG into its tiny ViT-H-14 "
-                                "space, stay at chance (docs/decoders/atm.md, known-answer check)"},
+                        "simulate": ["--train-concepts", "48", "--snr", "3", "--test-images", "100"],
+                        "note": "simulated with 48 training concepts (480 images, 4x the default) at snr 3 and 100 "
+                                "test images (the default 30 resolve one hit as 0.033): at the defaults (120 "
+                                "images, snr 1) ATM, and a ridge from the EEG into its tiny ViT-H-14 space, stay at "
+                                "chance (docs/decoders/atm.md, known-answer check)"},
     "glim_zuco": {"dataset": "zuco", "kind": "glim",
-                  "sets": ["train.epochs=60"],  # 200 in the recipe: no better here (docs/decoders/glim.md)
-                  "simulate": ["--sentences", "300"],
-                  "note": "simulated with 300 sentences (3x the default: 28 test sentences, 56 test trials, 48 of "
-                          "them scored in GLIM's blocks of 24): at the default 100 (8 test sentences, 16 trials, one "
-                          "block of 8) one hit is 0.0625 and GLIM's 3 of 16 was within noise (docs/decoders/glim.md, "
-                          "known-answer check)"},
+                  # the recipe's 72 per device (the tiny preset's 8 is a smoke size); lr 1e-3: at the reference's
+                  # 1e-4 the toy width does not move in 60 epochs (docs/decoders/glim.md)
+                  "sets": ["train.epochs=60", "train.batch_size=72", "train.lr=1e-3"],
+                  "simulate": ["--sentences", "1000", "--snr", "10"],
+                  "note": "simulated with 1000 sentences (10x the default: 91 test sentences, 7 of GLIM's blocks "
+                          "of 24 per subject, 168 scored trials) at snr 10: the semantic response is a small part "
+                          "of the simulated EEG (the word-locked response dominates) and at snr 1-3 a ridge from "
+                          "the tiny preset's 16 channels into the simulator's own sentence space reaches top-1 "
+                          "0.07-0.11 of 28 (docs/decoders/glim.md, known-answer check)"},
 }
 
 #: Threads of each training subprocess: these toy models gain nothing from a second thread, and on 2 shared cores
@@ -245,10 +249,23 @@ def fraction_of_ideal(score: float, chance: float, ideal: float) -> float | None
     return round((score - chance) / (ideal - chance), 4)
 
 
-def _entry(score: float, control: float, chance: float, ideal: float, **extra) -> dict:
-    return {"score": round(float(score), 4), "control": round(float(control), 4), "chance": round(float(chance), 4),
-            "ideal": round(float(ideal), 4), "fraction_of_ideal": fraction_of_ideal(score, chance, ideal),
-            "beats_control": bool(score > control), **extra}
+def p_above_chance(score: float, chance: float, n: int) -> float:
+    """One-sided binomial p-value of ``round(score * n)`` hits or more among ``n`` scored trials at rate ``chance``."""
+    from scipy.stats import binom
+
+    hits = int(round(score * n))
+    return float(binom.sf(hits - 1, n, chance))
+
+
+def _entry(score: float, control: float, chance: float, ideal: float, n_scored: int | None = None,
+           **extra) -> dict:
+    out = {"score": round(float(score), 4), "control": round(float(control), 4), "chance": round(float(chance), 4),
+           "ideal": round(float(ideal), 4), "fraction_of_ideal": fraction_of_ideal(score, chance, ideal),
+           "beats_control": bool(score > control), **extra}
+    if n_scored is not None:  # how surprising the score is at chance (the trials are the test items, scored once)
+        out["n_scored"] = int(n_scored)
+        out["p_above_chance"] = float(f"{p_above_chance(score, chance, int(n_scored)):.3g}")
+    return out
 
 
 def summarise_run(kind: str, metrics: dict, ceiling: dict, target: str | None = None) -> dict:
@@ -277,15 +294,18 @@ def summarise_run(kind: str, metrics: dict, ceiling: dict, target: str | None = 
     if kind == "glim":
         chance = metrics["test/retrieval_chance_top1"]
         ideal = float(np.mean([v["top1_retrieval"] for v in per.values()]))
+        n_scored = (int(metrics["test/retrieval_n_blocks"] * metrics["test/retrieval_block"])
+                    if "test/retrieval_n_blocks" in metrics else None)
+        top5 = {}
+        if "test/retrieval_top5" in metrics:
+            top5 = {"top5": round(metrics["test/retrieval_top5"], 4),
+                    "top5_chance": round(metrics["test/retrieval_chance_top5"], 4)}
+            if n_scored is not None:
+                top5["top5_p_above_chance"] = float(f"{p_above_chance(top5['top5'], top5['top5_chance'], n_scored):.3g}")
         subjects["all"] = _entry(metrics["test/retrieval_top1"], chance, chance, ideal,
                                  n_candidates=int(metrics["test/retrieval_block"]),
-                                 n_candidates_ideal=int(ceiling["n_test"]), control_kind="chance",
-                                 **({"top5": round(metrics["test/retrieval_top5"], 4),
-                                     "top5_chance": round(metrics["test/retrieval_chance_top5"], 4)}
-                                    if "test/retrieval_top5" in metrics else {}),
-                                 **({"n_scored": int(metrics["test/retrieval_n_blocks"]
-                                                     * metrics["test/retrieval_block"])}
-                                    if "test/retrieval_n_blocks" in metrics else {}))
+                                 n_candidates_ideal=int(ceiling["n_test"]), control_kind="chance", n_scored=n_scored,
+                                 **top5)
     else:
         prefix = {"nsd": "test/nsd/", "brain_diffuser": "test/nsd/", "atm": "test/things-eeg2/"}[kind]
         names = sorted({k[len(prefix):].split("/")[0] for k in metrics if k.startswith(prefix)})
@@ -299,7 +319,7 @@ def summarise_run(kind: str, metrics: dict, ceiling: dict, target: str | None = 
                 if f"{key}/retrieval_top1" in metrics:  # MindEye2's retrieval embeddings
                     extra["retrieval"] = _entry(metrics[f"{key}/retrieval_top1"],
                                                 metrics[f"{key}/retrieval_shuffled_top1"], chance,
-                                                per[s]["top1_retrieval"])
+                                                per[s]["top1_retrieval"], n_scored=extra["n_candidates"])
             elif kind == "brain_diffuser":
                 score, control = metrics[f"{key}/{target}/top1"], metrics[f"{key}/{target}/shuffled_top1"]
                 extra["control_kind"] = "shuffled-brain"
@@ -314,16 +334,19 @@ def summarise_run(kind: str, metrics: dict, ceiling: dict, target: str | None = 
                     extra["top5"] = round(metrics[f"{key}/top5"], 4)
                 if f"{key}/prior_top1" in metrics:
                     extra["prior_top1"] = round(metrics[f"{key}/prior_top1"], 4)
-            subjects[s] = _entry(score, control, chance, per[s]["top1_retrieval"], **extra)
+            # one scored trial per test item (repetitions averaged), each ranked among all test items
+            subjects[s] = _entry(score, control, chance, per[s]["top1_retrieval"], n_scored=extra["n_candidates"],
+                                 **extra)
     if not subjects:
         raise ValueError(f"no test metrics of kind {kind!r} in the run's metrics.json")
     mean = {k: float(np.mean([v[k] for v in subjects.values()])) for k in ("score", "control", "chance", "ideal")}
-    out = _entry(**mean)
+    pooled = [v.get("n_scored") for v in subjects.values()]  # equal counts per subject: the mean is the pooled rate
+    out = _entry(**mean, n_scored=sum(pooled) if None not in pooled and len(set(pooled)) == 1 else None)
     out["beats_control"] = all(v["beats_control"] for v in subjects.values())
     if all("retrieval" in v for v in subjects.values()):  # MindEye2's retrieval space, summarised the same way
         r_mean = {k: float(np.mean([v["retrieval"][k] for v in subjects.values()]))
                   for k in ("score", "control", "chance", "ideal")}
-        out["retrieval"] = _entry(**r_mean)
+        out["retrieval"] = _entry(**r_mean, n_scored=out.get("n_scored"))
         out["retrieval"]["beats_control"] = all(v["retrieval"]["beats_control"] for v in subjects.values())
     out["candidates"] = {"run": sorted({v["n_candidates"] for v in subjects.values()}),
                          "ideal": sorted({v["n_candidates_ideal"] for v in subjects.values()})}

@@ -20,10 +20,10 @@ SIMULATED: tuple[str, ...] = tuple(dict.fromkeys((*DATASETS, "broderick2019")))
 def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None, snr: float = 1.0,
                    seed: int = 0, annotations: str = "shipped", encoder: Path | None = None,
                    n_train_concepts: int | None = None, images_per_concept: int | None = None,
-                   n_sentences: int | None = None) -> Any:
+                   n_sentences: int | None = None, n_test: int | None = None) -> Any:
     """Call the simulator of ``dataset`` with the CLI's options (library defaults for everything else;
-    ``n_train_concepts`` and ``images_per_concept``: things-eeg2's training-set size, ``n_sentences``: zuco's
-    number of sentences, ``None`` their defaults)."""
+    ``n_train_concepts``, ``images_per_concept`` and ``n_test``: things-eeg2's training-set size and test images,
+    ``n_sentences``: zuco's number of sentences, ``None`` their defaults)."""
     from .._core.files import check_writable
     from .._core.validation import check_option
 
@@ -46,8 +46,8 @@ def run_simulation(dataset: str, out: Path, *, subjects: list[Any] | None = None
 
         # the published pickled .npy files plus their pickle-free .npz twins: simulated data are ours, so
         # the recipes read them without allow_pickle (the pickled files keep the layout faithful)
-        size = {k: v for k, v in (("n_train_concepts", n_train_concepts), ("images_per_concept", images_per_concept))
-                if v is not None}
+        size = {k: v for k, v in (("n_train_concepts", n_train_concepts), ("images_per_concept", images_per_concept),
+                                  ("n_test", n_test)) if v is not None}
         return simulate_things_eeg2(out, safe_copy=True, **kwargs, **size)
     if dataset == "things-meg":
         from ..simulate import simulate_things_meg
@@ -110,6 +110,9 @@ def register(app: typer.Typer) -> None:
         images_per_concept: int = typer.Option(None, "--images-per-concept", min=1,
                                                help="things-eeg2: images per training concept (default 10, as "
                                                     "published)."),
+        test_images: int = typer.Option(None, "--test-images", min=2,
+                                        help="things-eeg2: test images, one per held-out test concept (default 30; "
+                                             "published 200), drawn from 2 held-out image classes."),
         n_sentences: int = typer.Option(None, "--sentences", min=2,
                                         help="zuco: sentences generated (default 100; about 10% fall in the test "
                                              "split, by the SHA-256 of each sentence)."),
@@ -128,14 +131,14 @@ def register(app: typer.Typer) -> None:
             fail("--encoder applies to nsd only (a brain encoder predicts NSD voxels)", 2)
         if encoder is not None and annotations != "shipped":
             fail("--encoder writes the shipped captions; --annotations cannot be combined with it", 2)
-        if (train_concepts is not None or images_per_concept is not None) and dataset != "things-eeg2":
-            fail("--train-concepts and --images-per-concept apply to things-eeg2 only", 2)
+        if (train_concepts, images_per_concept, test_images) != (None, None, None) and dataset != "things-eeg2":
+            fail("--train-concepts, --images-per-concept and --test-images apply to things-eeg2 only", 2)
         if n_sentences is not None and dataset != "zuco":
             fail("--sentences applies to zuco only", 2)
         parsed = parse_subjects(subjects, dataset) if dataset in DATASETS else _pending_subjects(subjects, dataset)
         result = run_simulation(dataset, out, subjects=parsed, snr=snr, seed=seed,
                                 annotations=annotations, encoder=encoder, n_train_concepts=train_concepts,
-                                images_per_concept=images_per_concept, n_sentences=n_sentences)
+                                images_per_concept=images_per_concept, n_sentences=n_sentences, n_test=test_images)
         if json_out:
             print_json({"dataset": result.dataset, "out": result.out, "root": result.root, "truth": result.truth,
                         "subjects": result.subjects, "ceiling": result.ceiling})

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from .._core.errors import ShapeMismatchError, ValidationError
+from .._core.errors import ValidationError
 from .._core.specs import load_spec
 from .._core.validation import check_array, format_error
+from ._bids import check_channels, write_root_files, write_tsv
 
 __all__ = ["write_meg_masc_recording", "write_meg_masc_wav", "make_meg_masc_fixture", "kit_channel_names",
            "meg_masc_path", "kit_info"]
@@ -87,15 +88,6 @@ def kit_info(ch_names: Sequence[str], sfreq: float) -> Any:
     return info
 
 
-def _write_tsv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    from .._core.files import atomic_write
-
-    with atomic_write(path) as fh:
-        fh.write("\t".join(header) + "\n")
-        for row in rows:
-            fh.write("\t".join("n/a" if v is None else str(v) for v in row) + "\n")
-
-
 def write_meg_masc_wav(root: str | os.PathLike[str], name: str, wave: Any, sr: int = 16000) -> Path:
     """Write ``stimuli/audio/<name>`` (16-bit PCM mono) from ``wave`` of shape (n_samples,) in [-1, 1]."""
     from scipy.io import wavfile
@@ -159,13 +151,7 @@ def write_meg_masc_recording(
 
     spec = _spec()
     s = _subject_number(subject)
-    data = check_array(data, "data", ndim=2, finite=False)
-    names = [str(c) for c in ch_names]
-    if len(names) != data.shape[0]:
-        raise ShapeMismatchError(format_error("ch_names", f"{data.shape[0]} names (rows of data)", len(names)))
-    unknown = sorted(set(bads) - set(names))
-    if unknown:
-        raise ValidationError(format_error("bads", "names from ch_names", unknown))
+    data, names = check_channels(data, ch_names, bads)
     sfreq = float(sfreq)
     info = kit_info(names, sfreq)
     info["line_freq"] = float(spec["dataset"]["power_line_frequency"])
@@ -186,11 +172,11 @@ def write_meg_masc_recording(
                                                f"(0 to {data.shape[1] / sfreq:g} s)", onset))
         desc = {key: v for key, v in ev.items() if key not in ("onset", "duration")}
         rows.append([f"{sample / sfreq:.3f}", f"{float(ev.get('duration', 0.0)):.3f}", repr(desc), 1, sample])
-    _write_tsv(meg_masc_path(root, "events", subject=s, session=session, task=task),
-               ["onset", "duration", "trial_type", "value", "sample"], rows)
-    _write_tsv(meg_masc_path(root, "channels", subject=s, session=session, task=task),
-               ["name", "type", "units", "sampling_frequency", "status"],
-               [[n, "MEGGRADAXIAL", "T", f"{sfreq:g}", "bad" if n in bads else "good"] for n in names])
+    write_tsv(meg_masc_path(root, "events", subject=s, session=session, task=task),
+              ["onset", "duration", "trial_type", "value", "sample"], rows)
+    write_tsv(meg_masc_path(root, "channels", subject=s, session=session, task=task),
+              ["name", "type", "units", "sampling_frequency", "status"],
+              [[n, "MEGGRADAXIAL", "T", f"{sfreq:g}", "bad" if n in bads else "good"] for n in names])
     write_json(meg_masc_path(root, "sidecar", subject=s, session=session, task=task), {
         "TaskName": str(task), "Manufacturer": "KIT/Yokogawa", "SamplingFrequency": sfreq,
         "PowerLineFrequency": float(spec["dataset"]["power_line_frequency"]), "DewarPosition": "supine",
@@ -198,15 +184,7 @@ def write_meg_masc_recording(
         "MEGChannelCount": len(names), "RecordingDuration": round(data.shape[1] / sfreq, 6),
         "RecordingType": "continuous",
     })
-    r = Path(root)
-    write_json(r / spec["paths"]["dataset_description"], {
-        "Name": spec["dataset"]["title"], "BIDSVersion": "1.6.0", "DatasetType": "raw",
-        "License": spec["dataset"]["licence"], "ReferencesAndLinks": [spec["dataset"]["url"]]})
-    participants = r / spec["paths"]["participants"]
-    known = [line.split("\t")[0] for line in participants.read_text().splitlines()[1:]
-             if line.strip()] if participants.is_file() else []
-    pid = spec["dataset"]["subject_format"].format(subject=s)
-    _write_tsv(participants, ["participant_id"], [[p] for p in sorted(set(known) | {pid})])
+    write_root_files(root, spec, s, bids_version="1.6.0", references=[spec["dataset"]["url"]])
     return path
 
 

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from .._core.errors import ShapeMismatchError, ValidationError
+from .._core.errors import ValidationError
 from .._core.specs import load_spec
 from .._core.validation import check_array, format_error
+from ._bids import check_channels, write_root_files, write_tsv
 
 __all__ = ["make_mous_fixture", "write_mous_recording", "write_mous_wav", "write_mous_textgrid",
            "write_mous_stimuli_text", "mous_sound_events", "mous_channel_names", "mous_path"]
@@ -95,15 +96,6 @@ def _ctf_info(meg: Sequence[str], sfreq: float, n_ref: int) -> Any:
     with info._unlock():
         info["dev_head_t"] = mne.transforms.Transform("meg", "head")
     return info
-
-
-def _write_tsv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    from .._core.files import atomic_write
-
-    with atomic_write(path) as fh:
-        fh.write("\t".join(header) + "\n")
-        for row in rows:
-            fh.write("\t".join("n/a" if v is None else str(v) for v in row) + "\n")
 
 
 def _audio_path(root: str | os.PathLike[str], number: int) -> Path:
@@ -268,13 +260,7 @@ def write_mous_recording(
 
     spec = _spec()
     s = _subject_number(subject)
-    data = check_array(data, "data", ndim=2, finite=False)
-    names = [str(c) for c in ch_names]
-    if len(names) != data.shape[0]:
-        raise ShapeMismatchError(format_error("ch_names", f"{data.shape[0]} names (rows of data)", len(names)))
-    unknown = sorted(set(bads) - set(names))
-    if unknown:
-        raise ValidationError(format_error("bads", "names from ch_names", unknown))
+    data, names = check_channels(data, ch_names, bads)
     sfreq = float(sfreq)
     info = _ctf_info(names, sfreq, int(n_ref))
     info["line_freq"] = float(spec["dataset"]["power_line_frequency"])
@@ -298,12 +284,12 @@ def write_mous_recording(
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix="_meg.fif") as tmp:
         raw.save(tmp, overwrite=True, verbose="error")
-    _write_tsv(mous_path(root, "events", subject=s, run=run), ["onset", "duration", "sample", "type", "value"], rows)
+    write_tsv(mous_path(root, "events", subject=s, run=run), ["onset", "duration", "sample", "type", "value"], rows)
     chan_rows = [[n, "MEGGRADAXIAL", "T", f"{sfreq:g}", "bad" if n in bads else "good"] for n in names]
     chan_rows += [[c, "MEGREFGRADAXIAL", "T", f"{sfreq:g}", "good"] for c in info["ch_names"][len(names):-1]]
     chan_rows.append(["UPPT001", "TRIG", "n/a", f"{sfreq:g}", "good"])
-    _write_tsv(mous_path(root, "channels", subject=s, run=run), ["name", "type", "units", "sampling_frequency",
-                                                                  "status"], chan_rows)
+    write_tsv(mous_path(root, "channels", subject=s, run=run), ["name", "type", "units", "sampling_frequency",
+                                                                 "status"], chan_rows)
     write_json(mous_path(root, "sidecar", subject=s, run=run), {
         "TaskName": spec["dataset"]["task"], "Manufacturer": "CTF", "ManufacturersModelName": "CTF-275",
         "SamplingFrequency": sfreq, "PowerLineFrequency": float(spec["dataset"]["power_line_frequency"]),
@@ -311,15 +297,7 @@ def write_mous_recording(
         "DigitizedHeadPoints": False, "MEGChannelCount": len(names), "MEGREFChannelCount": int(n_ref),
         "TriggerChannelCount": 1, "RecordingDuration": round(data.shape[1] / sfreq, 6),
         "RecordingType": "continuous"})
-    r = Path(root)
-    write_json(r / spec["paths"]["dataset_description"], {
-        "Name": spec["dataset"]["title"], "BIDSVersion": "1.2.0", "DatasetType": "raw",
-        "License": spec["dataset"]["licence"], "ReferencesAndLinks": [spec["dataset"]["url"], spec["dataset"]["paper"]]})
-    participants = r / spec["paths"]["participants"]
-    known = [line.split("\t")[0] for line in participants.read_text().splitlines()[1:]
-             if line.strip()] if participants.is_file() else []
-    pid = spec["dataset"]["subject_format"].format(subject=s)
-    _write_tsv(participants, ["participant_id"], [[p] for p in sorted(set(known) | {pid})])
+    write_root_files(root, spec, s, bids_version="1.2.0", references=[spec["dataset"]["url"], spec["dataset"]["paper"]])
     return path
 
 

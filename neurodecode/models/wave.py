@@ -54,8 +54,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._core.errors import ShapeMismatchError, ValidationError
-from .._core.validation import check_array, check_option, format_error
+from .._core.validation import check_array, check_option, dataclass_from_dict, format_error
 from ..io.checkpoints import PretrainedMixin, load_state_dict
+from ._dalle2_prior import GainNorm, prior_layers, rotary_frequencies, run_layers, sinusoidal_time, time_mlp
 from .losses import clip_loss
 
 __all__ = ["WAVEConfig", "WAVE", "prompt_token_ids", "WAVEPriorConfig", "WAVEPrior"]
@@ -445,11 +446,13 @@ class WAVEPriorConfig:
     n_tokens, token_dim : int
         The target: CLIP ViT-L/14 image tokens, 257 x 768 (Versatile Diffusion's image condition).
     depth, heads, dim_head, ff_mult : int
-        Transformer of the prior network (6, 12, 64, 4); ``heads * dim_head`` is the attention width.
+        The dalle2 prior network (MindEye1's ``VersatileDiffusionPriorNetwork``: 6 layers, 12 query heads of 64,
+        SwiGLU x 4); ``heads * dim_head`` is the query width.
     timesteps : int
         Diffusion steps of training and of the ancestral (DDPM) sampling (100).
     cond_drop : float
-        Probability that a training sample's condition is replaced by the learned null condition (0.2).
+        Probability that a training sample's brain tokens, and independently its noisy image tokens, are replaced
+        by their learned null embeddings (0.2: dalle2's ``cond_drop_prob`` sets both).
     loss_weight : float
         Multiplier of the MSE (the reference's ``prior_mult = 30`` on the Versatile Diffusion path).
     embed_scale : float or None
@@ -457,8 +460,6 @@ class WAVEPriorConfig:
         ``sqrt(token_dim)`` (dalle2's default ``image_embed_scale``).
     cond_scale : float
         Classifier-free guidance of the sampler (1.0: none, as the reference samples).
-    dropout : float
-        Attention and feed-forward dropout (0: the reference's defaults).
     """
 
     cond_dim: int = 768
@@ -473,7 +474,6 @@ class WAVEPriorConfig:
     loss_weight: float = 30.0
     embed_scale: float | None = None
     cond_scale: float = 1.0
-    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("cond_dim", "n_tokens", "token_dim", "depth", "heads", "dim_head", "ff_mult", "timesteps"):
@@ -481,6 +481,16 @@ class WAVEPriorConfig:
                 raise ValidationError(format_error(name, "a positive integer", getattr(self, name)))
         if not 0.0 <= float(self.cond_drop) < 1.0:
             raise ValidationError(format_error("cond_drop", "a probability in [0, 1)", self.cond_drop))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> WAVEPriorConfig:
+        """Build from a saved ``config.json`` or a ``[decoder.prior]`` table; refuses a prior of the earlier layout."""
+        if "dropout" in values:  # only the plain-block prior (before the dalle2 network) had this field
+            raise ValidationError(format_error(
+                "config", "a WAVE prior with the reference's dalle2 network", "a prior of the earlier plain-block "
+                "layout (its config has 'dropout')", "Retrain the prior (neurodecode train with the recipe's "
+                "[decoder.prior] table); its weights cannot be mapped onto the dalle2 blocks"))
+        return dataclass_from_dict(cls, values, "decoder.prior")
 
     @classmethod
     def tiny(cls, **overrides: Any) -> WAVEPriorConfig:
@@ -503,33 +513,14 @@ def _cosine_alphas_cumprod(timesteps: int, s: float = 0.008) -> torch.Tensor:
     return torch.cumprod(1 - betas, dim=0)
 
 
-class _PriorBlock(nn.Module):
-    """Pre-norm transformer block (SDPA attention, GELU feed-forward), non-causal."""
-
-    def __init__(self, dim: int, heads: int, dim_head: int, ff_mult: int, dropout: float) -> None:
-        super().__init__()
-        self.heads, self.dim_head, self.dropout = heads, dim_head, dropout
-        self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
-        self.out = nn.Linear(heads * dim_head, dim, bias=False)
-        self.norm2 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Dropout(dropout),
-                                nn.Linear(ff_mult * dim, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        x = x + self.out(a.transpose(1, 2).reshape(b, n, -1))
-        return x + self.ff(self.norm2(x))
-
-
 class WAVEPrior(PretrainedMixin, nn.Module):
     """WAVE's stage-2 diffusion prior: encoder ``pooler_outputs`` -> CLIP ViT-L/14 image tokens.
 
     The condition (batch, cond_dim) is mapped to ``n_tokens`` brain tokens (the reference's ``dim_mapper``);
-    the network sees ``[brain tokens, time token, noisy image tokens + learned positions]`` and its last
-    ``n_tokens`` outputs predict the clean (scaled) image tokens.
+    the network, MindEye1's ``VersatileDiffusionPriorNetwork`` (the dalle2 prior transformer of
+    :mod:`neurodecode.models._dalle2_prior`, ``learned_query_mode="pos_emb"``, non-causal), sees
+    ``[brain tokens, time token, noisy image tokens + learned positions]`` and its last ``n_tokens`` outputs
+    predict the clean (scaled) image tokens.
 
     Parameters
     ----------
@@ -551,31 +542,28 @@ class WAVEPrior(PretrainedMixin, nn.Module):
         self.config = c = config if config is not None else WAVEPriorConfig()
         d = c.token_dim
         self.dim_mapper = nn.Linear(c.cond_dim, c.n_tokens * d)
-        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.time_mlp = time_mlp(d)
         self.learned_query = nn.Parameter(torch.randn(c.n_tokens, d) * d ** -0.5)  # "pos_emb" mode
-        self.null_brain_embeds = nn.Parameter(torch.randn(c.n_tokens, d))
-        self.blocks = nn.ModuleList([_PriorBlock(d, c.heads, c.dim_head, c.ff_mult, c.dropout) for _ in range(c.depth)])
-        self.norm = nn.LayerNorm(d)
+        self.rel_pos_bias = nn.Embedding(32, c.heads)
+        self.layers = prior_layers(d, c.depth, c.heads, c.dim_head, c.ff_mult)
+        self.norm = GainNorm(d, stable=True)
         self.project_out = nn.Linear(d, d, bias=False)
+        self.null_brain_embeds = nn.Parameter(torch.randn(c.n_tokens, d))
+        self.null_image_embed = nn.Parameter(torch.randn(c.n_tokens, d))
+        self.register_buffer("rotary_freqs", rotary_frequencies(c.dim_head), persistent=False)
         self.register_buffer("alphas_cumprod", _cosine_alphas_cumprod(c.timesteps).float(), persistent=False)
 
     # ---- network
 
     def _time_embed(self, t: torch.Tensor) -> torch.Tensor:
-        half = self.config.token_dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / max(half, 1))
-        ang = t.float()[:, None] * freqs[None]
-        emb = torch.cat([ang.sin(), ang.cos()], dim=1)
-        if emb.shape[1] < self.config.token_dim:
-            emb = F.pad(emb, (0, self.config.token_dim - emb.shape[1]))
-        return self.time_mlp(emb)
+        return self.time_mlp(sinusoidal_time(t, self.config.token_dim))  # type: ignore[no-any-return]
 
     def brain_tokens(self, cond: torch.Tensor) -> torch.Tensor:
         """``dim_mapper(cond)`` as (batch, n_tokens, token_dim)."""
         return self.dim_mapper(cond).view(len(cond), self.config.n_tokens, self.config.token_dim)
 
     def forward(self, noisy: torch.Tensor, t: torch.Tensor, brain: torch.Tensor,
-                keep: torch.Tensor | None = None) -> torch.Tensor:
+                keep: torch.Tensor | None = None, keep_image: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted clean (scaled) tokens (batch, n_tokens, token_dim).
 
         Parameters
@@ -584,15 +572,17 @@ class WAVEPrior(PretrainedMixin, nn.Module):
         t : LongTensor of shape (batch,)
         brain : Tensor of shape (batch, n_tokens, token_dim)
             :meth:`brain_tokens` of the condition.
-        keep : BoolTensor of shape (batch,) or None
-            False replaces the sample's brain tokens by the learned null condition.
+        keep, keep_image : BoolTensor of shape (batch,) or None
+            False replaces the sample's brain tokens (``keep``), or its noisy image tokens (``keep_image``), by
+            their learned null embeddings (the reference's condition dropout and unconditional branch).
         """
         if keep is not None:
             brain = torch.where(keep[:, None, None], brain, self.null_brain_embeds[None].to(brain.dtype))
-        x = torch.cat([brain, self._time_embed(t)[:, None], noisy + self.learned_query[None]], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.project_out(self.norm(x))[:, -self.config.n_tokens:]
+        if keep_image is not None:
+            noisy = torch.where(keep_image[:, None, None], noisy, self.null_image_embed[None].to(noisy.dtype))
+        x = torch.cat([brain, self._time_embed(t)[:, None].to(brain.dtype), noisy + self.learned_query[None]], dim=1)
+        x = run_layers(x, self.layers, self.rel_pos_bias, self.rotary_freqs)
+        return self.project_out(self.norm(x))[:, -self.config.n_tokens:]  # type: ignore[no-any-return]
 
     # ---- training
 
@@ -615,8 +605,11 @@ class WAVEPrior(PretrainedMixin, nn.Module):
         ac = self.alphas_cumprod.to(x0.device)[t][:, None, None]
         noise = torch.randn_like(x0)
         noisy = ac.sqrt() * x0 + (1 - ac).sqrt() * noise
-        keep = torch.rand(b, device=x0.device) >= c.cond_drop if self.training else None
-        pred = self(noisy, t, self.brain_tokens(cond), keep)
+        keep = keep_image = None
+        if self.training:  # dalle2: brain and image conditions dropped independently, each with cond_drop
+            keep = torch.rand(b, device=x0.device) >= c.cond_drop
+            keep_image = torch.rand(b, device=x0.device) >= c.cond_drop
+        pred = self(noisy, t, self.brain_tokens(cond), keep, keep_image)
         mse = F.mse_loss(pred, x0)
         return {"loss": c.loss_weight * mse, "mse": mse.detach()}
 
@@ -625,7 +618,8 @@ class WAVEPrior(PretrainedMixin, nn.Module):
     def _denoise(self, x: torch.Tensor, t: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
         pred = self(x, t, brain)
         if self.config.cond_scale != 1.0:
-            null = self(x, t, brain, torch.zeros(len(x), dtype=torch.bool, device=x.device))
+            drop = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+            null = self(x, t, brain, drop, drop)  # forward_with_cond_scale: both conditions null
             pred = null + (pred - null) * self.config.cond_scale
         return pred
 

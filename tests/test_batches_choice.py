@@ -103,3 +103,24 @@ def test_two_random_choice_keys_of_one_batch_draw_independently():
         same.append((batch["text"][:, 1] == batch["views"][:, 1]).float().mean().item())
     # independent draws agree with probability mean(1 / count) = (1/2 + 1/5 + 1/3) / 3 = 0.34
     assert 0.15 < np.mean(same) < 0.55
+
+
+def test_a_sample_draws_the_same_row_whichever_process_slice_holds_it():
+    # a distributed run gives each process a slice of every batch: the row chosen for a sample must not depend
+    # on the slice (1 process and 2 processes on the same global batch train on the same targets)
+    image_of_sample = np.arange(3).repeat(5)
+    n = len(image_of_sample)
+    data = {"x": np.arange(n, dtype=np.float32),
+            "text": ChoiceRows(TABLE, STARTS[image_of_sample], COUNTS[image_of_sample], mode="random")}
+    src = ArrayBatches(data, batch_size=n, shuffle=True)
+    for epoch in range(3):
+        whole = next(src.epoch(epoch, seed=2))
+        parts = [next(src.epoch(epoch, seed=2, rank=r, world_size=2)) for r in (0, 1)]
+        assert torch.equal(torch.cat([p["x"] for p in parts]), whole["x"])  # the slices of the same batch
+        assert torch.equal(torch.cat([p["text"] for p in parts]), whole["text"])
+    multi = MultiSubjectBatches({s: {k: v for k, v in data.items()} for s in ("a", "b")}, batch_size=n,
+                                subjects_per_step=2)
+    whole = next(multi.epoch(1, seed=4))
+    parts = [next(multi.epoch(1, seed=4, rank=r, world_size=2)) for r in (0, 1)]
+    for k in range(2):  # each subject's sub-batch
+        assert torch.equal(torch.cat([p["parts"][k]["text"] for p in parts]), whole["parts"][k]["text"])

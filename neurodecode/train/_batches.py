@@ -106,7 +106,9 @@ class ChoiceRows:
     step, not their mean. Give each sample the block of rows holding its image's captions; every
     batch takes one row of each block: ``mode="cycle"`` takes row ``step % cycle`` of every block
     (modulo the block's size; the reference's ``prompts[train_i % 3]``), ``mode="random"`` draws one
-    uniformly with a generator seeded by (seed, epoch, step), so a resumed run draws the same rows.
+    uniformly with a generator seeded by (seed, epoch, step), so a resumed run draws the same rows; the
+    draw is made for every sample of the table and read at the batch's samples, so a sample's row is the
+    same whichever process of a distributed run holds it.
 
     Parameters
     ----------
@@ -176,9 +178,11 @@ class ChoiceRows:
         start, count = self.starts.index_select(0, i), self.counts.index_select(0, i)
         if self.mode == "cycle":
             offset = torch.remainder(torch.full_like(count, int(step) % self.cycle), count)
-        else:
-            u = torch.rand(len(i), generator=generator if generator is not None else _generator(0, int(step)))
-            offset = torch.minimum((u.to(count.device) * count).long(), count - 1)
+        else:  # one draw per sample of the table, read at i: a sample's row does not depend on which batch
+            # slice (process) holds it, so 1 and N processes on the same global batch choose the same rows
+            gen = generator if generator is not None else _generator(0, int(step))
+            u = torch.rand(len(self.starts), generator=gen).to(count.device).index_select(0, i)
+            offset = torch.minimum((u * count).long(), count - 1)
         return start + offset
 
     def index_select(self, dim: int, i: Any, *, step: int = 0, generator: Any = None) -> Any:
@@ -376,7 +380,7 @@ class ArrayBatches:
         for step in range(start, spe):
             idx = _rank_slice(order[step * self.batch_size:(step + 1) * self.batch_size], rank, world_size)
             batch = _gather(self.tensors, idx, self.device, step=epoch * spe + step,
-                            choice_keys=(seed, epoch, step, rank, 104729))
+                            choice_keys=(seed, epoch, step, 104729))
             batch.update(self.extra)
             yield batch
 
@@ -494,7 +498,7 @@ class MultiSubjectBatches:
                 dev = next(iter(src.tensors.values())).device
                 batch = _gather(src.tensors, _rank_slice(idx.to(dev), rank, world_size), src.device,
                                 step=epoch * self._steps + step,
-                                choice_keys=(seed, epoch, step, rank, self.subjects.index(s), 104729))
+                                choice_keys=(seed, epoch, step, self.subjects.index(s), 104729))
                 batch["subject"] = s
                 built.append(batch)
             yield built[0] if self.subjects_per_step == 1 else {"parts": built}

@@ -87,6 +87,7 @@ def test_reset_tuning_a_new_subject_changes_only_its_embedder_and_builder(nsd_ro
         np.testing.assert_array_equal(after[k].numpy(), before[k].numpy(), err_msg=k)
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["fine_tune"]["method"] == "reset_tune" and prov["n_train"]["nsd/subj01"] == 60  # tiny n_train
+    assert prov["augment"]["views"] == 4  # the reference adapts with its image augmentation on
     # the pretrained model already knows subj02: reset-tuning it is refused with a fix
     res = runner.invoke(app, ["train", str(PIPELINES / "mindbridge_new_subject.toml"), "--data", str(nsd_root),
                               "--out", str(tmp_path / "bad"), "--preset", "tiny", "--device", "cpu",

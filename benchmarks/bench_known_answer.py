@@ -236,8 +236,9 @@ MEASURES = {
            "among the same test images.",
     "glim": "test/retrieval_top1: EEG-to-sentence retrieval top-1 within blocks of retrieval_block test trials "
             "reading distinct sentences (the runner's fixed-order blocks, retrieval_block = GLIM's 24; with fewer test "
-            "sentences than that, one block of all of them; leftover trials are dropped); no shuffled control, so "
-            "the control is test/retrieval_chance_top1. Ideal: ceiling.json top1_retrieval (mean over the "
+            "sentences than that, one block of all of them; leftover trials are dropped); control "
+            "test/retrieval_shuffled_top1 (each sentence against the EEG of a trial that read another sentence; "
+            "test/retrieval_chance_top1 for runs without it). Ideal: ceiling.json top1_retrieval (mean over the "
             "subjects) among the same test sentences, in the simulator's MiniLM space.",
 }
 
@@ -302,10 +303,11 @@ def summarise_run(kind: str, metrics: dict, ceiling: dict, target: str | None = 
                     "top5_chance": round(metrics["test/retrieval_chance_top5"], 4)}
             if n_scored is not None:
                 top5["top5_p_above_chance"] = float(f"{p_above_chance(top5['top5'], top5['top5_chance'], n_scored):.3g}")
-        subjects["all"] = _entry(metrics["test/retrieval_top1"], chance, chance, ideal,
-                                 n_candidates=int(metrics["test/retrieval_block"]),
-                                 n_candidates_ideal=int(ceiling["n_test"]), control_kind="chance", n_scored=n_scored,
-                                 **top5)
+        shuffled = "test/retrieval_shuffled_top1" in metrics  # runs before the control existed: chance
+        subjects["all"] = _entry(metrics["test/retrieval_top1"], metrics.get("test/retrieval_shuffled_top1", chance),
+                                 chance, ideal, n_candidates=int(metrics["test/retrieval_block"]),
+                                 n_candidates_ideal=int(ceiling["n_test"]),
+                                 control_kind="shuffled-brain" if shuffled else "chance", n_scored=n_scored, **top5)
     else:
         prefix = {"nsd": "test/nsd/", "brain_diffuser": "test/nsd/", "atm": "test/things-eeg2/"}[kind]
         names = sorted({k[len(prefix):].split("/")[0] for k in metrics if k.startswith(prefix)})

@@ -284,6 +284,9 @@ def test_glim_summary_reports_top5_and_the_scored_trials_when_the_run_has_them(b
     assert sub["top5_p_above_chance"] == pytest.approx(bench.p_above_chance(0.3125, 0.2083, 48), rel=1e-2)
     assert (sub["n_candidates"], sub["n_candidates_ideal"]) == (24, 28)
     assert sub["fraction_of_ideal"] == pytest.approx((0.125 - 1 / 24) / (0.375 - 1 / 24), abs=1e-4)
+    assert (sub["control"], sub["control_kind"]) == (round(1 / 24, 4), "chance")  # a run without the control
+    shuffled = bench.summarise_run("glim", {**glim, "test/retrieval_shuffled_top1": 0.0625}, ceil)["subjects"]["all"]
+    assert (shuffled["control"], shuffled["control_kind"]) == (0.0625, "shuffled-brain") and shuffled["beats_control"]
     bare = bench.summarise_run("glim", {k: glim[k] for k in list(glim)[:3]}, ceil)["subjects"]["all"]
     assert "top5" not in bare and "n_scored" not in bare and "p_above_chance" not in bare  # older runs: as before
 

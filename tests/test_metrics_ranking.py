@@ -150,3 +150,22 @@ def test_zero_shot_classification_glim_prompts_and_ignored_items():
     # item 3 is unlabelled (ignored); item 2 ranks class 1 behind class 2 (hit at top-2 only)
     assert res["n_scored"] == 3 and res["top1"] == pytest.approx(2 / 3) and res["top2"] == 1.0
     assert np.isnan(res["per_item"]["top1"][3])
+
+
+def test_other_sentence_pairing_never_pairs_a_sentence_with_itself():
+    from neurodecode.metrics import other_sentence_pairing
+
+    # 3 subjects read 9 sentences (asymmetric: one sentence read 5 times): repeats must never be paired
+    ids = [f"s{k}" for k in range(9)] * 3 + ["s0", "s0"]
+    pairing = other_sentence_pairing(ids, random_state=4)
+    assert sorted(pairing.tolist()) == list(range(len(ids)))  # a permutation
+    assert all(ids[j] != ids[i] for i, j in enumerate(pairing))
+    np.testing.assert_array_equal(pairing, other_sentence_pairing(ids, random_state=4))  # fixed by the seed
+    # a perfect model scores at chance under the pairing: the EEG embedding is its own sentence's embedding
+    rng = np.random.default_rng(0)
+    emb = {s: rng.standard_normal(8) for s in set(ids)}
+    e = np.stack([emb[s] for s in ids])
+    assert block_retrieval(e, e, ids, block=9, topk=(1,))["top1"] == 1.0
+    assert block_retrieval(e[pairing], e, ids, block=9, topk=(1,))["top1"] == 0.0
+    with pytest.raises(ValidationError, match="sentence_ids"):
+        other_sentence_pairing(["a", "a", "a", "b"])  # one sentence read by more than half the items

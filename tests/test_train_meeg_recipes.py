@@ -252,15 +252,22 @@ def test_glim_zuco_tiny_retrieval_generation_and_resume(zuco_root, tmp_path):
     # so every test sentence is a candidate of every trial
     assert len(sentences) < 24 and m["test/retrieval_block"] == len(sentences)
     assert m["test/retrieval_n_blocks"] == 2
-    own_sim = []
+    own_sim, best = [], []
     for code, (X, lengths, texts) in per_subject.items():
         ranks = model.retrieve(X, sentences, lengths, task="NR", dataset="zuco2", subject=f"zuco/{code}")
         sim = model.similarity(X, sentences, lengths, task="NR", dataset="zuco2", subject=f"zuco/{code}")
         hits += [sentences[r[0]] == t for r, t in zip(ranks, texts)]
+        best += [sentences[r[0]] for r in ranks]
         own_sim += [sim[i, sentences.index(t)] for i, t in enumerate(texts)]
         n_trials += len(texts)
     assert m["test/retrieval_top1"] == pytest.approx(np.mean(hits))
     assert m["test/retrieval_chance_top1"] == pytest.approx(1 / len(sentences))
+    # the shuffled-brain control: each trial's sentence against the EEG of a trial that read another sentence
+    from neurodecode.metrics import other_sentence_pairing
+
+    pairing = other_sentence_pairing(refs)
+    assert all(refs[j] != refs[i] for i, j in enumerate(pairing))
+    assert m["test/retrieval_shuffled_top1"] == pytest.approx(np.mean([best[j] == refs[i] for i, j in enumerate(pairing)]))
     gen = json.loads((out / "generations.json").read_text())
     assert gen["teacher_forcing"] is False and gen["n"] == m["test/n_generated"] == n_trials
     assert [item["reference"] for item in gen["items"]] == refs

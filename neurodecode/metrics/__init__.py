@@ -76,6 +76,7 @@ from ._text import (
 from ._text_ranking import (
     ZERO_SHOT_TASKS,
     block_retrieval,
+    other_sentence_pairing,
     retrieval_blocks,
     zero_shot_classification,
     zero_shot_prompts,
@@ -105,6 +106,7 @@ __all__ = [
     "identification_top1",
     "identification_with_control",
     "block_retrieval",
+    "other_sentence_pairing",
     "retrieval_blocks",
     "ZERO_SHOT_TASKS",
     "zero_shot_prompts",

@@ -26,8 +26,8 @@ from .._core.errors import ShapeMismatchError, ValidationError
 from .._core.validation import check_array, check_option, format_error
 from ._retrieval import true_rank
 
-__all__ = ["retrieval_blocks", "block_retrieval", "ZERO_SHOT_TASKS", "zero_shot_prompts", "zero_shot_targets",
-           "zero_shot_classification"]
+__all__ = ["retrieval_blocks", "block_retrieval", "other_sentence_pairing", "ZERO_SHOT_TASKS", "zero_shot_prompts",
+           "zero_shot_targets", "zero_shot_classification"]
 
 #: GLIM's zero-shot tasks (model/glim.py): label names, the sentence template, the top-k reported.
 ZERO_SHOT_TASKS: dict[str, dict[str, Any]] = {
@@ -141,6 +141,46 @@ def block_retrieval(eeg_emb: Any, text_emb: Any, sentence_ids: Sequence[Any] | N
     out.update({"per_block": per_block, "per_item": per_item, "chance": {f"top{k}": min(1.0, k / block) for k in ks},
                 "blocks": blocks, "n_blocks": len(blocks), "dropped": dropped, "block": int(block)})
     return out
+
+
+def other_sentence_pairing(sentence_ids: Sequence[Any], random_state: int = 0) -> np.ndarray:
+    """A fixed permutation pairing each item with an item that read another sentence (a shuffled-brain control).
+
+    ``block_retrieval(eeg_emb[pairing], text_emb, sentence_ids)`` scores every item's sentence against the EEG
+    of a trial that read something else, so it sits at chance whatever the model. Items reading the same
+    sentence (several subjects, repeats) are never paired: a plain derangement could pair them and count a
+    true match.
+
+    Parameters
+    ----------
+    sentence_ids : sequence of hashable
+        Sentence of each item.
+    random_state : int
+        Seed of the permutation.
+
+    Returns
+    -------
+    pairing : ndarray of int, shape (n_items,)
+        A permutation with ``sentence_ids[pairing[i]] != sentence_ids[i]`` for every i.
+    """
+    _, sid = np.unique(np.asarray([str(s) for s in sentence_ids]), return_inverse=True)
+    n = len(sid)
+    if n < 2 or np.bincount(sid).max() * 2 > n:
+        raise ValidationError(format_error("sentence_ids", "items with no sentence read by more than half of them",
+                                           f"{n} items, the most read sentence {int(np.bincount(sid).max()) if n else 0}"
+                                           " times", "Score more distinct sentences"))
+    rng = np.random.default_rng(random_state)
+    pairing = rng.permutation(n)
+    for _ in range(1000):  # swap the clashes away: each swap keeps a permutation
+        bad = np.flatnonzero(sid[pairing] == sid)
+        if not len(bad):
+            return pairing
+        for i in bad:
+            j = int(rng.integers(n))
+            if sid[pairing[j]] != sid[i] and sid[pairing[i]] != sid[j]:
+                pairing[i], pairing[j] = pairing[j], pairing[i]
+    raise ValidationError(format_error("sentence_ids", "a pairing of items with other sentences",  # pragma: no cover
+                                       "none found in 1000 rounds"))
 
 
 def zero_shot_prompts(task: str) -> list[str]:

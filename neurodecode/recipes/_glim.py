@@ -15,7 +15,9 @@ scales them itself (padding stays zero).
 
 Test metrics (``metrics.json``): EEG-to-text retrieval in blocks of ``[evaluate] retrieval_block``
 test trials (shuffled with the seed; the candidates of a trial are the distinct sentences of its
-block): ``test/retrieval_top{k}`` and ``test/retrieval_chance_top{k}``; and sentences generated from
+block): ``test/retrieval_top{k}``, ``test/retrieval_chance_top{k}`` and the shuffled-brain control
+``test/retrieval_shuffled_top{k}`` (each sentence against the EEG of a trial that read another one,
+:func:`~neurodecode.metrics.other_sentence_pairing`); and sentences generated from
 the EEG alone (no teacher forcing) for every test trial, written with the per-trial retrieval rank
 and similarity to ``OUT/generations.json`` (score them with :func:`neurodecode.metrics.evaluate_text`;
 the text metrics live in :mod:`neurodecode.metrics`, a layer ``train`` does not import).
@@ -207,7 +209,7 @@ def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
 
     # retrieval as GLIM scores it: fixed-order blocks of `retrieval_block` items reading distinct sentences
     # (leftovers dropped); candidates: the block's sentences (metrics.block_retrieval, ties are misses)
-    from ..metrics import block_retrieval
+    from ..metrics import block_retrieval, other_sentence_pairing
 
     evaluate, gen = ctx.evaluate, ctx.generate
     test = np.flatnonzero(is_test)
@@ -225,9 +227,19 @@ def train_glim(ctx: Any) -> tuple[dict[str, Any], dict[str, float], dict[str, An
     scores = block_retrieval(emb, text_emb[inverse], texts.tolist(), block=block, topk=ks)
     metrics: dict[str, float] = {"test/n_trials": float(len(test)), "test/n_sentences": float(len(uniq)),
                                  "test/retrieval_block": float(block), "test/retrieval_n_blocks": float(scores["n_blocks"])}
+    # shuffled-brain control: each item's sentence against the EEG of a trial that read another sentence
+    try:
+        pairing = other_sentence_pairing(texts.tolist())
+    except ValidationError as err:  # e.g. one test sentence read by most trials: no such pairing exists
+        logger.warning("GLIM retrieval: no shuffled control (%s)", err)
+        pairing = None
+    shuffled = (block_retrieval(emb[pairing], text_emb[inverse], texts.tolist(), block=block, topk=ks)
+                if pairing is not None else None)
     for k in ks:
         metrics[f"test/retrieval_top{k}"] = scores[f"top{k}"]
         metrics[f"test/retrieval_chance_top{k}"] = k / block
+        if shuffled is not None:
+            metrics[f"test/retrieval_shuffled_top{k}"] = shuffled[f"top{k}"]
     hit1 = scores["per_item"][f"top{ks[0]}"] if ks else np.full(len(test), np.nan)
     metrics.update(_zero_shot_scores(model, emb, tab, test, evaluate.get("zero_shot", [])))
 

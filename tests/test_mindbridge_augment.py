@@ -136,6 +136,17 @@ def test_mindbridge_recipe_trains_on_cached_views(tmp_path, monkeypatch):
         return step(self, batch, i)
 
     monkeypatch.setattr(MindBridge, "training_step", spy)
+    import neurodecode.recipes._fmri as fmri
+
+    asked: dict = {}
+    compute = fmri.compute_targets
+
+    def record(root, tables, ids, **kw):
+        for key in tables:
+            asked.setdefault(key, set()).update(np.asarray(ids).tolist())
+        return compute(root, tables, ids, **kw)
+
+    monkeypatch.setattr(fmri, "compute_targets", record)
     recipe = Path(__file__).resolve().parents[1] / "pipelines" / "mindbridge_nsd.toml"
     res = CliRunner().invoke(app, ["train", str(recipe), "--data", str(root), "--out", str(tmp_path / "run"),
                                    "--preset", "tiny", "--device", "cpu", "--json", "--max-steps", "3",
@@ -152,6 +163,14 @@ def test_mindbridge_recipe_trains_on_cached_views(tmp_path, monkeypatch):
         rows = tokens.flatten(1).numpy()
         assert (np.abs(rows[:, None] - table[None]).max(-1).min(-1) < 1e-6).all()
         assert (np.abs(rows[:, None] - clean_table[None]).max(-1).min(-1) > 1e-4).all()
+    # the clean image tokens are read for the test images only (training draws views): no training image's
+    from neurodecode.data import load_nsd
+
+    test_ids = set()
+    for subject in (1, 2):
+        t = load_nsd(root, subject, sessions=[1])
+        test_ids |= set(t.stimulus_ids[t.split == "test"].tolist())
+    assert asked["image_tokens"] == test_ids and asked["text_tokens"] > test_ids
     prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
     assert prov["augment"] == {"views": 2, "seed": 0,
                                "targets": {"image_tokens": {"of": "image_tokens", "transform": "mindbridge"}}}

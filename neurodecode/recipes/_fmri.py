@@ -32,7 +32,8 @@ copies) is embedded for K augmented views of every training image, once, into th
 (:class:`neurodecode.latents._augment.AugmentedStimuli`: seeded by ``augment_seed``, each image's id and
 the view number), and every step draws one view per sample (a seeded
 :class:`~neurodecode.train.ChoiceRows`, ``"random"``), so training sees a new augmented target across
-epochs. Test identification and validation use the clean targets. ``augment_views = 0``: no views
+epochs. Test identification and validation use the clean targets (a target its views replace, MindBridge's
+``image_tokens``, is read clean for the test images only). ``augment_views = 0``: no views
 (MindEye2's ``convnext_maps_aug`` is then the clean ``convnext_maps``).
 
 Reconstruction: :func:`neurodecode.recipes._nsd_images.reconstruct_nsd` (predicted latents -> the
@@ -142,8 +143,24 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
     # 2. targets, computed once per stimulus into the cache
     all_ids = np.concatenate([t.stimulus_ids for t in trials.values()])
     tables = {k: v for k, v in ctx.latents.items() if isinstance(v, Mapping)}
-    targets = compute_targets(ctx.root, tables, all_ids, cache_root=ctx.cache_root, captions=ctx.data["captions"],
-                              device=ctx.latent_device, dtype=ctx.dtype, verbose=verbose)
+    fit_subjects = [new_subject] if method == "full" else ([anchor, new_subject] if method else subjects)
+    # augmented views of the training images ([latents] augment_views; the decoder's augmented_targets)
+    views, aug_seed = _augment_settings(ctx.latents)
+    aug_spec = {k: (str(src), str(tf)) for k, (src, tf) in getattr(decoder_class(ctx.name), "augmented_targets",
+                                                                     {}).items() if (tables.get(src) or {}).get("space")}
+    # a target its views replace in training (MindBridge's image tokens) is read clean for the test images only
+    # (test identification, validation): its training images' clean features are never used
+    in_place = {k for k, (src, _) in aug_spec.items() if k == src} if views else set()
+    test_ids = np.concatenate([t.stimulus_ids for t in test_sets.values()])
+    if not len(test_ids):
+        in_place = set()
+    targets = compute_targets(ctx.root, {k: v for k, v in tables.items() if k not in in_place}, all_ids,
+                              cache_root=ctx.cache_root, captions=ctx.data["captions"], device=ctx.latent_device,
+                              dtype=ctx.dtype, verbose=verbose)
+    if in_place:
+        targets.update(compute_targets(ctx.root, {k: tables[k] for k in in_place}, test_ids,
+                                       cache_root=ctx.cache_root, captions=ctx.data["captions"],
+                                       device=ctx.latent_device, dtype=ctx.dtype, verbose=verbose))
     shapes = {k: feats.shape[1:] for k, (_, feats) in targets.items()}
     # text targets: one caption per step ([train] caption_sampling) instead of the mean of an image's captions
     sampling = str(ctx.extra.get("caption_sampling") or "mean")
@@ -157,11 +174,6 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
                                                  captions=ctx.data["captions"], device=ctx.latent_device,
                                                  dtype=ctx.dtype, verbose=verbose)
 
-    fit_subjects = [new_subject] if method == "full" else ([anchor, new_subject] if method else subjects)
-    # augmented views of the training images ([latents] augment_views; the decoder's augmented_targets)
-    views, aug_seed = _augment_settings(ctx.latents)
-    aug_spec = {k: (str(src), str(tf)) for k, (src, tf) in getattr(decoder_class(ctx.name), "augmented_targets",
-                                                                     {}).items() if src in targets}
     view_tables: dict[str, Any] = {}
     if views:
         train_ids = np.unique(np.concatenate([train_sets[s].stimulus_ids for s in fit_subjects if s is not None]))
@@ -200,7 +212,8 @@ def train(recipe: Mapping[str, Any], data_root: str | os.PathLike[str], out_dir:
 
     # 4. batches and training
     def arrays(t: Any, train: bool = False) -> dict[str, Any]:
-        out = {"x": t.X, **gather_targets(targets, t.stimulus_ids, lazy=True)}  # no copies of repeats
+        clean = {k: v for k, v in targets.items() if not (train and k in view_tables)}  # views replace them
+        out = {"x": t.X, **gather_targets(clean, t.stimulus_ids, lazy=True)}  # no copies of repeats
         for k, table in (captions_of.items() if train else ()):
             out[k] = choice_targets(table, t.stimulus_ids, mode=sampling, cycle=int(ctx.extra.get("caption_cycle", 3)))
         for k, table in (view_tables.items() if train else ()):

@@ -48,6 +48,7 @@ SCRIPT = textwrap.dedent('''
         assert result.steps == 15, result.steps
         import accelerate
         assert accelerate.PartialState().num_processes == 2
+        torch.distributed.destroy_process_group()  # as `neurodecode train` does: no gloo threads left at exit
 ''')
 
 

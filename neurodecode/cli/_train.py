@@ -37,6 +37,15 @@ def run_train(recipe: Path, data: Path, out: Path, *, preset: str | None = None,
     }
 
 
+def _close_process_group() -> None:
+    """Under torchrun, tear the process group down before the process exits (gloo's threads left running at
+    interpreter exit can abort it: "terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     @handle_errors
@@ -53,8 +62,11 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
     ) -> None:
         """Train a decoder from a recipe (resumable; every recipe also runs at toy size with --preset tiny)."""
-        summary = run_train(recipe, data, out, preset=preset, overrides=set_, max_steps=max_steps, resume=resume,
-                            device=device)
+        try:
+            summary = run_train(recipe, data, out, preset=preset, overrides=set_, max_steps=max_steps,
+                                resume=resume, device=device)
+        finally:
+            _close_process_group()
         if json_out:
             print_json(summary)
             return
